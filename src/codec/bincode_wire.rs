@@ -1,0 +1,140 @@
+//! bincode's wire form of the envelope.
+//!
+//! bincode is not self-describing: it cannot skip absent fields nor decode a
+//! `serde_json::Value`. This mirror struct keeps every field (options included) and
+//! carries the free-form JSON parts (`data`, `metrics`, `attachments`) as JSON text.
+
+use crate::protocol::{Envelope, ErrorBody, ErrorCode, MessageType, Priority};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    version: u32,
+    message_id: String,
+    request_id: Option<String>,
+    timestamp: Option<String>,
+    kind: u8,
+    operation: Option<String>,
+    worker_type: Option<String>,
+    source: Option<String>,
+    destination: Option<String>,
+    priority: Option<u8>,
+    deadline_ms: Option<u64>,
+    data_json: Option<String>,
+    success: Option<bool>,
+    error: Option<(String, String, bool)>,
+    metrics_json: Option<String>,
+    event_name: Option<String>,
+    attachments_json: Option<String>,
+}
+
+fn kind_to_u8(k: MessageType) -> u8 {
+    match k {
+        MessageType::Request => 0,
+        MessageType::Response => 1,
+        MessageType::Event => 2,
+        MessageType::Error => 3,
+        MessageType::Cancel => 4,
+    }
+}
+
+fn kind_from_u8(k: u8) -> Result<MessageType, String> {
+    Ok(match k {
+        0 => MessageType::Request,
+        1 => MessageType::Response,
+        2 => MessageType::Event,
+        3 => MessageType::Error,
+        4 => MessageType::Cancel,
+        other => return Err(format!("unknown message type tag {other}")),
+    })
+}
+
+fn priority_from_u8(p: u8) -> Result<Priority, String> {
+    Ok(match p {
+        0 => Priority::High,
+        1 => Priority::Normal,
+        2 => Priority::Low,
+        other => return Err(format!("unknown priority tag {other}")),
+    })
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, String> {
+    serde_json::to_string(v).map_err(|e| e.to_string())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_str(s).map_err(|e| e.to_string())
+}
+
+pub(super) fn encode(e: &Envelope, out: &mut Vec<u8>) -> Result<(), String> {
+    let wire = Wire {
+        version: e.version,
+        message_id: e.message_id.clone(),
+        request_id: e.request_id.clone(),
+        timestamp: e.timestamp.clone(),
+        kind: kind_to_u8(e.kind),
+        operation: e.operation.clone(),
+        worker_type: e.worker_type.clone(),
+        source: e.source.clone(),
+        destination: e.destination.clone(),
+        priority: e.priority.map(|p| p as u8),
+        deadline_ms: e.deadline_ms,
+        data_json: e
+            .data
+            .as_ref()
+            .filter(|d| !d.is_null())
+            .map(to_json)
+            .transpose()?,
+        success: e.success,
+        error: e
+            .error
+            .as_ref()
+            .map(|b| (b.code.as_str().to_owned(), b.message.clone(), b.retryable)),
+        metrics_json: e.metrics.as_ref().map(to_json).transpose()?,
+        event_name: e.event_name.clone(),
+        attachments_json: (!e.attachments.is_empty())
+            .then(|| to_json(&e.attachments))
+            .transpose()?,
+    };
+    bincode::serialize_into(out, &wire).map_err(|e| e.to_string())
+}
+
+pub(super) fn decode(bytes: &[u8]) -> Result<Envelope, String> {
+    use bincode::Options as _;
+    // Why explicit options: the default `deserialize` trusts length prefixes and can be
+    // made to allocate gigabytes; the limit bounds every allocation by the header size.
+    let wire: Wire = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(bytes.len() as u64)
+        .deserialize(bytes)
+        .map_err(|e| e.to_string())?;
+    Ok(Envelope {
+        version: wire.version,
+        message_id: wire.message_id,
+        request_id: wire.request_id,
+        timestamp: wire.timestamp,
+        kind: kind_from_u8(wire.kind)?,
+        operation: wire.operation,
+        worker_type: wire.worker_type,
+        source: wire.source,
+        destination: wire.destination,
+        priority: wire.priority.map(priority_from_u8).transpose()?,
+        deadline_ms: wire.deadline_ms,
+        data: wire.data_json.as_deref().map(from_json).transpose()?,
+        success: wire.success,
+        error: wire.error.map(|(code, message, retryable)| ErrorBody {
+            code: ErrorCode::parse(&code).unwrap_or(ErrorCode::Internal),
+            message,
+            retryable,
+        }),
+        metrics: wire.metrics_json.as_deref().map(from_json).transpose()?,
+        event_name: wire.event_name,
+        attachments: wire
+            .attachments_json
+            .as_deref()
+            .map(from_json)
+            .transpose()?
+            .unwrap_or_default(),
+    })
+}

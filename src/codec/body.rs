@@ -1,0 +1,196 @@
+//! Frame bodies: the header plus attachments, for both framings.
+
+use super::{bincode_wire, CodecError, CodecKind};
+use crate::protocol::{AttachmentMeta, Envelope};
+use base64::Engine as _;
+use std::borrow::Cow;
+use std::ops::Range;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A decoded frame: the envelope and where its attachments are.
+#[derive(Debug)]
+pub struct DecodedFrame {
+    /// The envelope, version already checked.
+    pub envelope: Envelope,
+    /// Attachments located in the frame (framed links).
+    ranges: Vec<Range<usize>>,
+    /// Attachments decoded from base64 (line links).
+    inline: Vec<Vec<u8>>,
+}
+
+impl DecodedFrame {
+    /// How many attachments the frame has.
+    pub fn attachment_count(&self) -> usize {
+        self.ranges.len() + self.inline.len()
+    }
+
+    /// Attachment `i`, borrowed from `frame` (the slice that was decoded) without a copy.
+    pub fn attachment<'a>(&'a self, frame: &'a [u8], i: usize) -> Option<&'a [u8]> {
+        if let Some(r) = self.ranges.get(i) {
+            return frame.get(r.clone());
+        }
+        self.inline.get(i).map(Vec::as_slice)
+    }
+
+    /// Every attachment copied out, for callers that keep them past the frame buffer.
+    pub fn attachments_owned(&self, frame: &[u8]) -> Vec<Vec<u8>> {
+        (0..self.attachment_count())
+            .filter_map(|i| self.attachment(frame, i).map(<[u8]>::to_vec))
+            .collect()
+    }
+}
+
+/// Attachment metadata with sizes filled in; borrowed when nothing needs changing.
+fn with_sizes<'e>(envelope: &'e Envelope, attachments: &[&[u8]]) -> Cow<'e, Envelope> {
+    let consistent = envelope.attachments.len() == attachments.len()
+        && envelope
+            .attachments
+            .iter()
+            .zip(attachments)
+            .all(|(m, a)| m.size == a.len() as u64 && m.data_base64.is_none());
+    if consistent {
+        return Cow::Borrowed(envelope);
+    }
+    let mut owned = envelope.clone();
+    owned
+        .attachments
+        .resize_with(attachments.len(), AttachmentMeta::default);
+    for (meta, bytes) in owned.attachments.iter_mut().zip(attachments) {
+        meta.size = bytes.len() as u64;
+        meta.data_base64 = None;
+    }
+    Cow::Owned(owned)
+}
+
+pub(super) fn encode_line(
+    envelope: &Envelope,
+    attachments: &[&[u8]],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let header_err = |e: serde_json::Error| CodecError::Header {
+        codec: CodecKind::Json,
+        message: e.to_string(),
+    };
+    if attachments.is_empty() {
+        return serde_json::to_writer(out, envelope).map_err(header_err);
+    }
+    let mut owned = with_sizes(envelope, attachments).into_owned();
+    for (meta, bytes) in owned.attachments.iter_mut().zip(attachments) {
+        meta.data_base64 = Some(B64.encode(bytes));
+    }
+    serde_json::to_writer(out, &owned).map_err(header_err)
+}
+
+pub(super) fn decode_line(frame: &[u8]) -> Result<DecodedFrame, CodecError> {
+    let text = std::str::from_utf8(frame).map_err(|_| CodecError::NotUtf8)?;
+    let mut envelope: Envelope = serde_json::from_str(text).map_err(|e| CodecError::Header {
+        codec: CodecKind::Json,
+        message: e.to_string(),
+    })?;
+    envelope.check_version()?;
+    let mut inline = Vec::with_capacity(envelope.attachments.len());
+    for (index, meta) in envelope.attachments.iter_mut().enumerate() {
+        let bytes = match (meta.data_base64.take(), &meta.path) {
+            (Some(b64), _) => B64
+                .decode(b64.as_bytes())
+                .map_err(|e| CodecError::Attachment {
+                    index,
+                    message: e.to_string(),
+                })?,
+            (None, Some(path)) => std::fs::read(path).map_err(|e| CodecError::Attachment {
+                index,
+                message: format!("reading {path}: {e}"),
+            })?,
+            (None, None) => {
+                return Err(CodecError::Attachment {
+                    index,
+                    message: "neither data_base64 nor path is set".into(),
+                })
+            }
+        };
+        if bytes.len() as u64 != meta.size {
+            return Err(CodecError::Attachment {
+                index,
+                message: format!("size says {} bytes, data has {}", meta.size, bytes.len()),
+            });
+        }
+        inline.push(bytes);
+    }
+    Ok(DecodedFrame {
+        envelope,
+        ranges: Vec::new(),
+        inline,
+    })
+}
+
+pub(super) fn encode_framed(
+    kind: CodecKind,
+    envelope: &Envelope,
+    attachments: &[&[u8]],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let envelope = with_sizes(envelope, attachments);
+    out.extend_from_slice(&[0; 4]);
+    let header_err = |message: String| CodecError::Header {
+        codec: kind,
+        message,
+    };
+    match kind {
+        CodecKind::Json => {
+            serde_json::to_writer(&mut *out, &*envelope).map_err(|e| header_err(e.to_string()))?
+        }
+        CodecKind::MsgPack => rmp_serde::encode::write_named(out, &*envelope)
+            .map_err(|e| header_err(e.to_string()))?,
+        CodecKind::Bincode => bincode_wire::encode(&envelope, out).map_err(header_err)?,
+    }
+    let header_len = u32::try_from(out.len() - 4).map_err(|_| CodecError::FrameTooLarge {
+        size: out.len(),
+        max: u32::MAX as usize,
+    })?;
+    out[..4].copy_from_slice(&header_len.to_le_bytes());
+    Ok(())
+}
+
+pub(super) fn decode_framed(kind: CodecKind, frame: &[u8]) -> Result<DecodedFrame, CodecError> {
+    let len_bytes: [u8; 4] = frame
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(CodecError::Truncated("no header length"))?;
+    let header_len = u32::from_le_bytes(len_bytes) as usize;
+    let header = frame
+        .get(4..4usize.saturating_add(header_len))
+        .ok_or(CodecError::Truncated("header shorter than announced"))?;
+    let header_err = |message: String| CodecError::Header {
+        codec: kind,
+        message,
+    };
+    let envelope: Envelope = match kind {
+        CodecKind::Json => serde_json::from_slice(header).map_err(|e| header_err(e.to_string()))?,
+        CodecKind::MsgPack => {
+            rmp_serde::from_slice(header).map_err(|e| header_err(e.to_string()))?
+        }
+        CodecKind::Bincode => bincode_wire::decode(header).map_err(header_err)?,
+    };
+    envelope.check_version()?;
+    let mut offset = 4 + header_len;
+    let mut ranges = Vec::with_capacity(envelope.attachments.len());
+    for meta in &envelope.attachments {
+        let size =
+            usize::try_from(meta.size).map_err(|_| CodecError::Truncated("attachment size"))?;
+        let end = offset
+            .checked_add(size)
+            .filter(|end| *end <= frame.len())
+            .ok_or(CodecError::Truncated("attachments shorter than announced"))?;
+        ranges.push(offset..end);
+        offset = end;
+    }
+    if offset != frame.len() {
+        return Err(CodecError::Truncated("bytes after the last attachment"));
+    }
+    Ok(DecodedFrame {
+        envelope,
+        ranges,
+        inline: Vec::new(),
+    })
+}

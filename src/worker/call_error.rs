@@ -1,0 +1,84 @@
+//! Errors of calling a worker from the host.
+
+use crate::codec::CodecError;
+use crate::protocol::{ErrorBody, ErrorCode, ProtocolError};
+use crate::transport::TransportError;
+use std::process::ExitStatus;
+
+/// Why a call (or starting a worker) failed. Every variant maps to a stable [`ErrorCode`].
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The worker answered with an error message.
+    #[error("{}: {}", .0.code, .0.message)]
+    Remote(ErrorBody),
+    /// The worker process could not be started.
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        /// The command.
+        command: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The worker exited (or closed its channel) before sending `ready`.
+    #[error("worker exited before ready ({status})")]
+    ExitedBeforeReady {
+        /// How it ended, as far as known.
+        status: String,
+    },
+    /// The worker sent nothing valid within the startup timeout.
+    #[error("worker sent no ready event within {0:?}")]
+    StartupTimeout(std::time::Duration),
+    /// The worker died (or closed its channel) while a request was in flight.
+    #[error("worker crashed ({status})")]
+    WorkerCrashed {
+        /// How it ended, as far as known.
+        status: String,
+    },
+    /// The request's deadline passed; a cancel was sent to the worker.
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// A frame could not be decoded or encoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The worker broke the protocol.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The link failed in another way (oversized frame, I/O).
+    #[error(transparent)]
+    Transport(TransportError),
+    /// The worker's link is already broken by an earlier failure.
+    #[error("worker connection is closed")]
+    Closed,
+}
+
+impl CallError {
+    /// The stable error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CallError::Remote(body) => body.code,
+            CallError::Spawn { .. }
+            | CallError::ExitedBeforeReady { .. }
+            | CallError::StartupTimeout(_) => ErrorCode::StartupFailed,
+            CallError::WorkerCrashed { .. } | CallError::Closed => ErrorCode::WorkerCrashed,
+            CallError::Timeout(_) => ErrorCode::Timeout,
+            CallError::Codec(e) => e.code(),
+            CallError::Protocol(e) => e.code(),
+            CallError::Transport(e) => e.code(),
+        }
+    }
+
+    /// The error as a protocol error body (for answering a caller).
+    pub fn to_body(&self) -> ErrorBody {
+        match self {
+            CallError::Remote(body) => body.clone(),
+            other => ErrorBody::new(other.code(), other.to_string()),
+        }
+    }
+
+    pub(crate) fn status_text(status: Option<ExitStatus>) -> String {
+        match status {
+            Some(s) => s.to_string(),
+            None => "channel closed, process still running".to_owned(),
+        }
+    }
+}

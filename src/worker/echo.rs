@@ -1,0 +1,78 @@
+//! The Rust echo worker's handler, served by `ferry worker echo`; used by tests, benches
+//! and the README's first run.
+//!
+//! Operations:
+//! - `echo`: answers the request's data and attachments unchanged.
+//! - `sleep` `{"ms": 100, "steps": 10}`: works for `ms` in `steps` steps, sending a progress
+//!   event and checking for cancellation after each; answers `{"slept_ms", "steps"}`.
+//! - `fail` `{"code": "invalid_request", "message": "..."}`: answers that error.
+//! - `print` : writes a line to stdout (which the runtime points at stderr) and echoes.
+
+use super::{Context, HandlerError, Reply, Request};
+use crate::protocol::ErrorCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// The operations the echo handler serves.
+pub const OPERATIONS: [&str; 4] = ["echo", "sleep", "fail", "print"];
+
+/// The echo worker's handler.
+pub fn handle(request: &Request<'_>, ctx: &mut Context<'_>) -> Result<Reply, HandlerError> {
+    match request.operation() {
+        "echo" => Ok(echo(request)),
+        "print" => {
+            println!("a library printing to stdout must not corrupt the channel");
+            Ok(echo(request))
+        }
+        "sleep" => sleep(request.data(), ctx),
+        "fail" => {
+            let data = request.data();
+            let code = data
+                .get("code")
+                .and_then(Value::as_str)
+                .and_then(ErrorCode::parse)
+                .unwrap_or(ErrorCode::Internal);
+            let message = data
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("requested failure");
+            Err(HandlerError::new(code, message))
+        }
+        other => Err(HandlerError::new(
+            ErrorCode::UnknownOperation,
+            format!("echo worker has no operation `{other}`"),
+        )),
+    }
+}
+
+fn echo(request: &Request<'_>) -> Reply {
+    Reply {
+        data: request.data().clone(),
+        attachments: request.attachments.iter().map(|a| a.to_vec()).collect(),
+        metrics: None,
+    }
+}
+
+fn sleep(data: &Value, ctx: &mut Context<'_>) -> Result<Reply, HandlerError> {
+    let field = |name: &str, default: u64| -> Result<u64, HandlerError> {
+        match data.get(name) {
+            None => Ok(default),
+            Some(v) => v.as_u64().ok_or_else(|| {
+                HandlerError::invalid_request(format!(
+                    "data.{name}: expected a non-negative integer"
+                ))
+            }),
+        }
+    };
+    let ms = field("ms", 100)?;
+    let steps = field("steps", 10)?.max(1);
+    let step = Duration::from_millis(ms) / steps as u32;
+    for i in 1..=steps {
+        std::thread::sleep(step);
+        ctx.check_cancelled()?;
+        let fraction = i as f64 / steps as f64;
+        ctx.progress(fraction, "sleep", &format!("step {i}/{steps}"))
+            .map_err(|e| HandlerError::internal(e.to_string()))?;
+    }
+    Ok(Reply::data(json!({"slept_ms": ms, "steps": steps})))
+}

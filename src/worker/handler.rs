@@ -1,0 +1,178 @@
+//! What a worker's code implements, and what it gets while running.
+
+use super::runtime::Io;
+use crate::protocol::{Envelope, ErrorBody, ErrorCode, Metrics, EVENT_PROGRESS};
+use crate::transport::TransportError;
+use serde_json::{json, Value};
+use std::time::Instant;
+
+/// One request as the handler sees it.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The full envelope (operation, data, priority, deadline, ...).
+    pub envelope: &'a Envelope,
+    /// The binary attachments, borrowed from the receive buffer.
+    pub attachments: Vec<&'a [u8]>,
+}
+
+impl Request<'_> {
+    /// The operation name.
+    pub fn operation(&self) -> &str {
+        self.envelope.operation.as_deref().unwrap_or_default()
+    }
+
+    /// The request data (`null` when absent).
+    pub fn data(&self) -> &Value {
+        self.envelope.data.as_ref().unwrap_or(&Value::Null)
+    }
+}
+
+/// A handler's successful answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reply {
+    /// The response data.
+    pub data: Value,
+    /// Binary attachments (raw on framed links, base64 on stdio).
+    pub attachments: Vec<Vec<u8>>,
+    /// Optional measurements.
+    pub metrics: Option<Metrics>,
+}
+
+impl Reply {
+    /// A reply with data only.
+    pub fn data(data: Value) -> Self {
+        Reply {
+            data,
+            ..Reply::default()
+        }
+    }
+}
+
+/// A handler's failure; becomes an `error` message with this code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct HandlerError {
+    /// The code.
+    pub code: ErrorCode,
+    /// The message.
+    pub message: String,
+}
+
+impl HandlerError {
+    /// An error with any code.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        HandlerError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The request's data is invalid.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+
+    /// An unexpected failure.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+
+    /// The request was cancelled (or its deadline passed) and the handler stopped.
+    pub fn cancelled() -> Self {
+        Self::new(ErrorCode::Cancelled, "cancelled")
+    }
+
+    pub(crate) fn into_body(self) -> ErrorBody {
+        ErrorBody::new(self.code, self.message)
+    }
+}
+
+/// A worker's request handler. Closures `FnMut(&Request, &mut Context) -> Result<Reply,
+/// HandlerError>` are handlers.
+pub trait Handler {
+    /// Serves one request. Long handlers should call [`Context::is_cancelled`] now and then:
+    /// that is also when the worker answers `health` probes and sees cancels.
+    fn handle(
+        &mut self,
+        request: &Request<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<Reply, HandlerError>;
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&Request<'_>, &mut Context<'_>) -> Result<Reply, HandlerError>,
+{
+    fn handle(
+        &mut self,
+        request: &Request<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<Reply, HandlerError> {
+        self(request, ctx)
+    }
+}
+
+/// What a running handler can do besides computing: report progress, see cancellation.
+pub struct Context<'a> {
+    pub(super) io: &'a mut Io,
+    pub(super) request_id: &'a str,
+    pub(super) deadline: Option<Instant>,
+    pub(super) cancelled: bool,
+}
+
+impl Context<'_> {
+    /// The id of the request being served.
+    pub fn request_id(&self) -> &str {
+        self.request_id
+    }
+
+    /// When the request's deadline passes, if it has one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Sends a `progress` event: `fraction` in 0..=1, a stage name and a message.
+    pub fn progress(
+        &mut self,
+        fraction: f64,
+        stage: &str,
+        message: &str,
+    ) -> Result<(), TransportError> {
+        let data =
+            json!({"progress": fraction.clamp(0.0, 1.0), "stage": stage, "message": message});
+        self.event(EVENT_PROGRESS, data)
+    }
+
+    /// Sends any event about this request.
+    pub fn event(&mut self, name: &str, data: Value) -> Result<(), TransportError> {
+        let env = Envelope::event(
+            self.io.next_id(),
+            Some(self.request_id.to_owned()),
+            name,
+            data,
+        );
+        self.io.send(&env, &[])
+    }
+
+    /// Whether the host cancelled this request, its deadline passed, or the host is gone.
+    /// Reads any messages waiting without blocking: answers `health` probes and queues
+    /// other requests for later.
+    pub fn is_cancelled(&mut self) -> bool {
+        if !self.cancelled {
+            self.io.pump(self.request_id, &mut self.cancelled);
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.cancelled = true;
+        }
+        self.cancelled
+    }
+
+    /// `Err(cancelled)` when [`is_cancelled`](Self::is_cancelled), for use with `?`.
+    pub fn check_cancelled(&mut self) -> Result<(), HandlerError> {
+        if self.is_cancelled() {
+            Err(HandlerError::cancelled())
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Every transport against the one contract (see `tests/suite/mod.rs`).
+
+mod common;
+#[macro_use]
+mod suite;
+
+use ferry::transport::{memory, stdio, Link};
+use suite::MAX;
+
+fn memory_pair() -> (Link, Link) {
+    memory::pair(MAX)
+}
+
+fn stdio_pair() -> (Link, Link) {
+    stdio::pipe_pair(MAX).expect("pipes")
+}
+
+conformance_tests!(memory_transport, crate::memory_pair);
+conformance_tests!(stdio_transport, crate::stdio_pair);
+
+mod stdio_specific {
+    use super::*;
+    use ferry::transport::TransportError;
+    use std::io::Write;
+
+    /// A writer on a raw pipe and a stdio link reading the other end.
+    fn raw_pipe() -> (std::fs::File, Link) {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (_unused_r, unused_w) = rustix::pipe::pipe().unwrap();
+        let link = stdio::link_from_fds(r, unused_w, 64);
+        (std::fs::File::from(w), link)
+    }
+
+    #[test]
+    fn peer_killed_mid_line_gives_disconnected() {
+        let (mut w, mut link) = raw_pipe();
+        w.write_all(b"{\"half\":").unwrap();
+        drop(w);
+        let mut buf = Vec::new();
+        let err = link.receiver.recv(&mut buf, None).unwrap_err();
+        assert!(matches!(err, TransportError::Disconnected), "got {err:?}");
+    }
+
+    #[test]
+    fn overlong_line_is_refused_then_stream_resyncs() {
+        let (mut w, mut link) = raw_pipe();
+        w.write_all(&[b'x'; 200]).unwrap();
+        w.write_all(b"\nok\n").unwrap();
+        let mut buf = Vec::new();
+        let err = link.receiver.recv(&mut buf, None).unwrap_err();
+        assert!(
+            matches!(err, TransportError::FrameTooLarge { max: 64, .. }),
+            "got {err:?}"
+        );
+        link.receiver.recv(&mut buf, None).unwrap();
+        assert_eq!(buf, b"ok");
+    }
+
+    #[test]
+    fn partial_line_survives_a_timeout() {
+        let (mut w, mut link) = raw_pipe();
+        w.write_all(b"par").unwrap();
+        let mut buf = Vec::new();
+        let soon = std::time::Instant::now() + std::time::Duration::from_millis(20);
+        assert!(matches!(
+            link.receiver.recv(&mut buf, Some(soon)),
+            Err(TransportError::Timeout)
+        ));
+        w.write_all(b"tial\n").unwrap();
+        link.receiver.recv(&mut buf, None).unwrap();
+        assert_eq!(buf, b"partial");
+    }
+
+    #[test]
+    fn newline_inside_a_frame_is_refused() {
+        let (mut host, _worker) = stdio::pipe_pair(MAX).unwrap();
+        let err = host.sender.send(&[b"a\nb"]).unwrap_err();
+        assert!(
+            matches!(err, TransportError::InvalidFrame(_)),
+            "got {err:?}"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! Workers that misbehave: each yields its typed error, never a panic or a hang.
+
+mod common;
+
+use common::{fault_bin, with_watchdog, WATCHDOG};
+use ferry::protocol::{ErrorCode, ProtocolError};
+use ferry::worker::{CallError, WorkerProcess, WorkerSpec};
+use serde_json::json;
+use std::time::Duration;
+
+fn fault_spec(mode: &str) -> WorkerSpec {
+    WorkerSpec::new("fault", fault_bin(), [mode])
+}
+
+#[test]
+fn garbage_lines_are_skipped_and_counted() {
+    with_watchdog(WATCHDOG, || {
+        let mut w =
+            WorkerProcess::spawn(fault_spec("garbage")).expect("garbage before ready is skipped");
+        for i in 0..3 {
+            let reply = w.call("echo", json!({"i": i}), |_| {}).unwrap();
+            assert_eq!(reply.data, json!({"i": i}));
+        }
+        // Three banner lines before ready, one stray line per call.
+        assert_eq!(w.skipped_frames(), 6);
+        w.shutdown().unwrap();
+    });
+}
+
+#[test]
+fn line_over_the_maximum_is_frame_too_large_and_the_link_recovers() {
+    with_watchdog(WATCHDOG, || {
+        let mut spec = fault_spec("oversize");
+        spec.max_frame = 4096;
+        let mut w = WorkerProcess::spawn(spec).unwrap();
+        let err = w.call("echo", json!({"first": true}), |_| {}).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FrameTooLarge, "got {err}");
+        let reply = w.call("echo", json!({"second": true}), |_| {}).unwrap();
+        assert_eq!(reply.data, json!({"second": true}));
+    });
+}
+
+#[test]
+fn invalid_utf8_lines_are_skipped() {
+    with_watchdog(WATCHDOG, || {
+        let mut w = WorkerProcess::spawn(fault_spec("invalid-utf8")).unwrap();
+        let reply = w.call("echo", json!("ok"), |_| {}).unwrap();
+        assert_eq!(reply.data, json!("ok"));
+        assert_eq!(w.skipped_frames(), 1);
+    });
+}
+
+#[test]
+fn worker_exiting_before_ready_is_exited_before_ready() {
+    with_watchdog(WATCHDOG, || {
+        let err = WorkerProcess::spawn(fault_spec("exit-before-ready")).unwrap_err();
+        match &err {
+            CallError::ExitedBeforeReady { status } => {
+                assert!(status.contains('3'), "status {status}")
+            }
+            other => panic!("expected ExitedBeforeReady, got {other:?}"),
+        }
+        assert_eq!(err.code(), ErrorCode::StartupFailed);
+    });
+}
+
+#[test]
+fn worker_never_sending_ready_hits_the_startup_timeout() {
+    with_watchdog(WATCHDOG, || {
+        let mut spec = fault_spec("never-ready");
+        spec.startup_timeout = Duration::from_millis(300);
+        let err = WorkerProcess::spawn(spec).unwrap_err();
+        assert!(
+            matches!(err, CallError::StartupTimeout(_)),
+            "expected StartupTimeout, got {err:?}"
+        );
+        assert_eq!(err.code(), ErrorCode::StartupFailed);
+    });
+}
+
+#[test]
+fn worker_dying_mid_response_is_worker_crashed() {
+    with_watchdog(WATCHDOG, || {
+        let mut w = WorkerProcess::spawn(fault_spec("die-mid-response")).unwrap();
+        let err = w.call("echo", json!({}), |_| {}).unwrap_err();
+        assert!(
+            matches!(err, CallError::WorkerCrashed { .. }),
+            "expected WorkerCrashed, got {err:?}"
+        );
+        assert!(err.code().is_retryable());
+        // The link is known broken: later calls fail at once.
+        assert!(matches!(
+            w.call("echo", json!({}), |_| {}),
+            Err(CallError::Closed)
+        ));
+    });
+}
+
+#[test]
+fn wrong_protocol_version_is_version_mismatch() {
+    with_watchdog(WATCHDOG, || {
+        let err = WorkerProcess::spawn(fault_spec("wrong-version")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CallError::Codec(ferry::codec::CodecError::Protocol(
+                    ProtocolError::VersionMismatch {
+                        expected: 1,
+                        got: 2
+                    }
+                ))
+            ),
+            "expected VersionMismatch, got {err:?}"
+        );
+        assert_eq!(err.code(), ErrorCode::VersionMismatch);
+    });
+}
+
+#[test]
+fn crash_during_a_request_is_worker_crashed() {
+    with_watchdog(WATCHDOG, || {
+        let mut w =
+            WorkerProcess::spawn(WorkerSpec::new("fault", fault_bin(), ["crash-on-nth", "2"]))
+                .unwrap();
+        assert_eq!(w.call("echo", json!(1), |_| {}).unwrap().data, json!(1));
+        let err = w.call("echo", json!(2), |_| {}).unwrap_err();
+        match err {
+            CallError::WorkerCrashed { status } => {
+                assert!(status.contains("signal"), "aborted: {status}")
+            }
+            other => panic!("expected WorkerCrashed, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn hung_worker_times_out_and_is_killed_on_drop() {
+    with_watchdog(WATCHDOG, || {
+        let mut w = WorkerProcess::spawn(fault_spec("hang")).unwrap();
+        let request = ferry::protocol::Envelope::request("", "echo", json!({}));
+        let options = ferry::worker::CallOptions {
+            timeout: Some(Duration::from_millis(200)),
+        };
+        let err = w.call_with(request, &[], &options, |_| {}).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Timeout);
+        let pid = w.pid();
+        drop(w);
+        assert!(!common::process_exists(pid));
+    });
+}
+
+#[test]
+fn missing_program_is_a_spawn_error() {
+    let err = WorkerProcess::spawn(WorkerSpec::new(
+        "x",
+        "/nonexistent/worker",
+        Vec::<String>::new(),
+    ))
+    .unwrap_err();
+    assert!(matches!(err, CallError::Spawn { .. }), "got {err:?}");
+    assert_eq!(err.code(), ErrorCode::StartupFailed);
+}
+
+#[test]
+fn binary_codec_on_stdio_is_refused_up_front() {
+    let mut spec = WorkerSpec::new("echo", common::ferry_bin(), ["worker", "echo"]);
+    spec.codec = ferry::codec::CodecKind::MsgPack;
+    let err = WorkerProcess::spawn(spec).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::Codec(ferry::codec::CodecError::CodecNotLineSafe(_))
+        ),
+        "got {err:?}"
+    );
+}
