@@ -25,8 +25,10 @@ mod error;
 mod fd_io;
 pub mod memory;
 pub mod stdio;
+mod wiring;
 
 pub use error::TransportError;
+pub use wiring::{prepare, worker_link, PendingLink, TransportOptions};
 
 use crate::codec::Framing;
 use serde::{Deserialize, Serialize};

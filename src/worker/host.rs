@@ -12,7 +12,7 @@ use crate::protocol::{
     legacy, now_timestamp, Envelope, IdGenerator, MessageType, ProtocolError, ReadyInfo,
     OP_SHUTDOWN,
 };
-use crate::transport::{stdio, FrameReceiver, FrameSender, TransportError, TransportKind};
+use crate::transport::{self, FrameReceiver, FrameSender, TransportError, TransportKind};
 use serde_json::Value;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
@@ -87,12 +87,18 @@ impl WorkerProcess {
             .env(FERRY_WORKER_ID, &spec.worker_id)
             .env(FERRY_WORKER_TYPE, &spec.worker_type)
             .env(FERRY_HOST_PID, std::process::id().to_string())
-            .stdin(Stdio::piped())
+            // Transports that do not use stdin/stdout leave the worker's stdout as a second
+            // log stream and its stdin closed.
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(dir) = &spec.cwd {
             cmd.current_dir(dir);
         }
+        let mut pending =
+            transport::prepare(spec.transport, &spec.transport_options, spec.max_frame)
+                .map_err(CallError::Transport)?;
+        pending.configure(&mut cmd).map_err(CallError::Transport)?;
         let mut child = cmd.spawn().map_err(|source| CallError::Spawn {
             command: spec.command.clone(),
             source,
@@ -101,14 +107,28 @@ impl WorkerProcess {
             .stderr
             .take()
             .and_then(|e| stderr_log::forward(e, spec.worker_id.clone()));
-        let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(CallError::Transport(TransportError::Unsupported(
-                "child pipes missing".into(),
-            )));
+        let connect_deadline = Instant::now() + spec.startup_timeout;
+        let link = match pending.connect(&mut child, connect_deadline) {
+            Ok(link) => link,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                return Err(match e {
+                    TransportError::Disconnected => CallError::ExitedBeforeReady {
+                        status: CallError::status_text(status),
+                    },
+                    TransportError::Timeout => CallError::StartupTimeout(spec.startup_timeout),
+                    other => CallError::Transport(other),
+                });
+            }
         };
-        let link = stdio::host_link(stdout, stdin, spec.max_frame);
+        if let Some(stdout) = child.stdout.take() {
+            // Not the protocol channel for this transport: the worker's prints are logged.
+            drop(stderr_log::forward(
+                stdout,
+                format!("{}:stdout", spec.worker_id),
+            ));
+        }
         let mut worker = WorkerProcess {
             child,
             tx: link.sender,

@@ -11,7 +11,7 @@ use crate::codec::{Codec, CodecError};
 use crate::protocol::{
     Envelope, ErrorBody, ErrorCode, IdGenerator, MessageType, Operation, ReadyInfo,
 };
-use crate::transport::{stdio, FrameReceiver, FrameSender, Link, TransportError, TransportKind};
+use crate::transport::{FrameReceiver, FrameSender, Link, TransportError};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -186,9 +186,7 @@ pub fn serve<H: Handler>(
     handler: H,
 ) -> Result<(), ServeError> {
     let env = WorkerEnv::from_env()?;
-    let link = match env.transport {
-        TransportKind::Stdio => stdio::worker_link(env.max_frame)?,
-    };
+    let link = crate::transport::worker_link(&env)?;
     let codec = Codec::new(env.codec, link.framing, env.max_frame)?;
     let info = ReadyInfo::new(
         worker_type,

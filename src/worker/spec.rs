@@ -1,7 +1,7 @@
 //! What the host needs to start one worker.
 
 use crate::codec::{CodecKind, DEFAULT_MAX_FRAME};
-use crate::transport::TransportKind;
+use crate::transport::{TransportKind, TransportOptions};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +42,8 @@ pub struct WorkerSpec {
     pub cwd: Option<PathBuf>,
     /// The transport.
     pub transport: TransportKind,
+    /// Settings of the transport beyond its kind.
+    pub transport_options: TransportOptions,
     /// The codec.
     pub codec: CodecKind,
     /// The dialect.
@@ -70,6 +72,7 @@ impl WorkerSpec {
             env: Vec::new(),
             cwd: None,
             transport: TransportKind::Stdio,
+            transport_options: TransportOptions::default(),
             codec: CodecKind::Json,
             dialect: Dialect::Ferry,
             startup_timeout: Duration::from_secs(30),

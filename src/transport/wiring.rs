@@ -1,0 +1,74 @@
+//! Wiring a transport into a worker process: the host prepares it before the spawn and
+//! completes it after; the worker finds its end from the environment.
+//!
+//! Each transport supplies one [`PendingLink`] (host side) and one arm of
+//! [`worker_link`] (worker side). `WorkerProcess::spawn` drives the host side:
+//! `prepare` → [`PendingLink::configure`] on the command → spawn →
+//! [`PendingLink::connect`] with the child.
+
+use super::{stdio, Link, TransportError, TransportKind};
+use crate::worker::env::WorkerEnv;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+/// Host-side settings of a transport beyond its kind, from the worker's spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportOptions {}
+
+/// A transport the host has prepared for a child that is about to be spawned.
+pub trait PendingLink: Send {
+    /// Adjusts the command before the spawn: environment variables (beyond the common
+    /// `FERRY_*` ones), stdin/stdout, file descriptors the child inherits.
+    fn configure(&mut self, cmd: &mut Command) -> Result<(), TransportError>;
+
+    /// Completes the link with the spawned child by `deadline`. A child that exits first
+    /// is [`TransportError::Disconnected`].
+    fn connect(
+        self: Box<Self>,
+        child: &mut Child,
+        deadline: Instant,
+    ) -> Result<Link, TransportError>;
+}
+
+/// Prepares the host side of `kind` for one worker.
+pub fn prepare(
+    kind: TransportKind,
+    _options: &TransportOptions,
+    max_frame: usize,
+) -> Result<Box<dyn PendingLink>, TransportError> {
+    match kind {
+        TransportKind::Stdio => Ok(Box::new(StdioPending { max_frame })),
+    }
+}
+
+/// The worker's end of the transport the host chose, from its environment. For stdio
+/// this also takes the protocol off fds 0 and 1 (see [`stdio::worker_link`]).
+pub fn worker_link(env: &WorkerEnv) -> Result<Link, TransportError> {
+    match env.transport {
+        TransportKind::Stdio => stdio::worker_link(env.max_frame),
+    }
+}
+
+struct StdioPending {
+    max_frame: usize,
+}
+
+impl PendingLink for StdioPending {
+    fn configure(&mut self, cmd: &mut Command) -> Result<(), TransportError> {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        Ok(())
+    }
+
+    fn connect(
+        self: Box<Self>,
+        child: &mut Child,
+        _deadline: Instant,
+    ) -> Result<Link, TransportError> {
+        match (child.stdout.take(), child.stdin.take()) {
+            (Some(out), Some(inp)) => Ok(stdio::host_link(out, inp, self.max_frame)),
+            _ => Err(TransportError::Unsupported(
+                "child stdio pipes missing".into(),
+            )),
+        }
+    }
+}
