@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod connection;
 pub mod floor;
 pub mod protocol;
 pub mod transport;
