@@ -5,7 +5,7 @@
 //!
 //! There is no dedicated reader while only synchronous callers wait. A caller waiting for
 //! its answer takes the receive half if it is free and becomes the *leader*: it reads
-//! frames, delivers other requests' messages to their [`Slot`]s, and stops when its own
+//! frames, delivers other requests' messages to their slots, and stops when its own
 //! answer arrives or its deadline passes. When it steps down it nudges the waiting
 //! *followers*, one of which takes over. A lone caller on an idle worker therefore sends
 //! and receives on its own thread, with no thread hop.
