@@ -26,6 +26,7 @@
 pub mod codec;
 pub mod connection;
 pub mod floor;
+pub mod pool;
 pub mod protocol;
 pub mod transport;
 pub mod worker;

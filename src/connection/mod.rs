@@ -127,6 +127,17 @@ impl Connection {
         self.state.lock().pending.len()
     }
 
+    /// How long the oldest abandoned request (cancelled or timed out, still unanswered by
+    /// the worker) has been waiting for its answer.
+    pub fn oldest_abandoned(&self) -> Option<Duration> {
+        let st = self.state.lock();
+        st.pending
+            .values()
+            .filter_map(|s| s.abandoned_since())
+            .min()
+            .map(|since| since.elapsed())
+    }
+
     /// Why the link is unusable, if it is.
     pub fn broken(&self) -> Option<String> {
         self.state.lock().broken.clone()
@@ -192,13 +203,18 @@ impl Connection {
     /// Sends `request` (a fresh `message_id` is set) and returns the handle to wait on.
     pub fn start(
         self: &Arc<Self>,
-        mut request: Envelope,
+        request: Envelope,
         attachments: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
-        request.message_id = self.ids.next_id();
-        request.kind = MessageType::Request;
-        let id = request.message_id.clone();
+        self.reserve()?.send(request, attachments, deadline)
+    }
+
+    /// Claims a place for one request (it counts in [`in_flight`](Self::in_flight) from
+    /// now), to be sent with [`Reservation::send`]. Dropping the reservation unsent
+    /// releases the place.
+    pub fn reserve(self: &Arc<Self>) -> Result<Reservation, CallError> {
+        let id = self.ids.next_id();
         let slot = Arc::new(Slot::default());
         {
             let mut st = self.state.lock();
@@ -210,20 +226,11 @@ impl Connection {
             // Registered before sending: the answer may arrive before `send` returns.
             st.pending.insert(id.clone(), slot.clone());
         }
-        if let Err(e) = self.send_request(&request, attachments) {
-            self.state.lock().pending.remove(&id);
-            if let CallError::WorkerCrashed { status } = &e {
-                self.fail_all(status);
-            }
-            return Err(e);
-        }
-        Ok(Pending {
+        Ok(Reservation {
             conn: self.clone(),
             id,
             slot,
-            deadline,
-            finished: false,
-            is_async: false,
+            sent: false,
         })
     }
 
@@ -235,6 +242,11 @@ impl Connection {
         attachments: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
+        self.reserve()?.send_async(request, attachments, deadline)
+    }
+
+    /// Counts one more async waiter and makes sure the reader thread runs.
+    fn register_async(self: &Arc<Self>) -> Result<(), CallError> {
         {
             let mut st = self.state.lock();
             st.async_waiters += 1;
@@ -254,16 +266,7 @@ impl Connection {
             }
         }
         self.state_cv.notify_all();
-        match self.start(request, attachments, deadline) {
-            Ok(mut p) => {
-                p.is_async = true;
-                Ok(p)
-            }
-            Err(e) => {
-                self.async_done();
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
     /// Sends a `cancel` for request `id` (best effort; the legacy dialect has none).
@@ -563,6 +566,85 @@ impl Connection {
     }
 }
 
+/// A place claimed on a connection for one request; see [`Connection::reserve`].
+pub struct Reservation {
+    conn: Arc<Connection>,
+    id: String,
+    slot: Arc<Slot>,
+    sent: bool,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reservation {
+    /// Sends `request` under the reserved id and returns the handle to wait on.
+    pub fn send(
+        mut self,
+        mut request: Envelope,
+        attachments: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Pending, CallError> {
+        request.message_id = self.id.clone();
+        request.kind = MessageType::Request;
+        self.sent = true;
+        if let Err(e) = self.conn.send_request(&request, attachments) {
+            self.conn.state.lock().pending.remove(&self.id);
+            self.conn.freed();
+            if let CallError::WorkerCrashed { status } = &e {
+                self.conn.fail_all(status);
+            }
+            return Err(e);
+        }
+        Ok(Pending {
+            conn: self.conn.clone(),
+            id: std::mem::take(&mut self.id),
+            slot: self.slot.clone(),
+            deadline,
+            finished: false,
+            is_async: false,
+        })
+    }
+}
+
+impl Reservation {
+    /// Like [`send`](Self::send), for a caller that will wait with
+    /// [`Pending::next_async`]: the reader thread reads on its behalf.
+    pub fn send_async(
+        self,
+        request: Envelope,
+        attachments: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Pending, CallError> {
+        let conn = self.conn.clone();
+        conn.register_async()?;
+        match self.send(request, attachments, deadline) {
+            Ok(mut p) => {
+                p.is_async = true;
+                Ok(p)
+            }
+            Err(e) => {
+                conn.async_done();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.conn.state.lock().pending.remove(&self.id);
+            self.conn.freed();
+        }
+    }
+}
+
 /// Stands in for a sender that was closed on purpose.
 struct ClosedSender;
 
@@ -660,6 +742,18 @@ impl Pending {
                 None => std::task::Poll::Pending,
             }
         })
+    }
+
+    /// The answer if it has arrived, without blocking and without reading the link (use
+    /// with [`Connection::start_async`], whose reader thread reads). Events are dropped.
+    pub fn poll_done(&mut self) -> Option<Result<Response, CallError>> {
+        while let Some(item) = self.slot.pop() {
+            if let Incoming::Done(result) = item {
+                self.finish_async();
+                return Some(result);
+            }
+        }
+        None
     }
 
     /// Stops waiting: sends a `cancel` and abandons the slot (the worker's late answer is

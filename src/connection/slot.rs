@@ -23,8 +23,9 @@ struct Inner {
     nudges: u64,
     /// The async task waiting on this slot, if any.
     waker: Option<Waker>,
-    /// Nobody waits any more (timed out, cancelled, dropped); deliveries are discarded.
-    abandoned: bool,
+    /// Since when nobody waits any more (timed out, cancelled, dropped); deliveries are
+    /// discarded.
+    abandoned: Option<Instant>,
 }
 
 /// The mailbox of one in-flight request.
@@ -37,7 +38,7 @@ pub(crate) struct Slot {
 impl Slot {
     pub(crate) fn deliver(&self, item: Incoming) {
         let mut inner = self.inner.lock();
-        if inner.abandoned {
+        if inner.abandoned.is_some() {
             return;
         }
         inner.queue.push_back(item);
@@ -97,9 +98,13 @@ impl Slot {
         }
     }
 
+    pub(crate) fn abandoned_since(&self) -> Option<Instant> {
+        self.inner.lock().abandoned
+    }
+
     pub(crate) fn abandon(&self) {
         let mut inner = self.inner.lock();
-        inner.abandoned = true;
+        inner.abandoned.get_or_insert_with(Instant::now);
         inner.queue.clear();
         inner.waker = None;
     }
