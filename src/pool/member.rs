@@ -5,7 +5,7 @@ use super::status::{WorkerState, WorkerStatus};
 use crate::connection::{Connection, Pending};
 use crate::worker::WorkerProcess;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,6 +39,10 @@ pub(crate) struct Member {
     pub(crate) state: Mutex<MemberState>,
     /// Requests answered, all processes of this slot (statistics only).
     pub(crate) served: AtomicU64,
+    /// Set by the exit hook when the current process's stderr closed; the supervisor
+    /// (woken at the same time) replaces it. Set and cleared under no lock: the worst a
+    /// stale read costs is one tick of delay.
+    pub(crate) exited: AtomicBool,
 }
 
 impl Member {
@@ -61,6 +65,7 @@ impl Member {
                 busy_at: now,
             }),
             served: AtomicU64::new(0),
+            exited: AtomicBool::new(false),
         })
     }
 

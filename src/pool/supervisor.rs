@@ -51,11 +51,14 @@ fn tick(inner: &Arc<Inner>) {
         .count();
     let mut retired = 0usize;
     for member in &members {
-        let action = inspect(inner, member, now, live - retired);
-        if matches!(action, Some(Action::Retire(_))) {
-            retired += 1;
-        }
-        if let Some(action) = action {
+        // Twice: a worker replaced with no restart delay is started in the same tick.
+        for _ in 0..2 {
+            let Some(action) = inspect(inner, member, now, live - retired) else {
+                break;
+            };
+            if matches!(action, Action::Retire(_)) {
+                retired += 1;
+            }
             act(inner, member, action, now);
         }
     }
@@ -70,10 +73,13 @@ fn inspect(inner: &Arc<Inner>, member: &Arc<Member>, now: Instant, live: usize) 
         WorkerState::Ready => {
             let exited = st.process.as_mut().and_then(|p| p.has_exited());
             let broken = st.conn.as_ref().and_then(|c| c.broken());
-            if exited.is_some() || broken.is_some() {
-                let detail = match exited {
-                    Some(status) => format!("process exited: {status}"),
-                    None => broken.unwrap_or_default(),
+            // Relaxed: a hint to look now; the exit status itself comes from the process.
+            let stderr_closed = member.exited.swap(false, Ordering::Relaxed);
+            if exited.is_some() || broken.is_some() || stderr_closed {
+                let detail = match (exited, broken) {
+                    (Some(status), _) => format!("process exited: {status}"),
+                    (None, Some(why)) => why,
+                    (None, None) => "process closed its stderr (exited)".to_owned(),
                 };
                 st.state = WorkerState::Restarting;
                 st.conn = None;
@@ -261,12 +267,25 @@ pub(super) fn spawn_member(inner: &Arc<Inner>, member: Arc<Member>) -> Option<Jo
         .spawn(move || {
             member.state.lock().state = WorkerState::Starting;
             let hook_target = weak.clone();
-            let hook: crate::connection::FreedHook = Arc::new(move || {
+            let on_freed: crate::connection::FreedHook = Arc::new(move || {
                 if let Some(inner) = hook_target.upgrade() {
                     inner.capacity_changed();
                 }
             });
-            match WorkerProcess::spawn_with_hook(spec, Some(hook)) {
+            let (exit_target, exit_member) = (weak.clone(), Arc::downgrade(&member));
+            let on_exit: crate::worker::ExitHook = Arc::new(move || {
+                if let (Some(inner), Some(member)) = (exit_target.upgrade(), exit_member.upgrade())
+                {
+                    member.exited.store(true, Ordering::Relaxed);
+                    inner.nudge_supervisor();
+                }
+            });
+            member.exited.store(false, Ordering::Relaxed);
+            let hooks = crate::worker::WorkerHooks {
+                on_freed: Some(on_freed),
+                on_exit: Some(on_exit),
+            };
+            match WorkerProcess::spawn_with_hooks(spec, hooks) {
                 Ok(process) => {
                     let pid = process.pid();
                     inner.publish(&member.id, LifecycleKind::Started, Some(pid), String::new());

@@ -6,7 +6,7 @@ use super::env::{
     FERRY_WORKER_TYPE,
 };
 use super::spec::{Dialect, WorkerSpec};
-use super::stderr_log;
+use super::stderr_log::{self, ExitHook};
 use crate::codec::{Codec, CodecKind};
 use crate::connection::{Connection, FreedHook};
 use crate::protocol::{now_timestamp, Envelope, ReadyInfo, OP_SHUTDOWN};
@@ -31,6 +31,24 @@ impl CallOptions {
         self.timeout
             .or(request.deadline_ms.map(Duration::from_millis))
             .map(|t| Instant::now() + t)
+    }
+}
+
+/// Callbacks a supervisor attaches to a worker it spawns.
+#[derive(Default, Clone)]
+pub struct WorkerHooks {
+    /// Runs whenever one of its requests ends (it has room again).
+    pub on_freed: Option<FreedHook>,
+    /// Runs when its stderr closes: it has (almost certainly) exited.
+    pub on_exit: Option<ExitHook>,
+}
+
+impl std::fmt::Debug for WorkerHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHooks")
+            .field("on_freed", &self.on_freed.is_some())
+            .field("on_exit", &self.on_exit.is_some())
+            .finish()
     }
 }
 
@@ -71,14 +89,12 @@ impl std::fmt::Debug for WorkerProcess {
 impl WorkerProcess {
     /// Starts the worker and, in the ferry dialect, waits for its `ready` event.
     pub fn spawn(spec: WorkerSpec) -> Result<Self, CallError> {
-        Self::spawn_with_hook(spec, None)
+        Self::spawn_with_hooks(spec, WorkerHooks::default())
     }
 
-    /// Like [`spawn`](Self::spawn); `on_freed` runs whenever one of its requests ends.
-    pub fn spawn_with_hook(
-        spec: WorkerSpec,
-        on_freed: Option<FreedHook>,
-    ) -> Result<Self, CallError> {
+    /// Like [`spawn`](Self::spawn), with callbacks for a supervisor.
+    pub fn spawn_with_hooks(spec: WorkerSpec, hooks: WorkerHooks) -> Result<Self, CallError> {
+        let WorkerHooks { on_freed, on_exit } = hooks;
         let codec = Codec::new(spec.codec, spec.transport.framing(), spec.max_frame)?;
         if spec.dialect == Dialect::Legacy
             && (spec.transport != TransportKind::Stdio || spec.codec != CodecKind::Json)
@@ -115,7 +131,7 @@ impl WorkerProcess {
         let stderr_thread = child
             .stderr
             .take()
-            .and_then(|e| stderr_log::forward(e, spec.worker_id.clone()));
+            .and_then(|e| stderr_log::forward(e, spec.worker_id.clone(), on_exit));
         let deadline = Instant::now() + spec.startup_timeout;
         let link = match pending.connect(&mut child, deadline) {
             Ok(link) => link,
@@ -136,6 +152,7 @@ impl WorkerProcess {
             drop(stderr_log::forward(
                 stdout,
                 format!("{}:stdout", spec.worker_id),
+                None,
             ));
         }
         let conn = Connection::new(link, codec, spec.dialect, spec.worker_id.clone(), on_freed);
