@@ -23,9 +23,12 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod codec;
+pub mod config;
 pub mod connection;
 pub mod floor;
+pub mod orchestrator;
 pub mod pool;
 pub mod protocol;
 pub mod transport;

@@ -83,7 +83,7 @@ pub(crate) struct Inner {
 /// stops them gracefully.
 pub struct Pool {
     inner: Arc<Inner>,
-    supervisor: Option<JoinHandle<()>>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -138,13 +138,18 @@ impl Pool {
             })?;
         Ok(Pool {
             inner,
-            supervisor: Some(supervisor),
+            supervisor: Mutex::new(Some(supervisor)),
         })
     }
 
     /// The worker type.
     pub fn worker_type(&self) -> &str {
         &self.inner.spec.worker_type
+    }
+
+    /// The transport its workers are reached by.
+    pub fn transport(&self) -> crate::transport::TransportKind {
+        self.inner.spec.transport
     }
 
     /// The pool's settings.
@@ -298,18 +303,20 @@ impl Pool {
 
     /// Stops gracefully: waiting callers get `unavailable`, each worker gets the `shutdown`
     /// operation (then SIGTERM, then SIGKILL after its grace period), and is reaped.
-    pub fn shutdown(mut self) {
+    /// Calls after this fail with `unavailable`. Idempotent.
+    pub fn shutdown(&self) {
         self.stop(true);
     }
 
-    fn stop(&mut self, graceful: bool) {
+    fn stop(&self, graceful: bool) {
         let inner = &self.inner;
         if inner.stopping.swap(true, Ordering::Relaxed) {
             return;
         }
         inner.dispatch.lock().queue.wake_all();
         inner.nudge_supervisor();
-        if let Some(h) = self.supervisor.take() {
+        let supervisor = self.supervisor.lock().take();
+        if let Some(h) = supervisor {
             let _ = h.join();
         }
         let members = std::mem::take(&mut *inner.members.lock());

@@ -1,6 +1,7 @@
 //! The `ferry` command: call workers, run the built-in echo worker.
 
 mod call;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,6 +21,10 @@ struct Cli {
 enum Command {
     /// Start a worker, send it one request, print the response's data as JSON.
     Call(call::CallArgs),
+    /// Run the worker pools and the HTTP API from a configuration file.
+    Serve(serve::ServeArgs),
+    /// Validate a configuration file without starting anything.
+    Check(serve::CheckArgs),
     /// Run a built-in worker (spawned by a host; speaks the protocol on stdin/stdout).
     Worker {
         #[command(subcommand)]
@@ -48,21 +53,29 @@ enum WorkerKind {
     Echo,
 }
 
-fn init_logging() {
+fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ferry::worker::stderr=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // A server logs its lifecycle; one-shot commands only warnings and worker output.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn,ferry::worker::stderr=info",
+    };
+    init_logging(default_filter);
     match cli.command {
         Command::Call(args) => call::run(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Check(args) => serve::check(args),
         Command::Floor {
             kind: FloorKind::PipeEcho { size },
         } => match ferry::floor::pipe_echo(size) {

@@ -1,0 +1,81 @@
+//! JSON errors with stable codes and their HTTP status.
+
+use crate::orchestrator::OrchestratorError;
+use crate::protocol::{ErrorBody, ErrorCode};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// An API error: `{"error": {"code", "message", "retryable"}}` with a status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retryable: bool,
+}
+
+impl ApiError {
+    /// An error with an API-only code (`not_found`, `unauthorized`, ...).
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// `404 not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// `400 invalid_request`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// The HTTP status of a protocol error code.
+    pub fn status_of(code: ErrorCode) -> StatusCode {
+        match code {
+            ErrorCode::InvalidRequest | ErrorCode::UnknownOperation => StatusCode::BAD_REQUEST,
+            ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::Cancelled => StatusCode::CONFLICT,
+            ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::WorkerCrashed | ErrorCode::Protocol | ErrorCode::VersionMismatch => StatusCode::BAD_GATEWAY,
+            ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Unavailable | ErrorCode::StartupFailed => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<ErrorBody> for ApiError {
+    fn from(body: ErrorBody) -> Self {
+        ApiError {
+            status: Self::status_of(body.code),
+            code: body.code.as_str(),
+            message: body.message,
+            retryable: body.retryable,
+        }
+    }
+}
+
+impl From<OrchestratorError> for ApiError {
+    fn from(e: OrchestratorError) -> Self {
+        match &e {
+            OrchestratorError::NotFound(_) => ApiError::not_found(e.to_string()),
+            OrchestratorError::InvalidState(_) => ApiError::new(StatusCode::CONFLICT, "invalid_state", e.to_string()),
+            _ => e.to_body().into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message, "retryable": self.retryable}});
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,98 @@
+//! The HTTP API (axum) over the orchestrator.
+//!
+//! Handlers are thin: parse, call the orchestrator, map the result. Errors are
+//! `{"error": {"code", "message", "retryable"}}` with stable codes (see `docs/api.md`).
+//! `/api/*` requires `Authorization: Bearer TOKEN` when a token is configured; `/health`
+//! and `/metrics` do not.
+
+mod error;
+mod extract;
+mod handlers;
+
+pub use error::ApiError;
+
+use crate::config::ServerConfig;
+use crate::orchestrator::Orchestrator;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+
+/// What every handler sees.
+#[derive(Clone)]
+pub struct AppState {
+    orch: Arc<Orchestrator>,
+    token: Option<Arc<str>>,
+    sdxl_worker_type: String,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("auth", &self.token.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// The router for `orch` under `server`'s settings.
+pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
+    use handlers as h;
+    let state = AppState {
+        orch,
+        token: server.effective_token().map(Arc::from),
+        sdxl_worker_type: server.sdxl_worker_type.clone(),
+    };
+    let api = Router::new()
+        .route("/sdxl/enhanced/generate", post(h::sdxl_generate))
+        .route("/sdxl/enhanced/validate", post(h::sdxl_validate))
+        .route("/sdxl/enhanced/estimate", post(h::sdxl_estimate))
+        .route("/sdxl/enhanced/capabilities", get(h::sdxl_capabilities))
+        .route("/sdxl/enhanced/schedulers", get(h::sdxl_schedulers))
+        .route("/sdxl/enhanced/controlnet-types", get(h::sdxl_controlnet_types))
+        .route("/inference/generate", post(h::generate))
+        .route("/inference/stream", post(h::stream))
+        .route("/workers/status", get(h::workers_status))
+        .route("/workers/restart/{id}", post(h::worker_restart))
+        .route("/processing/workflows", get(h::workflows_list).post(h::workflow_create))
+        .route("/processing/workflows/{id}", get(h::workflow_get))
+        .route("/processing/workflows/{id}/execute", post(h::workflow_execute))
+        .route("/processing/sessions", get(h::sessions_list))
+        .route("/processing/sessions/{id}", get(h::session_get).delete(h::session_delete))
+        .route("/processing/sessions/{id}/control", post(h::session_control))
+        .route("/processing/batches", get(h::batches_list).post(h::batch_create))
+        .route("/processing/batches/{id}", get(h::batch_get).delete(h::batch_delete))
+        .route("/processing/batches/{id}/execute", post(h::batch_execute))
+        .route("/processing/batches/{id}/cancel", post(h::batch_cancel))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .nest("/api", api)
+        .route("/health", get(h::health))
+        .route("/metrics", get(h::metrics))
+        .fallback(h::not_found)
+        .layer(DefaultBodyLimit::max(server.body_limit_bytes))
+        .with_state(state)
+}
+
+async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(token) = &st.token else {
+        return next.run(req).await;
+    };
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(req).await,
+        _ => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token").into_response(),
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal the matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,271 @@
+//! `ferry.toml`: worker types, workflows and the HTTP server.
+//!
+//! Every key and its default is documented in `docs/configuration.md`. A file is refused
+//! with the key, the line and the reason ([`ConfigError`]).
+//!
+//! ```
+//! let text = r#"
+//! [workers.echo]
+//! command = "@ferry"
+//! args = ["worker", "echo"]
+//! [workers.echo.pool]
+//! max_workers = 2
+//! "#;
+//! let config = ferry::config::FerryConfig::parse(text, "ferry.toml")?;
+//! assert_eq!(config.workers["echo"].pool.max_workers, 2);
+//! assert_eq!(config.server.bind, "127.0.0.1:8080");
+//! # Ok::<(), ferry::config::ConfigError>(())
+//! ```
+
+mod lines;
+mod validate;
+
+use crate::codec::{CodecKind, DEFAULT_MAX_FRAME};
+use crate::pool::PoolConfig;
+use crate::protocol::Priority;
+use crate::transport::TransportKind;
+use crate::worker::{Dialect, WorkerSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The command name that stands for the running `ferry` executable.
+pub const SELF_COMMAND: &str = "@ferry";
+
+/// A configuration that cannot be used: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{}: {key}: {reason}", line.map_or_else(|| "?".to_owned(), |l| l.to_string()))]
+pub struct ConfigError {
+    /// The file (as given).
+    pub file: String,
+    /// The 1-based line, when it can be told.
+    pub line: Option<usize>,
+    /// The key, dotted (`workers.echo.pool.max_workers`).
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FerryConfig {
+    /// The HTTP server.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Worker types by name.
+    #[serde(default)]
+    pub workers: BTreeMap<String, WorkerTypeConfig>,
+    /// Workflows.
+    #[serde(default)]
+    pub workflows: Vec<WorkflowConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: String,
+    /// Bearer token every `/api` request must carry (`Authorization: Bearer ...`); none
+    /// when empty.
+    pub token: String,
+    /// Name of an environment variable holding the token (used when `token` is empty).
+    pub token_env: String,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// How long `ferry serve` waits for in-flight requests on SIGINT/SIGTERM.
+    pub shutdown_grace_ms: u64,
+    /// The worker type the `/api/sdxl/enhanced/*` routes call.
+    pub sdxl_worker_type: String,
+    /// Sessions and batches kept after they end (the oldest are dropped beyond this).
+    pub keep_finished: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8080".into(),
+            token: String::new(),
+            token_env: String::new(),
+            body_limit_bytes: 16 * 1024 * 1024,
+            shutdown_grace_ms: 10_000,
+            sdxl_worker_type: "sdxl".into(),
+            keep_finished: 1_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The bearer token in force, if any.
+    pub fn effective_token(&self) -> Option<String> {
+        if !self.token.is_empty() {
+            return Some(self.token.clone());
+        }
+        if self.token_env.is_empty() {
+            return None;
+        }
+        std::env::var(&self.token_env).ok().filter(|t| !t.is_empty())
+    }
+}
+
+/// `[workers.NAME]`: one worker type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerTypeConfig {
+    /// The program (`@ferry` is the running ferry executable; a relative path is taken
+    /// from the configuration file's folder).
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment (`CUDA_VISIBLE_DEVICES`, `GPU_ID`, ...).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (relative: from the configuration file's folder).
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Transport.
+    #[serde(default)]
+    pub transport: TransportKind,
+    /// Codec.
+    #[serde(default)]
+    pub codec: CodecKind,
+    /// Dialect.
+    #[serde(default)]
+    pub dialect: Dialect,
+    /// How long a worker may take to send `ready`.
+    #[serde(default = "default_startup_timeout_ms")]
+    pub startup_timeout_ms: u64,
+    /// How long each shutdown step waits.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// Largest frame, both directions.
+    #[serde(default = "default_max_frame")]
+    pub max_frame: usize,
+    /// The pool's settings.
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+fn default_startup_timeout_ms() -> u64 {
+    30_000
+}
+fn default_shutdown_grace_ms() -> u64 {
+    5_000
+}
+fn default_max_frame() -> usize {
+    DEFAULT_MAX_FRAME
+}
+
+/// `[[workflows]]`: ordered steps, each a call to a worker type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowConfig {
+    /// Unique id, used in URLs.
+    pub id: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+    /// The steps, run in order.
+    pub steps: Vec<StepConfig>,
+}
+
+/// One step of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// Unique within the workflow; later steps refer to it as `$steps.NAME`.
+    pub name: String,
+    /// The worker type to call.
+    pub worker_type: String,
+    /// The operation.
+    pub operation: String,
+    /// The request data, as a template: any string `"$request..."`, `"$previous..."` or
+    /// `"$steps.NAME..."` (then `.field` or `.0` path segments) is replaced by that value.
+    /// Default: `"$previous"` (the previous step's output; the request for the first step).
+    #[serde(default = "default_input")]
+    pub input: serde_json::Value,
+    /// Pass the attachments of this earlier step (or `request`) along.
+    #[serde(default)]
+    pub attachments_from: Option<String>,
+    /// Priority of this step's request.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Deadline of this step's request.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+}
+
+fn default_input() -> serde_json::Value {
+    serde_json::Value::String("$previous".into())
+}
+
+impl FerryConfig {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: None,
+            key: String::new(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        let mut config = Self::parse(&text, &file)?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let config: FerryConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            line: e.span().map(|s| lines::line_of_offset(text, s.start)),
+            key: lines::key_of_parse_error(&e),
+            reason: e.message().to_owned(),
+        })?;
+        validate::validate(&config).map_err(|(key, reason)| ConfigError {
+            file: file.to_owned(),
+            line: lines::line_of_key(text, &key),
+            key,
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for w in self.workers.values_mut() {
+            let is_relative_path = w.command.contains('/') && !Path::new(&w.command).is_absolute();
+            if is_relative_path {
+                w.command = base.join(&w.command).display().to_string();
+            }
+            if let Some(cwd) = &w.cwd {
+                if cwd.is_relative() {
+                    w.cwd = Some(base.join(cwd));
+                }
+            }
+        }
+    }
+}
+
+impl WorkerTypeConfig {
+    /// The spec a pool starts this type's workers from.
+    pub fn spec(&self, worker_type: &str) -> WorkerSpec {
+        let command = if self.command == SELF_COMMAND {
+            std::env::current_exe().map_or_else(|_| "ferry".to_owned(), |p| p.display().to_string())
+        } else {
+            self.command.clone()
+        };
+        let mut spec = WorkerSpec::new(worker_type, command, self.args.clone());
+        spec.env = self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        spec.cwd = self.cwd.clone();
+        spec.transport = self.transport;
+        spec.codec = self.codec;
+        spec.dialect = self.dialect;
+        spec.startup_timeout = Duration::from_millis(self.startup_timeout_ms);
+        spec.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
+        spec.max_frame = self.max_frame;
+        spec
+    }
+}
