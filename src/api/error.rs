@@ -44,7 +44,9 @@ impl ApiError {
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Cancelled => StatusCode::CONFLICT,
             ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::WorkerCrashed | ErrorCode::Protocol | ErrorCode::VersionMismatch => StatusCode::BAD_GATEWAY,
+            ErrorCode::WorkerCrashed | ErrorCode::Protocol | ErrorCode::VersionMismatch => {
+                StatusCode::BAD_GATEWAY
+            }
             ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unavailable | ErrorCode::StartupFailed => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -67,7 +69,9 @@ impl From<OrchestratorError> for ApiError {
     fn from(e: OrchestratorError) -> Self {
         match &e {
             OrchestratorError::NotFound(_) => ApiError::not_found(e.to_string()),
-            OrchestratorError::InvalidState(_) => ApiError::new(StatusCode::CONFLICT, "invalid_state", e.to_string()),
+            OrchestratorError::InvalidState(_) => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_state", e.to_string())
+            }
             _ => e.to_body().into(),
         }
     }

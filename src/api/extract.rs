@@ -28,14 +28,32 @@ where
 fn reject(r: JsonRejection) -> ApiError {
     let status = r.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(status, "payload_too_large", "request body exceeds the server's limit");
+        return ApiError::new(
+            status,
+            "payload_too_large",
+            "request body exceeds the server's limit",
+        );
     }
     let message = match &r {
         JsonRejection::JsonDataError(_) => format!("wrong types: {}", r.body_text()),
         JsonRejection::JsonSyntaxError(_) => format!("malformed JSON: {}", r.body_text()),
-        JsonRejection::MissingJsonContentType(_) => "expected `Content-Type: application/json`".to_owned(),
+        JsonRejection::MissingJsonContentType(_) => {
+            "expected `Content-Type: application/json`".to_owned()
+        }
         _ => r.body_text(),
     };
-    let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE { "unsupported_media_type" } else { "invalid_request" };
-    ApiError::new(if code == "invalid_request" { StatusCode::BAD_REQUEST } else { status }, code, message)
+    let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        "unsupported_media_type"
+    } else {
+        "invalid_request"
+    };
+    ApiError::new(
+        if code == "invalid_request" {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        },
+        code,
+        message,
+    )
 }

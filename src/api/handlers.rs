@@ -65,13 +65,22 @@ fn response_json(r: &WorkerResponse) -> Value {
     json!({"data": r.data, "metrics": r.envelope.metrics, "attachments": attachments})
 }
 
-pub async fn generate(State(st): State<AppState>, ApiJson(body): ApiJson<InferenceRequest>) -> ApiResult {
+pub async fn generate(
+    State(st): State<AppState>,
+    ApiJson(body): ApiJson<InferenceRequest>,
+) -> ApiResult {
     let (worker_type, request) = body.envelope();
-    let r = st.orch.call(&worker_type, request, Vec::new(), |_| {}).await?;
+    let r = st
+        .orch
+        .call(&worker_type, request, Vec::new(), |_| {})
+        .await?;
     Ok(Json(response_json(&r)).into_response())
 }
 
-pub async fn stream(State(st): State<AppState>, ApiJson(body): ApiJson<InferenceRequest>) -> ApiResult {
+pub async fn stream(
+    State(st): State<AppState>,
+    ApiJson(body): ApiJson<InferenceRequest>,
+) -> ApiResult {
     let (worker_type, request) = body.envelope();
     st.orch.pool(&worker_type)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
@@ -86,7 +95,9 @@ pub async fn stream(State(st): State<AppState>, ApiJson(body): ApiJson<Inference
             })
             .await;
         let last = match result {
-            Ok(r) => Event::default().event("result").data(response_json(&r).to_string()),
+            Ok(r) => Event::default()
+                .event("result")
+                .data(response_json(&r).to_string()),
             Err(e) => {
                 let b = e.to_body();
                 Event::default()
@@ -96,14 +107,33 @@ pub async fn stream(State(st): State<AppState>, ApiJson(body): ApiJson<Inference
         };
         let _ = tx.send(last);
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// Forwards an SDXL route to the configured SDXL worker type.
 async fn sdxl(st: &AppState, operation: &str, data: Value) -> ApiResult {
     let worker_type = st.sdxl_worker_type.clone();
-    let r = st.orch.call(&worker_type, Envelope::request("", operation, data), Vec::new(), |_| {}).await?;
+    if st.orch.pool(&worker_type).is_err() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("no `{worker_type}` worker type is configured for the SDXL routes"),
+        ));
+    }
+    let r = st
+        .orch
+        .call(
+            &worker_type,
+            Envelope::request("", operation, data),
+            Vec::new(),
+            |_| {},
+        )
+        .await?;
     Ok(Json(response_json(&r)).into_response())
 }
 
@@ -132,7 +162,11 @@ pub async fn workers_status(State(st): State<AppState>) -> ApiResult {
 
 pub async fn worker_restart(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     st.orch.restart_worker(&id)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "restarting": true}))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "restarting": true})),
+    )
+        .into_response())
 }
 
 pub async fn workflows_list(State(st): State<AppState>) -> ApiResult {
@@ -143,13 +177,20 @@ pub async fn workflow_get(State(st): State<AppState>, Path(id): Path<String>) ->
     Ok(Json(st.orch.workflow(&id)?).into_response())
 }
 
-pub async fn workflow_create(State(st): State<AppState>, ApiJson(wf): ApiJson<WorkflowConfig>) -> ApiResult {
+pub async fn workflow_create(
+    State(st): State<AppState>,
+    ApiJson(wf): ApiJson<WorkflowConfig>,
+) -> ApiResult {
     let id = wf.id.clone();
     st.orch.put_workflow(wf)?;
     Ok((StatusCode::CREATED, Json(st.orch.workflow(&id)?)).into_response())
 }
 
-pub async fn workflow_execute(State(st): State<AppState>, Path(id): Path<String>, ApiJson(input): ApiJson<Value>) -> ApiResult {
+pub async fn workflow_execute(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<Value>,
+) -> ApiResult {
     let session = st.orch.execute_workflow(&id, input)?;
     Ok((StatusCode::ACCEPTED, Json(session.view())).into_response())
 }
@@ -191,7 +232,10 @@ pub async fn batches_list(State(st): State<AppState>) -> ApiResult {
     Ok(Json(json!({"batches": batches})).into_response())
 }
 
-pub async fn batch_create(State(st): State<AppState>, ApiJson(spec): ApiJson<BatchSpec>) -> ApiResult {
+pub async fn batch_create(
+    State(st): State<AppState>,
+    ApiJson(spec): ApiJson<BatchSpec>,
+) -> ApiResult {
     let batch = st.orch.create_batch(spec)?;
     Ok((StatusCode::CREATED, Json(batch.view())).into_response())
 }
@@ -220,7 +264,11 @@ pub struct BatchCancel {
     pub items: Option<Vec<usize>>,
 }
 
-pub async fn batch_cancel(State(st): State<AppState>, Path(id): Path<String>, ApiJson(body): ApiJson<BatchCancel>) -> ApiResult {
+pub async fn batch_cancel(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<BatchCancel>,
+) -> ApiResult {
     let batch = st.orch.batch(&id)?;
     batch.cancel(body.items.as_deref());
     Ok(Json(batch.view()).into_response())
@@ -228,14 +276,23 @@ pub async fn batch_cancel(State(st): State<AppState>, Path(id): Path<String>, Ap
 
 pub async fn health(State(st): State<AppState>) -> Response {
     let ready = st.orch.is_ready();
-    let body = Json(json!({"status": if ready { "ready" } else { "not_ready" }, "worker_types": st.orch.readiness()}));
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = Json(
+        json!({"status": if ready { "ready" } else { "not_ready" }, "worker_types": st.orch.readiness()}),
+    );
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, body).into_response()
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         st.orch.render_metrics(),
     )
         .into_response()
@@ -244,4 +301,3 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
-

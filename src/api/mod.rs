@@ -31,7 +31,9 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("auth", &self.token.is_some()).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("auth", &self.token.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -49,22 +51,46 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
         .route("/sdxl/enhanced/estimate", post(h::sdxl_estimate))
         .route("/sdxl/enhanced/capabilities", get(h::sdxl_capabilities))
         .route("/sdxl/enhanced/schedulers", get(h::sdxl_schedulers))
-        .route("/sdxl/enhanced/controlnet-types", get(h::sdxl_controlnet_types))
+        .route(
+            "/sdxl/enhanced/controlnet-types",
+            get(h::sdxl_controlnet_types),
+        )
         .route("/inference/generate", post(h::generate))
         .route("/inference/stream", post(h::stream))
         .route("/workers/status", get(h::workers_status))
         .route("/workers/restart/{id}", post(h::worker_restart))
-        .route("/processing/workflows", get(h::workflows_list).post(h::workflow_create))
+        .route(
+            "/processing/workflows",
+            get(h::workflows_list).post(h::workflow_create),
+        )
         .route("/processing/workflows/{id}", get(h::workflow_get))
-        .route("/processing/workflows/{id}/execute", post(h::workflow_execute))
+        .route(
+            "/processing/workflows/{id}/execute",
+            post(h::workflow_execute),
+        )
         .route("/processing/sessions", get(h::sessions_list))
-        .route("/processing/sessions/{id}", get(h::session_get).delete(h::session_delete))
-        .route("/processing/sessions/{id}/control", post(h::session_control))
-        .route("/processing/batches", get(h::batches_list).post(h::batch_create))
-        .route("/processing/batches/{id}", get(h::batch_get).delete(h::batch_delete))
+        .route(
+            "/processing/sessions/{id}",
+            get(h::session_get).delete(h::session_delete),
+        )
+        .route(
+            "/processing/sessions/{id}/control",
+            post(h::session_control),
+        )
+        .route(
+            "/processing/batches",
+            get(h::batches_list).post(h::batch_create),
+        )
+        .route(
+            "/processing/batches/{id}",
+            get(h::batch_get).delete(h::batch_delete),
+        )
         .route("/processing/batches/{id}/execute", post(h::batch_execute))
         .route("/processing/batches/{id}/cancel", post(h::batch_cancel))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
     Router::new()
         .nest("/api", api)
         .route("/health", get(h::health))
@@ -85,7 +111,12 @@ async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> 
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(req).await,
-        _ => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token").into_response(),
+        _ => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        )
+        .into_response(),
     }
 }
 

@@ -2,7 +2,11 @@
 
 /// 1-based line of byte `offset` in `text`.
 pub(super) fn line_of_offset(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// The key a parse error names, when its message does (`unknown field `x``).
@@ -31,7 +35,11 @@ pub(super) fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
             Err(_) => wanted.push(((*p).to_owned(), None)),
         }
     }
-    let header_name = wanted.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(".");
+    let header_name = wanted
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(".");
     let index = wanted.last().and_then(|(_, i)| *i);
     let mut counts: std::collections::HashMap<String, usize> = Default::default();
     let mut in_section = header_name.is_empty();
@@ -77,6 +85,10 @@ mod tests {
         assert_eq!(line_of_key(TEXT, "server.bind"), Some(2));
         assert_eq!(line_of_key(TEXT, "workers.echo.pool.max_workers"), Some(7));
         assert_eq!(line_of_key(TEXT, "workflows.1.id"), Some(12));
-        assert_eq!(line_of_key(TEXT, "workers.echo.transport"), Some(4), "falls back to the header");
+        assert_eq!(
+            line_of_key(TEXT, "workers.echo.transport"),
+            Some(4),
+            "falls back to the header"
+        );
     }
 }

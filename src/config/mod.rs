@@ -106,7 +106,9 @@ impl ServerConfig {
         if self.token_env.is_empty() {
             return None;
         }
-        std::env::var(&self.token_env).ok().filter(|t| !t.is_empty())
+        std::env::var(&self.token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
     }
 }
 
@@ -258,7 +260,11 @@ impl WorkerTypeConfig {
             self.command.clone()
         };
         let mut spec = WorkerSpec::new(worker_type, command, self.args.clone());
-        spec.env = self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        spec.env = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         spec.cwd = self.cwd.clone();
         spec.transport = self.transport;
         spec.codec = self.codec;

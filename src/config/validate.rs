@@ -12,15 +12,25 @@ type Invalid = (String, String);
 pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
     let bad = |key: String, reason: &str| Err((key, reason.to_owned()));
     if c.server.bind.parse::<std::net::SocketAddr>().is_err() {
-        return bad("server.bind".into(), "expected an IP address and port, e.g. 127.0.0.1:8080");
+        return bad(
+            "server.bind".into(),
+            "expected an IP address and port, e.g. 127.0.0.1:8080",
+        );
     }
     if c.server.body_limit_bytes == 0 {
         return bad("server.body_limit_bytes".into(), "must be positive");
     }
     for (name, w) in &c.workers {
         let key = |k: &str| format!("workers.{name}.{k}");
-        if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
-            return bad(format!("workers.{name}"), "worker type names use letters, digits, '_' and '-'");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+        {
+            return bad(
+                format!("workers.{name}"),
+                "worker type names use letters, digits, '_' and '-'",
+            );
         }
         if w.command.trim().is_empty() {
             return bad(key("command"), "must not be empty");
@@ -30,10 +40,16 @@ pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
         }
         if w.dialect == Dialect::Legacy {
             if w.transport != TransportKind::Stdio || w.codec != CodecKind::Json {
-                return bad(key("dialect"), "the legacy dialect runs over stdio with json only");
+                return bad(
+                    key("dialect"),
+                    "the legacy dialect runs over stdio with json only",
+                );
             }
             if w.pool.max_in_flight != 1 {
-                return bad(key("pool.max_in_flight"), "legacy workers take one request at a time: must be 1");
+                return bad(
+                    key("pool.max_in_flight"),
+                    "legacy workers take one request at a time: must be 1",
+                );
             }
         }
         if w.max_frame < 1024 {
@@ -62,11 +78,17 @@ pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
                 return bad(skey("name"), "must be non-empty and unique in the workflow");
             }
             if !c.workers.contains_key(&step.worker_type) {
-                return bad(skey("worker_type"), &format!("no worker type `{}` is configured", step.worker_type));
+                return bad(
+                    skey("worker_type"),
+                    &format!("no worker type `{}` is configured", step.worker_type),
+                );
             }
             if let Some(from) = &step.attachments_from {
                 if from != "request" && !names.contains(&from.as_str()) {
-                    return bad(skey("attachments_from"), "must be `request` or an earlier step's name");
+                    return bad(
+                        skey("attachments_from"),
+                        "must be `request` or an earlier step's name",
+                    );
                 }
             }
             if let Err(reason) = check_references(step, &names) {
@@ -88,10 +110,14 @@ fn check_references(step: &StepConfig, earlier: &[&str]) -> Result<(), String> {
                     Some("request") | Some("previous") => Ok(()),
                     Some("steps") => match parts.next() {
                         Some(name) if earlier.contains(&name) => Ok(()),
-                        Some(name) => Err(format!("`{s}` refers to `{name}`, which is not an earlier step")),
+                        Some(name) => Err(format!(
+                            "`{s}` refers to `{name}`, which is not an earlier step"
+                        )),
                         None => Err(format!("`{s}` names no step")),
                     },
-                    _ => Err(format!("`{s}`: references start with $request, $previous or $steps.NAME")),
+                    _ => Err(format!(
+                        "`{s}`: references start with $request, $previous or $steps.NAME"
+                    )),
                 }
             }
             Value::Array(items) => items.iter().try_for_each(|i| walk(i, earlier)),

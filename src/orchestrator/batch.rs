@@ -118,7 +118,9 @@ pub struct Batch {
 
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Batch")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -161,7 +163,10 @@ impl Batch {
 
     /// Whether every item has ended.
     pub fn is_finished(&self) -> bool {
-        matches!(*self.status.lock(), BatchStatus::Completed | BatchStatus::Cancelled)
+        matches!(
+            *self.status.lock(),
+            BatchStatus::Completed | BatchStatus::Cancelled
+        )
     }
 
     /// A snapshot.
@@ -176,12 +181,21 @@ impl Batch {
         }
         let ended = items
             .iter()
-            .filter(|i| matches!(i.status, ItemStatus::Completed | ItemStatus::Failed | ItemStatus::Cancelled))
+            .filter(|i| {
+                matches!(
+                    i.status,
+                    ItemStatus::Completed | ItemStatus::Failed | ItemStatus::Cancelled
+                )
+            })
             .count();
         BatchView {
             id: self.id.clone(),
             status: *self.status.lock(),
-            progress: if items.is_empty() { 1.0 } else { ended as f64 / items.len() as f64 },
+            progress: if items.is_empty() {
+                1.0
+            } else {
+                ended as f64 / items.len() as f64
+            },
             counts,
             items,
         }
@@ -211,9 +225,16 @@ impl Batch {
     }
 
     /// Starts running the items. Refused if it was started before.
-    pub fn execute(self: &Arc<Self>, orch: Arc<Orchestrator>) -> Result<(), super::OrchestratorError> {
-        if self.started.swap(true, Ordering::Relaxed) || *self.status.lock() != BatchStatus::Pending {
-            return Err(super::OrchestratorError::InvalidState(format!("batch `{}` was already executed or cancelled", self.id)));
+    pub fn execute(
+        self: &Arc<Self>,
+        orch: Arc<Orchestrator>,
+    ) -> Result<(), super::OrchestratorError> {
+        if self.started.swap(true, Ordering::Relaxed) || *self.status.lock() != BatchStatus::Pending
+        {
+            return Err(super::OrchestratorError::InvalidState(format!(
+                "batch `{}` was already executed or cancelled",
+                self.id
+            )));
         }
         *self.status.lock() = BatchStatus::Running;
         let batch = self.clone();
@@ -223,14 +244,20 @@ impl Batch {
             for index in 0..batch.spec.items.len() {
                 let (batch, orch, permits) = (batch.clone(), orch.clone(), permits.clone());
                 tasks.push(tokio::spawn(async move {
-                    let Ok(_permit) = permits.acquire_owned().await else { return };
+                    let Ok(_permit) = permits.acquire_owned().await else {
+                        return;
+                    };
                     batch.run_item(&orch, index).await;
                 }));
             }
             for t in tasks {
                 let _ = t.await;
             }
-            let all_cancelled = batch.items.lock().iter().all(|i| i.status == ItemStatus::Cancelled);
+            let all_cancelled = batch
+                .items
+                .lock()
+                .iter()
+                .all(|i| i.status == ItemStatus::Cancelled);
             *batch.status.lock() = if all_cancelled && !batch.spec.items.is_empty() {
                 BatchStatus::Cancelled
             } else {
@@ -240,7 +267,13 @@ impl Batch {
         Ok(())
     }
 
-    fn set(&self, index: usize, status: ItemStatus, result: Option<Value>, error: Option<ErrorBody>) {
+    fn set(
+        &self,
+        index: usize,
+        status: ItemStatus,
+        result: Option<Value>,
+        error: Option<ErrorBody>,
+    ) {
         if let Some(item) = self.items.lock().get_mut(index) {
             item.status = status;
             item.result = result;
@@ -257,7 +290,10 @@ impl Batch {
         self.set(index, ItemStatus::Running, None, None);
         let input = &self.spec.items[index];
         let outcome = match &self.spec.target {
-            BatchTarget::Operation { worker_type, operation } => {
+            BatchTarget::Operation {
+                worker_type,
+                operation,
+            } => {
                 let mut request = Envelope::request("", operation.clone(), input.clone());
                 request.priority = self.spec.priority;
                 let call = orch.call(worker_type, request, Vec::new(), |_| {});
@@ -274,10 +310,21 @@ impl Batch {
                 }
             }
             BatchTarget::Workflow { workflow } => match orch.workflow(workflow) {
-                Ok(wf) => run_workflow(orch, &wf, input, self.spec.priority, &mut ctl, |_| {}, |_| {})
-                    .await
-                    .map(|(data, _)| data),
-                Err(e) => Err(WorkflowEnd::Failed(ErrorBody::new(ErrorCode::InvalidRequest, e.to_string()))),
+                Ok(wf) => run_workflow(
+                    orch,
+                    &wf,
+                    input,
+                    self.spec.priority,
+                    &mut ctl,
+                    |_| {},
+                    |_| {},
+                )
+                .await
+                .map(|(data, _)| data),
+                Err(e) => Err(WorkflowEnd::Failed(ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    e.to_string(),
+                ))),
             },
         };
         match outcome {

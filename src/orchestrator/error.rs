@@ -28,7 +28,9 @@ impl OrchestratorError {
     /// HTTP layer has codes for).
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            OrchestratorError::UnknownWorkerType(_) | OrchestratorError::Invalid(_) => Some(ErrorCode::InvalidRequest),
+            OrchestratorError::UnknownWorkerType(_) | OrchestratorError::Invalid(_) => {
+                Some(ErrorCode::InvalidRequest)
+            }
             OrchestratorError::Pool(_, e) => Some(e.code()),
             OrchestratorError::NotFound(_) | OrchestratorError::InvalidState(_) => None,
         }
@@ -38,7 +40,10 @@ impl OrchestratorError {
     pub fn to_body(&self) -> ErrorBody {
         match self {
             OrchestratorError::Pool(_, e) => e.to_body(),
-            other => ErrorBody::new(other.code().unwrap_or(ErrorCode::InvalidRequest), other.to_string()),
+            other => ErrorBody::new(
+                other.code().unwrap_or(ErrorCode::InvalidRequest),
+                other.to_string(),
+            ),
         }
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+    10.0,
 ];
 
 #[derive(Default)]
@@ -34,14 +35,31 @@ impl std::fmt::Debug for Metrics {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
     /// Records one finished request; `outcome` is `ok` or an error code.
-    pub fn record(&self, worker_type: &str, operation: &str, transport: &str, outcome: &'static str, took: Duration) {
-        let key = (worker_type.to_owned(), operation.to_owned(), transport.to_owned());
-        *self.requests.lock().entry((key.clone(), outcome)).or_insert(0) += 1;
+    pub fn record(
+        &self,
+        worker_type: &str,
+        operation: &str,
+        transport: &str,
+        outcome: &'static str,
+        took: Duration,
+    ) {
+        let key = (
+            worker_type.to_owned(),
+            operation.to_owned(),
+            transport.to_owned(),
+        );
+        *self
+            .requests
+            .lock()
+            .entry((key.clone(), outcome))
+            .or_insert(0) += 1;
         let secs = took.as_secs_f64();
         let mut latency = self.latency.lock();
         let h = latency.entry(key).or_default();
@@ -70,13 +88,34 @@ impl Metrics {
         out.push_str("# HELP ferry_request_duration_seconds Time from the API receiving a request to its answer.\n");
         out.push_str("# TYPE ferry_request_duration_seconds histogram\n");
         for ((wt, op, tr), h) in self.latency.lock().iter() {
-            let labels = format!("worker_type=\"{}\",operation=\"{}\",transport=\"{}\"", escape(wt), escape(op), escape(tr));
+            let labels = format!(
+                "worker_type=\"{}\",operation=\"{}\",transport=\"{}\"",
+                escape(wt),
+                escape(op),
+                escape(tr)
+            );
             for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "ferry_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}", h.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "ferry_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
+                    h.counts[i]
+                );
             }
-            let _ = writeln!(out, "ferry_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "ferry_request_duration_seconds_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(out, "ferry_request_duration_seconds_count{{{labels}}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "ferry_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "ferry_request_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "ferry_request_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
         }
     }
 }

@@ -10,7 +10,9 @@ mod metrics;
 mod session;
 mod template;
 
-pub use batch::{Batch, BatchItemStatus, BatchSpec, BatchStatus, BatchTarget, BatchView, ItemStatus};
+pub use batch::{
+    Batch, BatchItemStatus, BatchSpec, BatchStatus, BatchTarget, BatchView, ItemStatus,
+};
 pub use error::OrchestratorError;
 pub use metrics::Metrics;
 pub use session::{Control, Session, SessionStatus, SessionView, StepRecord};
@@ -51,7 +53,8 @@ impl Orchestrator {
     pub fn start(config: &FerryConfig) -> Result<Arc<Self>, OrchestratorError> {
         let mut pools = BTreeMap::new();
         for (name, w) in &config.workers {
-            let pool = Pool::start(w.spec(name), w.pool.clone()).map_err(|e| OrchestratorError::Pool(name.clone(), e))?;
+            let pool = Pool::start(w.spec(name), w.pool.clone())
+                .map_err(|e| OrchestratorError::Pool(name.clone(), e))?;
             pools.insert(name.clone(), Arc::new(pool));
         }
         Ok(Self::with_pools(pools, config))
@@ -61,7 +64,13 @@ impl Orchestrator {
     pub fn with_pools(pools: BTreeMap<String, Arc<Pool>>, config: &FerryConfig) -> Arc<Self> {
         Arc::new(Orchestrator {
             pools,
-            workflows: RwLock::new(config.workflows.iter().map(|w| (w.id.clone(), w.clone())).collect()),
+            workflows: RwLock::new(
+                config
+                    .workflows
+                    .iter()
+                    .map(|w| (w.id.clone(), w.clone()))
+                    .collect(),
+            ),
             sessions: Mutex::new(BTreeMap::new()),
             batches: Mutex::new(BTreeMap::new()),
             metrics: Metrics::default(),
@@ -98,13 +107,21 @@ impl Orchestrator {
         let pool = self.pool(worker_type)?;
         let operation = request.operation.clone().unwrap_or_default();
         let started = Instant::now();
-        let result = pool.call_async(request, attachments, CallOptions::default(), on_event).await;
+        let result = pool
+            .call_async(request, attachments, CallOptions::default(), on_event)
+            .await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code().as_str(),
         };
         let transport = pool_transport(pool);
-        self.metrics.record(worker_type, &operation, transport, outcome, started.elapsed());
+        self.metrics.record(
+            worker_type,
+            &operation,
+            transport,
+            outcome,
+            started.elapsed(),
+        );
         result.map_err(|e| OrchestratorError::Pool(worker_type.to_owned(), e))
     }
 
@@ -129,7 +146,10 @@ impl Orchestrator {
 
     /// Readiness per worker type.
     pub fn readiness(&self) -> BTreeMap<String, bool> {
-        self.pools.iter().map(|(n, p)| (n.clone(), p.is_ready())).collect()
+        self.pools
+            .iter()
+            .map(|(n, p)| (n.clone(), p.is_ready()))
+            .collect()
     }
 
     /// Prometheus text: request series, queue depth, workers, restarts.
@@ -138,16 +158,26 @@ impl Orchestrator {
         self.metrics.render(&mut out);
         out.push_str("# HELP ferry_queue_depth Callers waiting for a worker.\n# TYPE ferry_queue_depth gauge\n");
         for (name, p) in &self.pools {
-            let _ = writeln!(out, "ferry_queue_depth{{worker_type=\"{name}\"}} {}", p.queue_depth());
+            let _ = writeln!(
+                out,
+                "ferry_queue_depth{{worker_type=\"{name}\"}} {}",
+                p.queue_depth()
+            );
         }
         out.push_str("# HELP ferry_workers_ready Workers ready to serve.\n# TYPE ferry_workers_ready gauge\n");
         out.push_str("# HELP ferry_worker_restarts_total Worker restarts.\n# TYPE ferry_worker_restarts_total counter\n");
         for (name, p) in &self.pools {
             let status = p.status();
-            let ready = status.iter().filter(|s| s.state == crate::pool::WorkerState::Ready).count();
+            let ready = status
+                .iter()
+                .filter(|s| s.state == crate::pool::WorkerState::Ready)
+                .count();
             let restarts: u64 = status.iter().map(|s| u64::from(s.restarts)).sum();
             let _ = writeln!(out, "ferry_workers_ready{{worker_type=\"{name}\"}} {ready}");
-            let _ = writeln!(out, "ferry_worker_restarts_total{{worker_type=\"{name}\"}} {restarts}");
+            let _ = writeln!(
+                out,
+                "ferry_worker_restarts_total{{worker_type=\"{name}\"}} {restarts}"
+            );
         }
         out
     }
@@ -177,14 +207,25 @@ impl Orchestrator {
                 .collect(),
             workflows: vec![workflow.clone()],
         };
-        let text = toml::to_string(&probe).map_err(|e| OrchestratorError::Invalid(e.to_string()))?;
-        FerryConfig::parse(&text, "workflow").map_err(|e| OrchestratorError::Invalid(format!("{}: {}", e.key.trim_start_matches("workflows.0."), e.reason)))?;
+        let text =
+            toml::to_string(&probe).map_err(|e| OrchestratorError::Invalid(e.to_string()))?;
+        FerryConfig::parse(&text, "workflow").map_err(|e| {
+            OrchestratorError::Invalid(format!(
+                "{}: {}",
+                e.key.trim_start_matches("workflows.0."),
+                e.reason
+            ))
+        })?;
         self.workflows.write().insert(workflow.id.clone(), workflow);
         Ok(())
     }
 
     /// Starts a session running workflow `id` on `input`.
-    pub fn execute_workflow(self: &Arc<Self>, id: &str, input: serde_json::Value) -> Result<Arc<Session>, OrchestratorError> {
+    pub fn execute_workflow(
+        self: &Arc<Self>,
+        id: &str,
+        input: serde_json::Value,
+    ) -> Result<Arc<Session>, OrchestratorError> {
         let workflow = self.workflow(id)?;
         let session = Session::start(self.clone(), self.new_id("s"), workflow, input);
         let mut sessions = self.sessions.lock();
@@ -219,7 +260,10 @@ impl Orchestrator {
     }
 
     /// Creates a batch (pending until executed).
-    pub fn create_batch(self: &Arc<Self>, spec: BatchSpec) -> Result<Arc<Batch>, OrchestratorError> {
+    pub fn create_batch(
+        self: &Arc<Self>,
+        spec: BatchSpec,
+    ) -> Result<Arc<Batch>, OrchestratorError> {
         match &spec.target {
             BatchTarget::Operation { worker_type, .. } => {
                 self.pool(worker_type)?;
@@ -229,7 +273,9 @@ impl Orchestrator {
             }
         }
         if spec.parallelism == 0 {
-            return Err(OrchestratorError::Invalid("parallelism must be at least 1".into()));
+            return Err(OrchestratorError::Invalid(
+                "parallelism must be at least 1".into(),
+            ));
         }
         let batch = Batch::new(self.new_id("b"), spec);
         let mut batches = self.batches.lock();
@@ -307,11 +353,14 @@ fn placeholder_worker() -> crate::config::WorkerTypeConfig {
 
 /// Drops the oldest finished entries beyond `keep`.
 fn prune<T>(map: &mut BTreeMap<String, Arc<T>>, keep: usize, finished: impl Fn(&T) -> bool) {
-    let done: Vec<String> = map.iter().filter(|(_, v)| finished(v)).map(|(k, _)| k.clone()).collect();
+    let done: Vec<String> = map
+        .iter()
+        .filter(|(_, v)| finished(v))
+        .map(|(k, _)| k.clone())
+        .collect();
     if done.len() > keep {
         for k in done.iter().take(done.len() - keep) {
             map.remove(k);
         }
     }
 }
-

@@ -114,7 +114,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -144,7 +146,8 @@ pub(crate) async fn run_workflow(
 ) -> Result<(Value, Vec<Vec<u8>>), WorkflowEnd> {
     let mut outputs: HashMap<String, Value> = HashMap::new();
     // Requests through the API carry no attachments into a workflow; `request` names none.
-    let mut attachments: HashMap<String, Vec<Vec<u8>>> = HashMap::from([("request".to_owned(), Vec::new())]);
+    let mut attachments: HashMap<String, Vec<Vec<u8>>> =
+        HashMap::from([("request".to_owned(), Vec::new())]);
     let mut previous = input.clone();
     let mut last_attachments = Vec::new();
     for (i, step) in workflow.steps.iter().enumerate() {
@@ -181,7 +184,12 @@ pub(crate) async fn run_workflow(
         let progress_cell: Mutex<Option<f64>> = Mutex::new(None);
         let call = orch.call(&step.worker_type, request, atts, |e| {
             if e.event_name.as_deref() == Some(EVENT_PROGRESS) {
-                if let Some(p) = e.data.as_ref().and_then(|d| d.get("progress")).and_then(Value::as_f64) {
+                if let Some(p) = e
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("progress"))
+                    .and_then(Value::as_f64)
+                {
                     *progress_cell.lock() = Some(p);
                 }
             }
@@ -234,7 +242,12 @@ async fn wait_cancel(mut ctl: watch::Receiver<Flag>) {
 }
 
 impl Session {
-    pub(crate) fn start(orch: Arc<Orchestrator>, id: String, workflow: WorkflowConfig, input: Value) -> Arc<Session> {
+    pub(crate) fn start(
+        orch: Arc<Orchestrator>,
+        id: String,
+        workflow: WorkflowConfig,
+        input: Value,
+    ) -> Arc<Session> {
         let (tx, _) = watch::channel(Flag::Run);
         let session = Arc::new(Session {
             inner: Mutex::new(Inner {
@@ -274,7 +287,11 @@ impl Session {
     pub fn control(self: &Arc<Self>, control: Control) -> Result<(), super::OrchestratorError> {
         let status = self.inner.lock().view.status;
         let finished = self.is_finished();
-        let conflict = |what: &str| Err(super::OrchestratorError::InvalidState(format!("cannot {what} a {status:?} session").to_lowercase()));
+        let conflict = |what: &str| {
+            Err(super::OrchestratorError::InvalidState(
+                format!("cannot {what} a {status:?} session").to_lowercase(),
+            ))
+        };
         match control {
             Control::Pause if finished => conflict("pause"),
             Control::Resume if finished => conflict("resume"),
@@ -323,7 +340,9 @@ impl Session {
         let session = self.clone();
         let mut ctl = self.control.lock().subscribe();
         tokio::spawn(async move {
-            let Some(orch) = session.orch.upgrade() else { return };
+            let Some(orch) = session.orch.upgrade() else {
+                return;
+            };
             session.update(generation, |v| v.status = SessionStatus::Running);
             let n = session.workflow.steps.len().max(1) as f64;
             let s1 = session.clone();
@@ -342,7 +361,9 @@ impl Session {
                             v.steps[i].started_at = Some(now_timestamp());
                             v.progress = i as f64 / n;
                         }
-                        StepEvent::Progress(i, p) => v.progress = (i as f64 + p.clamp(0.0, 1.0)) / n,
+                        StepEvent::Progress(i, p) => {
+                            v.progress = (i as f64 + p.clamp(0.0, 1.0)) / n
+                        }
                         StepEvent::Finished(i, r, took) => {
                             v.steps[i].duration_ms = Some(took);
                             match r {
@@ -361,7 +382,11 @@ impl Session {
                 },
                 move |paused| {
                     s2.update(generation, |v| {
-                        v.status = if paused { SessionStatus::Paused } else { SessionStatus::Running };
+                        v.status = if paused {
+                            SessionStatus::Paused
+                        } else {
+                            SessionStatus::Running
+                        };
                         if paused {
                             v.pause_requested = false;
                         }
@@ -377,7 +402,10 @@ impl Session {
                         v.progress = 1.0;
                         v.current_step = None;
                         v.result = Some(data);
-                        v.result_attachments = atts.iter().map(|a| base64::engine::general_purpose::STANDARD.encode(a)).collect();
+                        v.result_attachments = atts
+                            .iter()
+                            .map(|a| base64::engine::general_purpose::STANDARD.encode(a))
+                            .collect();
                     }
                     Err(WorkflowEnd::Cancelled) => {
                         v.status = SessionStatus::Cancelled;

@@ -16,7 +16,11 @@ pub(crate) fn render(template: &Value, scope: &Scope<'_>) -> Value {
     match template {
         Value::String(s) if s.starts_with('$') => resolve(&s[1..], scope),
         Value::Array(items) => Value::Array(items.iter().map(|i| render(i, scope)).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), render(v, scope))).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), render(v, scope)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -58,7 +62,11 @@ mod tests {
         let previous = json!({"image": "png"});
         let mut steps = HashMap::new();
         steps.insert("gen".to_owned(), json!({"images": ["a", "b"]}));
-        let scope = Scope { request: &request, previous: &previous, steps: &steps };
+        let scope = Scope {
+            request: &request,
+            previous: &previous,
+            steps: &steps,
+        };
         let template = json!({
             "p": "$request.prompt", "w": "$request.size.0", "img": "$steps.gen.images.1",
             "prev": "$previous", "literal": 3, "missing": "$request.nope", "all": ["$request.prompt", "x"]

@@ -54,7 +54,10 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     if let Some(bind) = args.bind {
         config.server.bind = bind;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -99,9 +102,14 @@ async fn run(config: FerryConfig) -> Result<(), String> {
         Ok(Ok(Ok(()))) => tracing::info!("drained"),
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
-        Err(_) => tracing::warn!(?grace, "grace period over; abandoning requests still in flight"),
+        Err(_) => tracing::warn!(
+            ?grace,
+            "grace period over; abandoning requests still in flight"
+        ),
     }
-    tokio::task::spawn_blocking(move || orch.shutdown()).await.map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || orch.shutdown())
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -110,13 +118,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
