@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start a worker, send it one request, print the response's data as JSON.
-    Call(call::CallArgs),
+    Call(Box<call::CallArgs>),
     /// Run a built-in worker (spawned by a host; speaks the protocol on stdin/stdout).
     Worker {
         #[command(subcommand)]
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Call(args) => call::run(args),
+        Command::Call(args) => call::run(*args),
         Command::Floor {
             kind: FloorKind::PipeEcho { size },
         } => match ferry::floor::pipe_echo(size) {
