@@ -39,7 +39,7 @@ const REFUSED: u8 = 1;
 pub struct Token(String);
 
 impl Token {
-    /// A token from configuration; refuses an empty one or one over [`MAX_TOKEN`] bytes.
+    /// A token from configuration; refuses an empty one or one over 1024 bytes.
     pub fn new(text: impl Into<String>) -> Result<Self, TransportError> {
         let text = text.into();
         if text.is_empty() || text.len() > MAX_TOKEN {

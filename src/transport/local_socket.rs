@@ -2,7 +2,7 @@
 //! on Windows), through the `interprocess` crate.
 //!
 //! The host creates the listener before spawning the worker and passes its name in
-//! `FERRY_SOCKET`, with a token in `FERRY_TOKEN` (see [`super::handshake`]). The worker
+//! `FERRY_SOCKET`, with a token in `FERRY_TOKEN` (see [`Token`]). The worker
 //! connects and offers the token; the host accepts connections until one offers it, by the
 //! startup deadline, and drops strangers.
 //!

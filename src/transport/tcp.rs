@@ -14,7 +14,7 @@
 //!   `ssh gpu-box ...`), or embedders use [`TcpListener`] and [`connect`] directly.
 //!
 //! Either way the host accepts connections until one offers the token (see
-//! [`super::handshake`]), by the startup deadline, and drops strangers.
+//! `docs/transports.md`), by the startup deadline, and drops strangers.
 
 use super::handshake::{self, Accept, Token};
 use super::{Link, PendingLink, TransportError};
