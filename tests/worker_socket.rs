@@ -211,3 +211,22 @@ fn tcp_listener_advertises_loopback_for_an_unspecified_address() {
     let port = listener.local_addr().unwrap().port();
     assert_eq!(listener.address(), format!("127.0.0.1:{port}"));
 }
+
+#[test]
+fn transport_names_parse_with_the_local_socket_alias() {
+    assert_eq!(
+        "socket".parse::<TransportKind>().unwrap(),
+        TransportKind::LocalSocket
+    );
+    assert_eq!(
+        "local_socket".parse::<TransportKind>().unwrap(),
+        TransportKind::LocalSocket
+    );
+    assert_eq!("tcp".parse::<TransportKind>().unwrap(), TransportKind::Tcp);
+    assert_eq!(TransportKind::LocalSocket.to_string(), "socket");
+    let err = "pigeon".parse::<TransportKind>().unwrap_err().to_string();
+    assert!(err.contains("stdio, socket, tcp"), "{err}");
+    let kind: TransportKind = serde_json::from_str("\"local_socket\"").unwrap();
+    assert_eq!(kind, TransportKind::LocalSocket);
+    assert_eq!(serde_json::to_string(&kind).unwrap(), "\"socket\"");
+}

@@ -164,6 +164,10 @@ pub(crate) fn accept_worker<L: Accept, T>(
                     tracing::warn!(error = %e, "dropped a connection that failed the handshake")
                 }
             }
+            if Instant::now() >= deadline {
+                // A stream of strangers must not keep the loop past the deadline.
+                return Err(TransportError::Timeout);
+            }
         }
         if let Some(child) = child.as_deref_mut() {
             if child.try_wait()?.is_some() {
