@@ -24,7 +24,9 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod connection;
 pub mod floor;
+pub mod pool;
 pub mod protocol;
 pub mod transport;
 pub mod worker;

@@ -88,11 +88,12 @@ fn worker_dying_mid_response_is_worker_crashed() {
             "expected WorkerCrashed, got {err:?}"
         );
         assert!(err.code().is_retryable());
-        // The link is known broken: later calls fail at once.
-        assert!(matches!(
-            w.call("echo", json!({}), |_| {}),
-            Err(CallError::Closed)
-        ));
+        // The link is known broken: later calls fail at once, with the same code.
+        let again = w.call("echo", json!({}), |_| {}).unwrap_err();
+        assert!(
+            matches!(again, CallError::WorkerCrashed { .. }),
+            "got {again:?}"
+        );
     });
 }
 

@@ -14,7 +14,8 @@
 //! | `wrong-version` | sends a `ready` event with protocol version 2 |
 //! | `crash-on-nth` | echo worker that aborts on its Nth request (default 1) |
 //! | `hang` | sends `ready`, then reads requests and never answers (not even `health`) |
-//! | `slow` | echo worker that sleeps N ms (default 50) before each answer |
+//! | `slow` | echo worker that sleeps N ms (default 50) before each answer, ignoring cancels |
+//! | `flaky-start` | `flaky-start FILE N`: the first N starts (counted in FILE) exit before `ready`, later ones serve echo |
 
 use ferry::protocol::{Envelope, ReadyInfo};
 use ferry::worker::{echo, serve, Context, HandlerError, Reply, Request};
@@ -150,6 +151,22 @@ fn main() -> ExitCode {
                 }
                 echo::handle(req, ctx)
             })
+        }
+        "flaky-start" => {
+            let path = args.get(1).cloned().unwrap_or_default();
+            let fail_first: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
+            let starts = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            if std::fs::write(&path, starts.to_string()).is_err() {
+                return ExitCode::from(4);
+            }
+            if starts <= fail_first {
+                return ExitCode::from(3);
+            }
+            run(echo::handle)
         }
         "slow" => {
             let ms = if n == 0 { 50 } else { n };

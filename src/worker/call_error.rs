@@ -46,9 +46,6 @@ pub enum CallError {
     /// The link failed in another way (oversized frame, I/O).
     #[error(transparent)]
     Transport(TransportError),
-    /// The worker's link is already broken by an earlier failure.
-    #[error("worker connection is closed")]
-    Closed,
 }
 
 impl CallError {
@@ -59,7 +56,7 @@ impl CallError {
             CallError::Spawn { .. }
             | CallError::ExitedBeforeReady { .. }
             | CallError::StartupTimeout(_) => ErrorCode::StartupFailed,
-            CallError::WorkerCrashed { .. } | CallError::Closed => ErrorCode::WorkerCrashed,
+            CallError::WorkerCrashed { .. } => ErrorCode::WorkerCrashed,
             CallError::Timeout(_) => ErrorCode::Timeout,
             CallError::Codec(e) => e.code(),
             CallError::Protocol(e) => e.code(),

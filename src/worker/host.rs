@@ -6,15 +6,14 @@ use super::env::{
     FERRY_WORKER_TYPE,
 };
 use super::spec::{Dialect, WorkerSpec};
-use super::stderr_log;
-use crate::codec::{Codec, CodecError, CodecKind, Framing};
-use crate::protocol::{
-    legacy, now_timestamp, Envelope, IdGenerator, MessageType, ProtocolError, ReadyInfo,
-    OP_SHUTDOWN,
-};
-use crate::transport::{self, FrameReceiver, FrameSender, TransportError, TransportKind};
+use super::stderr_log::{self, ExitHook};
+use crate::codec::{Codec, CodecKind};
+use crate::connection::{Connection, FreedHook};
+use crate::protocol::{now_timestamp, Envelope, ReadyInfo, OP_SHUTDOWN};
+use crate::transport::{self, TransportError, TransportKind};
 use serde_json::Value;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,33 @@ pub struct CallOptions {
     /// Give up (and cancel) after this long. Defaults to the request's `deadline_ms`, or
     /// no limit when neither is set.
     pub timeout: Option<Duration>,
+}
+
+impl CallOptions {
+    /// The deadline for `request` under these options, from now.
+    pub fn deadline_for(&self, request: &Envelope) -> Option<Instant> {
+        self.timeout
+            .or(request.deadline_ms.map(Duration::from_millis))
+            .map(|t| Instant::now() + t)
+    }
+}
+
+/// Callbacks a supervisor attaches to a worker it spawns.
+#[derive(Default, Clone)]
+pub struct WorkerHooks {
+    /// Runs whenever one of its requests ends (it has room again).
+    pub on_freed: Option<FreedHook>,
+    /// Runs when its stderr closes: it has (almost certainly) exited.
+    pub on_exit: Option<ExitHook>,
+}
+
+impl std::fmt::Debug for WorkerHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHooks")
+            .field("on_freed", &self.on_freed.is_some())
+            .field("on_exit", &self.on_exit.is_some())
+            .finish()
+    }
 }
 
 /// A worker's successful answer.
@@ -37,23 +63,17 @@ pub struct Response {
     pub attachments: Vec<Vec<u8>>,
 }
 
-/// One running worker process and its link, used from one thread at a time.
+/// One running worker process and its multiplexed connection.
 ///
-/// Calls are synchronous: the request is written and the answer read on the caller's own
-/// thread, with no thread hop. Events (progress) reach the caller's closure as they arrive.
+/// Calls are synchronous: a caller on an idle worker writes the request and reads the
+/// answer on its own thread, with no thread hop; several threads may call at once (see
+/// [`Connection`]). Events (progress) reach the caller's closure as they arrive.
 pub struct WorkerProcess {
     spec: WorkerSpec,
     child: Child,
-    tx: Box<dyn FrameSender>,
-    rx: Box<dyn FrameReceiver>,
-    codec: Codec,
+    conn: Arc<Connection>,
     ready: Option<ReadyInfo>,
-    ids: IdGenerator,
-    out: Vec<u8>,
-    buf: Vec<u8>,
     stderr_thread: Option<JoinHandle<()>>,
-    broken: bool,
-    skipped_frames: u64,
 }
 
 impl std::fmt::Debug for WorkerProcess {
@@ -69,8 +89,13 @@ impl std::fmt::Debug for WorkerProcess {
 impl WorkerProcess {
     /// Starts the worker and, in the ferry dialect, waits for its `ready` event.
     pub fn spawn(spec: WorkerSpec) -> Result<Self, CallError> {
-        let framing = spec.transport.framing();
-        let codec = Codec::new(spec.codec, framing, spec.max_frame)?;
+        Self::spawn_with_hooks(spec, WorkerHooks::default())
+    }
+
+    /// Like [`spawn`](Self::spawn), with callbacks for a supervisor.
+    pub fn spawn_with_hooks(spec: WorkerSpec, hooks: WorkerHooks) -> Result<Self, CallError> {
+        let WorkerHooks { on_freed, on_exit } = hooks;
+        let codec = Codec::new(spec.codec, spec.transport.framing(), spec.max_frame)?;
         if spec.dialect == Dialect::Legacy
             && (spec.transport != TransportKind::Stdio || spec.codec != CodecKind::Json)
         {
@@ -106,9 +131,9 @@ impl WorkerProcess {
         let stderr_thread = child
             .stderr
             .take()
-            .and_then(|e| stderr_log::forward(e, spec.worker_id.clone()));
-        let connect_deadline = Instant::now() + spec.startup_timeout;
-        let link = match pending.connect(&mut child, connect_deadline) {
+            .and_then(|e| stderr_log::forward(e, spec.worker_id.clone(), on_exit));
+        let deadline = Instant::now() + spec.startup_timeout;
+        let link = match pending.connect(&mut child, deadline) {
             Ok(link) => link,
             Err(e) => {
                 let _ = child.kill();
@@ -127,110 +152,39 @@ impl WorkerProcess {
             drop(stderr_log::forward(
                 stdout,
                 format!("{}:stdout", spec.worker_id),
+                None,
             ));
         }
+        let conn = Connection::new(link, codec, spec.dialect, spec.worker_id.clone(), on_freed);
         let mut worker = WorkerProcess {
             child,
-            tx: link.sender,
-            rx: link.receiver,
-            codec,
+            conn,
             ready: None,
-            ids: IdGenerator::new("r"),
-            out: Vec::new(),
-            buf: Vec::new(),
             stderr_thread,
-            broken: false,
-            skipped_frames: 0,
             spec,
         };
         if worker.spec.dialect == Dialect::Ferry {
-            if let Err(e) = worker.handshake() {
-                worker.kill();
-                return Err(e);
+            match worker.conn.handshake(deadline, worker.spec.startup_timeout) {
+                Ok(info) => worker.ready = Some(info),
+                Err(e) => {
+                    let e = match e {
+                        CallError::ExitedBeforeReady { .. } => CallError::ExitedBeforeReady {
+                            status: CallError::status_text(worker.exit_status_soon()),
+                        },
+                        other => other,
+                    };
+                    worker.kill();
+                    return Err(e);
+                }
             }
         }
         tracing::info!(worker = %worker.spec.worker_id, pid = worker.child.id(), "worker ready");
         Ok(worker)
     }
 
-    fn handshake(&mut self) -> Result<(), CallError> {
-        let timeout = self.spec.startup_timeout;
-        let deadline = Instant::now() + timeout;
-        let env = match self.next_envelope(Some(deadline)) {
-            Ok(env) => env,
-            Err(CallError::Timeout(_)) => return Err(CallError::StartupTimeout(timeout)),
-            Err(CallError::WorkerCrashed { status }) => {
-                return Err(CallError::ExitedBeforeReady { status })
-            }
-            Err(e) => return Err(e),
-        };
-        if !env.is_ready_event() {
-            return Err(ProtocolError::NotReady(env.kind).into());
-        }
-        let info: ReadyInfo = serde_json::from_value(env.data.unwrap_or(Value::Null))
-            .map_err(|e| ProtocolError::InvalidReady(e.to_string()))?;
-        if info.protocol_version != crate::protocol::PROTOCOL_VERSION {
-            return Err(ProtocolError::VersionMismatch {
-                expected: crate::protocol::PROTOCOL_VERSION,
-                got: info.protocol_version,
-            }
-            .into());
-        }
-        if !info.codecs.iter().any(|c| c == self.spec.codec.as_str()) {
-            return Err(ProtocolError::InvalidReady(format!(
-                "worker does not speak codec {} (it lists {:?})",
-                self.spec.codec, info.codecs
-            ))
-            .into());
-        }
-        self.ready = Some(info);
-        Ok(())
-    }
-
-    /// Reads the next protocol message, skipping (and logging) lines that are not one.
-    fn next_envelope(&mut self, deadline: Option<Instant>) -> Result<Envelope, CallError> {
-        loop {
-            match self.rx.recv(&mut self.buf, deadline) {
-                Ok(()) => {}
-                Err(TransportError::Timeout) => {
-                    let waited = deadline
-                        .map(|d| d.saturating_duration_since(Instant::now()))
-                        .unwrap_or_default();
-                    return Err(CallError::Timeout(waited));
-                }
-                Err(TransportError::Disconnected) => {
-                    self.broken = true;
-                    let status = self.exit_status_soon();
-                    return Err(CallError::WorkerCrashed {
-                        status: CallError::status_text(status),
-                    });
-                }
-                Err(e) => return Err(CallError::Transport(e)),
-            }
-            match self.codec.decode(&self.buf) {
-                Ok(decoded) => return Ok(decoded.envelope),
-                Err(e) if self.is_skippable(&e) => self.skip_line(&e),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// On a line link, output that is not a protocol message (a banner, a stray print) is
-    /// noise to skip; a well-formed envelope of another version is a real error.
-    fn is_skippable(&self, e: &CodecError) -> bool {
-        self.codec.framing() == Framing::Lines
-            && matches!(e, CodecError::NotUtf8 | CodecError::Header { .. })
-    }
-
-    fn skip_line(&mut self, e: &dyn std::fmt::Display) {
-        self.skipped_frames += 1;
-        let preview = String::from_utf8_lossy(&self.buf[..self.buf.len().min(200)]).into_owned();
-        tracing::warn!(worker = %self.spec.worker_id, error = %e, line = %preview, "skipping non-protocol output");
-    }
-
     /// How many non-protocol lines the worker printed on the channel so far.
     pub fn skipped_frames(&self) -> u64 {
-        self.skipped_frames
+        self.conn.skipped_frames()
     }
 
     /// The worker's `ready` description (`None` for legacy workers).
@@ -248,6 +202,16 @@ impl WorkerProcess {
         &self.spec
     }
 
+    /// The multiplexed connection, for callers that manage requests themselves.
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+
+    /// Whether the process has exited (it is reaped if so).
+    pub fn has_exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Calls `operation` with `data` and waits for the answer; `on_event` sees each event.
     pub fn call(
         &mut self,
@@ -255,7 +219,7 @@ impl WorkerProcess {
         data: Value,
         on_event: impl FnMut(&Envelope),
     ) -> Result<Response, CallError> {
-        let request = Envelope::request(self.ids.next_id(), operation, data);
+        let request = Envelope::request("", operation, data);
         self.call_with(request, &[], &CallOptions::default(), on_event)
     }
 
@@ -266,158 +230,22 @@ impl WorkerProcess {
         mut request: Envelope,
         attachments: &[&[u8]],
         options: &CallOptions,
-        mut on_event: impl FnMut(&Envelope),
+        on_event: impl FnMut(&Envelope),
     ) -> Result<Response, CallError> {
-        if self.broken {
-            return Err(CallError::Closed);
-        }
-        request.message_id = self.ids.next_id();
-        request.kind = MessageType::Request;
         request.timestamp.get_or_insert_with(now_timestamp);
         request
             .worker_type
             .get_or_insert_with(|| self.spec.worker_type.clone());
-        let timeout = options
-            .timeout
-            .or(request.deadline_ms.map(Duration::from_millis));
-        let deadline = timeout.map(|t| Instant::now() + t);
-        if self.spec.dialect == Dialect::Legacy {
-            return self.call_legacy(&request, deadline, timeout);
-        }
-        self.send(&request, attachments)?;
-        let id = request.message_id;
-        loop {
-            let env = match self.next_envelope(deadline) {
-                Err(CallError::Timeout(_)) => {
-                    let cancel = Envelope::cancel(self.ids.next_id(), id.as_str());
-                    let _ = self.send(&cancel, &[]);
-                    return Err(CallError::Timeout(timeout.unwrap_or_default()));
-                }
-                other => other?,
-            };
-            if env.request_id.as_deref() != Some(id.as_str()) {
-                tracing::debug!(worker = %self.spec.worker_id, message = %env.message_id, "skipping message for another request");
-                continue;
-            }
-            match env.kind {
-                MessageType::Event => on_event(&env),
-                MessageType::Response => {
-                    let decoded_attachments = self.take_attachments(&env)?;
-                    return Ok(Response {
-                        data: env.data.clone().unwrap_or(Value::Null),
-                        envelope: env,
-                        attachments: decoded_attachments,
-                    });
-                }
-                MessageType::Error => {
-                    let body = env.error.ok_or(ProtocolError::MissingField {
-                        kind: MessageType::Error,
-                        field: "error",
-                    })?;
-                    return Err(CallError::Remote(body));
-                }
-                other => {
-                    tracing::warn!(worker = %self.spec.worker_id, kind = ?other, "unexpected message from worker");
-                }
-            }
-        }
-    }
-
-    /// Re-decodes the current frame for its attachments (only when it has any).
-    fn take_attachments(&self, env: &Envelope) -> Result<Vec<Vec<u8>>, CallError> {
-        if env.attachments.is_empty() {
-            return Ok(Vec::new());
-        }
-        let decoded = self.codec.decode(&self.buf)?;
-        Ok(decoded.attachments_owned(&self.buf))
-    }
-
-    fn call_legacy(
-        &mut self,
-        request: &Envelope,
-        deadline: Option<Instant>,
-        timeout: Option<Duration>,
-    ) -> Result<Response, CallError> {
-        let line = legacy::encode_request(request);
-        self.out.clear();
-        serde_json::to_writer(&mut self.out, &line).map_err(|e| CodecError::Header {
-            codec: CodecKind::Json,
-            message: e.to_string(),
-        })?;
-        self.send_raw()?;
-        loop {
-            match self.rx.recv(&mut self.buf, deadline) {
-                Ok(()) => {}
-                Err(TransportError::Timeout) => {
-                    return Err(CallError::Timeout(timeout.unwrap_or_default()))
-                }
-                Err(TransportError::Disconnected) => {
-                    self.broken = true;
-                    let status = self.exit_status_soon();
-                    return Err(CallError::WorkerCrashed {
-                        status: CallError::status_text(status),
-                    });
-                }
-                Err(e) => return Err(CallError::Transport(e)),
-            }
-            let value: Value = match serde_json::from_slice(&self.buf) {
-                Ok(v) => v,
-                Err(e) => {
-                    self.skip_line(&e);
-                    continue;
-                }
-            };
-            let env = match legacy::decode_answer(value, self.ids.next_id()) {
-                Ok(env) => env,
-                Err(e) => {
-                    self.skip_line(&e);
-                    continue;
-                }
-            };
-            if env
-                .request_id
-                .as_deref()
-                .is_some_and(|r| r != request.message_id)
-            {
-                tracing::debug!(worker = %self.spec.worker_id, "skipping legacy answer for another request");
-                continue;
-            }
-            if let Some(body) = env.error {
-                return Err(CallError::Remote(body));
-            }
-            return Ok(Response {
-                data: env.data.clone().unwrap_or(Value::Null),
-                envelope: env,
-                attachments: Vec::new(),
-            });
-        }
-    }
-
-    fn send(&mut self, env: &Envelope, attachments: &[&[u8]]) -> Result<(), CallError> {
-        self.codec.encode(env, attachments, &mut self.out)?;
-        if self.codec.framing() == Framing::LengthPrefixed && !attachments.is_empty() {
-            let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + attachments.len());
-            parts.push(&self.out);
-            parts.extend_from_slice(attachments);
-            return self.tx.send(&parts).map_err(|e| self.send_failed(e));
-        }
-        self.send_raw()
-    }
-
-    fn send_raw(&mut self) -> Result<(), CallError> {
-        self.tx.send(&[&self.out]).map_err(|e| self.send_failed(e))
-    }
-
-    fn send_failed(&mut self, e: TransportError) -> CallError {
-        match e {
-            TransportError::Disconnected => {
-                self.broken = true;
-                let status = self.exit_status_soon();
-                CallError::WorkerCrashed {
-                    status: CallError::status_text(status),
-                }
-            }
-            other => CallError::Transport(other),
+        let deadline = options.deadline_for(&request);
+        let result = self
+            .conn
+            .start(request, attachments, deadline)
+            .and_then(|pending| pending.wait(on_event));
+        match result {
+            Err(CallError::WorkerCrashed { .. }) => Err(CallError::WorkerCrashed {
+                status: CallError::status_text(self.exit_status_soon()),
+            }),
+            other => other,
         }
     }
 
@@ -442,12 +270,12 @@ impl WorkerProcess {
         }
     }
 
-    /// Stops the worker gracefully: the `shutdown` operation, then SIGTERM, then SIGKILL,
-    /// each after `shutdown_grace`. Always reaps the process. Returns its exit status.
+    /// Stops the worker gracefully: the `shutdown` operation, then closing its input, then
+    /// SIGTERM, then SIGKILL, each step after `shutdown_grace`. Always reaps the process.
     pub fn shutdown(mut self) -> Result<ExitStatus, CallError> {
         let grace = self.spec.shutdown_grace;
-        if !self.broken && self.spec.dialect == Dialect::Ferry {
-            let request = Envelope::request(self.ids.next_id(), OP_SHUTDOWN, Value::Null);
+        if self.spec.dialect == Dialect::Ferry && self.conn.broken().is_none() {
+            let request = Envelope::request("", OP_SHUTDOWN, Value::Null);
             let options = CallOptions {
                 timeout: Some(grace),
             };
@@ -455,10 +283,10 @@ impl WorkerProcess {
                 tracing::debug!(worker = %self.spec.worker_id, error = %e, "shutdown request failed");
             }
         }
-        // Closing the worker's input is the end-of-work signal every stdin loop understands
-        // (the legacy dialect has no shutdown operation).
-        self.tx = Box::new(ClosedSender);
-        self.broken = true;
+        // Closing the connection closes the worker's input: the end-of-work signal every
+        // stdin loop understands (the legacy dialect has no shutdown operation).
+        self.conn.close();
+        self.conn.close_sender();
         if let Some(status) = self.wait_timeout(grace) {
             return Ok(status);
         }
@@ -475,20 +303,11 @@ impl WorkerProcess {
             .map_err(|e| CallError::Transport(TransportError::Io(e)))
     }
 
-    /// Kills the worker at once (SIGKILL) and reaps it.
+    /// Kills the worker at once (SIGKILL), reaps it, and fails its pending requests.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.broken = true;
-    }
-}
-
-/// Stands in for a sender that was closed on purpose.
-struct ClosedSender;
-
-impl FrameSender for ClosedSender {
-    fn send(&mut self, _parts: &[&[u8]]) -> Result<(), TransportError> {
-        Err(TransportError::Disconnected)
+        self.conn.fail_all("worker killed");
     }
 }
 
@@ -499,6 +318,7 @@ impl Drop for WorkerProcess {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+        self.conn.close();
         // Not joined: a grandchild may still hold the stderr pipe open; the thread ends
         // on its own when the last writer closes it.
         drop(self.stderr_thread.take());

@@ -16,6 +16,7 @@ mod stderr_log;
 
 pub use call_error::CallError;
 pub use handler::{Context, Handler, HandlerError, Reply, Request};
-pub use host::{CallOptions, Response, WorkerProcess};
+pub use host::{CallOptions, Response, WorkerHooks, WorkerProcess};
 pub use runtime::{serve, serve_link, ServeError};
 pub use spec::{Dialect, WorkerSpec};
+pub use stderr_log::ExitHook;

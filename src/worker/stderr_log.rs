@@ -6,10 +6,14 @@ use std::thread::JoinHandle;
 /// Log target of forwarded worker stderr lines; filter it with `RUST_LOG`.
 pub const STDERR_TARGET: &str = "ferry::worker::stderr";
 
-/// Starts a thread that logs each line of `stderr` until it closes.
+/// Runs when a worker's stderr reaches end of file (it has exited, or closed it).
+pub type ExitHook = std::sync::Arc<dyn Fn() + Send + Sync>;
+
+/// Starts a thread that logs each line of `stderr` until it closes, then runs `on_close`.
 pub(crate) fn forward(
     stderr: impl Read + Send + 'static,
     worker_id: String,
+    on_close: Option<ExitHook>,
 ) -> Option<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("stderr-{worker_id}"))
@@ -25,6 +29,9 @@ pub(crate) fn forward(
                         tracing::info!(target: STDERR_TARGET, worker = %worker_id, "{}", text.trim_end());
                     }
                 }
+            }
+            if let Some(hook) = on_close {
+                hook();
             }
         })
         .ok()

@@ -162,9 +162,7 @@ pub fn run(args: CallArgs) -> ExitCode {
         Err(e) => fail(e.code(), &e),
     };
     if let Err(e) = worker.shutdown() {
-        if !matches!(e, CallError::Closed) {
-            tracing::debug!(error = %e, "worker shutdown");
-        }
+        tracing::debug!(error = %e, "worker shutdown");
     }
     exit
 }

@@ -1,0 +1,108 @@
+//! Full stack (pool call -> worker -> answer) against a direct call on the same transport,
+//! in the same run, and crash-to-replacement-ready time.
+//!
+//! Method: the Rust echo worker (`ferry worker echo`) in a child process; 64 B of payload;
+//! JSON codec. `direct` is `WorkerProcess::call` (transport + codec + connection, no
+//! pool); `pool_sync` adds dispatch on the caller's thread; `pool_async` is
+//! `Pool::call_async` from a current-thread tokio runtime (the reply comes through the
+//! connection's reader thread: one wake-up). The pool's cost is the difference of the
+//! medians. `crash_to_ready` kills the worker with SIGKILL and times until the pool
+//! publishes the replacement's `ready` (restart backoff set to 0).
+//! Run: `cargo bench --bench pool`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use ferry::pool::{LifecycleKind, Pool, PoolConfig};
+use ferry::protocol::Envelope;
+use ferry::transport::TransportKind;
+use ferry::worker::{CallOptions, WorkerProcess, WorkerSpec};
+use serde_json::json;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+fn spec(transport: TransportKind) -> WorkerSpec {
+    let mut spec = WorkerSpec::new("echo", FERRY, ["worker", "echo"]);
+    spec.transport = transport;
+    spec
+}
+
+fn payload() -> serde_json::Value {
+    json!({ "p": "x".repeat(56) })
+}
+
+fn full_stack(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pool_round_trip_64B");
+    for transport in TransportKind::ALL {
+        let name = transport.as_str();
+        let mut worker = WorkerProcess::spawn(spec(transport)).expect("worker");
+        group.bench_function(BenchmarkId::new("direct", name), |b| {
+            b.iter(|| black_box(worker.call("echo", payload(), |_| {}).expect("call")))
+        });
+        worker.shutdown().expect("shutdown");
+
+        let pool = Pool::start(spec(transport), PoolConfig::default()).expect("pool");
+        group.bench_function(BenchmarkId::new("pool_sync", name), |b| {
+            b.iter(|| {
+                black_box(
+                    pool.call(Envelope::request("", "echo", payload()), &[], |_| {})
+                        .expect("call"),
+                )
+            })
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        group.bench_function(BenchmarkId::new("pool_async", name), |b| {
+            b.iter(|| {
+                let call = pool.call_async(
+                    Envelope::request("", "echo", payload()),
+                    Vec::new(),
+                    CallOptions::default(),
+                    |_| {},
+                );
+                black_box(rt.block_on(call).expect("call"))
+            })
+        });
+        pool.shutdown();
+    }
+    group.finish();
+}
+
+fn crash_to_ready(c: &mut Criterion) {
+    let mut group = c.benchmark_group("crash_to_replacement_ready");
+    group.sample_size(10);
+    // Every kill counts as a failure: keep the breaker out of the measurement.
+    let config = PoolConfig {
+        restart_backoff_ms: 0,
+        breaker_failure_threshold: u32::MAX,
+        ..Default::default()
+    };
+    let pool = Pool::start(spec(TransportKind::Stdio), config).expect("pool");
+    let mut events = pool.events();
+    group.bench_function("rust_echo_stdio", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let pid = pool.status()[0].pid.expect("running worker");
+                let started = Instant::now();
+                let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+                rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
+                loop {
+                    let e = events.blocking_recv().expect("event");
+                    if e.kind == LifecycleKind::Ready {
+                        break;
+                    }
+                }
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+    pool.shutdown();
+}
+
+criterion_group!(benches, full_stack, crash_to_ready);
+criterion_main!(benches);

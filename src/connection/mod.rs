@@ -1,0 +1,799 @@
+//! Many requests in flight over one worker link: correlation by id, event streams per
+//! request, deadlines, cancellation.
+//!
+//! # Who reads the link
+//!
+//! There is no dedicated reader while only synchronous callers wait. A caller waiting for
+//! its answer takes the receive half if it is free and becomes the *leader*: it reads
+//! frames, delivers other requests' messages to their slots, and stops when its own
+//! answer arrives or its deadline passes. When it steps down it nudges the waiting
+//! *followers*, one of which takes over. A lone caller on an idle worker therefore sends
+//! and receives on its own thread, with no thread hop.
+//!
+//! Async callers cannot block their executor thread on a read, so while any async caller
+//! waits, a reader thread started on first use takes the leader's part for them (a sync
+//! caller arriving then becomes a follower). An async caller pays one wake-up.
+//!
+//! # Exactly one terminal answer
+//!
+//! Each request has one slot; the response or error that names it, or the failure of the
+//! whole link (`worker_crashed` to every pending request), is delivered to it once and the
+//! slot leaves the pending table. A caller that stops waiting (deadline, drop) leaves its
+//! slot pending until the worker answers, so [`Connection::in_flight`] counts what the
+//! worker is really busy with.
+
+mod slot;
+
+pub use slot::Incoming;
+use slot::Slot;
+
+use crate::codec::{Codec, CodecError, Framing};
+use crate::protocol::{
+    legacy, Envelope, ErrorBody, ErrorCode, IdGenerator, MessageType, ProtocolError, ReadyInfo,
+    PROTOCOL_VERSION,
+};
+use crate::transport::{FrameReceiver, FrameSender, Link, TransportError};
+use crate::worker::{CallError, Dialect, Response};
+use parking_lot::{Condvar, Mutex};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the async reader reads before re-checking whether anyone still waits.
+const READER_SLICE: Duration = Duration::from_millis(50);
+
+struct TxHalf {
+    sender: Box<dyn FrameSender>,
+    out: Vec<u8>,
+}
+
+struct RxHalf {
+    receiver: Box<dyn FrameReceiver>,
+    buf: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<String, Arc<Slot>>,
+    async_waiters: usize,
+    /// Why the link is unusable, once it is.
+    broken: Option<String>,
+    reader_started: bool,
+    reader_nudges: u64,
+    closing: bool,
+}
+
+/// Called whenever a request leaves the pending table (its worker has room again).
+pub type FreedHook = Arc<dyn Fn() + Send + Sync>;
+
+/// One multiplexed link to a worker.
+pub struct Connection {
+    label: String,
+    codec: Codec,
+    dialect: Dialect,
+    ids: IdGenerator,
+    tx: Mutex<TxHalf>,
+    rx: Mutex<RxHalf>,
+    state: Mutex<State>,
+    state_cv: Condvar,
+    skipped: AtomicU64,
+    on_freed: Option<FreedHook>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("label", &self.label)
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Wraps a connected link. `label` tags log lines; `on_freed` runs whenever a request
+    /// completes or fails (the pool uses it to hand the worker to a queued caller).
+    pub fn new(
+        link: Link,
+        codec: Codec,
+        dialect: Dialect,
+        label: impl Into<String>,
+        on_freed: Option<FreedHook>,
+    ) -> Arc<Self> {
+        Arc::new(Connection {
+            label: label.into(),
+            codec,
+            dialect,
+            ids: IdGenerator::new("r"),
+            tx: Mutex::new(TxHalf {
+                sender: link.sender,
+                out: Vec::new(),
+            }),
+            rx: Mutex::new(RxHalf {
+                receiver: link.receiver,
+                buf: Vec::new(),
+            }),
+            state: Mutex::new(State::default()),
+            state_cv: Condvar::new(),
+            skipped: AtomicU64::new(0),
+            on_freed,
+        })
+    }
+
+    /// Requests waiting for their answer (including abandoned ones the worker still runs).
+    pub fn in_flight(&self) -> usize {
+        self.state.lock().pending.len()
+    }
+
+    /// How long the oldest abandoned request (cancelled or timed out, still unanswered by
+    /// the worker) has been waiting for its answer.
+    pub fn oldest_abandoned(&self) -> Option<Duration> {
+        let st = self.state.lock();
+        st.pending
+            .values()
+            .filter_map(|s| s.abandoned_since())
+            .min()
+            .map(|since| since.elapsed())
+    }
+
+    /// Why the link is unusable, if it is.
+    pub fn broken(&self) -> Option<String> {
+        self.state.lock().broken.clone()
+    }
+
+    /// Non-protocol frames (banners, stray prints) skipped so far.
+    pub fn skipped_frames(&self) -> u64 {
+        // Statistics only: no other memory is published through this counter.
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Waits for the worker's `ready` event (ferry dialect), reading on this thread.
+    pub fn handshake(
+        &self,
+        deadline: Instant,
+        startup_timeout: Duration,
+    ) -> Result<ReadyInfo, CallError> {
+        let mut guard = self.rx.lock();
+        let rx = &mut *guard;
+        let env = loop {
+            match rx.receiver.recv(&mut rx.buf, Some(deadline)) {
+                Ok(()) => {}
+                Err(TransportError::Timeout) => {
+                    return Err(CallError::StartupTimeout(startup_timeout))
+                }
+                Err(TransportError::Disconnected) => {
+                    self.mark_broken("worker exited before ready");
+                    return Err(CallError::ExitedBeforeReady {
+                        status: "channel closed".into(),
+                    });
+                }
+                Err(e) => return Err(CallError::Transport(e)),
+            }
+            match self.codec.decode(&rx.buf) {
+                Ok(decoded) => break decoded.envelope,
+                Err(e) if self.is_noise(&e) => self.skip(&rx.buf, &e),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if !env.is_ready_event() {
+            return Err(ProtocolError::NotReady(env.kind).into());
+        }
+        let info: ReadyInfo = serde_json::from_value(env.data.unwrap_or(Value::Null))
+            .map_err(|e| ProtocolError::InvalidReady(e.to_string()))?;
+        if info.protocol_version != PROTOCOL_VERSION {
+            return Err(ProtocolError::VersionMismatch {
+                expected: PROTOCOL_VERSION,
+                got: info.protocol_version,
+            }
+            .into());
+        }
+        if !info.codecs.iter().any(|c| c == self.codec.kind().as_str()) {
+            return Err(ProtocolError::InvalidReady(format!(
+                "worker does not speak codec {} (it lists {:?})",
+                self.codec.kind(),
+                info.codecs
+            ))
+            .into());
+        }
+        Ok(info)
+    }
+
+    /// Sends `request` (a fresh `message_id` is set) and returns the handle to wait on.
+    pub fn start(
+        self: &Arc<Self>,
+        request: Envelope,
+        attachments: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Pending, CallError> {
+        self.reserve()?.send(request, attachments, deadline)
+    }
+
+    /// Claims a place for one request (it counts in [`in_flight`](Self::in_flight) from
+    /// now), to be sent with [`Reservation::send`]. Dropping the reservation unsent
+    /// releases the place.
+    pub fn reserve(self: &Arc<Self>) -> Result<Reservation, CallError> {
+        let id = self.ids.next_id();
+        let slot = Arc::new(Slot::default());
+        {
+            let mut st = self.state.lock();
+            if let Some(why) = &st.broken {
+                return Err(CallError::WorkerCrashed {
+                    status: why.clone(),
+                });
+            }
+            // Registered before sending: the answer may arrive before `send` returns.
+            st.pending.insert(id.clone(), slot.clone());
+        }
+        Ok(Reservation {
+            conn: self.clone(),
+            id,
+            slot,
+            sent: false,
+        })
+    }
+
+    /// Like [`start`](Self::start), for a caller that will wait with
+    /// [`Pending::next_async`]: the reader thread reads on its behalf.
+    pub fn start_async(
+        self: &Arc<Self>,
+        request: Envelope,
+        attachments: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Pending, CallError> {
+        self.reserve()?.send_async(request, attachments, deadline)
+    }
+
+    /// Counts one more async waiter and makes sure the reader thread runs.
+    fn register_async(self: &Arc<Self>) -> Result<(), CallError> {
+        {
+            let mut st = self.state.lock();
+            st.async_waiters += 1;
+            if !st.reader_started {
+                st.reader_started = true;
+                let conn = self.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("reader-{}", self.label))
+                    .spawn(move || conn.reader_loop());
+                if spawned.is_err() {
+                    st.reader_started = false;
+                    st.async_waiters -= 1;
+                    return Err(CallError::Transport(TransportError::Unsupported(
+                        "cannot start reader thread".into(),
+                    )));
+                }
+            }
+        }
+        self.state_cv.notify_all();
+        Ok(())
+    }
+
+    /// Sends a `cancel` for request `id` (best effort; the legacy dialect has none).
+    pub fn send_cancel(&self, id: &str) {
+        if self.dialect == Dialect::Legacy {
+            return;
+        }
+        let cancel = Envelope::cancel(self.ids.next_id(), id);
+        let _ = self.send_request(&cancel, &[]);
+    }
+
+    /// Fails every pending request with `worker_crashed` and refuses new ones; the pool
+    /// calls this when it kills the worker.
+    pub fn fail_all(&self, why: &str) {
+        let slots: Vec<Arc<Slot>> = {
+            let mut st = self.state.lock();
+            if st.broken.is_none() {
+                st.broken = Some(why.to_owned());
+            }
+            st.pending.drain().map(|(_, s)| s).collect()
+        };
+        for slot in &slots {
+            slot.deliver(Incoming::Done(Err(CallError::WorkerCrashed {
+                status: why.to_owned(),
+            })));
+        }
+        if !slots.is_empty() {
+            self.freed();
+        }
+        self.state_cv.notify_all();
+    }
+
+    /// Stops the reader thread (if any). Pending requests are failed.
+    pub fn close(&self) {
+        self.fail_all("connection closed");
+        self.state.lock().closing = true;
+        self.state_cv.notify_all();
+    }
+
+    /// Closes the sending half (the worker sees end of input).
+    pub fn close_sender(&self) {
+        self.tx.lock().sender = Box::new(ClosedSender);
+    }
+
+    fn mark_broken(&self, why: &str) {
+        let mut st = self.state.lock();
+        if st.broken.is_none() {
+            st.broken = Some(why.to_owned());
+        }
+    }
+
+    fn freed(&self) {
+        if let Some(hook) = &self.on_freed {
+            hook();
+        }
+    }
+
+    fn async_done(&self) {
+        let mut st = self.state.lock();
+        st.async_waiters = st.async_waiters.saturating_sub(1);
+    }
+
+    fn send_request(&self, env: &Envelope, attachments: &[&[u8]]) -> Result<(), CallError> {
+        let mut tx = self.tx.lock();
+        let TxHalf { sender, out } = &mut *tx;
+        let result = match self.dialect {
+            Dialect::Ferry => {
+                self.codec.encode(env, attachments, out)?;
+                if self.codec.framing() == Framing::LengthPrefixed && !attachments.is_empty() {
+                    let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + attachments.len());
+                    parts.push(out);
+                    parts.extend_from_slice(attachments);
+                    sender.send(&parts)
+                } else {
+                    sender.send(&[out])
+                }
+            }
+            Dialect::Legacy => {
+                out.clear();
+                serde_json::to_writer(&mut *out, &legacy::encode_request(env)).map_err(|e| {
+                    CodecError::Header {
+                        codec: crate::codec::CodecKind::Json,
+                        message: e.to_string(),
+                    }
+                })?;
+                sender.send(&[out])
+            }
+        };
+        result.map_err(|e| match e {
+            TransportError::Disconnected => CallError::WorkerCrashed {
+                status: "channel closed while sending".into(),
+            },
+            other => CallError::Transport(other),
+        })
+    }
+
+    fn is_noise(&self, e: &CodecError) -> bool {
+        self.codec.framing() == Framing::Lines
+            && matches!(e, CodecError::NotUtf8 | CodecError::Header { .. })
+    }
+
+    fn skip(&self, frame: &[u8], e: &dyn std::fmt::Display) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        let preview = String::from_utf8_lossy(&frame[..frame.len().min(200)]).into_owned();
+        tracing::warn!(worker = %self.label, error = %e, line = %preview, "skipping non-protocol output");
+    }
+
+    /// Reads one frame as leader and routes it. Link failures are returned after every
+    /// pending request has been failed.
+    fn read_one(&self, rx: &mut RxHalf, deadline: Option<Instant>) -> Result<(), TransportError> {
+        match rx.receiver.recv(&mut rx.buf, deadline) {
+            Ok(()) => {}
+            Err(TransportError::Timeout) => return Err(TransportError::Timeout),
+            Err(TransportError::FrameTooLarge { size, max }) => {
+                // The answer it carried is lost and cannot be attributed: fail what waits
+                // rather than let it hang.
+                self.fail_pending_with(|| {
+                    CallError::Transport(TransportError::FrameTooLarge { size, max })
+                });
+                return Ok(());
+            }
+            Err(e) => {
+                let why = match &e {
+                    TransportError::Disconnected => "worker closed the channel".to_owned(),
+                    other => format!("link failed: {other}"),
+                };
+                self.fail_all(&why);
+                return Err(e);
+            }
+        }
+        let env = match self.dialect {
+            Dialect::Ferry => match self.codec.decode(&rx.buf) {
+                Ok(decoded) => {
+                    let attachments = if decoded.attachment_count() > 0 {
+                        decoded.attachments_owned(&rx.buf)
+                    } else {
+                        Vec::new()
+                    };
+                    (decoded.envelope, attachments)
+                }
+                Err(e @ CodecError::Protocol(ProtocolError::VersionMismatch { .. })) => {
+                    self.fail_pending_with(|| {
+                        CallError::Protocol(ProtocolError::VersionMismatch {
+                            expected: PROTOCOL_VERSION,
+                            got: 0,
+                        })
+                    });
+                    tracing::error!(worker = %self.label, error = %e, "worker switched protocol version");
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.skip(&rx.buf, &e);
+                    return Ok(());
+                }
+            },
+            Dialect::Legacy => {
+                let decoded = serde_json::from_slice::<Value>(&rx.buf)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| {
+                        legacy::decode_answer(v, self.ids.next_id()).map_err(|e| e.to_string())
+                    });
+                match decoded {
+                    Ok(env) => (env, Vec::new()),
+                    Err(e) => {
+                        self.skip(&rx.buf, &e);
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        self.route(env.0, env.1);
+        Ok(())
+    }
+
+    fn fail_pending_with(&self, make: impl Fn() -> CallError) {
+        let slots: Vec<Arc<Slot>> = self.state.lock().pending.drain().map(|(_, s)| s).collect();
+        for slot in &slots {
+            slot.deliver(Incoming::Done(Err(make())));
+        }
+        if !slots.is_empty() {
+            self.freed();
+        }
+    }
+
+    fn route(&self, env: Envelope, attachments: Vec<Vec<u8>>) {
+        let id = match (&env.request_id, self.dialect) {
+            (Some(id), _) => id.clone(),
+            // A legacy answer may omit request_id: it answers the one request in flight.
+            (None, Dialect::Legacy) => match self.state.lock().pending.keys().next() {
+                Some(id) => id.clone(),
+                None => return,
+            },
+            (None, Dialect::Ferry) => {
+                tracing::debug!(worker = %self.label, event = ?env.event_name, "worker-wide message");
+                return;
+            }
+        };
+        let terminal = env.is_terminal();
+        let slot = {
+            let mut st = self.state.lock();
+            if terminal {
+                st.pending.remove(&id)
+            } else {
+                st.pending.get(&id).cloned()
+            }
+        };
+        let Some(slot) = slot else {
+            tracing::debug!(worker = %self.label, request = %id, "message for a request no longer pending");
+            return;
+        };
+        let item = match env.kind {
+            MessageType::Event => Incoming::Event(env),
+            MessageType::Response => Incoming::Done(Ok(Response {
+                data: env.data.clone().unwrap_or(Value::Null),
+                envelope: env,
+                attachments,
+            })),
+            MessageType::Error => Incoming::Done(Err(match env.error {
+                Some(body) => CallError::Remote(body),
+                None => CallError::Remote(ErrorBody::new(
+                    ErrorCode::Protocol,
+                    "error message without `error`",
+                )),
+            })),
+            other => {
+                tracing::warn!(worker = %self.label, kind = ?other, "worker sent a message only hosts send");
+                return;
+            }
+        };
+        slot.deliver(item);
+        if terminal {
+            self.freed();
+        }
+    }
+
+    /// The leader is done reading: let a follower (or the reader thread) take over.
+    fn step_down(&self, own: Option<&str>) {
+        let slots: Vec<Arc<Slot>> = {
+            let mut st = self.state.lock();
+            st.reader_nudges += 1;
+            st.pending
+                .iter()
+                .filter(|(id, _)| Some(id.as_str()) != own)
+                .map(|(_, s)| s.clone())
+                .collect()
+        };
+        for slot in slots {
+            slot.nudge();
+        }
+        self.state_cv.notify_all();
+    }
+
+    fn reader_loop(self: Arc<Self>) {
+        loop {
+            let seen = {
+                let mut st = self.state.lock();
+                while st.async_waiters == 0 && !st.closing {
+                    self.state_cv.wait(&mut st);
+                }
+                if st.closing {
+                    return;
+                }
+                st.reader_nudges
+            };
+            if let Some(mut rx) = self.rx.try_lock() {
+                loop {
+                    {
+                        let st = self.state.lock();
+                        if st.async_waiters == 0 || st.closing || st.broken.is_some() {
+                            break;
+                        }
+                    }
+                    match self.read_one(&mut rx, Some(Instant::now() + READER_SLICE)) {
+                        Ok(()) | Err(TransportError::Timeout) => {}
+                        Err(_) => break,
+                    }
+                }
+                drop(rx);
+                self.step_down(None);
+                if self.state.lock().broken.is_some() {
+                    // Nothing more can arrive; wait until async callers drain or close.
+                    let mut st = self.state.lock();
+                    while !st.closing && st.async_waiters > 0 {
+                        self.state_cv.wait_for(&mut st, READER_SLICE);
+                    }
+                    if st.closing {
+                        return;
+                    }
+                }
+            } else {
+                let mut st = self.state.lock();
+                while st.reader_nudges == seen && !st.closing && st.async_waiters > 0 {
+                    self.state_cv.wait(&mut st);
+                }
+            }
+        }
+    }
+}
+
+/// A place claimed on a connection for one request; see [`Connection::reserve`].
+pub struct Reservation {
+    conn: Arc<Connection>,
+    id: String,
+    slot: Arc<Slot>,
+    sent: bool,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reservation {
+    /// Sends `request` under the reserved id and returns the handle to wait on.
+    pub fn send(
+        mut self,
+        mut request: Envelope,
+        attachments: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Pending, CallError> {
+        request.message_id = self.id.clone();
+        request.kind = MessageType::Request;
+        self.sent = true;
+        if let Err(e) = self.conn.send_request(&request, attachments) {
+            self.conn.state.lock().pending.remove(&self.id);
+            self.conn.freed();
+            if let CallError::WorkerCrashed { status } = &e {
+                self.conn.fail_all(status);
+            }
+            return Err(e);
+        }
+        Ok(Pending {
+            conn: self.conn.clone(),
+            id: std::mem::take(&mut self.id),
+            slot: self.slot.clone(),
+            deadline,
+            finished: false,
+            is_async: false,
+        })
+    }
+}
+
+impl Reservation {
+    /// Like [`send`](Self::send), for a caller that will wait with
+    /// [`Pending::next_async`]: the reader thread reads on its behalf.
+    pub fn send_async(
+        self,
+        request: Envelope,
+        attachments: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Pending, CallError> {
+        let conn = self.conn.clone();
+        conn.register_async()?;
+        match self.send(request, attachments, deadline) {
+            Ok(mut p) => {
+                p.is_async = true;
+                Ok(p)
+            }
+            Err(e) => {
+                conn.async_done();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.conn.state.lock().pending.remove(&self.id);
+            self.conn.freed();
+        }
+    }
+}
+
+/// Stands in for a sender that was closed on purpose.
+struct ClosedSender;
+
+impl FrameSender for ClosedSender {
+    fn send(&mut self, _parts: &[&[u8]]) -> Result<(), TransportError> {
+        Err(TransportError::Disconnected)
+    }
+}
+
+/// One request in flight: wait for its events and its answer.
+pub struct Pending {
+    conn: Arc<Connection>,
+    id: String,
+    slot: Arc<Slot>,
+    deadline: Option<Instant>,
+    finished: bool,
+    is_async: bool,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// The request's `message_id`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Waits on this thread for the answer; `on_event` sees each event as it arrives.
+    /// Reads the link itself when no one else does (no thread hop).
+    pub fn wait(mut self, mut on_event: impl FnMut(&Envelope)) -> Result<Response, CallError> {
+        loop {
+            while let Some(item) = self.slot.pop() {
+                match item {
+                    Incoming::Event(e) => on_event(&e),
+                    Incoming::Done(result) => {
+                        self.finished = true;
+                        return result;
+                    }
+                }
+            }
+            let seen = self.slot.nudges();
+            let conn = self.conn.clone();
+            let leader = conn.rx.try_lock();
+            if let Some(mut rx) = leader {
+                let outcome = loop {
+                    if let Some(item) = self.slot.pop() {
+                        match item {
+                            Incoming::Event(e) => on_event(&e),
+                            Incoming::Done(result) => break Some(result),
+                        }
+                        continue;
+                    }
+                    match conn.read_one(&mut rx, self.deadline) {
+                        Ok(()) => {}
+                        // Every pending slot, ours included, now holds its failure.
+                        Err(TransportError::Timeout) => break None,
+                        Err(_) => {}
+                    }
+                };
+                drop(rx);
+                conn.step_down(Some(&self.id));
+                match outcome {
+                    Some(result) => {
+                        self.finished = true;
+                        return result;
+                    }
+                    None => return Err(self.time_out()),
+                }
+            } else if !self.slot.wait(seen, self.deadline) {
+                return Err(self.time_out());
+            }
+        }
+    }
+
+    /// The next event or the answer, for async callers (use a connection's
+    /// [`start_async`](Connection::start_async)). Returns `None` after the answer.
+    pub fn next_async(&mut self) -> impl Future<Output = Option<Incoming>> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.finished {
+                return std::task::Poll::Ready(None);
+            }
+            match self.slot.poll_pop(cx.waker()) {
+                Some(item) => {
+                    if matches!(item, Incoming::Done(_)) {
+                        self.finish_async();
+                    }
+                    std::task::Poll::Ready(Some(item))
+                }
+                None => std::task::Poll::Pending,
+            }
+        })
+    }
+
+    /// The answer if it has arrived, without blocking and without reading the link (use
+    /// with [`Connection::start_async`], whose reader thread reads). Events are dropped.
+    pub fn poll_done(&mut self) -> Option<Result<Response, CallError>> {
+        while let Some(item) = self.slot.pop() {
+            if let Incoming::Done(result) = item {
+                self.finish_async();
+                return Some(result);
+            }
+        }
+        None
+    }
+
+    /// Stops waiting: sends a `cancel` and abandons the slot (the worker's late answer is
+    /// discarded when it comes).
+    pub fn cancel(mut self) {
+        self.abandon();
+    }
+
+    fn finish_async(&mut self) {
+        self.finished = true;
+        if self.is_async {
+            self.is_async = false;
+            self.conn.async_done();
+        }
+    }
+
+    fn abandon(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.slot.abandon();
+            self.conn.send_cancel(&self.id);
+        }
+        if self.is_async {
+            self.is_async = false;
+            self.conn.async_done();
+        }
+    }
+
+    fn time_out(&mut self) -> CallError {
+        let limit = self
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or_default();
+        self.abandon();
+        CallError::Timeout(limit)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}

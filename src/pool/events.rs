@@ -1,0 +1,40 @@
+//! Lifecycle events of a pool's workers, published on a broadcast channel and logged.
+
+use serde::Serialize;
+
+/// What happened to a worker (or to the worker type's breaker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleKind {
+    /// Its process was started.
+    Started,
+    /// It sent `ready` and takes requests.
+    Ready,
+    /// It failed a health check (no answer in time, or an error).
+    Unhealthy,
+    /// It exited, its link broke, or it failed to start.
+    Crashed,
+    /// A replacement is scheduled.
+    Restarted,
+    /// It was stopped on purpose (idle, restart request, shutdown).
+    Stopped,
+    /// The worker type's circuit breaker opened.
+    BreakerOpened,
+    /// The worker type's circuit breaker closed.
+    BreakerClosed,
+}
+
+/// One lifecycle event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LifecycleEvent {
+    /// The worker type.
+    pub worker_type: String,
+    /// The worker id (empty for breaker events).
+    pub worker_id: String,
+    /// What happened.
+    pub kind: LifecycleKind,
+    /// The process id, when one is known.
+    pub pid: Option<u32>,
+    /// Human-readable detail (exit status, error).
+    pub detail: String,
+}

@@ -1,0 +1,87 @@
+//! One worker slot of a pool: a stable id whose process is replaced on failure.
+
+use super::backoff::Backoff;
+use super::status::{WorkerState, WorkerStatus};
+use crate::connection::{Connection, Pending};
+use crate::worker::WorkerProcess;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A health check in progress.
+pub(crate) struct HealthCheck {
+    pub(crate) pending: Pending,
+    pub(crate) started: Instant,
+}
+
+/// Mutable state of a slot. Lock order: the pool's dispatch lock, then this, then a
+/// connection's; never call into a connection's failure paths (which run the pool's
+/// freed hook) while holding this.
+pub(crate) struct MemberState {
+    pub(crate) state: WorkerState,
+    pub(crate) process: Option<WorkerProcess>,
+    pub(crate) conn: Option<Arc<Connection>>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) ready_since: Option<Instant>,
+    pub(crate) restart_at: Option<Instant>,
+    pub(crate) backoff: Backoff,
+    pub(crate) restarts: u32,
+    pub(crate) last_error: Option<String>,
+    pub(crate) health: Option<HealthCheck>,
+    pub(crate) next_health: Instant,
+    pub(crate) busy_at: Instant,
+}
+
+/// One slot.
+pub(crate) struct Member {
+    pub(crate) id: String,
+    pub(crate) state: Mutex<MemberState>,
+    /// Requests answered, all processes of this slot (statistics only).
+    pub(crate) served: AtomicU64,
+    /// Set by the exit hook when the current process's stderr closed; the supervisor
+    /// (woken at the same time) replaces it. Set and cleared under no lock: the worst a
+    /// stale read costs is one tick of delay.
+    pub(crate) exited: AtomicBool,
+}
+
+impl Member {
+    pub(crate) fn new(id: String, backoff: Backoff) -> Arc<Self> {
+        let now = Instant::now();
+        Arc::new(Member {
+            id,
+            state: Mutex::new(MemberState {
+                state: WorkerState::Starting,
+                process: None,
+                conn: None,
+                pid: None,
+                ready_since: None,
+                restart_at: None,
+                backoff,
+                restarts: 0,
+                last_error: None,
+                health: None,
+                next_health: now,
+                busy_at: now,
+            }),
+            served: AtomicU64::new(0),
+            exited: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn status(&self, worker_type: &str) -> WorkerStatus {
+        let st = self.state.lock();
+        WorkerStatus {
+            id: self.id.clone(),
+            worker_type: worker_type.to_owned(),
+            state: st.state,
+            pid: st.pid,
+            in_flight: st.conn.as_ref().map_or(0, |c| c.in_flight()),
+            // Statistics only: no other memory is published through this counter.
+            requests_served: self.served.load(Ordering::Relaxed),
+            restarts: st.restarts,
+            last_error: st.last_error.clone(),
+            uptime_s: st.ready_since.map(|t| t.elapsed().as_secs_f64()),
+        }
+    }
+}
