@@ -4,7 +4,7 @@ mod common;
 #[macro_use]
 mod suite;
 
-use ferry::transport::{memory, stdio, Link};
+use ferry::transport::{local_socket, memory, stdio, tcp, Link};
 use suite::MAX;
 
 fn memory_pair() -> (Link, Link) {
@@ -15,8 +15,30 @@ fn stdio_pair() -> (Link, Link) {
     stdio::pipe_pair(MAX).expect("pipes")
 }
 
+fn local_socket_pair() -> (Link, Link) {
+    local_socket::pair(&local_socket::SocketOptions::default(), MAX).expect("socket pair")
+}
+
+fn local_socket_abstract_pair() -> (Link, Link) {
+    let options = local_socket::SocketOptions {
+        abstract_namespace: true,
+        ..Default::default()
+    };
+    local_socket::pair(&options, MAX).expect("abstract socket pair")
+}
+
+fn tcp_pair() -> (Link, Link) {
+    tcp::pair(MAX).expect("tcp pair")
+}
+
 conformance_tests!(memory_transport, crate::memory_pair);
 conformance_tests!(stdio_transport, crate::stdio_pair);
+conformance_tests!(local_socket_transport, crate::local_socket_pair);
+conformance_tests!(
+    local_socket_abstract_transport,
+    crate::local_socket_abstract_pair
+);
+conformance_tests!(tcp_transport, crate::tcp_pair);
 
 mod stdio_specific {
     use super::*;

@@ -243,6 +243,9 @@ fn workflows_sessions_and_their_control() {
             .json();
         let path = format!("/api/processing/sessions/{}", s["id"].as_str().unwrap());
         let control = format!("{path}/control");
+        wait_for(&mut c, &path, "step one running", |v| {
+            v["steps"][0]["status"] == "running"
+        });
         assert_eq!(
             c.request("POST", &control, Some(r#"{"action":"pause"}"#))
                 .status,

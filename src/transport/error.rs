@@ -22,6 +22,9 @@ pub enum TransportError {
     /// A frame this link cannot carry (e.g. a newline on a line link, or an empty frame).
     #[error("invalid frame: {0}")]
     InvalidFrame(&'static str),
+    /// The connection handshake failed: a wrong token, or a peer that is not ferry.
+    #[error("handshake refused: {0}")]
+    Refused(&'static str),
     /// The transport or an option of it is not available here.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -37,7 +40,7 @@ impl TransportError {
             TransportError::Disconnected | TransportError::Io(_) => ErrorCode::WorkerCrashed,
             TransportError::Timeout => ErrorCode::Timeout,
             TransportError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
-            TransportError::InvalidFrame(_) => ErrorCode::Protocol,
+            TransportError::InvalidFrame(_) | TransportError::Refused(_) => ErrorCode::Protocol,
             TransportError::Unsupported(_) => ErrorCode::InvalidRequest,
         }
     }

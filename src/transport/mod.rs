@@ -23,11 +23,20 @@
 
 mod error;
 mod fd_io;
+mod framed;
+mod handshake;
+pub mod local_socket;
 pub mod memory;
 pub mod stdio;
+pub mod tcp;
+#[cfg(any(not(unix), test))]
+mod wire_portable;
+#[cfg(unix)]
+mod wire_unix;
 mod wiring;
 
 pub use error::TransportError;
+pub use handshake::Token;
 pub use wiring::{prepare, worker_link, PendingLink, TransportOptions};
 
 use crate::codec::Framing;
@@ -78,16 +87,27 @@ pub enum TransportKind {
     /// The worker's stdin and stdout, NDJSON.
     #[default]
     Stdio,
+    /// A Unix domain socket (a named pipe on Windows), length-prefixed frames.
+    #[serde(rename = "socket", alias = "local_socket")]
+    LocalSocket,
+    /// TCP with `TCP_NODELAY`, length-prefixed frames; for workers on another host.
+    Tcp,
 }
 
 impl TransportKind {
     /// Every transport this build has.
-    pub const ALL: [TransportKind; 1] = [TransportKind::Stdio];
+    pub const ALL: [TransportKind; 3] = [
+        TransportKind::Stdio,
+        TransportKind::LocalSocket,
+        TransportKind::Tcp,
+    ];
 
     /// The name used in configuration, flags and `FERRY_TRANSPORT`.
     pub const fn as_str(self) -> &'static str {
         match self {
             TransportKind::Stdio => "stdio",
+            TransportKind::LocalSocket => "socket",
+            TransportKind::Tcp => "tcp",
         }
     }
 
@@ -95,6 +115,7 @@ impl TransportKind {
     pub const fn framing(self) -> Framing {
         match self {
             TransportKind::Stdio => Framing::Lines,
+            TransportKind::LocalSocket | TransportKind::Tcp => Framing::LengthPrefixed,
         }
     }
 }
@@ -108,12 +129,17 @@ impl fmt::Display for TransportKind {
 impl FromStr for TransportKind {
     type Err = TransportError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "local_socket" {
+            return Ok(TransportKind::LocalSocket);
+        }
         TransportKind::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
             .ok_or_else(|| {
+                let names: Vec<&str> = TransportKind::ALL.iter().map(|t| t.as_str()).collect();
                 TransportError::Unsupported(format!(
-                    "unknown transport `{s}` (this build has: stdio)"
+                    "unknown transport `{s}` (this build has: {})",
+                    names.join(", ")
                 ))
             })
     }

@@ -6,14 +6,22 @@
 //! `prepare` → [`PendingLink::configure`] on the command → spawn →
 //! [`PendingLink::connect`] with the child.
 
-use super::{stdio, Link, TransportError, TransportKind};
+use super::{local_socket, stdio, tcp, Link, Token, TransportError, TransportKind};
 use crate::worker::env::WorkerEnv;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 /// Host-side settings of a transport beyond its kind, from the worker's spec.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TransportOptions {}
+pub struct TransportOptions {
+    /// `socket`: where the socket lives.
+    pub local_socket: local_socket::SocketOptions,
+    /// `tcp`: where the host listens and what the worker is told.
+    pub tcp: tcp::TcpOptions,
+    /// `socket`, `tcp`: the token the worker must offer (default: a fresh random one per
+    /// worker, passed in `FERRY_TOKEN`).
+    pub token: Option<Token>,
+}
 
 /// A transport the host has prepared for a child that is about to be spawned.
 pub trait PendingLink: Send {
@@ -33,11 +41,22 @@ pub trait PendingLink: Send {
 /// Prepares the host side of `kind` for one worker.
 pub fn prepare(
     kind: TransportKind,
-    _options: &TransportOptions,
+    options: &TransportOptions,
     max_frame: usize,
 ) -> Result<Box<dyn PendingLink>, TransportError> {
+    let token = || options.token.clone().map_or_else(Token::random, Ok);
     match kind {
         TransportKind::Stdio => Ok(Box::new(StdioPending { max_frame })),
+        TransportKind::LocalSocket => Ok(Box::new(local_socket::SocketListener::bind(
+            &options.local_socket,
+            token()?,
+            max_frame,
+        )?)),
+        TransportKind::Tcp => Ok(Box::new(tcp::TcpListener::bind(
+            &options.tcp,
+            token()?,
+            max_frame,
+        )?)),
     }
 }
 
@@ -46,6 +65,8 @@ pub fn prepare(
 pub fn worker_link(env: &WorkerEnv) -> Result<Link, TransportError> {
     match env.transport {
         TransportKind::Stdio => stdio::worker_link(env.max_frame),
+        TransportKind::LocalSocket => local_socket::worker_link(env.max_frame),
+        TransportKind::Tcp => tcp::worker_link(env.max_frame),
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::codec::{CodecKind, DEFAULT_MAX_FRAME};
 use crate::transport::TransportKind;
 
-/// Which transport carries the protocol: `stdio` (default).
+/// Which transport carries the protocol: `stdio` (default), `socket`, `tcp`.
 pub const FERRY_TRANSPORT: &str = "FERRY_TRANSPORT";
 /// Which codec encodes envelopes: `json` (default), `msgpack`, `bincode`.
 pub const FERRY_CODEC: &str = "FERRY_CODEC";
@@ -17,6 +17,12 @@ pub const FERRY_WORKER_ID: &str = "FERRY_WORKER_ID";
 pub const FERRY_WORKER_TYPE: &str = "FERRY_WORKER_TYPE";
 /// The host's process id, so a worker can notice its host is gone.
 pub const FERRY_HOST_PID: &str = "FERRY_HOST_PID";
+/// `socket` transport: the name to connect to, a path or `@name` (namespaced).
+pub const FERRY_SOCKET: &str = "FERRY_SOCKET";
+/// `tcp` transport: the host's address, `host:port`.
+pub const FERRY_TCP_ADDR: &str = "FERRY_TCP_ADDR";
+/// `socket` and `tcp` transports: the token to offer in the connection handshake.
+pub const FERRY_TOKEN: &str = "FERRY_TOKEN";
 
 /// Why the worker-side environment is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,7 +3,7 @@
 use clap::Args;
 use ferry::codec::CodecKind;
 use ferry::protocol::{Envelope, ErrorCode};
-use ferry::transport::TransportKind;
+use ferry::transport::{Token, TransportKind};
 use ferry::worker::{CallError, CallOptions, Dialect, WorkerProcess, WorkerSpec};
 use serde_json::Value;
 use std::process::ExitCode;
@@ -11,9 +11,24 @@ use std::time::Duration;
 
 #[derive(Args)]
 pub struct CallArgs {
-    /// Transport to the worker.
+    /// Transport to the worker: stdio, socket (alias local_socket), tcp.
     #[arg(long, default_value = "stdio", value_parser = parse_transport)]
     transport: TransportKind,
+    /// socket: create the private socket directory under this directory.
+    #[arg(long)]
+    socket_dir: Option<std::path::PathBuf>,
+    /// socket: use the Linux abstract namespace (nothing on disk).
+    #[arg(long)]
+    abstract_socket: bool,
+    /// tcp: listen on this address (default 127.0.0.1 and a free port).
+    #[arg(long)]
+    tcp_listen: Option<std::net::SocketAddr>,
+    /// tcp: the `host:port` the worker is told to connect to.
+    #[arg(long)]
+    tcp_advertise: Option<String>,
+    /// socket, tcp: the token the worker must offer (default: a random one per worker).
+    #[arg(long, env = "FERRY_CALL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Codec for envelopes (stdio takes json only).
     #[arg(long, default_value = "json", value_parser = parse_codec)]
     codec: CodecKind,
@@ -108,6 +123,16 @@ pub fn run(args: CallArgs) -> ExitCode {
     };
     let mut spec = WorkerSpec::new(args.worker_type, command, cmd_args);
     spec.transport = args.transport;
+    spec.transport_options.local_socket.dir = args.socket_dir;
+    spec.transport_options.local_socket.abstract_namespace = args.abstract_socket;
+    spec.transport_options.tcp.listen = args.tcp_listen;
+    spec.transport_options.tcp.advertise = args.tcp_advertise;
+    if let Some(text) = args.token {
+        match Token::new(text) {
+            Ok(token) => spec.transport_options.token = Some(token),
+            Err(e) => return fail(ErrorCode::InvalidRequest, format!("--token: {e}")),
+        }
+    }
     spec.codec = args.codec;
     spec.dialect = args.dialect;
     spec.startup_timeout = Duration::from_millis(args.startup_timeout_ms);

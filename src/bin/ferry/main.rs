@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start a worker, send it one request, print the response's data as JSON.
-    Call(call::CallArgs),
+    Call(Box<call::CallArgs>),
     /// Run the worker pools and the HTTP API from a configuration file.
     Serve(serve::ServeArgs),
     /// Validate a configuration file without starting anything.
@@ -39,11 +39,28 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+// Why: the variant names are the subcommand names (`pipe-echo`, `uds-echo`, ...).
+#[allow(clippy::enum_variant_names)]
 enum FloorKind {
     /// Echo fixed-size messages from stdin to stdout.
     PipeEcho {
         /// Message size in bytes.
         size: usize,
+    },
+    /// Connect to a Unix domain socket and echo fixed-size messages.
+    #[cfg(unix)]
+    UdsEcho {
+        /// Message size in bytes.
+        size: usize,
+        /// The socket's path.
+        path: String,
+    },
+    /// Connect over TCP (TCP_NODELAY) and echo fixed-size messages.
+    TcpEcho {
+        /// Message size in bytes.
+        size: usize,
+        /// The host's address, `host:port`.
+        addr: String,
     },
 }
 
@@ -73,18 +90,24 @@ fn main() -> ExitCode {
     };
     init_logging(default_filter);
     match cli.command {
-        Command::Call(args) => call::run(args),
+        Command::Call(args) => call::run(*args),
         Command::Serve(args) => serve::serve(args),
         Command::Check(args) => serve::check(args),
-        Command::Floor {
-            kind: FloorKind::PipeEcho { size },
-        } => match ferry::floor::pipe_echo(size) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
+        Command::Floor { kind } => {
+            let result = match kind {
+                FloorKind::PipeEcho { size } => ferry::floor::pipe_echo(size),
+                #[cfg(unix)]
+                FloorKind::UdsEcho { size, path } => ferry::floor::uds_echo(size, &path),
+                FloorKind::TcpEcho { size, addr } => ferry::floor::tcp_echo(size, &addr),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Worker {
             kind: WorkerKind::Echo,
         } => {
