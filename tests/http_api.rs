@@ -485,3 +485,42 @@ fn invalid_config_is_refused_at_start_with_key_and_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(":3: mystery: unknown field"), "{err}");
 }
+
+#[test]
+fn worker_types_over_socket_and_tcp_serve_through_the_api() {
+    with_watchdog(WATCHDOG, || {
+        let cfg = format!(
+            r#"
+[server]
+bind = "127.0.0.1:0"
+[workers.sock]
+command = "{ferry}"
+args = ["worker", "echo"]
+transport = "socket"
+codec = "msgpack"
+abstract_socket = true
+[workers.net]
+command = "{ferry}"
+args = ["worker", "echo"]
+transport = "tcp"
+codec = "bincode"
+tcp_listen = "127.0.0.1:0"
+"#,
+            ferry = common::ferry_bin()
+        );
+        let server = Server::start(&cfg);
+        let mut c = server.client();
+        for wt in ["sock", "net"] {
+            let body =
+                format!(r#"{{"worker_type":"{wt}","operation":"echo","data":{{"via":"{wt}"}}}}"#);
+            let r = c.request("POST", "/api/inference/generate", Some(&body));
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.json()["data"]["via"], wt);
+        }
+        let m = c.request("GET", "/metrics", None).body;
+        assert!(
+            m.contains(r#"transport="socket""#) && m.contains(r#"transport="tcp""#),
+            "{m}"
+        );
+    });
+}

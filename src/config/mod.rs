@@ -146,6 +146,22 @@ pub struct WorkerTypeConfig {
     /// Largest frame, both directions.
     #[serde(default = "default_max_frame")]
     pub max_frame: usize,
+    /// `socket`: where the private socket directories are made (default
+    /// `$XDG_RUNTIME_DIR`, else the temp dir).
+    #[serde(default)]
+    pub socket_dir: Option<PathBuf>,
+    /// `socket`: use the Linux abstract namespace (nothing on disk).
+    #[serde(default)]
+    pub abstract_socket: bool,
+    /// `tcp`: the address the host listens on (default `127.0.0.1:0`).
+    #[serde(default)]
+    pub tcp_listen: Option<std::net::SocketAddr>,
+    /// `tcp`: the address the worker is told to connect to (default: the listening one).
+    #[serde(default)]
+    pub tcp_advertise: Option<String>,
+    /// `socket`, `tcp`: a fixed token workers must offer (default: a random one per worker).
+    #[serde(default)]
+    pub token: Option<String>,
     /// The pool's settings.
     #[serde(default)]
     pub pool: PoolConfig,
@@ -272,6 +288,15 @@ impl WorkerTypeConfig {
         spec.startup_timeout = Duration::from_millis(self.startup_timeout_ms);
         spec.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
         spec.max_frame = self.max_frame;
+        spec.transport_options.local_socket.dir = self.socket_dir.clone();
+        spec.transport_options.local_socket.abstract_namespace = self.abstract_socket;
+        spec.transport_options.tcp.listen = self.tcp_listen;
+        spec.transport_options.tcp.advertise = self.tcp_advertise.clone();
+        // Validated at load: a token that fails here was refused there.
+        spec.transport_options.token = self
+            .token
+            .clone()
+            .and_then(|t| crate::transport::Token::new(t).ok());
         spec
     }
 }

@@ -55,6 +55,11 @@ pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
         if w.max_frame < 1024 {
             return bad(key("max_frame"), "must be at least 1024 bytes");
         }
+        if let Some(token) = &w.token {
+            if let Err(e) = crate::transport::Token::new(token.clone()) {
+                return bad(key("token"), &e.to_string());
+            }
+        }
         if w.startup_timeout_ms == 0 {
             return bad(key("startup_timeout_ms"), "must be positive");
         }

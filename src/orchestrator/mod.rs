@@ -347,6 +347,11 @@ fn placeholder_worker() -> crate::config::WorkerTypeConfig {
         startup_timeout_ms: 1,
         shutdown_grace_ms: 1,
         max_frame: 1 << 20,
+        socket_dir: None,
+        abstract_socket: false,
+        tcp_listen: None,
+        tcp_advertise: None,
+        token: None,
         pool: Default::default(),
     }
 }
