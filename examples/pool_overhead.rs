@@ -4,7 +4,8 @@
 //!
 //! Alternates rounds of N direct `WorkerProcess::call`s and N `Pool::call`s to the Rust
 //! echo worker over stdio (64 B payload) and prints wall and caller-CPU microseconds per
-//! call for each. Run: `cargo run --release --example pool_overhead -- target/release/ferry`.
+//! call for each. Run: `cargo run --release --example pool_overhead -- target/release/ferry`
+//! (`FERRY_BENCH_TRANSPORT=socket` for another transport).
 
 use ferry::pool::{Pool, PoolConfig};
 use ferry::protocol::Envelope;
@@ -36,7 +37,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let exe = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "target/release/ferry".into());
-    let spec = || WorkerSpec::new("echo", &exe, ["worker", "echo"]);
+    // FERRY_BENCH_TRANSPORT=socket|tcp|... picks the transport (default stdio).
+    let transport: ferry::transport::TransportKind = match std::env::var("FERRY_BENCH_TRANSPORT") {
+        Ok(name) => name.parse()?,
+        Err(_) => Default::default(),
+    };
+    let spec = || {
+        let mut s = WorkerSpec::new("echo", &exe, ["worker", "echo"]);
+        s.transport = transport;
+        s
+    };
     let data = serde_json::json!({ "p": "x".repeat(56) });
     for round in 0..3 {
         let mut worker = WorkerProcess::spawn(spec())?;
