@@ -55,8 +55,9 @@ class Worker:
 
     def __init__(self, worker_type: str) -> None:
         self.worker_type = worker_type
-        self._exact: dict[str, Handler] = {}
-        self._prefixes: list[tuple[str, Handler]] = []
+        # name -> (handler, is a coroutine function)
+        self._exact: dict[str, tuple[Handler, bool]] = {}
+        self._prefixes: list[tuple[str, tuple[Handler, bool]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- declaring operations -------------------------------------------------------------
@@ -80,12 +81,13 @@ class Worker:
             raise ValueError("an operation needs a name")
         if name in ("health", "capabilities", "shutdown"):
             raise ValueError(f"`{name}` is a built-in operation the runtime answers")
+        entry = (handler, inspect.iscoroutinefunction(handler))
         if name.endswith("*"):
-            self._prefixes = [(p, h) for p, h in self._prefixes if p != name[:-1]]
-            self._prefixes.append((name[:-1], handler))
-            self._prefixes.sort(key=lambda ph: len(ph[0]), reverse=True)
+            self._prefixes = [(p, e) for p, e in self._prefixes if p != name[:-1]]
+            self._prefixes.append((name[:-1], entry))
+            self._prefixes.sort(key=lambda pe: len(pe[0]), reverse=True)
         else:
-            self._exact[name] = handler
+            self._exact[name] = entry
 
     def legacy_operation(self, name: str) -> Callable[[L], L]:
         """Decorator: serve ``name`` with an old-design ``handler(WorkerRequest)``.
@@ -110,9 +112,13 @@ class Worker:
 
     def handler_for(self, operation: str) -> Handler | None:
         """The handler that serves ``operation``, if any."""
-        handler = self._exact.get(operation)
-        if handler is not None:
-            return handler
+        entry = self._entry(operation)
+        return None if entry is None else entry[0]
+
+    def _entry(self, operation: str) -> tuple[Handler, bool] | None:
+        entry = self._exact.get(operation)
+        if entry is not None:
+            return entry
         for prefix, candidate in self._prefixes:
             if operation.startswith(prefix):
                 return candidate
@@ -189,13 +195,16 @@ class Worker:
         ctx: Context,
     ) -> Answer:
         """Runs one request's handler; called by the native loop (and :meth:`handle`)."""
-        handler = self.handler_for(operation)
-        if handler is None:
+        entry = self._entry(operation)
+        if entry is None:
             return (False, "unknown_operation", self._unknown(operation), None)
+        handler, is_async = entry
         request = Request(operation, data, attachments, request_id, deadline_ms, priority)
         try:
             result = handler(request, ctx)
-            if inspect.isawaitable(result):
+            # The common answers skip the (slow) awaitable check; a plain function may
+            # still return an awaitable.
+            if is_async or (result.__class__ not in _PLAIN and inspect.isawaitable(result)):
                 result = self._run_async(result)
         except asyncio.CancelledError:
             return (False, "cancelled", "cancelled", None)
@@ -211,6 +220,9 @@ class Worker:
         if loop is None or loop.is_closed():
             loop = self._loop = asyncio.new_event_loop()
         return loop.run_until_complete(awaitable)
+
+
+_PLAIN = frozenset({dict, list, str, int, float, bool, type(None), Reply, WorkerResponse})
 
 
 def _answer(result: Any) -> Answer:
