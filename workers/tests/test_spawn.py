@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from typing import Any
 
 from conftest import FIXTURES, PipeHost, attachment
@@ -180,3 +181,54 @@ def test_launcher_without_arguments_prints_usage(spawn: Any) -> None:
     w: PipeHost = spawn("-m", "ferry_worker")
     assert w.wait() == 2
     assert "usage: python -m ferry_worker" in w.log()
+
+
+THREADS = ("-m", "ferry_worker", "threads_worker")
+
+
+def test_idle_worker_releases_the_gil_for_other_threads(spawn: Any) -> None:
+    w: PipeHost = spawn(*THREADS)
+    w.read()
+    before = w.call("ticks_now")["data"]
+    # The worker now waits in the Rust runtime's recv; its Python thread keeps ticking.
+    deadline = time.monotonic() + 30
+    while (after := w.call("ticks_now")["data"]) < before + 20:
+        assert time.monotonic() < deadline, "background thread made no progress"
+        time.sleep(0.01)
+    assert after >= before + 20
+
+
+def test_a_helper_thread_can_report_progress(spawn: Any) -> None:
+    w: PipeHost = spawn(*THREADS)
+    w.read()
+    events, answer = w.answer(w.request("progress_from_thread", 3))
+    assert [e["data"]["message"] for e in events] == ["1/3", "2/3", "3/3"]
+    assert answer["data"] == "done"
+
+
+def test_context_used_after_its_handler_returned_is_an_error_not_a_crash(spawn: Any) -> None:
+    w: PipeHost = spawn(*THREADS)
+    w.read()
+    rid = w.request("keep_context")
+    assert w.answer(rid)[1]["data"] == rid
+    answer = w.call("use_kept_context")["data"]
+    assert answer["cancelled"] is True
+    assert "used after its handler returned" in answer["error"]
+
+
+def test_python_logging_goes_to_the_hosts_log(spawn: Any) -> None:
+    w: PipeHost = spawn(*THREADS)
+    w.read()
+    assert w.call("log", "hello")["type"] == "response"
+    assert w.call("shutdown")["type"] == "response"
+    assert w.wait() == 0
+    assert "WARNING threads_worker: handler says hello" in w.log()
+
+
+def test_deadline_is_visible_to_the_handler(spawn: Any) -> None:
+    w: PipeHost = spawn(*THREADS)
+    w.read()
+    data = w.call("deadline", deadline_ms=5_000)["data"]
+    assert 0 < data["time_left"] <= 5.0
+    assert 0 < data["until_deadline"] <= 5.0
+    assert w.call("deadline")["data"] == {"time_left": None, "until_deadline": None}

@@ -8,7 +8,7 @@ Under a host, ``ctx`` is the native context of the Rust runtime (``_native.Nativ
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from . import _native
 from .errors import Cancelled
@@ -104,3 +104,12 @@ class LocalContext:
 
     def event(self, name: str, data: Any = None) -> None:
         self.events.append((name, _native.to_json_value(data)))
+
+
+if TYPE_CHECKING:
+    # mypy checks that both implementations satisfy the protocol.
+    def _native_is_a_context(ctx: _native.NativeContext) -> Context:
+        return ctx
+
+    def _local_is_a_context(ctx: LocalContext) -> Context:
+        return ctx
