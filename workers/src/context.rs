@@ -48,7 +48,7 @@ impl NativeContext {
     /// A context lending `ctx` until [`release`](Self::release).
     ///
     /// The caller must call `release` before the borrow of `ctx` ends; the handler does,
-    /// right after the Python call returns.
+    /// from a drop guard, right after the Python call returns or unwinds.
     pub fn lend(ctx: &mut Context<'_>) -> Self {
         let request_id = ctx.request_id().to_owned();
         let deadline = ctx.deadline();

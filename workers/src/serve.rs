@@ -114,8 +114,11 @@ impl Handler for PyHandler {
         Python::attach(|py| {
             let native = Bound::new(py, NativeContext::lend(ctx))
                 .map_err(|e| HandlerError::internal(format!("cannot create the context: {e}")))?;
-            let outcome = self.call(py, request, &native);
-            native.get().release();
+            let outcome = {
+                // Ends the loan when the call is over, even if it panics.
+                let loan = Loan(&native);
+                self.call(py, request, loan.0)
+            };
             match outcome {
                 Ok(reply) => Ok(reply),
                 Err(Failure::Handler(e)) => Err(e),
@@ -127,6 +130,15 @@ impl Handler for PyHandler {
                 }
             }
         })
+    }
+}
+
+/// Releases the lent context on drop.
+struct Loan<'a, 'py>(&'a Bound<'py, NativeContext>);
+
+impl Drop for Loan<'_, '_> {
+    fn drop(&mut self) {
+        self.0.get().release();
     }
 }
 
