@@ -167,6 +167,13 @@ impl Context<'_> {
         self.cancelled
     }
 
+    /// Ends the serve loop once this request is answered, as the `shutdown` operation
+    /// does: [`serve`](super::serve) then returns `Ok(())`. For workers that must exit
+    /// after a request (the Python SDK uses it when a handler raises `SystemExit`).
+    pub fn stop_serving(&mut self) {
+        self.io.request_stop();
+    }
+
     /// `Err(cancelled)` when [`is_cancelled`](Self::is_cancelled), for use with `?`.
     pub fn check_cancelled(&mut self) -> Result<(), HandlerError> {
         if self.is_cancelled() {

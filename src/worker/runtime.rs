@@ -47,11 +47,17 @@ pub(super) struct Io {
     pump_buf: Vec<u8>,
     queue: VecDeque<Queued>,
     host_gone: bool,
+    /// A handler asked the loop to end after its answer ([`Context::stop_serving`]).
+    stop_requested: bool,
     started: Instant,
     served: u64,
 }
 
 impl Io {
+    pub(super) fn request_stop(&mut self) {
+        self.stop_requested = true;
+    }
+
     pub(super) fn next_id(&self) -> String {
         self.ids.next_id()
     }
@@ -211,6 +217,7 @@ pub fn serve_link<H: Handler>(
         pump_buf: Vec::new(),
         queue: VecDeque::new(),
         host_gone: false,
+        stop_requested: false,
         started: Instant::now(),
         served: 0,
     };
@@ -221,7 +228,7 @@ pub fn serve_link<H: Handler>(
         Err(e) => return Err(e.into()),
     }
     let mut buf = Vec::new();
-    while !io.host_gone {
+    while !io.host_gone && !io.stop_requested {
         if let Some(q) = io.queue.pop_front() {
             let atts: Vec<&[u8]> = q.attachments.iter().map(Vec::as_slice).collect();
             let stop = dispatch(&mut io, &info, &mut handler, &q.envelope, atts);
@@ -371,5 +378,44 @@ fn run_handler<H: Handler>(
                 .unwrap_or_else(|| "unknown panic".into());
             Err(HandlerError::internal(format!("handler panicked: {what}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{CodecKind, Framing};
+    use crate::transport::memory;
+
+    #[test]
+    fn stop_serving_ends_the_loop_after_the_answer() {
+        let (mut host, worker) = memory::pair(1 << 20);
+        let codec = Codec::new(CodecKind::Json, Framing::LengthPrefixed, 1 << 20).unwrap();
+        let info = ReadyInfo::new("t", vec!["stop".into()]);
+        let served = std::thread::spawn(move || {
+            serve_link(
+                worker,
+                codec,
+                info,
+                |_: &Request<'_>, ctx: &mut Context<'_>| {
+                    ctx.stop_serving();
+                    Ok(Reply::data(json!("bye")))
+                },
+            )
+        });
+        let mut out = Vec::new();
+        let request = Envelope::request("r-1", "stop", Value::Null);
+        codec.encode(&request, &[], &mut out).unwrap();
+        host.sender.send(&[&out]).unwrap();
+        let mut buf = Vec::new();
+        host.receiver.recv(&mut buf, None).unwrap();
+        assert!(codec.decode(&buf).unwrap().envelope.is_ready_event());
+        host.receiver.recv(&mut buf, None).unwrap();
+        let answer = codec.decode(&buf).unwrap().envelope;
+        assert_eq!(answer.request_id.as_deref(), Some("r-1"));
+        assert_eq!(answer.data, Some(json!("bye")));
+        // The loop ended by itself while the host's end is still open.
+        served.join().unwrap().unwrap();
+        drop(host);
     }
 }

@@ -1,0 +1,236 @@
+"""The worker: its type, its operations and their handlers, and the loop that serves them."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import platform
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from . import _native
+from .connection import configure_logging, connect
+from .context import Context, LocalContext
+from .errors import FerryError, error_answer
+from .legacy import WorkerRequest, WorkerResponse
+from .messages import Buffer, Reply, Request
+
+log = logging.getLogger("ferry_worker")
+
+Handler = Callable[[Request, Context], Any]
+"""``handler(request, ctx)``: returns JSON data, a :class:`Reply` or a
+:class:`WorkerResponse`; may be ``async def``."""
+
+LegacyHandler = Callable[[WorkerRequest], Any]
+"""``handler(WorkerRequest)``: returns a :class:`WorkerResponse` or JSON data."""
+
+H = TypeVar("H", bound=Handler)
+L = TypeVar("L", bound=LegacyHandler)
+
+# What the native loop gets back for each request: (True, data, attachments, metrics) or
+# (False, code, message, None).
+Answer = tuple[bool, Any, Any, Any]
+
+RUNTIME = (
+    f"ferry-python/{_native.VERSION} (CPython {platform.python_version()}; {_native.RUST_RUNTIME})"
+)
+
+
+class Worker:
+    """A worker type and its operations.
+
+    >>> worker = Worker("echo")
+    >>> @worker.operation()
+    ... def echo(request: Request, ctx: Context) -> Any:
+    ...     return request.data
+    >>> worker.handle("echo", {"x": 1}).data
+    {'x': 1}
+
+    ``worker.run()`` serves the host that started the process; ``python -m ferry_worker
+    module:worker`` connects first, imports ``module``, then runs ``worker``.
+    """
+
+    def __init__(self, worker_type: str) -> None:
+        self.worker_type = worker_type
+        # name -> (handler, is a coroutine function)
+        self._exact: dict[str, tuple[Handler, bool]] = {}
+        self._prefixes: list[tuple[str, tuple[Handler, bool]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- declaring operations -------------------------------------------------------------
+
+    def operation(self, name: str | None = None) -> Callable[[H], H]:
+        """Decorator: serve ``name`` (default: the function's name) with this handler.
+
+        A name ending in ``*`` is a prefix (``"device.*"``); exact names win over prefixes,
+        longer prefixes over shorter ones.
+        """
+
+        def register(handler: H) -> H:
+            self.add_operation(name or handler.__name__, handler)
+            return handler
+
+        return register
+
+    def add_operation(self, name: str, handler: Handler) -> None:
+        """Serves ``name`` with ``handler`` (see :meth:`operation`)."""
+        if not name:
+            raise ValueError("an operation needs a name")
+        if name in ("health", "capabilities", "shutdown"):
+            raise ValueError(f"`{name}` is a built-in operation the runtime answers")
+        entry = (handler, inspect.iscoroutinefunction(handler))
+        if name.endswith("*"):
+            self._prefixes = [(p, e) for p, e in self._prefixes if p != name[:-1]]
+            self._prefixes.append((name[:-1], entry))
+            self._prefixes.sort(key=lambda pe: len(pe[0]), reverse=True)
+        else:
+            self._exact[name] = entry
+
+    def legacy_operation(self, name: str) -> Callable[[L], L]:
+        """Decorator: serve ``name`` with an old-design ``handler(WorkerRequest)``.
+
+        ``"*"`` serves every operation, as the old single-function workers did.
+        """
+
+        def register(handler: L) -> L:
+            def adapted(request: Request, ctx: Context) -> Any:
+                legacy = WorkerRequest(request.operation, request.request_id, request.data)
+                return handler(legacy)
+
+            self.add_operation(name, adapted)
+            return handler
+
+        return register
+
+    @property
+    def operations(self) -> list[str]:
+        """The operation names announced in ``ready`` (prefixes with their ``*``)."""
+        return [*self._exact, *(prefix + "*" for prefix, _ in self._prefixes)]
+
+    def handler_for(self, operation: str) -> Handler | None:
+        """The handler that serves ``operation``, if any."""
+        entry = self._entry(operation)
+        return None if entry is None else entry[0]
+
+    def _entry(self, operation: str) -> tuple[Handler, bool] | None:
+        entry = self._exact.get(operation)
+        if entry is not None:
+            return entry
+        for prefix, candidate in self._prefixes:
+            if operation.startswith(prefix):
+                return candidate
+        return None
+
+    # -- serving ------------------------------------------------------------------------
+
+    def run(self, connection: _native.Connection | None = None) -> None:
+        """Serves the host that started this process until it sends ``shutdown`` or goes away.
+
+        Connects first if :func:`ferry_worker.connect` was not called. Python ``logging``
+        goes to stderr (the host's log). Ctrl-C ends the worker at once, as it does a Rust
+        worker. A handler raising ``SystemExit`` answers its request, then ends the loop and
+        the exception propagates from here.
+        """
+        conn = connection if connection is not None else connect()
+        configure_logging()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            conn.serve(self.worker_type, self.operations, self._dispatch, RUNTIME)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Closes the event loop that ran ``async`` handlers, if one was made."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.close()
+        self._loop = None
+
+    def handle(
+        self,
+        operation: str,
+        data: Any = None,
+        attachments: Sequence[Buffer] = (),
+        *,
+        ctx: Context | None = None,
+        deadline_ms: int | None = None,
+        request_id: str = "local-1",
+    ) -> Reply:
+        """Calls ``operation`` in this process as the host would, for tests and scripts.
+
+        Returns the answer as a :class:`Reply` whose data went through the same JSON
+        conversion as on the wire; raises :class:`FerryError` with the code the host would
+        get. ``ctx`` defaults to a fresh :class:`LocalContext`.
+        """
+        context = ctx if ctx is not None else LocalContext(request_id, deadline_ms)
+        if self.handler_for(operation) is None:
+            raise FerryError(self._unknown(operation), "unknown_operation")
+        wire_in = _native.to_json_value(data)
+        as_bytes = [bytes(a) for a in attachments]
+        ok, a, b, c = self._dispatch(
+            operation, context.request_id, wire_in, as_bytes, deadline_ms, None, context
+        )
+        if not ok:
+            raise FerryError(str(b), str(a))
+        try:
+            wire_data = _native.to_json_value(a)
+        except (TypeError, ValueError) as exc:
+            raise FerryError(f"the handler's answer is not JSON: {exc}", "internal") from exc
+        return Reply(wire_data, [bytes(x) for x in (b or ())], c)
+
+    def _unknown(self, operation: str) -> str:
+        return f"operation `{operation}` is not served by worker type `{self.worker_type}`"
+
+    def _dispatch(
+        self,
+        operation: str,
+        request_id: str,
+        data: Any,
+        attachments: list[bytes],
+        deadline_ms: int | None,
+        priority: str | None,
+        ctx: Context,
+    ) -> Answer:
+        """Runs one request's handler; called by the native loop (and :meth:`handle`)."""
+        entry = self._entry(operation)
+        if entry is None:
+            return (False, "unknown_operation", self._unknown(operation), None)
+        handler, is_async = entry
+        request = Request(operation, data, attachments, request_id, deadline_ms, priority)
+        try:
+            result = handler(request, ctx)
+            # The common answers skip the (slow) awaitable check; a plain function may
+            # still return an awaitable.
+            if is_async or (result.__class__ not in _PLAIN and inspect.isawaitable(result)):
+                result = self._run_async(result)
+        except asyncio.CancelledError:
+            return (False, "cancelled", "cancelled", None)
+        except Exception as exc:
+            code, message = error_answer(exc)
+            if code == "internal":
+                log.exception("operation %s (request %s) failed", operation, request_id)
+            return (False, code, message, None)
+        return _answer(result)
+
+    def _run_async(self, awaitable: Any) -> Any:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.new_event_loop()
+        return loop.run_until_complete(awaitable)
+
+
+_PLAIN = frozenset({dict, list, str, int, float, bool, type(None), Reply, WorkerResponse})
+
+
+def _answer(result: Any) -> Answer:
+    if isinstance(result, Reply):
+        return (True, result.data, result.attachments or None, result.metrics)
+    if isinstance(result, WorkerResponse):
+        if result.success:
+            return (True, result.data, None, None)
+        code, message = result.error_answer()
+        return (False, code, message, None)
+    return (True, result, None, None)
