@@ -102,6 +102,58 @@ fn crash_to_ready(c: &mut Criterion) {
     });
     group.finish();
     pool.shutdown();
+    crash_to_ready_python(c);
+}
+
+/// The same for the Python echo worker, when `.venv` (made by `scripts/test`) or
+/// `FERRY_PYTHON` provides one.
+fn crash_to_ready_python(c: &mut Criterion) {
+    let python = std::env::var("FERRY_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+        });
+    if !python.exists() {
+        eprintln!(
+            "skipping crash_to_replacement_ready/python_echo_stdio: no {}",
+            python.display()
+        );
+        return;
+    }
+    let mut group = c.benchmark_group("crash_to_replacement_ready");
+    group.sample_size(10);
+    let config = PoolConfig {
+        restart_backoff_ms: 0,
+        breaker_failure_threshold: u32::MAX,
+        ..Default::default()
+    };
+    let spec = WorkerSpec::new(
+        "py-echo",
+        python.display().to_string(),
+        ["-m", "ferry_worker.echo"],
+    );
+    let pool = Pool::start(spec, config).expect("pool");
+    let mut events = pool.events();
+    group.bench_function("python_echo_stdio", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let pid = pool.status()[0].pid.expect("running worker");
+                let started = Instant::now();
+                let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+                rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
+                loop {
+                    if events.blocking_recv().expect("event").kind == LifecycleKind::Ready {
+                        break;
+                    }
+                }
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+    pool.shutdown();
 }
 
 criterion_group!(benches, full_stack, crash_to_ready);
