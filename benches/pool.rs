@@ -11,7 +11,7 @@
 //! Run: `cargo bench --bench pool`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use ferry::pool::{LifecycleKind, Pool, PoolConfig};
+use ferry::pool::{LifecycleEvent, LifecycleKind, Pool, PoolConfig};
 use ferry::protocol::Envelope;
 use ferry::transport::TransportKind;
 use ferry::worker::{CallOptions, WorkerProcess, WorkerSpec};
@@ -70,7 +70,26 @@ fn full_stack(c: &mut Criterion) {
     group.finish();
 }
 
-fn crash_to_ready(c: &mut Criterion) {
+/// Kills the pool's worker and times until its replacement is ready, `iters` times.
+fn kill_until_ready(
+    pool: &Pool,
+    events: &mut tokio::sync::broadcast::Receiver<LifecycleEvent>,
+    iters: u64,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let pid = pool.status()[0].pid.expect("running worker");
+        let started = Instant::now();
+        let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
+        while events.blocking_recv().expect("event").kind != LifecycleKind::Ready {}
+        total += started.elapsed();
+    }
+    total
+}
+
+/// Crash-to-replacement-ready for one worker spec.
+fn crash_bench(c: &mut Criterion, name: &str, spec: WorkerSpec) {
     let mut group = c.benchmark_group("crash_to_replacement_ready");
     group.sample_size(10);
     // Every kill counts as a failure: keep the breaker out of the measurement.
@@ -79,81 +98,36 @@ fn crash_to_ready(c: &mut Criterion) {
         breaker_failure_threshold: u32::MAX,
         ..Default::default()
     };
-    let pool = Pool::start(spec(TransportKind::Stdio), config).expect("pool");
+    let pool = Pool::start(spec, config).expect("pool");
     let mut events = pool.events();
-    group.bench_function("rust_echo_stdio", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let pid = pool.status()[0].pid.expect("running worker");
-                let started = Instant::now();
-                let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
-                rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
-                loop {
-                    let e = events.blocking_recv().expect("event");
-                    if e.kind == LifecycleKind::Ready {
-                        break;
-                    }
-                }
-                total += started.elapsed();
-            }
-            total
-        })
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| kill_until_ready(&pool, &mut events, iters))
     });
     group.finish();
     pool.shutdown();
-    crash_to_ready_python(c);
 }
 
-/// The same for the Python echo worker, when `.venv` (made by `scripts/test`) or
-/// `FERRY_PYTHON` provides one.
-fn crash_to_ready_python(c: &mut Criterion) {
+fn crash_to_ready(c: &mut Criterion) {
+    crash_bench(c, "rust_echo_stdio", spec(TransportKind::Stdio));
+    // The Python echo worker, when `.venv` (made by `scripts/test`) or `FERRY_PYTHON` has one.
     let python = std::env::var("FERRY_PYTHON")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
         });
-    if !python.exists() {
+    if python.exists() {
+        let spec = WorkerSpec::new(
+            "py-echo",
+            python.display().to_string(),
+            ["-m", "ferry_worker.echo"],
+        );
+        crash_bench(c, "python_echo_stdio", spec);
+    } else {
         eprintln!(
             "skipping crash_to_replacement_ready/python_echo_stdio: no {}",
             python.display()
         );
-        return;
     }
-    let mut group = c.benchmark_group("crash_to_replacement_ready");
-    group.sample_size(10);
-    let config = PoolConfig {
-        restart_backoff_ms: 0,
-        breaker_failure_threshold: u32::MAX,
-        ..Default::default()
-    };
-    let spec = WorkerSpec::new(
-        "py-echo",
-        python.display().to_string(),
-        ["-m", "ferry_worker.echo"],
-    );
-    let pool = Pool::start(spec, config).expect("pool");
-    let mut events = pool.events();
-    group.bench_function("python_echo_stdio", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let pid = pool.status()[0].pid.expect("running worker");
-                let started = Instant::now();
-                let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
-                rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
-                loop {
-                    if events.blocking_recv().expect("event").kind == LifecycleKind::Ready {
-                        break;
-                    }
-                }
-                total += started.elapsed();
-            }
-            total
-        })
-    });
-    group.finish();
-    pool.shutdown();
 }
 
 criterion_group!(benches, full_stack, crash_to_ready);

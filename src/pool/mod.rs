@@ -484,6 +484,53 @@ impl Inner {
         None
     }
 
+    /// Under the dispatch lock: a free worker for a newcomer when nobody queues, else a
+    /// place in the queue.
+    fn admit(&self, d: &mut Dispatch, priority: Priority) -> Result<Admission, PoolError> {
+        if let Some(e) = self.refusal(d) {
+            return Err(e);
+        }
+        if d.queue.is_empty() {
+            if let Some(found) = self.try_reserve() {
+                return Ok(Admission::Served(found));
+            }
+        }
+        d.queue
+            .push(priority)
+            .map(Admission::Queued)
+            .ok_or_else(|| self.overloaded())
+    }
+
+    /// Under the dispatch lock: a free worker for `ticket` if it heads the queue; it then
+    /// leaves the queue and the next head is woken (there may be room for it too).
+    fn take_as_head(
+        &self,
+        d: &mut Dispatch,
+        ticket: &Arc<Ticket>,
+    ) -> Option<(Arc<Member>, Reservation)> {
+        if !d.queue.is_head(ticket) {
+            return None;
+        }
+        let found = self.try_reserve()?;
+        d.queue.remove(ticket);
+        d.queue.wake_head();
+        Some(found)
+    }
+
+    /// Under the dispatch lock: `ticket` gives up its place.
+    fn leave(d: &mut Dispatch, ticket: &Arc<Ticket>) {
+        if d.queue.remove(ticket) {
+            d.queue.wake_head();
+        }
+    }
+
+    fn queue_timeout(&self, started: Instant) -> PoolError {
+        PoolError::QueueTimeout {
+            worker_type: self.spec.worker_type.clone(),
+            waited: started.elapsed(),
+        }
+    }
+
     fn acquire_sync(
         &self,
         priority: Priority,
@@ -491,46 +538,25 @@ impl Inner {
     ) -> Result<(Arc<Member>, Reservation), PoolError> {
         let started = Instant::now();
         let mut d = self.dispatch.lock();
-        if let Some(e) = self.refusal(&d) {
-            return Err(e);
-        }
-        if d.queue.is_empty() {
-            if let Some(found) = self.try_reserve() {
-                return Ok(found);
-            }
-        }
-        let Some(ticket) = d.queue.push(priority) else {
-            return Err(self.overloaded());
+        let ticket = match self.admit(&mut d, priority)? {
+            Admission::Served(found) => return Ok(found),
+            Admission::Queued(ticket) => ticket,
         };
         self.nudge_supervisor();
         loop {
             if let Some(e) = self.refusal(&d) {
-                d.queue.remove(&ticket);
-                d.queue.wake_head();
+                Self::leave(&mut d, &ticket);
                 return Err(e);
             }
-            if d.queue.is_head(&ticket) {
-                if let Some(found) = self.try_reserve() {
-                    d.queue.remove(&ticket);
-                    // There may be room for the next one too.
-                    d.queue.wake_head();
-                    return Ok(found);
-                }
+            if let Some(found) = self.take_as_head(&mut d, &ticket) {
+                return Ok(found);
             }
             if ticket.cv.wait_until(&mut d, deadline).timed_out() {
-                if d.queue.is_head(&ticket) {
-                    if let Some(found) = self.try_reserve() {
-                        d.queue.remove(&ticket);
-                        d.queue.wake_head();
-                        return Ok(found);
-                    }
+                if let Some(found) = self.take_as_head(&mut d, &ticket) {
+                    return Ok(found);
                 }
-                d.queue.remove(&ticket);
-                d.queue.wake_head();
-                return Err(PoolError::QueueTimeout {
-                    worker_type: self.spec.worker_type.clone(),
-                    waited: started.elapsed(),
-                });
+                Self::leave(&mut d, &ticket);
+                return Err(self.queue_timeout(started));
             }
         }
     }
@@ -541,20 +567,9 @@ impl Inner {
         deadline: Instant,
     ) -> Result<(Arc<Member>, Reservation), PoolError> {
         let started = Instant::now();
-        let ticket = {
-            let mut d = self.dispatch.lock();
-            if let Some(e) = self.refusal(&d) {
-                return Err(e);
-            }
-            if d.queue.is_empty() {
-                if let Some(found) = self.try_reserve() {
-                    return Ok(found);
-                }
-            }
-            match d.queue.push(priority) {
-                Some(t) => t,
-                None => return Err(self.overloaded()),
-            }
+        let ticket = match self.admit(&mut self.dispatch.lock(), priority)? {
+            Admission::Served(found) => return Ok(found),
+            Admission::Queued(ticket) => ticket,
         };
         self.nudge_supervisor();
         let guard = TicketGuard {
@@ -566,22 +581,15 @@ impl Inner {
             if let Some(e) = self.refusal(&d) {
                 return std::task::Poll::Ready(Err(e));
             }
-            if d.queue.is_head(&guard.ticket) {
-                if let Some(found) = self.try_reserve() {
-                    d.queue.remove(&guard.ticket);
-                    d.queue.wake_head();
-                    return std::task::Poll::Ready(Ok(found));
-                }
+            if let Some(found) = self.take_as_head(&mut d, &guard.ticket) {
+                return std::task::Poll::Ready(Ok(found));
             }
             guard.ticket.set_waker(cx.waker());
             std::task::Poll::Pending
         });
         match tokio::time::timeout_at(deadline.into(), wait).await {
             Ok(result) => result,
-            Err(_) => Err(PoolError::QueueTimeout {
-                worker_type: self.spec.worker_type.clone(),
-                waited: started.elapsed(),
-            }),
+            Err(_) => Err(self.queue_timeout(started)),
         }
     }
 
@@ -630,6 +638,14 @@ impl Inner {
     }
 }
 
+/// What a caller gets on arrival.
+enum Admission {
+    /// A worker with a reserved place.
+    Served((Arc<Member>, Reservation)),
+    /// A place in the wait queue.
+    Queued(Arc<Ticket>),
+}
+
 /// Removes an async caller's ticket when its future ends or is dropped.
 struct TicketGuard {
     inner: Arc<Inner>,
@@ -638,9 +654,6 @@ struct TicketGuard {
 
 impl Drop for TicketGuard {
     fn drop(&mut self) {
-        let mut d = self.inner.dispatch.lock();
-        if d.queue.remove(&self.ticket) {
-            d.queue.wake_head();
-        }
+        Inner::leave(&mut self.inner.dispatch.lock(), &self.ticket);
     }
 }
