@@ -23,7 +23,7 @@
 mod python_env;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ferry::codec::{Codec, CodecKind, DEFAULT_MAX_FRAME};
+use ferry::codec::CodecKind;
 use ferry::floor::PipeFloor;
 use ferry::protocol::Envelope;
 use ferry::transport::TransportKind;
@@ -49,18 +49,6 @@ fn line_200() -> String {
     let line = format!("{}\n", frame(&prompt));
     assert_eq!(line.len(), SIZE);
     line
-}
-
-fn cases() -> Vec<(TransportKind, CodecKind)> {
-    let mut cases = Vec::new();
-    for transport in TransportKind::ALL {
-        for codec in CodecKind::ALL {
-            if Codec::new(codec, transport.framing(), DEFAULT_MAX_FRAME).is_ok() {
-                cases.push((transport, codec));
-            }
-        }
-    }
-    cases
 }
 
 fn bench_worker(
@@ -130,7 +118,7 @@ fn python_round_trip(c: &mut Criterion) {
     });
     drop(floor);
 
-    for (transport, codec) in cases() {
+    for (transport, codec) in python_env::transport_codec_cases() {
         let spec = WorkerSpec::new("echo", python.clone(), ["-m", "ferry_worker.echo"]);
         bench_worker(
             &mut group,

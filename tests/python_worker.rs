@@ -11,7 +11,7 @@ mod common;
 mod python_env;
 
 use common::{ferry_bin, process_exists, with_watchdog};
-use ferry::codec::{Codec, CodecKind, DEFAULT_MAX_FRAME};
+use ferry::codec::CodecKind;
 use ferry::protocol::{Envelope, ErrorCode, MessageType};
 use ferry::transport::TransportKind;
 use ferry::worker::{CallError, CallOptions, WorkerProcess, WorkerSpec};
@@ -24,19 +24,6 @@ use std::time::Duration;
 
 /// Python workers start in tens of milliseconds each and every test runs one per case.
 const LIMIT: Duration = Duration::from_secs(180);
-
-/// Every (transport, codec) pair the host and the Python worker can speak.
-fn cases() -> Vec<(TransportKind, CodecKind)> {
-    let mut cases = Vec::new();
-    for transport in TransportKind::ALL {
-        for codec in CodecKind::ALL {
-            if Codec::new(codec, transport.framing(), DEFAULT_MAX_FRAME).is_ok() {
-                cases.push((transport, codec));
-            }
-        }
-    }
-    cases
-}
 
 fn spawn(python: &Path, transport: TransportKind, codec: CodecKind) -> WorkerProcess {
     let mut spec = WorkerSpec::new(
@@ -60,7 +47,7 @@ fn for_every_case(
         return;
     };
     with_watchdog(LIMIT, move || {
-        for (transport, codec) in cases() {
+        for (transport, codec) in python_env::transport_codec_cases() {
             let mut worker = spawn(&python, transport, codec);
             check(&mut worker, transport, codec);
             let status = worker.shutdown().expect("shutdown");
@@ -310,7 +297,7 @@ fn python_worker_exits_by_itself_when_its_host_is_killed() {
         return;
     };
     with_watchdog(LIMIT, move || {
-        for (transport, codec) in cases() {
+        for (transport, codec) in python_env::transport_codec_cases() {
             host_killed_mid_request(&python, transport, codec);
         }
     });

@@ -8,6 +8,8 @@
 //! checkout without the environment skips them with a notice instead of failing.
 #![allow(dead_code)]
 
+use ferry::codec::{Codec, CodecKind, DEFAULT_MAX_FRAME};
+use ferry::transport::TransportKind;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -65,4 +67,18 @@ pub fn python_or_skip(what: &str) -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// Every (transport, codec) pair a host and a Python worker can speak in this build: each
+/// transport of `TransportKind::ALL` with each codec that fits its framing.
+pub fn transport_codec_cases() -> Vec<(TransportKind, CodecKind)> {
+    let mut cases = Vec::new();
+    for transport in TransportKind::ALL {
+        for codec in CodecKind::ALL {
+            if Codec::new(codec, transport.framing(), DEFAULT_MAX_FRAME).is_ok() {
+                cases.push((transport, codec));
+            }
+        }
+    }
+    cases
 }

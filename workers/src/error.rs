@@ -50,8 +50,8 @@ impl From<NativeError> for PyErr {
     }
 }
 
-/// A `ferry_worker.errors.<class_name>` exception with `message` (and, for `FerryError`,
-/// `code`); a `RuntimeError` if the Python package cannot be imported.
+/// A `ferry_worker.errors.FerryError` with `message` and `code`; a `RuntimeError` if the
+/// Python package cannot be imported.
 pub fn ferry_error(py: Python<'_>, code: ErrorCode, message: String) -> PyErr {
     static FERRY_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     match FERRY_ERROR.import(py, "ferry_worker.errors", "FerryError") {
