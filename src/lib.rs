@@ -23,11 +23,14 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "server")]
 pub mod api;
 pub mod codec;
+#[cfg(feature = "server")]
 pub mod config;
 pub mod connection;
 pub mod floor;
+#[cfg(feature = "server")]
 pub mod orchestrator;
 pub mod pool;
 pub mod protocol;
