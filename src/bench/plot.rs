@@ -1,8 +1,10 @@
 //! An SVG line chart of p50 by transport and payload, written by hand (no plotting crate
-//! to compile): one line per transport and worker, dashed lines for the bare floors, a
-//! logarithmic latency axis.
+//! to compile): one colour per transport, a solid line for the Rust worker, a dotted one
+//! for the Python worker, a dashed one for the transport's bare floor; a logarithmic
+//! latency axis.
 
 use super::report::{fmt_bytes, Report};
+use super::FloorKind;
 use super::Pin;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -13,14 +15,16 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 230.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
-const COLORS: [&str; 10] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
+const COLORS: [&str; 8] = [
+    "#1f77b4", "#2ca02c", "#9467bd", "#d62728", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f",
 ];
 
 struct Series {
     label: String,
-    dashed: bool,
+    /// The transport whose colour it takes (a floor takes its transport's).
+    transport: String,
+    /// SVG `stroke-dasharray`, empty for a solid line.
+    dash: &'static str,
     points: Vec<(usize, f64)>,
 }
 
@@ -33,33 +37,55 @@ fn escape(s: &str) -> String {
 /// The chart of `report`'s p50s at pinning `pin`, as an SVG document.
 pub fn p50_chart(report: &Report, pin: Pin) -> String {
     let mut series: Vec<Series> = Vec::new();
-    let mut add = |label: String, dashed: bool, payload: usize, p50: f64| match series
+    let mut add = |label: String, transport: &str, dash, payload: usize, p50: f64| match series
         .iter_mut()
         .find(|s| s.label == label)
     {
         Some(s) => s.points.push((payload, p50)),
         None => series.push(Series {
             label,
-            dashed,
+            transport: transport.to_string(),
+            dash,
             points: vec![(payload, p50)],
         }),
     };
     for r in report.results.iter().filter(|r| r.pin == pin) {
+        let dash = if r.worker == "rust" { "" } else { "2 3" };
         add(
             format!("{} ({} worker)", r.transport, r.worker),
-            false,
+            &r.transport,
+            dash,
             r.payload_bytes,
             r.p50_us,
         );
     }
     for f in report.floors.iter().filter(|f| f.pin == pin) {
+        // A floor is drawn in the colour of the first transport it is the floor of.
+        let transport = report
+            .results
+            .iter()
+            .find(|r| FloorKind::for_transport(&r.transport).is_some_and(|k| k.as_str() == f.floor))
+            .map_or(f.floor.as_str(), |r| r.transport.as_str());
         add(
-            format!("floor: bare {}", f.floor),
-            true,
+            format!("bare {} (floor)", f.floor),
+            transport,
+            "7 4",
             f.payload_bytes,
             f.stats.p50_us,
         );
     }
+    let mut transports: Vec<String> = Vec::new();
+    for s in &series {
+        if !transports.contains(&s.transport) {
+            transports.push(s.transport.clone());
+        }
+    }
+    let color_of = |t: &str| {
+        transports
+            .iter()
+            .position(|n| n == t)
+            .map_or("#000", |i| COLORS[i % COLORS.len()])
+    };
     let payloads: Vec<usize> = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
@@ -115,7 +141,9 @@ pub fn p50_chart(report: &Report, pin: Pin) -> String {
             LEFT + plot_w,
             LEFT - 8.0,
             yy + 4.0,
-            if v >= 1.0 {
+            if v >= 1000.0 {
+                format!("{:.0} ms", v / 1000.0)
+            } else if v >= 1.0 {
                 format!("{v:.0} µs")
             } else {
                 format!("{v} µs")
@@ -140,11 +168,11 @@ pub fn p50_chart(report: &Report, pin: Pin) -> String {
     );
     for (i, s) in series.iter_mut().enumerate() {
         s.points.sort_by_key(|p| p.0);
-        let color = COLORS[i % COLORS.len()];
-        let dash = if s.dashed {
-            r#" stroke-dasharray="6 4""#
+        let color = color_of(&s.transport);
+        let dash = if s.dash.is_empty() {
+            String::new()
         } else {
-            ""
+            format!(r#" stroke-dasharray="{}""#, s.dash)
         };
         let path: Vec<String> = s
             .points
