@@ -38,10 +38,12 @@ mod measure;
 mod peer;
 mod pin;
 mod pipelined;
+mod plan;
 mod plot;
 pub mod python;
 mod report;
 mod suite;
+mod table;
 mod target;
 
 pub use claims::{claim_met, claim_us};
@@ -55,8 +57,7 @@ pub use peer::{payload, RoundTrip};
 pub use pin::{allowed_cpus, Pin, Placement};
 pub use pipelined::{pipelined, PipelinedStats};
 pub use plot::p50_chart;
-pub use report::{
-    fmt_bytes, fmt_us, CaseResult, FloorResult, Method, PipelinedResult, Report, Skipped,
-};
+pub use report::{CaseResult, FloorResult, Method, PipelinedResult, Report, Skipped};
 pub use suite::{run, Progress, SuiteOptions};
+pub use table::{fmt_bytes, fmt_us};
 pub use target::{default_payloads, Target, PLANNED, SAME_CORE_EXTRA};

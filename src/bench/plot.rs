@@ -3,7 +3,8 @@
 //! for the Python worker, a dashed one for the transport's bare floor; a logarithmic
 //! latency axis.
 
-use super::report::{fmt_bytes, Report};
+use super::report::Report;
+use super::table::fmt_bytes;
 use super::FloorKind;
 use super::Pin;
 use std::collections::BTreeSet;
@@ -191,7 +192,7 @@ pub fn p50_chart(report: &Report, pin: Pin) -> String {
                 x(*p),
                 y(*v),
                 escape(&s.label),
-                super::report::fmt_us(*v),
+                super::table::fmt_us(*v),
                 fmt_bytes(*p)
             );
         }

@@ -8,16 +8,13 @@ use super::machine::Machine;
 use super::measure::{measure, Limits, Stats};
 use super::pin::{Pin, Placement};
 use super::pipelined::pipelined;
+use super::plan::{plan, Case, Plan, Step, PIPELINED_MAX_PAYLOAD};
 use super::report::{CaseResult, FloorResult, Method, PipelinedResult, Report, Skipped};
-use super::target::{default_payloads, Target, SAME_CORE_EXTRA};
-use super::{payload, python, BenchError, RoundTrip};
-use crate::transport::TransportKind;
+use super::target::Target;
+use super::{payload, BenchError, RoundTrip};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Payloads up to this size also get a pipelined case.
-const PIPELINED_MAX_PAYLOAD: usize = 4096;
 
 /// What to measure and how much.
 #[derive(Debug, Clone)]
@@ -82,146 +79,6 @@ pub enum Progress<'a> {
     },
     /// The current case ended with this one-line summary.
     Done(&'a str),
-}
-
-#[derive(Debug, Clone)]
-enum Step {
-    Floor(FloorKind),
-    Engine(TransportKind, WorkerLang),
-    Http,
-    Pipelined(TransportKind, WorkerLang),
-}
-
-#[derive(Debug, Clone)]
-struct Case {
-    step: Step,
-    payload: usize,
-    pin: Pin,
-}
-
-impl Case {
-    fn label(&self) -> String {
-        let size = super::report::fmt_bytes(self.payload);
-        let what = match &self.step {
-            Step::Floor(kind) => format!("floor {}", kind.as_str()),
-            Step::Engine(t, w) => format!("{t} {w} worker"),
-            Step::Http => "http python worker".to_string(),
-            Step::Pipelined(t, w) => format!("{t} {w} worker pipelined"),
-        };
-        format!("{what}, {size}, pin {}", self.pin)
-    }
-}
-
-struct Plan {
-    cases: Vec<Case>,
-    skipped: Vec<Skipped>,
-    python: Option<PathBuf>,
-    http_python: Option<PathBuf>,
-}
-
-fn plan(options: &SuiteOptions) -> Plan {
-    let mut cases = Vec::new();
-    let mut skipped = Vec::new();
-    let mut floors_planned = Vec::new();
-    let mut pipelined_cases = Vec::new();
-    let wants_python = options.workers.contains(&WorkerLang::Python)
-        && options
-            .targets
-            .iter()
-            .any(|t| matches!(t, Target::Engine(_)));
-    let python = if wants_python {
-        match python::ferry_python() {
-            Ok(p) => Some(p),
-            Err(why) => {
-                skipped.push(Skipped {
-                    transport: "all".into(),
-                    worker: Some("python".into()),
-                    reason: why,
-                });
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let mut http_python = None;
-    if options.targets.contains(&Target::Http) {
-        match python::any_python() {
-            Ok(p) => http_python = Some(p),
-            Err(why) => skipped.push(Skipped {
-                transport: "http".into(),
-                worker: Some("python".into()),
-                reason: format!("no Python 3 for the HTTP worker: {why}"),
-            }),
-        }
-    }
-    for target in &options.targets {
-        let name = target.name();
-        let steps: Vec<Step> = match target {
-            Target::Absent(name) => {
-                skipped.push(Skipped {
-                    transport: name.to_string(),
-                    worker: None,
-                    reason: "not in this build".into(),
-                });
-                continue;
-            }
-            Target::Http if http_python.is_none() => continue,
-            Target::Http => vec![Step::Http],
-            Target::Engine(kind) => options
-                .workers
-                .iter()
-                .filter(|w| **w == WorkerLang::Rust || python.is_some())
-                .map(|w| Step::Engine(*kind, *w))
-                .collect(),
-        };
-        let payloads = options
-            .payloads
-            .clone()
-            .unwrap_or_else(|| default_payloads(name));
-        let mut runs: Vec<(usize, Pin)> = payloads.iter().map(|p| (*p, options.pin)).collect();
-        if SAME_CORE_EXTRA.contains(&name) && options.pin != Pin::Same {
-            runs.push((64, Pin::Same));
-        }
-        for (size, pin) in runs {
-            if let Some(kind) = FloorKind::for_transport(name) {
-                if !floors_planned.contains(&(kind, size, pin)) {
-                    floors_planned.push((kind, size, pin));
-                    cases.push(Case {
-                        step: Step::Floor(kind),
-                        payload: size,
-                        pin,
-                    });
-                }
-            }
-            for step in &steps {
-                cases.push(Case {
-                    step: step.clone(),
-                    payload: size,
-                    pin,
-                });
-                if let Step::Engine(t, w) = step {
-                    if options.pipelined_depth > 1
-                        && size <= PIPELINED_MAX_PAYLOAD
-                        && pin == options.pin
-                    {
-                        pipelined_cases.push(Case {
-                            step: Step::Pipelined(*t, *w),
-                            payload: size,
-                            pin,
-                        });
-                    }
-                }
-            }
-        }
-    }
-    cases.extend(pipelined_cases);
-    Plan {
-        cases,
-        skipped,
-        python,
-        http_python,
-    }
 }
 
 /// What one case produced.
@@ -347,8 +204,8 @@ pub fn run(
             Ok(Outcome::Sequential(stats)) => {
                 let line = format!(
                     "{label}: p50 {} µs, p99 {} µs",
-                    super::report::fmt_us(stats.p50_us),
-                    super::report::fmt_us(stats.p99_us)
+                    super::table::fmt_us(stats.p50_us),
+                    super::table::fmt_us(stats.p99_us)
                 );
                 match &case.step {
                     Step::Floor(kind) => {
