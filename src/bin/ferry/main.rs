@@ -1,5 +1,6 @@
 //! The `ferry` command: call workers, run the built-in echo worker.
 
+mod bench;
 mod call;
 mod serve;
 
@@ -25,6 +26,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Validate a configuration file without starting anything.
     Check(serve::CheckArgs),
+    /// Measure round trips per transport and payload beside the bare floors; print
+    /// tables, optionally write JSON and an SVG chart.
+    Bench(bench::BenchArgs),
     /// Run a built-in worker (spawned by a host; speaks the protocol on stdin/stdout).
     Worker {
         #[command(subcommand)]
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
         Command::Call(args) => call::run(*args),
         Command::Serve(args) => serve::serve(args),
         Command::Check(args) => serve::check(args),
+        Command::Bench(args) => bench::run(args),
         Command::Floor { kind } => {
             let result = match kind {
                 FloorKind::PipeEcho { size } => ferry::floor::pipe_echo(size),

@@ -1,0 +1,142 @@
+//! The old design's baseline: an HTTP/1.1 keep-alive POST to a small Python HTTP worker on
+//! loopback, driven by a minimal client over one `TcpStream` (`TCP_NODELAY`).
+//!
+//! The server is `http_echo.py` beside this file (standard library `http.server`, Nagle
+//! off), run with `python -c`; it answers every POST with its body. The client writes the
+//! request head and body in one `write`, reads the response head, takes its
+//! `Content-Length`, and reads the whole body: what a bridge does per call, minus any JSON.
+
+use super::{BenchError, RoundTrip};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// The server's source.
+pub const SERVER_SOURCE: &str = include_str!("http_echo.py");
+
+/// The host side of the HTTP baseline: the Python server process and one keep-alive
+/// connection to it.
+#[derive(Debug)]
+pub struct HttpPeer {
+    child: Child,
+    stream: TcpStream,
+    /// The request head, then (per call) the body.
+    out: Vec<u8>,
+    head_len: usize,
+    /// Response bytes read and not yet consumed.
+    inbuf: Vec<u8>,
+    /// Whether a body was compared byte for byte yet (only the first one is).
+    checked: bool,
+}
+
+impl HttpPeer {
+    /// Starts the server with `python` and connects, for `size`-byte bodies.
+    pub fn spawn(python: &Path, size: usize) -> Result<Self, BenchError> {
+        let mut child = Command::new(python)
+            .args(["-c", SERVER_SOURCE])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let port = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout pipe"))
+            .and_then(|out| {
+                let mut line = String::new();
+                BufReader::new(out).read_line(&mut line)?;
+                line.trim()
+                    .parse::<u16>()
+                    .map_err(|_| std::io::Error::other(format!("bad port line {line:?}")))
+            });
+        let connected = port.and_then(|port| {
+            let stream = TcpStream::connect(("127.0.0.1", port))?;
+            stream.set_nodelay(true)?;
+            Ok((port, stream))
+        });
+        let (port, stream) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e.into());
+            }
+        };
+        let head = format!(
+            "POST /infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
+        );
+        let mut out = Vec::with_capacity(head.len() + size);
+        out.extend_from_slice(head.as_bytes());
+        Ok(HttpPeer {
+            child,
+            stream,
+            head_len: out.len(),
+            out,
+            inbuf: Vec::with_capacity(size + 1024),
+            checked: false,
+        })
+    }
+
+    /// Reads until the buffer holds a whole response head; returns its length and the
+    /// body's `Content-Length`.
+    fn read_head(&mut self) -> Result<(usize, usize), BenchError> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if let Some(end) = memchr::memmem::find(&self.inbuf, b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.inbuf[..end])
+                    .map_err(|_| BenchError::BadEcho("response head is not UTF-8".into()))?;
+                if !head.starts_with("HTTP/1.1 200") {
+                    let status = head.lines().next().unwrap_or_default();
+                    return Err(BenchError::BadEcho(format!("HTTP status `{status}`")));
+                }
+                let length = head
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .ok_or_else(|| BenchError::BadEcho("no Content-Length".into()))?;
+                return Ok((end + 4, length));
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(BenchError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.inbuf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+impl RoundTrip for HttpPeer {
+    fn round_trip(&mut self, payload: &[u8]) -> Result<(), BenchError> {
+        self.out.truncate(self.head_len);
+        self.out.extend_from_slice(payload);
+        self.stream.write_all(&self.out)?;
+        let (head, length) = self.read_head()?;
+        if length != payload.len() {
+            return Err(BenchError::BadEcho(format!(
+                "{length} bytes back for {} sent",
+                payload.len()
+            )));
+        }
+        let total = head + length;
+        if self.inbuf.len() < total {
+            let have = self.inbuf.len();
+            self.inbuf.resize(total, 0);
+            self.stream.read_exact(&mut self.inbuf[have..])?;
+        }
+        if !self.checked && self.inbuf[head..total] != *payload {
+            return Err(BenchError::BadEcho("body differs from the payload".into()));
+        }
+        self.checked = true;
+        self.inbuf.drain(..total);
+        Ok(())
+    }
+}
+
+impl Drop for HttpPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,212 @@
+//! What a run produced: every figure, the machine, and the method; serialized as the JSON
+//! of `ferry bench --json` (the tables are in `table.rs`).
+
+use super::claims::{claim_met, claim_us};
+use super::machine::Machine;
+use super::measure::Stats;
+use super::pipelined::PipelinedStats;
+use super::Pin;
+use serde::Serialize;
+
+/// One measured case of the engine (or the HTTP baseline) beside its floor.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    /// `stdio`, `socket`, `tcp`, `shm` or `http`.
+    pub transport: String,
+    /// `rust` or `python`.
+    pub worker: String,
+    /// The codec (`http/1.1` for the HTTP baseline).
+    pub codec: String,
+    /// Payload bytes each way.
+    pub payload_bytes: usize,
+    /// Pinning of the two processes.
+    pub pin: Pin,
+    /// Timed round trips.
+    pub iterations: u64,
+    /// Warm-up round trips.
+    pub warmup: u64,
+    /// Median round trip.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Mean.
+    pub mean_us: f64,
+    /// Fastest.
+    pub min_us: f64,
+    /// Slowest.
+    pub max_us: f64,
+    /// Round trips per second, one at a time.
+    pub throughput_per_s: f64,
+    /// Payload megabytes (10^6) per second one way, one at a time.
+    pub throughput_mb_per_s: f64,
+    /// The floor mechanism (`pipe`, `unix_socket`, `tcp`), `null` when this build has none.
+    pub floor: Option<String>,
+    /// The floor's median at the same payload and pinning, in the same run.
+    pub floor_p50_us: Option<f64>,
+    /// `p50_us / floor_p50_us`.
+    pub ratio_to_floor: Option<f64>,
+    /// The old design's claim for this transport.
+    pub claim_us: Option<f64>,
+    /// Whether `p50_us` is within the claim.
+    pub claim_met: Option<bool>,
+}
+
+impl CaseResult {
+    /// Builds the row from its figures and its floor's median.
+    pub fn new(
+        transport: &str,
+        worker: &str,
+        codec: &str,
+        payload_bytes: usize,
+        pin: Pin,
+        stats: &Stats,
+        floor: Option<(&str, Option<f64>)>,
+    ) -> Self {
+        let floor_p50_us = floor.and_then(|(_, p50)| p50);
+        CaseResult {
+            transport: transport.to_string(),
+            worker: worker.to_string(),
+            codec: codec.to_string(),
+            payload_bytes,
+            pin,
+            iterations: stats.iterations,
+            warmup: stats.warmup,
+            p50_us: stats.p50_us,
+            p99_us: stats.p99_us,
+            p999_us: stats.p999_us,
+            mean_us: stats.mean_us,
+            min_us: stats.min_us,
+            max_us: stats.max_us,
+            throughput_per_s: stats.throughput_per_s,
+            throughput_mb_per_s: stats.throughput_per_s * payload_bytes as f64 / 1e6,
+            floor: floor.map(|(name, _)| name.to_string()),
+            floor_p50_us,
+            ratio_to_floor: floor_p50_us.filter(|f| *f > 0.0).map(|f| stats.p50_us / f),
+            claim_us: claim_us(transport),
+            claim_met: claim_met(transport, stats.p50_us),
+        }
+    }
+}
+
+/// One bare floor measured in the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorResult {
+    /// `pipe`, `unix_socket`, `tcp`.
+    pub floor: String,
+    /// Payload bytes each way.
+    pub payload_bytes: usize,
+    /// Pinning of the two processes.
+    pub pin: Pin,
+    /// Its figures.
+    #[serde(flatten)]
+    pub stats: Stats,
+}
+
+/// One pipelined-throughput case.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelinedResult {
+    /// The transport.
+    pub transport: String,
+    /// `rust` or `python`.
+    pub worker: String,
+    /// Payload bytes each way.
+    pub payload_bytes: usize,
+    /// Pinning of the two processes.
+    pub pin: Pin,
+    /// Its figures.
+    #[serde(flatten)]
+    pub stats: PipelinedStats,
+    /// Its throughput over the same case's one-at-a-time throughput.
+    pub speedup_over_sequential: Option<f64>,
+}
+
+/// A case not measured, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// The transport.
+    pub transport: String,
+    /// The worker, when the skip is about one worker only.
+    pub worker: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// How the figures were taken, stated in the output itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct Method {
+    /// One line per point of method.
+    pub notes: Vec<String>,
+    /// Timed round trips asked for per case.
+    pub iterations_requested: u64,
+    /// The time limit of one case's timed part, in seconds.
+    pub max_case_seconds: f64,
+    /// Requests in flight in the pipelined cases (0: none measured).
+    pub pipelined_depth: usize,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The ferry version that measured.
+    pub ferry_version: String,
+    /// When the run started (UTC, RFC 3339).
+    pub started_at: String,
+    /// The machine.
+    pub machine: Machine,
+    /// The method.
+    pub method: Method,
+    /// Engine and HTTP-baseline cases, in the order run.
+    pub results: Vec<CaseResult>,
+    /// Bare floors.
+    pub floors: Vec<FloorResult>,
+    /// Pipelined throughput.
+    pub pipelined: Vec<PipelinedResult>,
+    /// Cases not measured (transports absent from this build, a missing Python).
+    pub skipped: Vec<Skipped>,
+    /// Cases that failed, with the error.
+    pub failures: Vec<Skipped>,
+}
+
+impl Report {
+    /// The JSON document (pretty-printed).
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(self)
+    }
+}
+
+#[cfg(test)]
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_floor_reads_na_and_has_no_ratio() {
+        let stats = Stats {
+            iterations: 1,
+            warmup: 0,
+            p50_us: 2.0,
+            p99_us: 3.0,
+            p999_us: 4.0,
+            mean_us: 2.5,
+            min_us: 1.0,
+            max_us: 4.0,
+            throughput_per_s: 400_000.0,
+        };
+        let row = CaseResult::new("shm", "rust", "msgpack", 64, Pin::None, &stats, None);
+        assert_eq!(row.ratio_to_floor, None);
+        assert_eq!(row.claim_met, Some(false));
+        let row = CaseResult::new(
+            "socket",
+            "rust",
+            "msgpack",
+            64,
+            Pin::None,
+            &stats,
+            Some(("unix_socket", Some(1.0))),
+        );
+        assert_eq!(row.ratio_to_floor, Some(2.0));
+        assert_eq!(row.claim_met, Some(true));
+    }
+}
