@@ -6,7 +6,7 @@
 //! - [`protocol`]: the envelope (request, response, event, error, cancel) and error codes;
 //! - [`codec`]: envelope <-> bytes (JSON, MessagePack, bincode) with raw attachments;
 //! - [`transport`]: the frame-moving contract and its implementations;
-//! - [`bench`]: the benchmark suite behind the criterion benches and `ferry bench`;
+//! - [`bench`](mod@bench): the benchmark suite behind the criterion benches and `ferry bench`;
 //! - [`worker`]: both ends of one worker connection: spawning and calling a worker from the
 //!   host, and [`worker::serve`] for writing a worker in Rust.
 //!

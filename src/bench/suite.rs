@@ -26,7 +26,7 @@ pub struct SuiteOptions {
     pub targets: Vec<Target>,
     /// Echo workers of the engine transports (the HTTP baseline is always Python).
     pub workers: Vec<WorkerLang>,
-    /// Payload sizes for every transport; `None`: [`default_payloads`] per transport.
+    /// Payload sizes for every transport; `None`: [`default_payloads`](super::default_payloads) per transport.
     pub payloads: Option<Vec<usize>>,
     /// Timed round trips per case.
     pub iterations: u64,
