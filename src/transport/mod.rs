@@ -24,6 +24,7 @@
 mod error;
 mod fd_io;
 pub mod memory;
+pub mod shm;
 pub mod stdio;
 mod wiring;
 
@@ -78,16 +79,19 @@ pub enum TransportKind {
     /// The worker's stdin and stdout, NDJSON.
     #[default]
     Stdio,
+    /// Shared-memory rings in a segment the worker inherits ([`shm`]).
+    Shm,
 }
 
 impl TransportKind {
     /// Every transport this build has.
-    pub const ALL: [TransportKind; 1] = [TransportKind::Stdio];
+    pub const ALL: [TransportKind; 2] = [TransportKind::Stdio, TransportKind::Shm];
 
     /// The name used in configuration, flags and `FERRY_TRANSPORT`.
     pub const fn as_str(self) -> &'static str {
         match self {
             TransportKind::Stdio => "stdio",
+            TransportKind::Shm => "shm",
         }
     }
 
@@ -95,6 +99,7 @@ impl TransportKind {
     pub const fn framing(self) -> Framing {
         match self {
             TransportKind::Stdio => Framing::Lines,
+            TransportKind::Shm => Framing::LengthPrefixed,
         }
     }
 }
@@ -112,8 +117,10 @@ impl FromStr for TransportKind {
             .into_iter()
             .find(|t| t.as_str() == s)
             .ok_or_else(|| {
+                let names: Vec<&str> = TransportKind::ALL.iter().map(|t| t.as_str()).collect();
                 TransportError::Unsupported(format!(
-                    "unknown transport `{s}` (this build has: stdio)"
+                    "unknown transport `{s}` (this build has: {})",
+                    names.join(", ")
                 ))
             })
     }

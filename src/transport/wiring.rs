@@ -6,14 +6,17 @@
 //! `prepare` → [`PendingLink::configure`] on the command → spawn →
 //! [`PendingLink::connect`] with the child.
 
-use super::{stdio, Link, TransportError, TransportKind};
+use super::{shm, stdio, Link, TransportError, TransportKind};
 use crate::worker::env::WorkerEnv;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 /// Host-side settings of a transport beyond its kind, from the worker's spec.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TransportOptions {}
+pub struct TransportOptions {
+    /// Settings of the `shm` transport.
+    pub shm: shm::ShmOptions,
+}
 
 /// A transport the host has prepared for a child that is about to be spawned.
 pub trait PendingLink: Send {
@@ -33,11 +36,12 @@ pub trait PendingLink: Send {
 /// Prepares the host side of `kind` for one worker.
 pub fn prepare(
     kind: TransportKind,
-    _options: &TransportOptions,
+    options: &TransportOptions,
     max_frame: usize,
 ) -> Result<Box<dyn PendingLink>, TransportError> {
     match kind {
         TransportKind::Stdio => Ok(Box::new(StdioPending { max_frame })),
+        TransportKind::Shm => shm::prepare(&options.shm, max_frame),
     }
 }
 
@@ -46,6 +50,7 @@ pub fn prepare(
 pub fn worker_link(env: &WorkerEnv) -> Result<Link, TransportError> {
     match env.transport {
         TransportKind::Stdio => stdio::worker_link(env.max_frame),
+        TransportKind::Shm => shm::worker_link(env.max_frame),
     }
 }
 

@@ -1,0 +1,2 @@
+//! Placeholder until the shm bench lands.
+fn main() {}
