@@ -33,12 +33,22 @@ enum Command {
     },
 }
 
+// The variants are the subcommands' names (`pipe-echo`, `shm-echo`, ...).
+#[allow(clippy::enum_variant_names)]
 #[derive(Subcommand)]
 enum FloorKind {
     /// Echo fixed-size messages from stdin to stdout.
     PipeEcho {
         /// Message size in bytes.
         size: usize,
+    },
+    /// Echo messages over the bare spinning shared-memory ring (FERRY_SHM_FD).
+    ShmEcho,
+    /// Echo frames over the shm transport with no engine (FERRY_SHM_FD).
+    ShmFrameEcho {
+        /// Maximum frame size in bytes.
+        #[arg(long, default_value_t = ferry::codec::DEFAULT_MAX_FRAME)]
+        max_frame: usize,
     },
 }
 
@@ -63,6 +73,24 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Call(args) => call::run(args),
+        Command::Floor {
+            kind: FloorKind::ShmFrameEcho { max_frame },
+        } => match ferry::floor::shm_frame_echo(max_frame) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Floor {
+            kind: FloorKind::ShmEcho,
+        } => match ferry::floor::shm_echo() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Floor {
             kind: FloorKind::PipeEcho { size },
         } => match ferry::floor::pipe_echo(size) {

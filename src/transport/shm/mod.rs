@@ -67,6 +67,7 @@
 //! # Ok::<(), ferry::transport::TransportError>(())
 //! ```
 
+pub(crate) mod bare;
 mod link;
 mod liveness;
 mod ring;

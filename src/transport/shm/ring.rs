@@ -105,7 +105,7 @@ impl RingData {
         RingData { base, cap }
     }
 
-    fn write(&self, off: usize, src: &[u8]) {
+    pub(crate) fn write(&self, off: usize, src: &[u8]) {
         assert!(off <= self.cap && src.len() <= self.cap - off);
         // SAFETY: in bounds (checked above); the producer only writes space it has
         // claimed (between head and tail + capacity), which the consumer does not read
@@ -116,7 +116,7 @@ impl RingData {
         }
     }
 
-    fn read(&self, off: usize, dst: &mut [u8]) {
+    pub(crate) fn read(&self, off: usize, dst: &mut [u8]) {
         assert!(off <= self.cap && dst.len() <= self.cap - off);
         // SAFETY: in bounds (checked above); the consumer only reads published, unreleased
         // bytes, which the producer does not touch until `tail` moves past them. `dst` is
@@ -173,7 +173,7 @@ impl RingData {
         }
     }
 
-    fn write(&self, off: usize, src: &[u8]) {
+    pub(crate) fn write(&self, off: usize, src: &[u8]) {
         assert!(off + src.len() <= self.cap);
         for (i, b) in src.iter().enumerate() {
             // SAFETY: loom checks this access against concurrent ones.
@@ -181,7 +181,7 @@ impl RingData {
         }
     }
 
-    fn read(&self, off: usize, dst: &mut [u8]) {
+    pub(crate) fn read(&self, off: usize, dst: &mut [u8]) {
         assert!(off + dst.len() <= self.cap);
         for (i, b) in dst.iter_mut().enumerate() {
             // SAFETY: loom checks this access against concurrent ones.

@@ -90,7 +90,7 @@ impl PendingLink for ShmPending {
 /// concurrently from other threads do not inherit it), and the flag is cleared in the
 /// child only, between `fork` and `exec`.
 #[cfg(unix)]
-fn inherit_in_child(cmd: &mut Command, fd: RawFd) {
+pub(crate) fn inherit_in_child(cmd: &mut Command, fd: RawFd) {
     use std::os::unix::process::CommandExt;
     let clear_cloexec = move || {
         // SAFETY: `fd` is open in the child (fork copied the parent's table, where the
