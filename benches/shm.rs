@@ -113,8 +113,10 @@ fn percentiles(iters: usize, mut one: impl FnMut()) -> (f64, f64) {
     (us(samples[iters / 2]), us(samples[iters * 99 / 100]))
 }
 
-fn iters_for(size: usize) -> usize {
-    if size >= 1 << 20 {
+fn iters_for(size: usize, measuring: bool) -> usize {
+    if !measuring {
+        20
+    } else if size >= 1 << 20 {
         1_000
     } else {
         20_000
@@ -122,6 +124,8 @@ fn iters_for(size: usize) -> usize {
 }
 
 fn shm_round_trip(c: &mut Criterion) {
+    // `cargo test` runs benches once as a smoke test (no `--bench`): skip the long loops.
+    let measuring = std::env::args().any(|a| a == "--bench");
     let mut group = c.benchmark_group("shm_round_trip");
     let mut summary = Vec::new();
     for size in SIZES {
@@ -137,7 +141,7 @@ fn shm_round_trip(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("bare_ring", size), &size, |b, _| {
             b.iter(|| bare.round_trip(black_box(&message)).expect("round trip"))
         });
-        let bare_p = percentiles(iters_for(size), || {
+        let bare_p = percentiles(iters_for(size, measuring), || {
             bare.round_trip(&message).expect("round trip")
         });
         drop(bare);
@@ -148,7 +152,7 @@ fn shm_round_trip(c: &mut Criterion) {
             &size,
             |b, _| b.iter(|| frames.round_trip(black_box(&message))),
         );
-        let frames_p = percentiles(iters_for(size), || frames.round_trip(&message));
+        let frames_p = percentiles(iters_for(size, measuring), || frames.round_trip(&message));
         drop(frames);
 
         let mut worker = shm_worker(WaitStrategy::Adaptive);
@@ -157,7 +161,7 @@ fn shm_round_trip(c: &mut Criterion) {
             &size,
             |b, _| b.iter(|| call(&mut worker, black_box(&message))),
         );
-        let ferry_p = percentiles(iters_for(size), || call(&mut worker, &message));
+        let ferry_p = percentiles(iters_for(size, measuring), || call(&mut worker, &message));
         worker.shutdown().expect("shutdown");
         summary.push((size, bare_p, frames_p, ferry_p));
     }
@@ -177,7 +181,9 @@ fn shm_round_trip(c: &mut Criterion) {
             ferry.0 / bare.0
         );
     }
-    same_core();
+    if measuring {
+        same_core();
+    }
 }
 
 /// Both processes on CPU 0: the worker inherits the bench's affinity at spawn.

@@ -295,3 +295,25 @@ fn progress_events_and_cancel_work_over_shm() {
         w.shutdown().unwrap();
     });
 }
+
+#[test]
+fn worker_killed_during_a_call_over_shm_is_worker_crashed() {
+    with_watchdog(WATCHDOG, || {
+        let mut w = shm_echo_worker(CodecKind::MsgPack);
+        let pid = rustix::process::Pid::from_raw(w.pid() as i32).unwrap();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+        });
+        // The handler sleeps a minute; the host waits for its answer in the ring.
+        let err = w
+            .call("sleep", json!({"ms": 60_000, "steps": 1}), |_| {})
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            ferry::protocol::ErrorCode::WorkerCrashed,
+            "{err}"
+        );
+        killer.join().unwrap();
+    });
+}
