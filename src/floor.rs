@@ -1,5 +1,9 @@
 //! Bare ping-pong peers with no engine: the floor each transport's figure is a ratio to.
 //!
+//! `ferry floor shm-echo` echoes messages over the bare spinning shared-memory ring
+//! ([`ShmFloor`] drives it): the same segment as the shm transport, busy-polling on both
+//! sides, fixed-size messages, no frames, waiting strategy, liveness or codec.
+//!
 //! `ferry floor pipe-echo SIZE` reads `SIZE`-byte messages on stdin and writes each back
 //! on stdout, with nothing else in between. [`PipeFloor`] drives it from the host the same
 //! way (one `write`, then `read` until `SIZE` bytes are back), so the difference between
@@ -239,5 +243,43 @@ impl Drop for SocketFloor {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The peer's loop of the bare spinning shared-memory ring: echo until stopped or orphaned.
+pub fn shm_echo() -> std::io::Result<()> {
+    crate::transport::shm::bare::echo()
+}
+
+/// The host side of the bare spinning shared-memory ring ping-pong.
+#[derive(Debug)]
+pub struct ShmFloor(crate::transport::shm::bare::BareHost);
+
+impl ShmFloor {
+    /// Starts `program args...` (a peer running [`shm_echo`]) over rings of `capacity`
+    /// bytes (give at least twice the message size plus 16).
+    pub fn spawn(program: &str, args: &[&str], capacity: usize) -> std::io::Result<Self> {
+        crate::transport::shm::bare::BareHost::spawn(program, args, capacity).map(ShmFloor)
+    }
+
+    /// One round trip of `message`.
+    pub fn round_trip(&mut self, message: &[u8]) -> std::io::Result<()> {
+        self.0.round_trip(message)
+    }
+}
+
+/// The peer's loop of the shm transport *without* the engine: echo every frame of the
+/// link the host wired (`FERRY_SHM_FD`), no codec, no worker runtime. Isolates the
+/// transport's own cost between the bare ring and the full engine.
+pub fn shm_frame_echo(max_frame: usize) -> Result<(), crate::transport::TransportError> {
+    use crate::transport::TransportError;
+    let mut link = crate::transport::shm::worker_link(max_frame)?;
+    let mut buf = Vec::new();
+    loop {
+        match link.receiver.recv(&mut buf, None) {
+            Ok(()) => link.sender.send(&[&buf])?,
+            Err(TransportError::Disconnected) => return Ok(()),
+            Err(e) => return Err(e),
+        }
     }
 }

@@ -4,7 +4,7 @@ mod common;
 #[macro_use]
 mod suite;
 
-use ferry::transport::{local_socket, memory, stdio, tcp, Link};
+use ferry::transport::{local_socket, memory, shm, stdio, tcp, Link};
 use suite::MAX;
 
 fn memory_pair() -> (Link, Link) {
@@ -31,6 +31,34 @@ fn tcp_pair() -> (Link, Link) {
     tcp::pair(MAX).expect("tcp pair")
 }
 
+fn shm_pair_with(options: shm::ShmOptions) -> (Link, Link) {
+    let (host, worker) = shm::pair(&options, MAX).expect("shm segment");
+    (host.into_link(), worker.into_link())
+}
+
+fn shm_pair() -> (Link, Link) {
+    shm_pair_with(shm::ShmOptions::default())
+}
+
+/// An 8 KiB ring: frames over 4 KiB are chunked and records wrap often. (The suite sends
+/// a few frames of up to 5000 bytes before reading them on the same thread, so a frame
+/// must fit in the ring whole.)
+fn shm_small_ring_pair() -> (Link, Link) {
+    shm_pair_with(shm::ShmOptions {
+        capacity: 8192,
+        ..Default::default()
+    })
+}
+
+/// Always sleeping on the futex: exercises the wake-up protocol on every frame.
+fn shm_block_pair() -> (Link, Link) {
+    shm_pair_with(shm::ShmOptions {
+        capacity: 64 * 1024,
+        wait: shm::WaitStrategy::Block,
+        ..Default::default()
+    })
+}
+
 conformance_tests!(memory_transport, crate::memory_pair);
 conformance_tests!(stdio_transport, crate::stdio_pair);
 conformance_tests!(local_socket_transport, crate::local_socket_pair);
@@ -39,6 +67,9 @@ conformance_tests!(
     crate::local_socket_abstract_pair
 );
 conformance_tests!(tcp_transport, crate::tcp_pair);
+conformance_tests!(shm_transport, crate::shm_pair);
+conformance_tests!(shm_small_ring_transport, crate::shm_small_ring_pair);
+conformance_tests!(shm_block_transport, crate::shm_block_pair);
 
 mod stdio_specific {
     use super::*;

@@ -3,10 +3,10 @@
 //! A floor is the same kernel mechanism as a transport with no engine: fixed-size messages
 //! echoed with no framing, parsing or envelope (see [`crate::floor`]). Every transport's
 //! figure is divided by its floor's, measured in the same run. A transport with no floor
-//! in this build (for example `shm` before its ring floor exists) reports `n/a`.
+//! in this build reports `n/a`.
 
 use super::{BenchError, RoundTrip};
-use crate::floor::{PipeFloor, SocketFloor, SocketKind};
+use crate::floor::{PipeFloor, ShmFloor, SocketFloor, SocketKind};
 use serde::Serialize;
 use std::path::Path;
 
@@ -22,6 +22,9 @@ pub enum FloorKind {
     /// TCP on loopback with `TCP_NODELAY` (`ferry floor tcp-echo`): the floor of `tcp`
     /// and of the HTTP baseline.
     Tcp,
+    /// Two busy-polled rings in a shared segment, fixed-size messages, no frames, waiting
+    /// strategy or liveness (`ferry floor shm-echo`): the floor of `shm`.
+    ShmRing,
 }
 
 impl FloorKind {
@@ -40,6 +43,7 @@ impl FloorKind {
             #[cfg(unix)]
             "socket" => Some(FloorKind::UnixSocket),
             "tcp" | "http" => Some(FloorKind::Tcp),
+            "shm" => Some(FloorKind::ShmRing),
             _ => None,
         }
     }
@@ -51,6 +55,7 @@ impl FloorKind {
             #[cfg(unix)]
             FloorKind::UnixSocket => "unix_socket",
             FloorKind::Tcp => "tcp",
+            FloorKind::ShmRing => "shm_ring",
         }
     }
 
@@ -77,6 +82,12 @@ impl FloorKind {
                 &exe,
                 &["floor", "tcp-echo", &size_arg],
                 size,
+            )?),
+            // Two messages and their length words fit with room to spare.
+            FloorKind::ShmRing => Box::new(ShmFloor::spawn(
+                &exe,
+                &["floor", "shm-echo"],
+                2 * size + 64,
             )?),
         })
     }

@@ -1,7 +1,7 @@
 //! The one operation every benchmark times: a round trip of a payload to a peer.
 
 use super::BenchError;
-use crate::floor::{PipeFloor, SocketFloor};
+use crate::floor::{PipeFloor, ShmFloor, SocketFloor};
 
 /// Something that echoes payloads: a bare floor peer, an engine worker, the HTTP baseline.
 ///
@@ -16,6 +16,12 @@ pub trait RoundTrip {
 impl RoundTrip for PipeFloor {
     fn round_trip(&mut self, payload: &[u8]) -> Result<(), BenchError> {
         Ok(PipeFloor::round_trip(self, payload)?)
+    }
+}
+
+impl RoundTrip for ShmFloor {
+    fn round_trip(&mut self, payload: &[u8]) -> Result<(), BenchError> {
+        Ok(ShmFloor::round_trip(self, payload)?)
     }
 }
 

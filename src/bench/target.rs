@@ -8,7 +8,7 @@ use std::fmt;
 /// Transports the project plans that a build may not have yet. Named on the command line,
 /// they are reported as skipped; once a build has one, it is an engine transport like the
 /// others.
-pub const PLANNED: [&str; 1] = ["shm"];
+pub const PLANNED: [&str; 0] = [];
 
 /// Transports whose same-core case (`--pin same`) is also measured at 64 B in every run
 /// when they exist: a spinning transport is the one that can collapse there.

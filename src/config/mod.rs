@@ -23,6 +23,7 @@ mod validate;
 use crate::codec::{CodecKind, DEFAULT_MAX_FRAME};
 use crate::pool::PoolConfig;
 use crate::protocol::Priority;
+use crate::transport::shm::WaitStrategy;
 use crate::transport::TransportKind;
 use crate::worker::{Dialect, WorkerSpec};
 use serde::{Deserialize, Serialize};
@@ -162,6 +163,25 @@ pub struct WorkerTypeConfig {
     /// `socket`, `tcp`: a fixed token workers must offer (default: a random one per worker).
     #[serde(default)]
     pub token: Option<String>,
+    /// `shm`: data bytes of each of the two rings (a power of two from 4 KiB to 1 GiB;
+    /// default 4 MiB).
+    #[serde(default)]
+    pub shm_capacity: Option<usize>,
+    /// `shm`: how a waiting end waits: `adaptive` (default), `spin` or `block`.
+    #[serde(default)]
+    pub shm_wait: WaitStrategy,
+    /// `shm`, adaptive: the longest spin of one wait while the peer runs on another CPU
+    /// (default 50).
+    #[serde(default)]
+    pub shm_spin_us: Option<u64>,
+    /// `shm`, adaptive: the longest yielding after the spin while the peer is awake
+    /// (default 50).
+    #[serde(default)]
+    pub shm_yield_us: Option<u64>,
+    /// `shm`: how long a send may wait for ring space before failing (default: no limit;
+    /// the deadline of the call still applies).
+    #[serde(default)]
+    pub shm_send_timeout_ms: Option<u64>,
     /// The pool's settings.
     #[serde(default)]
     pub pool: PoolConfig,
@@ -297,6 +317,18 @@ impl WorkerTypeConfig {
             .token
             .clone()
             .and_then(|t| crate::transport::Token::new(t).ok());
+        let shm = &mut spec.transport_options.shm;
+        if let Some(capacity) = self.shm_capacity {
+            shm.capacity = capacity;
+        }
+        shm.wait = self.shm_wait;
+        if let Some(us) = self.shm_spin_us {
+            shm.spin = Duration::from_micros(us);
+        }
+        if let Some(us) = self.shm_yield_us {
+            shm.yield_time = Duration::from_micros(us);
+        }
+        shm.send_timeout = self.shm_send_timeout_ms.map(Duration::from_millis);
         spec
     }
 }

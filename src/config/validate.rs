@@ -52,6 +52,14 @@ pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
                 );
             }
         }
+        if let Some(capacity) = w.shm_capacity {
+            if !capacity.is_power_of_two() || !(4096..=1 << 30).contains(&capacity) {
+                return bad(
+                    key("shm_capacity"),
+                    "must be a power of two from 4096 to 1073741824 bytes",
+                );
+            }
+        }
         if w.max_frame < 1024 {
             return bad(key("max_frame"), "must be at least 1024 bytes");
         }

@@ -352,6 +352,11 @@ fn placeholder_worker() -> crate::config::WorkerTypeConfig {
         tcp_listen: None,
         tcp_advertise: None,
         token: None,
+        shm_capacity: None,
+        shm_wait: Default::default(),
+        shm_spin_us: None,
+        shm_yield_us: None,
+        shm_send_timeout_ms: None,
         pool: Default::default(),
     }
 }

@@ -27,6 +27,7 @@ mod framed;
 mod handshake;
 pub mod local_socket;
 pub mod memory;
+pub mod shm;
 pub mod stdio;
 pub mod tcp;
 #[cfg(any(not(unix), test))]
@@ -92,14 +93,17 @@ pub enum TransportKind {
     LocalSocket,
     /// TCP with `TCP_NODELAY`, length-prefixed frames; for workers on another host.
     Tcp,
+    /// Shared-memory rings in a segment the worker inherits ([`shm`]).
+    Shm,
 }
 
 impl TransportKind {
     /// Every transport this build has.
-    pub const ALL: [TransportKind; 3] = [
+    pub const ALL: [TransportKind; 4] = [
         TransportKind::Stdio,
         TransportKind::LocalSocket,
         TransportKind::Tcp,
+        TransportKind::Shm,
     ];
 
     /// The name used in configuration, flags and `FERRY_TRANSPORT`.
@@ -108,6 +112,7 @@ impl TransportKind {
             TransportKind::Stdio => "stdio",
             TransportKind::LocalSocket => "socket",
             TransportKind::Tcp => "tcp",
+            TransportKind::Shm => "shm",
         }
     }
 
@@ -115,7 +120,9 @@ impl TransportKind {
     pub const fn framing(self) -> Framing {
         match self {
             TransportKind::Stdio => Framing::Lines,
-            TransportKind::LocalSocket | TransportKind::Tcp => Framing::LengthPrefixed,
+            TransportKind::LocalSocket | TransportKind::Tcp | TransportKind::Shm => {
+                Framing::LengthPrefixed
+            }
         }
     }
 }

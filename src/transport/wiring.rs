@@ -6,7 +6,7 @@
 //! `prepare` → [`PendingLink::configure`] on the command → spawn →
 //! [`PendingLink::connect`] with the child.
 
-use super::{local_socket, stdio, tcp, Link, Token, TransportError, TransportKind};
+use super::{local_socket, shm, stdio, tcp, Link, Token, TransportError, TransportKind};
 use crate::worker::env::WorkerEnv;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -21,6 +21,8 @@ pub struct TransportOptions {
     /// `socket`, `tcp`: the token the worker must offer (default: a fresh random one per
     /// worker, passed in `FERRY_TOKEN`).
     pub token: Option<Token>,
+    /// Settings of the `shm` transport.
+    pub shm: shm::ShmOptions,
 }
 
 /// A transport the host has prepared for a child that is about to be spawned.
@@ -57,6 +59,7 @@ pub fn prepare(
             token()?,
             max_frame,
         )?)),
+        TransportKind::Shm => shm::prepare(&options.shm, max_frame),
     }
 }
 
@@ -67,6 +70,7 @@ pub fn worker_link(env: &WorkerEnv) -> Result<Link, TransportError> {
         TransportKind::Stdio => stdio::worker_link(env.max_frame),
         TransportKind::LocalSocket => local_socket::worker_link(env.max_frame),
         TransportKind::Tcp => tcp::worker_link(env.max_frame),
+        TransportKind::Shm => shm::worker_link(env.max_frame),
     }
 }
 

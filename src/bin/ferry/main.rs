@@ -66,6 +66,14 @@ enum FloorKind {
         /// The host's address, `host:port`.
         addr: String,
     },
+    /// Echo messages over the bare spinning shared-memory ring (FERRY_SHM_FD).
+    ShmEcho,
+    /// Echo frames over the shm transport with no engine (FERRY_SHM_FD).
+    ShmFrameEcho {
+        /// Maximum frame size in bytes.
+        #[arg(long, default_value_t = ferry::codec::DEFAULT_MAX_FRAME)]
+        max_frame: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -99,11 +107,19 @@ fn main() -> ExitCode {
         Command::Check(args) => serve::check(args),
         Command::Bench(args) => bench::run(args),
         Command::Floor { kind } => {
-            let result = match kind {
-                FloorKind::PipeEcho { size } => ferry::floor::pipe_echo(size),
+            let result: Result<(), Box<dyn std::error::Error>> = match kind {
+                FloorKind::PipeEcho { size } => ferry::floor::pipe_echo(size).map_err(Into::into),
                 #[cfg(unix)]
-                FloorKind::UdsEcho { size, path } => ferry::floor::uds_echo(size, &path),
-                FloorKind::TcpEcho { size, addr } => ferry::floor::tcp_echo(size, &addr),
+                FloorKind::UdsEcho { size, path } => {
+                    ferry::floor::uds_echo(size, &path).map_err(Into::into)
+                }
+                FloorKind::TcpEcho { size, addr } => {
+                    ferry::floor::tcp_echo(size, &addr).map_err(Into::into)
+                }
+                FloorKind::ShmEcho => ferry::floor::shm_echo().map_err(Into::into),
+                FloorKind::ShmFrameEcho { max_frame } => {
+                    ferry::floor::shm_frame_echo(max_frame).map_err(Into::into)
+                }
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,352 @@
+//! Waiting for a ring: spin while it pays, then yield, then sleep on a futex.
+//!
+//! Spinning only pays while the peer is *running on another CPU*: then the answer comes in
+//! well under a microsecond. If the peer is asleep, nothing will come until something
+//! wakes it; if it shares our CPU, our spinning is exactly what keeps it from running (two
+//! spinners on one core progress once per scheduler timeslice, milliseconds). So
+//! [`WaitStrategy::Adaptive`] looks at what the peer keeps in the segment before spinning:
+//!
+//! 1. **Spin** (at most `spin`) while the peer's futex words say it is awake and the CPU
+//!    it last reported is not ours.
+//! 2. **Yield** (at most `yield_for` more) while the peer is awake: on a shared CPU this
+//!    hands the CPU to the peer straight away, so a same-core round trip costs two context
+//!    switches, not two timeslices.
+//! 3. **Sleep** on this end's futex word: announce [`SLEEPING`], fence, re-check, then
+//!    `FUTEX_WAIT` in slices of at most `liveness` so a dead peer is noticed. The other
+//!    end pays a `FUTEX_WAKE` only when it sees the word set; otherwise publishing costs
+//!    no system call.
+//!
+//! Every wait also returns when the peer closes its end or its process is gone, and at the
+//! deadline.
+
+use super::liveness::Liveness;
+use super::ring::{AWAKE, SLEEPING};
+use super::sync::{
+    fence, futex_wait, futex_wake, spin_hint, yield_now, AtomicU32, Ordering, Shared,
+};
+use crate::transport::TransportError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+/// How an end of the shm transport waits for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitStrategy {
+    /// Busy-poll only, never sleep: the lowest latency when each process has a core of its
+    /// own, a full core burnt per waiting end, and timeslice-long waits (milliseconds) when
+    /// the two share a core.
+    Spin,
+    /// Spin while the peer runs on another core, yield while it runs on ours, then sleep on
+    /// a futex. The default.
+    #[default]
+    Adaptive,
+    /// Sleep on the futex at once: no CPU spent waiting, a wake-up (microseconds) per message.
+    Block,
+}
+
+impl WaitStrategy {
+    /// The name used in options and `FERRY_SHM_WAIT`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WaitStrategy::Spin => "spin",
+            WaitStrategy::Adaptive => "adaptive",
+            WaitStrategy::Block => "block",
+        }
+    }
+}
+
+impl fmt::Display for WaitStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for WaitStrategy {
+    type Err = TransportError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            WaitStrategy::Spin,
+            WaitStrategy::Adaptive,
+            WaitStrategy::Block,
+        ]
+        .into_iter()
+        .find(|w| w.as_str() == s)
+        .ok_or_else(|| {
+            TransportError::Unsupported(format!(
+                "unknown shm wait strategy `{s}` (expected spin, adaptive or block)"
+            ))
+        })
+    }
+}
+
+/// The tunables of waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WaitConfig {
+    pub(crate) strategy: WaitStrategy,
+    /// Longest spin of one wait (adaptive).
+    pub(crate) spin: Duration,
+    /// Longest yielding after the spin (adaptive).
+    pub(crate) yield_for: Duration,
+    /// Longest single futex sleep; the peer's liveness is checked between two.
+    pub(crate) liveness: Duration,
+}
+
+/// Spins between two looks at the clock and the peer's flags.
+const SPIN_BATCH: u32 = 64;
+/// Waits between two refreshes of this thread's CPU number while it never sleeps.
+const CPU_REFRESH: u32 = 1024;
+
+/// The words a waiting end reads and writes, in the segment.
+pub(crate) struct Words {
+    /// This end's futex word in its ring (`consumer_wait` or `producer_wait`).
+    pub(crate) own: Shared<AtomicU32>,
+    /// The peer's futex words (both rings): it is asleep when one holds [`SLEEPING`].
+    pub(crate) peer: [Shared<AtomicU32>; 2],
+    /// Where this side reports its CPU (+1; 0 = unknown).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) my_cpu: Shared<AtomicU32>,
+    /// Where the peer reports its CPU.
+    pub(crate) peer_cpu: Shared<AtomicU32>,
+}
+
+/// One end's waiting state.
+pub(crate) struct Waiter {
+    cfg: WaitConfig,
+    words: Words,
+    liveness: Liveness,
+    /// This thread's CPU + 1 as last seen (0 = not yet).
+    cpu: u32,
+    since_cpu: u32,
+}
+
+/// How one phase of a wait ended.
+enum Phase {
+    /// The condition holds.
+    Ready,
+    /// The wait is over without it: deadline or peer gone.
+    Stop(TransportError),
+    /// This phase gave up; go on to the next.
+    Next,
+}
+
+type Ready<'a> = &'a mut dyn FnMut() -> Result<bool, TransportError>;
+
+/// Wakes the end sleeping on `word`; called after a load of it saw [`SLEEPING`].
+pub(crate) fn wake(word: &AtomicU32) {
+    // SYNC POINT: storing AWAKE before `FUTEX_WAKE` makes a sleeper that has not reached
+    // `FUTEX_WAIT(word, SLEEPING)` yet return from it at once, so the wake cannot be lost;
+    // pairs with the sleeper's SLEEPING store in `Waiter::sleep` (the SeqCst fences before
+    // the caller's load order them). A plain store, not a swap: at worst it cuts a later
+    // sleep short (the sleeper re-checks and sleeps again), and loom models it exactly
+    // (loom 0.7 lets a load after an RMW and a SeqCst fence read a value the fence rules
+    // forbid, which made a swap here fail the model spuriously).
+    word.store(AWAKE, Ordering::Relaxed);
+    futex_wake(word);
+}
+
+impl Waiter {
+    pub(crate) fn new(cfg: WaitConfig, words: Words, liveness: Liveness) -> Self {
+        Waiter {
+            cfg,
+            words,
+            liveness,
+            cpu: 0,
+            since_cpu: 0,
+        }
+    }
+
+    /// Whether the peer process lives (rate-limited look, see [`Liveness::alive`]).
+    pub(crate) fn peer_alive(&mut self, now: Instant) -> bool {
+        self.liveness.alive(now)
+    }
+
+    fn peer_awake(&self) -> bool {
+        self.words
+            .peer
+            .iter()
+            .all(|w| w.load(Ordering::Relaxed) != SLEEPING)
+    }
+
+    fn peer_elsewhere(&self) -> bool {
+        let peer = self.words.peer_cpu.load(Ordering::Relaxed);
+        peer == 0 || self.cpu == 0 || peer != self.cpu
+    }
+
+    fn refresh_cpu(&mut self) {
+        self.since_cpu = 0;
+        #[cfg(all(target_os = "linux", not(loom)))]
+        {
+            self.cpu = rustix::thread::sched_getcpu() as u32 + 1;
+            // Heuristic only: no ordering needed.
+            self.words.my_cpu.store(self.cpu, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until `ready()` is true, the peer is gone (`closed()` or its process), or
+    /// `deadline`. `ready` is called often; it must be cheap and idempotent.
+    pub(crate) fn wait(
+        &mut self,
+        deadline: Option<Instant>,
+        ready: Ready<'_>,
+        closed: &dyn Fn() -> bool,
+    ) -> Result<(), TransportError> {
+        if ready()? {
+            return Ok(());
+        }
+        self.since_cpu += 1;
+        if self.cpu == 0 || self.since_cpu >= CPU_REFRESH {
+            self.refresh_cpu();
+        }
+        let start = Instant::now();
+        let mut phase = self.check(start, deadline, ready, closed)?;
+        if matches!(phase, Phase::Next) {
+            phase = match self.cfg.strategy {
+                WaitStrategy::Spin => self.spin(start, None, deadline, ready, closed)?,
+                WaitStrategy::Adaptive => {
+                    match self.spin(start, Some(self.cfg.spin), deadline, ready, closed)? {
+                        Phase::Next => self.yield_phase(start, deadline, ready, closed)?,
+                        done => done,
+                    }
+                }
+                WaitStrategy::Block => Phase::Next,
+            };
+        }
+        match phase {
+            Phase::Ready => Ok(()),
+            Phase::Stop(e) => Err(e),
+            Phase::Next => self.sleep(deadline, ready, closed),
+        }
+    }
+
+    /// Looks at the peer and the clock: stop (with the condition re-checked when the peer
+    /// is gone, so what it published before closing is still delivered) or go on.
+    fn check(
+        &mut self,
+        now: Instant,
+        deadline: Option<Instant>,
+        ready: Ready<'_>,
+        closed: &dyn Fn() -> bool,
+    ) -> Result<Phase, TransportError> {
+        if closed() || !self.liveness.alive(now) {
+            return Ok(if ready()? {
+                Phase::Ready
+            } else {
+                Phase::Stop(TransportError::Disconnected)
+            });
+        }
+        if deadline.is_some_and(|d| d <= now) {
+            return Ok(Phase::Stop(TransportError::Timeout));
+        }
+        Ok(Phase::Next)
+    }
+
+    /// Busy-polls. With `budget` (adaptive), only while the peer runs elsewhere and for at
+    /// most `budget`.
+    fn spin(
+        &mut self,
+        start: Instant,
+        budget: Option<Duration>,
+        deadline: Option<Instant>,
+        ready: Ready<'_>,
+        closed: &dyn Fn() -> bool,
+    ) -> Result<Phase, TransportError> {
+        loop {
+            if budget.is_some() && !(self.peer_awake() && self.peer_elsewhere()) {
+                return Ok(Phase::Next);
+            }
+            for _ in 0..SPIN_BATCH {
+                if ready()? {
+                    return Ok(Phase::Ready);
+                }
+                spin_hint();
+            }
+            let now = Instant::now();
+            match self.check(now, deadline, ready, closed)? {
+                Phase::Next => {}
+                done => return Ok(done),
+            }
+            if budget.is_some_and(|b| now - start >= b) {
+                return Ok(Phase::Next);
+            }
+        }
+    }
+
+    /// Yields the CPU while the peer is awake, until `spin + yield_for` after `start`.
+    fn yield_phase(
+        &mut self,
+        start: Instant,
+        deadline: Option<Instant>,
+        ready: Ready<'_>,
+        closed: &dyn Fn() -> bool,
+    ) -> Result<Phase, TransportError> {
+        let until = start + self.cfg.spin + self.cfg.yield_for;
+        let mut yielded = false;
+        let mut phase = Phase::Next;
+        while self.peer_awake() {
+            yield_now();
+            yielded = true;
+            if ready()? {
+                phase = Phase::Ready;
+                break;
+            }
+            let now = Instant::now();
+            match self.check(now, deadline, ready, closed)? {
+                Phase::Next => {}
+                done => {
+                    phase = done;
+                    break;
+                }
+            }
+            if now >= until {
+                break;
+            }
+        }
+        if yielded {
+            // We may have been moved to another CPU meanwhile.
+            self.refresh_cpu();
+        }
+        Ok(phase)
+    }
+
+    /// Sleeps on this end's futex word until the condition holds, the peer is gone or the
+    /// deadline passes.
+    fn sleep(
+        &mut self,
+        deadline: Option<Instant>,
+        ready: Ready<'_>,
+        closed: &dyn Fn() -> bool,
+    ) -> Result<(), TransportError> {
+        let result = loop {
+            self.words.own.store(SLEEPING, Ordering::Relaxed);
+            // SYNC POINT: SeqCst fence pairs with the fence after the peer's publishing
+            // store (`Producer::commit`, `Consumer::release`, the `close`s): either we see
+            // its store in `ready()`/`closed()` below, or it sees SLEEPING and wakes us.
+            fence(Ordering::SeqCst);
+            if ready()? {
+                break Ok(());
+            }
+            let now = Instant::now();
+            if closed() || !self.liveness.alive_now() {
+                break if ready()? {
+                    Ok(())
+                } else {
+                    Err(TransportError::Disconnected)
+                };
+            }
+            let mut slice = self.cfg.liveness;
+            if let Some(d) = deadline {
+                if d <= now {
+                    break Err(TransportError::Timeout);
+                }
+                slice = slice.min(d - now);
+            }
+            futex_wait(&self.words.own, SLEEPING, Some(slice));
+            self.words.own.store(AWAKE, Ordering::Relaxed);
+        };
+        self.words.own.store(AWAKE, Ordering::Relaxed);
+        self.refresh_cpu();
+        result
+    }
+}
