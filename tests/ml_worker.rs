@@ -93,6 +93,8 @@ fn spawn(python: &Path, transport: TransportKind) -> WorkerProcess {
         .find(|c| Codec::new(*c, transport.framing(), DEFAULT_MAX_FRAME).is_ok())
         .expect("a codec for the transport");
     spec.env.push(("FERRY_ML_DEVICE".into(), "cpu".into()));
+    // `ready` follows the import of torch and diffusers: seconds, more on a busy machine.
+    spec.startup_timeout = Duration::from_secs(300);
     WorkerProcess::spawn(spec)
         .unwrap_or_else(|e| panic!("sdxl worker over {transport} starts: {e}"))
 }
@@ -157,11 +159,11 @@ fn cancel_at_step_1_of_50_stops_the_generation() {
         let dir = tempfile::tempdir().unwrap();
         let base = tiny_pipeline(&python, dir.path());
         let mut w = spawn(&python, TransportKind::ALL[0]);
-        // 512x512 makes a step long enough to aim at: one measured step (which also loads
-        // the model) sizes a timeout that lands a few steps into a 50-step generation.
+        // One measured 1-step generation (after one that loads the model) sizes a timeout
+        // that lands a few steps into a 50-step generation.
         let big = |steps: u32| {
             let mut r = request(&base, steps);
-            r["dimensions"] = json!({"width": 512, "height": 512});
+            r["dimensions"] = json!({"width": 128, "height": 128});
             r
         };
         let started = Instant::now();
