@@ -41,6 +41,7 @@ class PipeHost:
             cwd=FIXTURES,
         )
         self._buf = b""
+        self.wait_s = WAIT_S
         self._ids = itertools.count(1)
         self.lines: list[bytes] = []
 
@@ -53,11 +54,13 @@ class PipeHost:
         """The next line on the worker's stdout, which must be a protocol message."""
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + WAIT_S
+        deadline = time.monotonic() + self.wait_s
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError(f"no line from the worker in {WAIT_S} s; stderr:\n{self.log()}")
+                raise TimeoutError(
+                    f"no line from the worker in {self.wait_s} s; stderr:\n{self.log()}"
+                )
             chunk = os.read(fd, 1 << 20)
             if not chunk:
                 raise EOFError(f"worker closed stdout; stderr:\n{self.log()}")

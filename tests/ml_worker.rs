@@ -1,0 +1,197 @@
+//! The host driving the SDXL worker (`python -m ferry_worker.main --worker pipeline_manager`,
+//! `workers/python/ferry_worker/ml/`) end to end: a tiny SDXL pipeline with random weights is
+//! built in the set-up (`python -m ferry_worker.ml.tiny`), and a generation over every
+//! transport this build has must answer a PNG of the requested size with a progress event
+//! per step; a cancel at step 1 of 50 must stop a generation.
+//!
+//! Needs the ML environment (`scripts/ml-env`, torch and diffusers), found as
+//! `$FERRY_ML_PYTHON`. Without it these tests print a notice and pass as skipped;
+//! `FERRY_REQUIRE_PYTHON=1` (as `scripts/test` sets) makes its absence a failure.
+
+mod common;
+
+use common::with_watchdog;
+use ferry::codec::{Codec, CodecKind, DEFAULT_MAX_FRAME};
+use ferry::protocol::{Envelope, ErrorCode};
+use ferry::transport::TransportKind;
+use ferry::worker::{CallOptions, WorkerProcess, WorkerSpec};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A hang guard only, never a timing assertion: loading torch and the pipeline takes seconds
+/// per worker, and far longer on a busy 2-core machine.
+const LIMIT: Duration = Duration::from_secs(900);
+
+fn ml_python_or_skip(what: &str) -> Option<PathBuf> {
+    let found = match std::env::var_os("FERRY_ML_PYTHON") {
+        None => {
+            Err("FERRY_ML_PYTHON is unset (scripts/test sets it up with scripts/ml-env)".into())
+        }
+        Some(p) => {
+            let python = PathBuf::from(p);
+            match Command::new(&python)
+                .args(["-c", "import ferry_worker._native, torch, diffusers"])
+                .output()
+            {
+                Ok(out) if out.status.success() => Ok(python),
+                Ok(out) => Err(format!(
+                    "{} cannot import ferry_worker, torch and diffusers: {}",
+                    python.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) => Err(format!("cannot run {}: {e}", python.display())),
+            }
+        }
+    };
+    match found {
+        Ok(p) => Some(p),
+        Err(why) if std::env::var("FERRY_REQUIRE_PYTHON").as_deref() == Ok("1") => {
+            panic!("{what}: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED {what}: {why}");
+            None
+        }
+    }
+}
+
+/// Builds the tiny pipeline into `dir/base` and returns its path.
+fn tiny_pipeline(python: &Path, dir: &Path) -> PathBuf {
+    let base = dir.join("base");
+    let out = Command::new(python)
+        .args(["-m", "ferry_worker.ml.tiny"])
+        .arg(&base)
+        .output()
+        .expect("run ferry_worker.ml.tiny");
+    assert!(
+        out.status.success(),
+        "building the tiny pipeline failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    base
+}
+
+fn spawn(python: &Path, transport: TransportKind) -> WorkerProcess {
+    let mut spec = WorkerSpec::new(
+        "sdxl",
+        python.display().to_string(),
+        [
+            "-m",
+            "ferry_worker.main",
+            "--worker",
+            "pipeline_manager",
+            "--log-level",
+            "INFO",
+        ],
+    );
+    spec.worker_id = format!("py-sdxl-{transport}");
+    spec.transport = transport;
+    spec.codec = CodecKind::ALL
+        .into_iter()
+        .find(|c| Codec::new(*c, transport.framing(), DEFAULT_MAX_FRAME).is_ok())
+        .expect("a codec for the transport");
+    spec.env.push(("FERRY_ML_DEVICE".into(), "cpu".into()));
+    // `ready` follows the import of torch and diffusers: seconds, more on a busy machine.
+    spec.startup_timeout = Duration::from_secs(300);
+    WorkerProcess::spawn(spec)
+        .unwrap_or_else(|e| panic!("sdxl worker over {transport} starts: {e}"))
+}
+
+fn request(base: &Path, steps: u32) -> Value {
+    json!({
+        "model": {"base": base},
+        "scheduler": {"type": "Euler", "steps": steps},
+        "hyperparameters": {"guidance_scale": 5.0, "seed": 11},
+        "conditioning": {"prompt": "a cat"},
+        "dimensions": {"width": 96, "height": 64}
+    })
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert_eq!(&png[12..16], b"IHDR");
+    let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    (w, h)
+}
+
+#[test]
+fn generation_answers_a_png_with_progress_per_step_over_every_transport() {
+    let Some(python) = ml_python_or_skip("sdxl generation") else {
+        return;
+    };
+    with_watchdog(LIMIT, move || {
+        let dir = tempfile::tempdir().unwrap();
+        let base = tiny_pipeline(&python, dir.path());
+        for transport in TransportKind::ALL {
+            let mut w = spawn(&python, transport);
+            let mut steps = Vec::new();
+            let reply = w
+                .call("inference.generate", request(&base, 3), |e| {
+                    if e.event_name.as_deref() == Some("progress") {
+                        steps.push(e.data.as_ref().unwrap()["message"].clone());
+                    }
+                })
+                .unwrap_or_else(|e| panic!("{transport}: generation failed: {e}"));
+            assert_eq!(
+                steps,
+                vec!["step 1/3", "step 2/3", "step 3/3"],
+                "{transport}"
+            );
+            assert_eq!(reply.attachments.len(), 1, "{transport}");
+            assert_eq!(png_size(&reply.attachments[0]), (96, 64), "{transport}");
+            assert_eq!(reply.data["images"][0]["seed"], 11, "{transport}");
+            let status = w.shutdown().expect("shutdown");
+            assert!(status.success(), "{transport}: clean exit, got {status}");
+        }
+    });
+}
+
+#[test]
+fn cancel_at_step_1_of_50_stops_the_generation() {
+    let Some(python) = ml_python_or_skip("sdxl cancel") else {
+        return;
+    };
+    with_watchdog(LIMIT, move || {
+        let dir = tempfile::tempdir().unwrap();
+        let base = tiny_pipeline(&python, dir.path());
+        let mut w = spawn(&python, TransportKind::ALL[0]);
+        // One measured 1-step generation (after one that loads the model) sizes a timeout
+        // that lands a few steps into a 50-step generation.
+        let big = |steps: u32| {
+            let mut r = request(&base, steps);
+            r["dimensions"] = json!({"width": 128, "height": 128});
+            r
+        };
+        let started = Instant::now();
+        w.call("inference.generate", big(1), |_| {})
+            .expect("warm-up");
+        let step = started.elapsed();
+        w.call("inference.generate", big(1), |_| {})
+            .expect("warm-up");
+        let step = step.min(started.elapsed() - step);
+        let mut seen = 0;
+        let err = w
+            .call_with(
+                Envelope::request("", "inference.generate", big(50)),
+                &[],
+                &CallOptions {
+                    timeout: Some(step * 3),
+                },
+                |_| seen += 1,
+            )
+            .expect_err("a 50-step generation cannot finish in the time of 3 steps");
+        assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
+        // The timeout sends a cancel, which the handler sees at its next step; had it not,
+        // `status` would wait for the 50 steps and count a third generation.
+        let status = w.call("status", json!(null), |_| {}).expect("status");
+        assert_eq!(status.data["inference"]["running"], Value::Null);
+        assert_eq!(status.data["inference"]["generated"], 2);
+        assert!(seen < 50, "{seen} progress events: the generation ran on");
+        let exit = w.shutdown().expect("shutdown");
+        assert!(exit.success(), "clean exit, got {exit}");
+    });
+}

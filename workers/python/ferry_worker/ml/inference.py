@@ -1,0 +1,248 @@
+"""The inference instructor: ``inference.generate`` (alias ``inference``), ``inference.validate``,
+``inference.estimate`` and ``inference.capabilities``.
+
+A generation runs the base pipeline (and the refiner from ``refiner_fraction`` of the way
+through, on the base's latents), reports a ``progress`` event after every denoising step, and
+checks for cancellation at every step: a cancel, a passed deadline or a vanished host stops
+it at the next step and answers ``cancelled``. Images come back as attachments (PNG by
+default), and also as files when the request names ``output.save_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import torch
+
+from ..context import Context
+from ..errors import Cancelled, InvalidRequest
+from ..messages import Reply, Request
+from . import device as devices
+from . import images, schedulers
+from . import request as genreq
+from .models import ModelManager
+
+log = logging.getLogger("ferry_worker.ml")
+
+# Rough activation memory of one image in a batch, per output pixel, in bytes at fp32
+# (UNet activations at 1/64 of the pixels with ~2.5k channels-worth of buffers, plus the VAE
+# decode at full size). Used only to size batches and for estimates.
+BYTES_PER_PIXEL = 6_000
+
+
+def per_image_bytes(width: int, height: int, dtype_bytes: int) -> int:
+    return width * height * BYTES_PER_PIXEL * dtype_bytes // 4
+
+
+def batch_size(req: genreq.GenerationRequest, info: devices.DeviceInfo) -> int:
+    """How many images to run at once: as many as half the free memory holds, at least 1."""
+    dtype_bytes = 4 if info.kind == "cpu" else 2
+    one = per_image_bytes(req.width, req.height, dtype_bytes)
+    free = info.free_memory
+    if free is None:
+        return 1
+    return max(1, min(req.num_images, (free // 2) // max(one, 1)))
+
+
+class InferenceInstructor:
+    """Generation on the model manager's pipelines."""
+
+    name = "inference"
+
+    def __init__(self, models: ModelManager) -> None:
+        self.models = models
+        self.generated = 0
+        self.running: str | None = None
+        # Measured seconds per step per megapixel, for estimates (None until measured).
+        self.seconds_per_step_mp: float | None = None
+
+    def operations(self) -> dict[str, Any]:
+        return {
+            "inference.generate": self.generate,
+            "inference.validate": self.validate,
+            "inference.estimate": self.estimate,
+            "inference.capabilities": self.capabilities,
+        }
+
+    # -- validate / estimate / capabilities ---------------------------------------------
+
+    def validate(self, request: Request, ctx: Context) -> dict[str, Any]:
+        """Checks a request against the schema without running it; answers every error."""
+        data = request.data
+        if not isinstance(data, dict):
+            return {
+                "valid": False,
+                "errors": [{"field": "(request)", "message": "expected an object"}],
+            }
+        try:
+            nested = genreq.to_nested(data) if genreq.is_flat(data) else data
+        except InvalidRequest as exc:
+            return {
+                "valid": False,
+                "errors": [{"field": exc.message.split(":")[0], "message": exc.message}],
+            }
+        validator = jsonschema.Draft202012Validator(genreq.schema())
+        errors = [
+            {
+                "field": ".".join(str(p) for p in e.absolute_path) or "(request)",
+                "message": e.message,
+            }
+            for e in sorted(validator.iter_errors(nested), key=lambda e: list(e.absolute_path))
+        ]
+        return {"valid": not errors, "errors": errors, "normalized": nested if not errors else None}
+
+    def estimate(self, request: Request, ctx: Context) -> dict[str, Any]:
+        """Memory and (once a generation was measured) time a request would take."""
+        data = request.data
+        req = genreq.parse(data)
+        info = self.models.device
+        dtype_bytes = 4 if info.kind == "cpu" else 2
+        batch = batch_size(req, info)
+        megapixels = req.width * req.height / 1e6
+        seconds = None
+        if self.seconds_per_step_mp is not None:
+            seconds = round(self.seconds_per_step_mp * req.steps * megapixels * req.num_images, 3)
+        return {
+            "device": info.kind,
+            "steps": req.steps,
+            "images": req.num_images,
+            "batch_size": batch,
+            "batches": math.ceil(req.num_images / batch),
+            "activation_bytes_per_image": per_image_bytes(req.width, req.height, dtype_bytes),
+            "free_memory_bytes": info.free_memory,
+            "estimated_seconds": seconds,
+            "estimate_basis": "measured" if seconds is not None else "no generation measured yet",
+        }
+
+    def capabilities(self, request: Request, ctx: Context) -> dict[str, Any]:
+        return {
+            "schedulers": schedulers.names(),
+            "formats": sorted(set(images.FORMATS) - {"jpg"}),
+            "max_dimensions": {"width": 2048, "height": 2048},
+            "refiner": True,
+            "vae_override": True,
+            "loras": True,
+            "controlnet": False,
+            "device": self.models.device.kind,
+            "request_schema": str(genreq.SCHEMA_PATH),
+        }
+
+    # -- generate -----------------------------------------------------------------------
+
+    def generate(self, request: Request, ctx: Context) -> Reply:
+        data = request.data
+        req = genreq.parse(data)
+        if req.controlnet is not None:
+            raise InvalidRequest(
+                "conditioning.controlnet: ControlNet is not available in this worker yet "
+                "(see conditioning.controlnet_types)"
+            )
+        self.running = ctx.request_id
+        try:
+            return self._generate(req, ctx)
+        finally:
+            self.running = None
+
+    def _generate(self, req: genreq.GenerationRequest, ctx: Context) -> Reply:
+        started = time.perf_counter()
+        base = self.models.base(req.base, req.vae)
+        refiner = self.models.refiner(req.refiner) if req.refiner else None
+        self.models.apply_loras(base, [(lora.path, lora.weight) for lora in req.loras])
+        base.pipeline.scheduler = schedulers.make(req.scheduler, base.scheduler_config)
+        if refiner is not None:
+            refiner.pipeline.scheduler = schedulers.make(req.scheduler, refiner.scheduler_config)
+        loaded = time.perf_counter()
+
+        batch = batch_size(req, self.models.device)
+        batches = math.ceil(req.num_images / batch)
+        total_steps = req.steps * batches
+        done = 0
+
+        def on_step(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            nonlocal done
+            done += 1
+            if ctx.cancelled:
+                raise Cancelled("cancelled")
+            ctx.progress(done / total_steps, "inference", f"step {done}/{total_steps}")
+            return kwargs
+
+        seed = req.seed if req.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
+        out: list[Any] = []
+        for b in range(batches):
+            ctx.check_cancelled()
+            first = b * batch
+            count = min(batch, req.num_images - first)
+            generators = [
+                torch.Generator("cpu").manual_seed(seed + first + i) for i in range(count)
+            ]
+            common: dict[str, Any] = {
+                "prompt": [req.prompt] * count,
+                "negative_prompt": [req.negative_prompt] * count,
+                "num_inference_steps": req.steps,
+                "guidance_scale": req.guidance_scale,
+                "generator": generators,
+                "callback_on_step_end": on_step,
+            }
+            if refiner is None:
+                result = base.pipeline(**common, width=req.width, height=req.height)
+            else:
+                latents = base.pipeline(
+                    **common,
+                    width=req.width,
+                    height=req.height,
+                    denoising_end=req.refiner_fraction,
+                    output_type="latent",
+                ).images
+                result = refiner.pipeline(
+                    **common, image=latents, denoising_start=req.refiner_fraction
+                )
+            out.extend(result.images)
+        finished = time.perf_counter()
+        megapixels = req.width * req.height / 1e6
+        if done:
+            self.seconds_per_step_mp = (finished - loaded) / (done * megapixels * batch)
+
+        blobs = [images.encode(img, req.output_format) for img in out]
+        described: list[dict[str, Any]] = []
+        for i, (img, blob) in enumerate(zip(out, blobs, strict=True)):
+            entry: dict[str, Any] = {
+                "index": i,
+                "seed": seed + i,
+                "width": img.width,
+                "height": img.height,
+                "format": req.output_format,
+                "bytes": len(blob),
+            }
+            if req.save_dir is not None:
+                folder = Path(req.save_dir)
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"{ctx.request_id}-{i}.{req.output_format}"
+                path.write_bytes(blob)
+                entry["path"] = str(path.resolve())
+            described.append(entry)
+        self.generated += len(out)
+        data = {
+            "images": described,
+            "seed": seed,
+            "steps": req.steps,
+            "scheduler": req.scheduler,
+            "refiner": req.refiner is not None,
+            "loras": [lora.path for lora in req.loras],
+            "batch_size": batch,
+            "timings": {
+                "load_s": round(loaded - started, 3),
+                "denoise_and_decode_s": round(finished - loaded, 3),
+            },
+        }
+        return Reply(data, blobs)
+
+    def status(self) -> dict[str, Any]:
+        return {"generated": self.generated, "running": self.running}
+
+    def cleanup(self) -> None:
+        self.seconds_per_step_mp = None

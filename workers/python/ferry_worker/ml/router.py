@@ -1,0 +1,92 @@
+"""The router: requests go by operation prefix (``device.*``, ``model.*``, ...) to one of the
+seven instructors; ``status`` aggregates their state and ``cleanup`` releases their resources."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from ..context import Context
+from ..errors import FerryError
+from ..messages import Request
+from ..worker import Worker
+
+log = logging.getLogger("ferry_worker.ml")
+
+Operation = Callable[[Request, Context], Any]
+
+PREFIXES = (
+    "device",
+    "communication",
+    "model",
+    "conditioning",
+    "inference",
+    "scheduler",
+    "postprocessing",
+)
+
+
+class Instructor(Protocol):
+    """One area of the worker: its operations (all named ``<name>.<verb>``) and its state."""
+
+    name: str
+
+    def operations(self) -> dict[str, Operation]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def cleanup(self) -> None: ...
+
+
+class Router:
+    """Dispatches ``<prefix>.<verb>`` to the instructor registered for ``<prefix>``."""
+
+    def __init__(self, instructors: Sequence[Instructor]) -> None:
+        self.instructors: dict[str, Instructor] = {}
+        self.table: dict[str, Operation] = {}
+        for instructor in instructors:
+            if instructor.name not in PREFIXES:
+                raise ValueError(f"no operation prefix for instructor {instructor.name!r}")
+            self.instructors[instructor.name] = instructor
+            for name, op in instructor.operations().items():
+                if not name.startswith(instructor.name + "."):
+                    raise ValueError(f"{instructor.name}: operation {name!r} outside its prefix")
+                self.table[name] = op
+
+    def route(self, request: Request, ctx: Context) -> Any:
+        prefix = request.operation.split(".", 1)[0]
+        instructor = self.instructors.get(prefix)
+        if instructor is None:
+            raise FerryError(f"no instructor serves `{prefix}.*`", "unknown_operation")
+        op = self.table.get(request.operation)
+        if op is None:
+            known = sorted(n for n in self.table if n.startswith(prefix + "."))
+            raise FerryError(
+                f"operation `{request.operation}` is not served (the {prefix} instructor "
+                f"serves {', '.join(known)})",
+                "unknown_operation",
+            )
+        return op(request, ctx)
+
+    def status(self, request: Request, ctx: Context) -> dict[str, Any]:
+        return {name: i.status() for name, i in self.instructors.items()}
+
+    def cleanup(self, request: Request, ctx: Context) -> dict[str, Any]:
+        done, failed = [], {}
+        for name, instructor in self.instructors.items():
+            try:
+                instructor.cleanup()
+                done.append(name)
+            except Exception as exc:  # one failing instructor must not stop the others
+                log.exception("cleanup of %s failed", name)
+                failed[name] = f"{type(exc).__name__}: {exc}"
+        return {"cleaned": done, "failed": failed}
+
+    def register(self, worker: Worker) -> Worker:
+        """Serves every prefix, ``status`` and ``cleanup`` on ``worker``."""
+        for prefix in self.instructors:
+            worker.add_operation(prefix + ".*", self.route)
+        worker.add_operation("status", self.status)
+        worker.add_operation("cleanup", self.cleanup)
+        return worker

@@ -1,0 +1,52 @@
+"""The SDXL worker (worker type ``sdxl``): the seven instructors behind the router.
+
+Start it as ``python -m ferry_worker ferry_worker.ml.worker:worker`` or, as the old design
+did, ``python -m ferry_worker.main --worker pipeline_manager --log-level INFO``.
+"""
+
+from __future__ import annotations
+
+from ..context import Context
+from ..messages import Reply, Request
+from ..worker import Worker
+from .device import DeviceInstructor
+from .inference import InferenceInstructor
+from .instructors import (
+    CommunicationInstructor,
+    ConditioningInstructor,
+    PostprocessingInstructor,
+    SchedulerInstructor,
+)
+from .models import ModelInstructor, ModelManager
+from .router import Router
+
+WORKER_TYPE = "sdxl"
+
+
+def build(worker_type: str = WORKER_TYPE) -> tuple[Worker, Router]:
+    """A fresh worker and its router (each instructor with its own state)."""
+    device = DeviceInstructor()
+    models = ModelManager(device.device)
+    inference = InferenceInstructor(models)
+    router = Router(
+        [
+            device,
+            CommunicationInstructor(),
+            ModelInstructor(models),
+            ConditioningInstructor(),
+            inference,
+            SchedulerInstructor(),
+            PostprocessingInstructor(),
+        ]
+    )
+    new = router.register(Worker(worker_type))
+
+    def legacy_inference(request: Request, ctx: Context) -> Reply:
+        """``inference``: the old design's name for ``inference.generate``."""
+        return inference.generate(request, ctx)
+
+    new.add_operation("inference", legacy_inference)
+    return new, router
+
+
+worker, router = build()
