@@ -298,10 +298,10 @@ fn method(options: &SuiteOptions) -> Method {
         notes: vec![
             "processes, not threads: the host is this process, every peer a child process".into(),
             "payload written and read: the host sends the whole payload and reads the whole echo back; the peer reads it whole and writes it back".into(),
-            "engine: stdio carries the payload as a JSON string in `data`; socket and tcp as one raw attachment, MessagePack envelope; the echo length is checked on every call, the bytes on the first".into(),
-            "floors: the same mechanism with no engine (`ferry floor pipe-echo | uds-echo | tcp-echo`), same payload, same pinning, same run; ratio = p50 / floor p50".into(),
+            "engine: stdio carries the payload as a JSON string in `data`; socket, tcp and shm as one raw attachment, MessagePack envelope; the echo length is checked on every call, the bytes on the first".into(),
+            "floors: the same mechanism with no engine (`ferry floor pipe-echo | uds-echo | tcp-echo | shm-echo`), same payload, same pinning, same run; ratio = p50 / floor p50".into(),
             "http: the old design's bridge, an HTTP/1.1 keep-alive POST (TCP_NODELAY) to a Python http.server echo worker on loopback; its floor is the bare TCP ping-pong".into(),
-            "waits: blocking reads on both sides (no spinning) for stdio, socket, tcp and http".into(),
+            "waits: blocking reads on both sides (no spinning) for stdio, socket, tcp and http; shm waits adaptively (spin while the peer runs on another CPU, yield, then a futex) and its floor busy-polls".into(),
             pin,
             format!("each case: a warm-up, then up to {} timed round trips one at a time (at most {:.1} s), latencies in an HDR histogram", options.iterations, options.max_case_time.as_secs_f64()),
             format!("pipelined: {} caller threads on one connection, payloads up to {} B", options.pipelined_depth, PIPELINED_MAX_PAYLOAD),
