@@ -7,6 +7,7 @@
 //! - [`codec`]: envelope <-> bytes (JSON, MessagePack, bincode) with raw attachments;
 //! - [`transport`]: the frame-moving contract and its implementations;
 //! - [`bench`](mod@bench): the benchmark suite behind the criterion benches and `ferry bench`;
+//! - [`sdxl`]: the SDXL generation request's JSON Schema, validated on the host;
 //! - [`worker`]: both ends of one worker connection: spawning and calling a worker from the
 //!   host, and [`worker::serve`] for writing a worker in Rust.
 //!
@@ -37,5 +38,7 @@ pub mod floor;
 pub mod orchestrator;
 pub mod pool;
 pub mod protocol;
+#[cfg(feature = "server")]
+pub mod sdxl;
 pub mod transport;
 pub mod worker;

@@ -2,6 +2,7 @@
 
 use crate::orchestrator::OrchestratorError;
 use crate::protocol::{ErrorBody, ErrorCode};
+use crate::sdxl::RequestError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -73,6 +74,17 @@ impl From<OrchestratorError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "invalid_state", e.to_string())
             }
             _ => e.to_body().into(),
+        }
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        match &e {
+            RequestError::Invalid(_) => ApiError::invalid(e.to_string()),
+            RequestError::Schema(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
+            }
         }
     }
 }

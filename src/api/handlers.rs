@@ -6,6 +6,7 @@ use super::AppState;
 use crate::config::WorkflowConfig;
 use crate::orchestrator::{BatchSpec, Control};
 use crate::protocol::{Envelope, Priority};
+use crate::sdxl;
 use crate::worker::Response as WorkerResponse;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -138,16 +139,28 @@ async fn sdxl(st: &AppState, operation: &str, data: Value) -> ApiResult {
 }
 
 pub async fn sdxl_generate(State(st): State<AppState>, ApiJson(data): ApiJson<Value>) -> ApiResult {
+    sdxl::check(&data)?;
     sdxl(&st, "inference.generate", data).await
 }
-pub async fn sdxl_validate(State(st): State<AppState>, ApiJson(data): ApiJson<Value>) -> ApiResult {
-    sdxl(&st, "inference.validate", data).await
-}
 pub async fn sdxl_estimate(State(st): State<AppState>, ApiJson(data): ApiJson<Value>) -> ApiResult {
+    sdxl::check(&data)?;
     sdxl(&st, "inference.estimate", data).await
 }
+/// Validated here, against the embedded schema: no worker is called.
+pub async fn sdxl_validate(ApiJson(data): ApiJson<Value>) -> ApiResult {
+    let report = sdxl::validate(&data).map_err(sdxl::RequestError::from)?;
+    Ok(Json(report).into_response())
+}
+/// The schema file, as embedded.
+pub async fn sdxl_schema() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        sdxl::SCHEMA_JSON,
+    )
+        .into_response()
+}
 pub async fn sdxl_capabilities(State(st): State<AppState>) -> ApiResult {
-    sdxl(&st, "capabilities", Value::Null).await
+    sdxl(&st, "inference.capabilities", Value::Null).await
 }
 pub async fn sdxl_schedulers(State(st): State<AppState>) -> ApiResult {
     sdxl(&st, "scheduler.list", Value::Null).await

@@ -49,6 +49,7 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
         .route("/sdxl/enhanced/generate", post(h::sdxl_generate))
         .route("/sdxl/enhanced/validate", post(h::sdxl_validate))
         .route("/sdxl/enhanced/estimate", post(h::sdxl_estimate))
+        .route("/sdxl/enhanced/schema", get(h::sdxl_schema))
         .route("/sdxl/enhanced/capabilities", get(h::sdxl_capabilities))
         .route("/sdxl/enhanced/schedulers", get(h::sdxl_schedulers))
         .route(
