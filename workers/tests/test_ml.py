@@ -583,3 +583,25 @@ def test_model_load_and_unload_with_a_controlnet(sdxl: PipeHost, models: Any) ->
     assert "controlnet" not in kinds  # it shared the base's modules: it left with it
     bad = sdxl.call("model.load", {"base": str(models["base"]), "controlnet": "nowhere"})
     assert error_of(bad).startswith("controlnet: model 'nowhere' not found")
+
+
+def test_cache_keeps_a_controlnet_s_base_and_they_leave_together(models: Any) -> None:
+    from ferry_worker.messages import Request
+    from ferry_worker.ml.device import GIB, DeviceInfo
+    from ferry_worker.ml.inference import InferenceInstructor
+    from ferry_worker.ml.models import ModelManager
+
+    # 1 byte free turns every memory saver on; a 1-byte budget keeps only what must stay.
+    manager = ModelManager(DeviceInfo("cpu", "cpu", 0, 8 * GIB, 1), budget=1)
+    base = manager.base(str(models["base"]))
+    assert base.attention_slicing
+    control = manager.controlnet(base, str(models["controlnet"]))
+    assert list(manager.cache) == [base.key, control.key]  # its base was not evicted for it
+    processors = control.pipeline.controlnet.attn_processors.values()
+    assert all(type(p).__name__ == "SlicedAttnProcessor" for p in processors)
+    ctx = LocalContext()
+    request = Request("inference.generate", with_controlnet(models), [photo()])
+    reply = InferenceInstructor(manager).generate(request, ctx)
+    assert Image.open(io.BytesIO(bytes(reply.attachments[0]))).size == (96, 64)
+    refiner = manager.refiner(str(models["refiner"]))
+    assert list(manager.cache) == [refiner.key]  # the base was evicted, its ControlNet with it

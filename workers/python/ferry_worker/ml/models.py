@@ -44,6 +44,7 @@ class Loaded:
     last_used: float = field(default_factory=time.time)
     adapters: dict[str, str] = field(default_factory=dict)  # LoRA path -> adapter name
     offloaded: bool = False  # placed with model CPU offload (CUDA with little free memory)
+    attention_slicing: bool = False  # chosen at placement from free memory
     depends: tuple[tuple[str, ...], ...] = ()  # entries whose modules this pipeline shares
 
     def describe(self) -> dict[str, Any]:
@@ -258,10 +259,10 @@ class ModelManager:
             extra["vae"] = AutoencoderKL.from_pretrained(str(path), dtype=dtype, **kw)
         started = time.perf_counter()
         pipe = StableDiffusionXLPipeline.from_pretrained(str(folder), dtype=dtype, **extra)
-        pipe, offloaded = self._place(pipe)
+        pipe, offloaded, sliced = self._place(pipe)
         log.info("loaded %s in %.2f s", folder, time.perf_counter() - started)
         entry = Loaded(key, "base", pipe, module_bytes(pipe), pipe.scheduler.config)
-        entry.offloaded = offloaded
+        entry.offloaded, entry.attention_slicing = offloaded, sliced
         return self._insert(entry)
 
     def refiner(self, name: str) -> Loaded:
@@ -274,9 +275,9 @@ class ModelManager:
             return self._touch(self.cache[key])
         dtype = devices.dtype_for(self.device)
         pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(str(folder), dtype=dtype)
-        pipe, offloaded = self._place(pipe)
+        pipe, offloaded, sliced = self._place(pipe)
         entry = Loaded(key, "refiner", pipe, module_bytes(pipe), pipe.scheduler.config)
-        entry.offloaded = offloaded
+        entry.offloaded, entry.attention_slicing = offloaded, sliced
         return self._insert(entry)
 
     def controlnet(
@@ -317,6 +318,8 @@ class ModelManager:
             pipe.enable_model_cpu_offload(gpu_id=self.device.index)
         else:
             model.to(devices.torch_device(self.device))
+        if base.attention_slicing:
+            pipe.enable_attention_slicing()  # the ControlNet's attention too
         log.info("loaded the ControlNet %s in %.2f s", folder, time.perf_counter() - started)
         entry = Loaded(
             key,
@@ -325,13 +328,14 @@ class ModelManager:
             _tensor_bytes(model),
             base.scheduler_config,
             offloaded=base.offloaded,
+            attention_slicing=base.attention_slicing,
             depends=(base.key,),
         )
         return self._insert(entry)
 
-    def _place(self, pipe: Any) -> tuple[Any, bool]:
+    def _place(self, pipe: Any) -> tuple[Any, bool, bool]:
         """``pipe`` on the device with the memory savers its size calls for; whether it was
-        placed with model CPU offload."""
+        placed with model CPU offload, and whether attention slicing is on."""
         pipe.set_progress_bar_config(disable=True)
         need = module_bytes(pipe) * 2
         settings = devices.memory_settings(self.device, need)
@@ -346,7 +350,7 @@ class ModelManager:
             pipe.vae.enable_slicing()
         if settings.vae_tiling:
             pipe.vae.enable_tiling()
-        return pipe, offloaded
+        return pipe, offloaded, settings.attention_slicing
 
     def apply_loras(self, entry: Loaded, loras: list[tuple[str, float]]) -> None:
         """Activates exactly ``loras`` (path, weight) on ``entry``'s pipeline, loading new ones."""
