@@ -31,7 +31,7 @@ from ..messages import Reply, Request
 from . import controlnet, images, schedulers
 from . import device as devices
 from . import request as genreq
-from .models import Loaded, ModelManager, resolve_controlnet
+from .models import ModelManager, resolve_controlnet
 
 log = logging.getLogger("ferry_worker.ml")
 
@@ -168,10 +168,11 @@ class InferenceInstructor:
     ) -> Reply:
         started = time.perf_counter()
         control: controlnet.ControlImage | None = None
+        control_model: Path | None = None
         if req.controlnet is not None:
             # The request's own mistakes first, before anything is loaded.
             control = controlnet.control_image(req.controlnet, attachments, req.width, req.height)
-            resolve_controlnet(req.controlnet.model)
+            control_model = resolve_controlnet(req.controlnet.model)
         base = self.models.base(req.base, req.vae)
         runner = base  # what runs the base's steps: the base, or its ControlNet pipeline
         if req.controlnet is not None:
@@ -267,7 +268,7 @@ class InferenceInstructor:
             "scheduler": req.scheduler,
             "refiner": req.refiner is not None,
             "loras": [lora.path for lora in req.loras],
-            "controlnet": _describe_controlnet(req.controlnet, runner, control),
+            "controlnet": _describe_controlnet(req.controlnet, control_model, control),
             "batch_size": batch,
             "timings": {
                 "load_s": round(loaded - started, 3),
@@ -284,14 +285,14 @@ class InferenceInstructor:
 
 
 def _describe_controlnet(
-    spec: genreq.ControlNet | None, entry: Loaded, control: controlnet.ControlImage | None
+    spec: genreq.ControlNet | None, folder: Path | None, control: controlnet.ControlImage | None
 ) -> dict[str, Any] | None:
     """``data.controlnet`` of an answer: what steered the generation (``None`` when nothing)."""
-    if spec is None or control is None:
+    if spec is None or folder is None or control is None:
         return None
     described: dict[str, Any] = {
         "type": spec.type,
-        "model": entry.key[-1],
+        "model": str(folder),
         "conditioning_scale": spec.conditioning_scale,
         "guidance": [spec.guidance_start, spec.guidance_end],
         **control.describe(),
