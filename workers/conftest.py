@@ -1,6 +1,6 @@
 """pytest set-up shared by the package's doctests and tests/.
 
-The ML parts (``ferry_worker.ml``, ``tests/test_ml.py``) need torch and diffusers, which live
+The ML parts (``ferry_worker.ml``, ``tests/test_ml*.py``) need torch and diffusers, which live
 in the ML environment (scripts/ml-env), not in .venv: without them they are not collected,
 and ``FERRY_REQUIRE_ML=1`` (set by scripts/test) turns that into an error.
 """
@@ -15,7 +15,9 @@ HAVE_ML = all(importlib.util.find_spec(m) is not None for m in ("torch", "diffus
 if not HAVE_ML and os.environ.get("FERRY_REQUIRE_ML") == "1":
     raise RuntimeError("FERRY_REQUIRE_ML=1 but torch/diffusers are missing: run scripts/ml-env")
 
-collect_ignore = [] if HAVE_ML else ["python/ferry_worker/ml", "tests/test_ml.py"]
+collect_ignore = (
+    [] if HAVE_ML else ["python/ferry_worker/ml", "tests/test_ml.py", "tests/test_ml_canny.py"]
+)
 
 
 def pytest_report_header() -> str:

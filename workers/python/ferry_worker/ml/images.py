@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from ..errors import InvalidRequest
@@ -33,3 +34,19 @@ def decode(data: bytes, what: str = "attachments[0]") -> Any:
     except Exception as exc:  # PIL raises many types for bad input
         raise InvalidRequest(f"{what}: not a readable image ({exc})") from exc
     return image
+
+
+def to_rgb(image: Any) -> Any:
+    """``image`` as 8-bit RGB: transparency laid on black, 16-bit and float images (depth maps
+    are often saved so) scaled from their own minimum and maximum to 0..255."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        lo, hi = float(values.min()), float(values.max())
+        scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
+        return Image.fromarray(np.rint(scaled).astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
+        black = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")

@@ -6,6 +6,11 @@ through, on the base's latents), reports a ``progress`` event after every denois
 checks for cancellation at every step: a cancel, a passed deadline or a vanished host stops
 it at the next step and answers ``cancelled``. Images come back as attachments (PNG by
 default), and also as files when the request names ``output.save_dir``.
+
+With ``conditioning.controlnet``, the base pipeline is the model manager's
+``StableDiffusionXLControlNetPipeline`` for that base and ControlNet (the same modules plus
+the ControlNet), given the control image (:mod:`.controlnet`); the refiner, when asked for,
+takes over from it as from the plain base, without the ControlNet.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +28,10 @@ import torch
 from ..context import Context
 from ..errors import Cancelled, InvalidRequest
 from ..messages import Reply, Request
+from . import controlnet, images, schedulers
 from . import device as devices
-from . import images, schedulers
 from . import request as genreq
-from .models import ModelManager
+from .models import ModelManager, resolve_controlnet
 
 log = logging.getLogger("ferry_worker.ml")
 
@@ -34,15 +40,20 @@ log = logging.getLogger("ferry_worker.ml")
 # decode at full size). Used only to size batches and for estimates.
 BYTES_PER_PIXEL = 6_000
 
+# A ControlNet is a copy of the UNet's down and middle blocks run beside it at every step: its
+# activations add about half of the UNet's (as rough as BYTES_PER_PIXEL).
+CONTROLNET_FACTOR = 1.5
 
-def per_image_bytes(width: int, height: int, dtype_bytes: int) -> int:
-    return width * height * BYTES_PER_PIXEL * dtype_bytes // 4
+
+def per_image_bytes(width: int, height: int, dtype_bytes: int, controlnet: bool = False) -> int:
+    one = width * height * BYTES_PER_PIXEL * dtype_bytes // 4
+    return int(one * CONTROLNET_FACTOR) if controlnet else one
 
 
 def batch_size(req: genreq.GenerationRequest, info: devices.DeviceInfo) -> int:
     """How many images to run at once: as many as half the free memory holds, at least 1."""
     dtype_bytes = 4 if info.kind == "cpu" else 2
-    one = per_image_bytes(req.width, req.height, dtype_bytes)
+    one = per_image_bytes(req.width, req.height, dtype_bytes, req.controlnet is not None)
     free = info.free_memory
     if free is None:
         return 1
@@ -89,11 +100,16 @@ class InferenceInstructor:
         validator = jsonschema.Draft202012Validator(genreq.schema())
         errors = [
             {
-                "field": ".".join(str(p) for p in e.absolute_path) or "(request)",
+                "field": genreq.error_field(e),
                 "message": e.message,
             }
             for e in sorted(validator.iter_errors(nested), key=lambda e: list(e.absolute_path))
         ]
+        if not errors:
+            try:  # the checks across fields, once the schema holds
+                genreq.parse(nested)
+            except InvalidRequest as exc:
+                errors.append({"field": exc.message.split(":")[0], "message": exc.message})
         return {"valid": not errors, "errors": errors, "normalized": nested if not errors else None}
 
     def estimate(self, request: Request, ctx: Context) -> dict[str, Any]:
@@ -113,7 +129,9 @@ class InferenceInstructor:
             "images": req.num_images,
             "batch_size": batch,
             "batches": math.ceil(req.num_images / batch),
-            "activation_bytes_per_image": per_image_bytes(req.width, req.height, dtype_bytes),
+            "activation_bytes_per_image": per_image_bytes(
+                req.width, req.height, dtype_bytes, req.controlnet is not None
+            ),
             "free_memory_bytes": info.free_memory,
             "estimated_seconds": seconds,
             "estimate_basis": "measured" if seconds is not None else "no generation measured yet",
@@ -127,7 +145,9 @@ class InferenceInstructor:
             "refiner": True,
             "vae_override": True,
             "loras": True,
-            "controlnet": False,
+            "controlnet": controlnet.available(),
+            "controlnet_types": list(genreq.CONTROLNET_TYPES),
+            "controlnet_preprocessors": list(genreq.PREPROCESSORS),
             "device": self.models.device.kind,
             "request_schema": str(genreq.SCHEMA_PATH),
         }
@@ -137,23 +157,29 @@ class InferenceInstructor:
     def generate(self, request: Request, ctx: Context) -> Reply:
         data = request.data
         req = genreq.parse(data)
-        if req.controlnet is not None:
-            raise InvalidRequest(
-                "conditioning.controlnet: ControlNet is not available in this worker yet "
-                "(see conditioning.controlnet_types)"
-            )
         self.running = ctx.request_id
         try:
-            return self._generate(req, ctx)
+            return self._generate(req, request.attachments, ctx)
         finally:
             self.running = None
 
-    def _generate(self, req: genreq.GenerationRequest, ctx: Context) -> Reply:
+    def _generate(
+        self, req: genreq.GenerationRequest, attachments: Sequence[bytes], ctx: Context
+    ) -> Reply:
         started = time.perf_counter()
+        control: controlnet.ControlImage | None = None
+        control_model: Path | None = None
+        if req.controlnet is not None:
+            # The request's own mistakes first, before anything is loaded.
+            control = controlnet.control_image(req.controlnet, attachments, req.width, req.height)
+            control_model = resolve_controlnet(req.controlnet.model)
         base = self.models.base(req.base, req.vae)
+        runner = base  # what runs the base's steps: the base, or its ControlNet pipeline
+        if req.controlnet is not None:
+            runner = self.models.controlnet(base, req.controlnet.model)
         refiner = self.models.refiner(req.refiner) if req.refiner else None
         self.models.apply_loras(base, [(lora.path, lora.weight) for lora in req.loras])
-        base.pipeline.scheduler = schedulers.make(req.scheduler, base.scheduler_config)
+        runner.pipeline.scheduler = schedulers.make(req.scheduler, base.scheduler_config)
         if refiner is not None:
             refiner.pipeline.scheduler = schedulers.make(req.scheduler, refiner.scheduler_config)
         loaded = time.perf_counter()
@@ -188,11 +214,20 @@ class InferenceInstructor:
                 "generator": generators,
                 "callback_on_step_end": on_step,
             }
+            steer: dict[str, Any] = {}
+            if control is not None and req.controlnet is not None:
+                steer = {
+                    "image": control.image,
+                    "controlnet_conditioning_scale": req.controlnet.conditioning_scale,
+                    "control_guidance_start": req.controlnet.guidance_start,
+                    "control_guidance_end": req.controlnet.guidance_end,
+                }
             if refiner is None:
-                result = base.pipeline(**common, width=req.width, height=req.height)
+                result = runner.pipeline(**common, **steer, width=req.width, height=req.height)
             else:
-                latents = base.pipeline(
+                latents = runner.pipeline(
                     **common,
+                    **steer,
                     width=req.width,
                     height=req.height,
                     denoising_end=req.refiner_fraction,
@@ -233,6 +268,7 @@ class InferenceInstructor:
             "scheduler": req.scheduler,
             "refiner": req.refiner is not None,
             "loras": [lora.path for lora in req.loras],
+            "controlnet": _describe_controlnet(req.controlnet, control_model, control),
             "batch_size": batch,
             "timings": {
                 "load_s": round(loaded - started, 3),
@@ -246,3 +282,21 @@ class InferenceInstructor:
 
     def cleanup(self) -> None:
         self.seconds_per_step_mp = None
+
+
+def _describe_controlnet(
+    spec: genreq.ControlNet | None, folder: Path | None, control: controlnet.ControlImage | None
+) -> dict[str, Any] | None:
+    """``data.controlnet`` of an answer: what steered the generation (``None`` when nothing)."""
+    if spec is None or folder is None or control is None:
+        return None
+    described: dict[str, Any] = {
+        "type": spec.type,
+        "model": str(folder),
+        "conditioning_scale": spec.conditioning_scale,
+        "guidance": [spec.guidance_start, spec.guidance_end],
+        **control.describe(),
+    }
+    if spec.preprocess:
+        described["thresholds"] = [spec.low_threshold, spec.high_threshold]
+    return described

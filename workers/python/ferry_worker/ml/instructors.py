@@ -14,9 +14,8 @@ from .. import _native
 from ..context import Context
 from ..errors import InvalidRequest
 from ..messages import Reply, Request
-from . import images, schedulers
-
-CONTROLNET_TYPES = ("canny", "depth", "pose")
+from . import controlnet, images, schedulers
+from .request import CONTROLNET_TYPES
 
 
 class CommunicationInstructor:
@@ -70,8 +69,9 @@ class SchedulerInstructor:
 
 
 class ConditioningInstructor:
-    """``conditioning.controlnet_types``. ControlNet itself is not implemented yet: the types
-    are listed with ``available: false`` and a generation asking for one is refused."""
+    """``conditioning.controlnet_types``: the ControlNet types, what each takes as its control
+    image, which maps the worker makes itself (canny) and which must come ready (depth, pose),
+    and the ControlNet folders found under ``$FERRY_ML_MODELS``."""
 
     name = "conditioning"
 
@@ -79,14 +79,19 @@ class ConditioningInstructor:
         return {"conditioning.controlnet_types": self.controlnet_types}
 
     def controlnet_types(self, request: Request, ctx: Context) -> dict[str, Any]:
+        ok = controlnet.available()
         return {
-            "types": [{"type": t, "available": False} for t in CONTROLNET_TYPES],
-            "available": False,
-            "reason": "ControlNet conditioning is not implemented in this worker yet",
+            "available": ok,
+            "types": controlnet.describe_types(),
+            "models": controlnet.find_models(),
+            "pipeline": "StableDiffusionXLControlNetPipeline" if ok else None,
+            "refiner": "the ControlNet steers the base model's steps; the refiner runs without "
+            "it (an SDXL ControlNet fits the base UNet, not the refiner's)",
+            "request_field": "conditioning.controlnet",
         }
 
     def status(self) -> dict[str, Any]:
-        return {"controlnet": False}
+        return {"controlnet": controlnet.available(), "types": list(CONTROLNET_TYPES)}
 
     def cleanup(self) -> None:
         pass

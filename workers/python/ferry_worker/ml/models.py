@@ -2,13 +2,17 @@
 
 A suite is a base pipeline (a diffusers ``save_pretrained`` folder holding
 ``model_index.json``), optionally with a VAE that replaces the base's and a refiner (another
-SDXL folder, run as an img2img pipeline on the base's latents). A model named by something
-that is not a local folder is looked up under ``$FERRY_ML_MODELS``; there is no hub access, so
-a model found nowhere is an ``invalid_request`` naming every place looked at.
+SDXL folder, run as an img2img pipeline on the base's latents). A ControlNet (a
+``ControlNetModel`` folder) is cached as a ``StableDiffusionXLControlNetPipeline`` that shares
+every module of its base pipeline and adds only the ControlNet; it depends on that base entry
+and leaves the cache with it. A model named by something that is not a local folder is looked
+up under ``$FERRY_ML_MODELS``; there is no hub access, so a model found nowhere is an
+``invalid_request`` naming every place looked at.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -32,13 +36,16 @@ class Loaded:
     """One cached pipeline."""
 
     key: tuple[str, ...]
-    kind: str  # "base" or "refiner"
+    kind: str  # "base", "refiner" or "controlnet"
     pipeline: Any
-    bytes: int
+    bytes: int  # what this entry holds beyond the entries it depends on
     scheduler_config: Any
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
     adapters: dict[str, str] = field(default_factory=dict)  # LoRA path -> adapter name
+    offloaded: bool = False  # placed with model CPU offload (CUDA with little free memory)
+    attention_slicing: bool = False  # chosen at placement from free memory
+    depends: tuple[tuple[str, ...], ...] = ()  # entries whose modules this pipeline shares
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -48,6 +55,7 @@ class Loaded:
             "loaded_at": self.loaded_at,
             "last_used": self.last_used,
             "loras": sorted(self.adapters),
+            "depends_on": [list(k) for k in self.depends],
         }
 
 
@@ -85,13 +93,87 @@ def resolve_vae(name: str) -> tuple[Path, str | None]:
     raise AssertionError("unreachable")
 
 
+CONTROLNET_CLASS = "ControlNetModel"
+
+
+def _class_name(config: Path) -> str | None:
+    try:
+        loaded = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = loaded.get("_class_name") if isinstance(loaded, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def resolve_controlnet(name: str, what: str = "conditioning.controlnet.model") -> Path:
+    """A ControlNet folder: a ``ControlNetModel`` folder (``config.json``) or a pipeline's
+    ``controlnet/``. Raises :class:`InvalidRequest` listing what was looked for, or naming the
+    class found where a ControlNet was expected."""
+    for marker, sub in (("config.json", ""), ("controlnet/config.json", "controlnet")):
+        try:
+            folder = resolve(name, what, marker)
+        except InvalidRequest:
+            continue
+        found = folder / sub if sub else folder
+        kind = _class_name(found / "config.json")
+        if kind != CONTROLNET_CLASS:
+            raise InvalidRequest(
+                f"{what}: {found} holds a {kind or 'model of unknown class'}, not a "
+                f"{CONTROLNET_CLASS} (diffusers' SDXL ControlNet)"
+            )
+        return found
+    resolve(name, what, "config.json")  # raises, naming the places looked at
+    raise AssertionError("unreachable")
+
+
+# The UNet settings that decide the shapes of the residuals a ControlNet adds to the UNet.
+FIT_KEYS = (
+    "in_channels",
+    "block_out_channels",
+    "layers_per_block",
+    "cross_attention_dim",
+    "addition_embed_type",
+    "addition_time_embed_dim",
+    "projection_class_embeddings_input_dim",
+)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def check_fits(controlnet: Any, pipeline: Any, what: str, folder: Path) -> None:
+    """Raises :class:`InvalidRequest` when ``controlnet`` cannot steer ``pipeline``'s UNet: a
+    setting of :data:`FIT_KEYS` differs, or its control image embedding does not shrink the
+    image to the latents' size (the VAE's scale factor)."""
+    unet = pipeline.unet.config
+    cn = controlnet.config
+    for key in FIT_KEYS:
+        theirs, ours = _plain(cn.get(key)), _plain(unet.get(key))
+        if theirs != ours:
+            raise InvalidRequest(
+                f"{what}: the ControlNet {folder} does not fit the base model "
+                f"({key} {theirs!r}, the base's UNet has {ours!r}): it was trained for "
+                "another model"
+            )
+    shrink = 2 ** (len(cn.get("conditioning_embedding_out_channels") or ()) - 1)
+    if shrink != pipeline.vae_scale_factor:
+        raise InvalidRequest(
+            f"{what}: the ControlNet {folder} shrinks the control image {shrink}x, the base "
+            f"model's VAE {pipeline.vae_scale_factor}x: it was trained for another model"
+        )
+
+
+def _tensor_bytes(module: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
 def module_bytes(pipeline: Any) -> int:
     """Parameter and buffer bytes of every torch module in ``pipeline``."""
     total = 0
     for component in pipeline.components.values():
         if isinstance(component, torch.nn.Module):
-            for t in [*component.parameters(), *component.buffers()]:
-                total += t.numel() * t.element_size()
+            total += _tensor_bytes(component)
     return total
 
 
@@ -102,6 +184,20 @@ def default_budget(info: devices.DeviceInfo) -> int:
         return int(raw)
     total = info.total_memory or 8 * devices.GIB
     return int(total * 0.6)
+
+
+# The base pipeline's components that a ControlNet pipeline takes over as they are.
+CONTROLNET_PIPELINE_PARTS = (
+    "vae",
+    "text_encoder",
+    "text_encoder_2",
+    "tokenizer",
+    "tokenizer_2",
+    "unet",
+    "scheduler",
+    "feature_extractor",
+    "image_encoder",
+)
 
 
 class ModelManager:
@@ -121,19 +217,28 @@ class ModelManager:
         return entry
 
     def _insert(self, entry: Loaded) -> Loaded:
+        """Caches ``entry``, then evicts the least recently used entries beyond the budget,
+        never ``entry`` itself nor an entry it depends on."""
         self.cache[entry.key] = entry
-        while self.used() > self.budget and len(self.cache) > 1:
-            old_key, old = next(iter(self.cache.items()))
-            if old_key == entry.key:
+        keep = {entry.key, *entry.depends}
+        while self.used() > self.budget:
+            old_key = next((k for k in self.cache if k not in keep), None)
+            if old_key is None:
                 break
             log.info(
-                "evicting %s (%d bytes) to fit the %d-byte budget", old_key, old.bytes, self.budget
+                "evicting %s (%d bytes) to fit the %d-byte budget",
+                old_key,
+                self.cache[old_key].bytes,
+                self.budget,
             )
             self._drop(old_key)
         return entry
 
     def _drop(self, key: tuple[str, ...]) -> None:
+        """Drops ``key`` and the entries that depend on it (a base's ControlNet pipelines)."""
         self.cache.pop(key, None)
+        for other in [k for k, e in self.cache.items() if key in e.depends]:
+            self.cache.pop(other, None)
         if self.device.kind == "cuda":
             torch.cuda.empty_cache()
 
@@ -154,9 +259,10 @@ class ModelManager:
             extra["vae"] = AutoencoderKL.from_pretrained(str(path), dtype=dtype, **kw)
         started = time.perf_counter()
         pipe = StableDiffusionXLPipeline.from_pretrained(str(folder), dtype=dtype, **extra)
-        pipe = self._place(pipe)
+        pipe, offloaded, sliced = self._place(pipe)
         log.info("loaded %s in %.2f s", folder, time.perf_counter() - started)
         entry = Loaded(key, "base", pipe, module_bytes(pipe), pipe.scheduler.config)
+        entry.offloaded, entry.attention_slicing = offloaded, sliced
         return self._insert(entry)
 
     def refiner(self, name: str) -> Loaded:
@@ -169,15 +275,72 @@ class ModelManager:
             return self._touch(self.cache[key])
         dtype = devices.dtype_for(self.device)
         pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(str(folder), dtype=dtype)
-        pipe = self._place(pipe)
+        pipe, offloaded, sliced = self._place(pipe)
         entry = Loaded(key, "refiner", pipe, module_bytes(pipe), pipe.scheduler.config)
+        entry.offloaded, entry.attention_slicing = offloaded, sliced
         return self._insert(entry)
 
-    def _place(self, pipe: Any) -> Any:
+    def controlnet(
+        self, base: Loaded, name: str, what: str = "conditioning.controlnet.model"
+    ) -> Loaded:
+        """The ControlNet pipeline of ``base`` with the ControlNet ``name``, loaded if needed.
+
+        A ``StableDiffusionXLControlNetPipeline`` built on ``base``'s own modules (text
+        encoders, UNet, VAE: nothing is copied, LoRAs and memory savers set on the base apply
+        to it too) plus the ControlNet, in the base's dtype, on its device. When the base was
+        placed with model CPU offload, the new pipeline is offloaded too (diffusers keeps the
+        ControlNet out of the offload sequence: it runs beside the UNet at every step)."""
+        from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
+
+        folder = resolve_controlnet(name, what)
+        key = ("controlnet", *base.key[1:], str(folder))
+        if key in self.cache:
+            self._touch(base)
+            return self._touch(self.cache[key])
+        dtype = devices.dtype_for(self.device)
+        started = time.perf_counter()
+        try:
+            model = ControlNetModel.from_pretrained(str(folder), dtype=dtype)
+        except (OSError, ValueError, RuntimeError) as exc:  # a broken or partial folder
+            raise InvalidRequest(f"{what}: cannot load the ControlNet {folder} ({exc})") from exc
+        check_fits(model, base.pipeline, what, folder)
+        parts = base.pipeline.components
+        pipe = StableDiffusionXLControlNetPipeline(
+            **{k: parts[k] for k in CONTROLNET_PIPELINE_PARTS if k in parts},
+            controlnet=model,
+            force_zeros_for_empty_prompt=base.pipeline.config.get(
+                "force_zeros_for_empty_prompt", True
+            ),
+            add_watermarker=getattr(base.pipeline, "watermark", None) is not None,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        if base.offloaded:
+            pipe.enable_model_cpu_offload(gpu_id=self.device.index)
+        else:
+            model.to(devices.torch_device(self.device))
+        if base.attention_slicing:
+            pipe.enable_attention_slicing()  # the ControlNet's attention too
+        log.info("loaded the ControlNet %s in %.2f s", folder, time.perf_counter() - started)
+        entry = Loaded(
+            key,
+            "controlnet",
+            pipe,
+            _tensor_bytes(model),
+            base.scheduler_config,
+            offloaded=base.offloaded,
+            attention_slicing=base.attention_slicing,
+            depends=(base.key,),
+        )
+        return self._insert(entry)
+
+    def _place(self, pipe: Any) -> tuple[Any, bool, bool]:
+        """``pipe`` on the device with the memory savers its size calls for; whether it was
+        placed with model CPU offload, and whether attention slicing is on."""
         pipe.set_progress_bar_config(disable=True)
         need = module_bytes(pipe) * 2
         settings = devices.memory_settings(self.device, need)
-        if settings.cpu_offload and self.device.kind == "cuda":
+        offloaded = settings.cpu_offload and self.device.kind == "cuda"
+        if offloaded:
             pipe.enable_model_cpu_offload(gpu_id=self.device.index)
         else:
             pipe = pipe.to(devices.torch_device(self.device))
@@ -187,7 +350,7 @@ class ModelManager:
             pipe.vae.enable_slicing()
         if settings.vae_tiling:
             pipe.vae.enable_tiling()
-        return pipe
+        return pipe, offloaded, settings.attention_slicing
 
     def apply_loras(self, entry: Loaded, loras: list[tuple[str, float]]) -> None:
         """Activates exactly ``loras`` (path, weight) on ``entry``'s pipeline, loading new ones."""
@@ -241,10 +404,16 @@ class ModelInstructor:
         data = request.data
         if not isinstance(data, dict) or not isinstance(data.get("base"), str):
             raise InvalidRequest("base: required (a local SDXL folder)")
+        for name in ("vae", "refiner", "controlnet"):
+            if data.get(name) is not None and not isinstance(data[name], str):
+                raise InvalidRequest(f"{name}: expected a model folder or name")
         started = time.perf_counter()
-        entries = [self.manager.base(data["base"], data.get("vae"))]
+        base = self.manager.base(data["base"], data.get("vae"))
+        entries = [base]
         if isinstance(data.get("refiner"), str):
             entries.append(self.manager.refiner(data["refiner"]))
+        if isinstance(data.get("controlnet"), str):
+            entries.append(self.manager.controlnet(base, data["controlnet"], "controlnet"))
         return {
             "loaded": [e.describe() for e in entries],
             "seconds": round(time.perf_counter() - started, 3),

@@ -1,9 +1,10 @@
 """A tiny SDXL pipeline with random weights, built locally (no hub access), for tests and demos.
 
-``python -m ferry_worker.ml.tiny DIR [--refiner DIR] [--lora DIR]`` writes ``save_pretrained``
-folders that :mod:`ferry_worker.ml.models` loads like any local SDXL model. The dimensions fit
-together (docs/ml-workers.md): UNet (32, 64) with ``text_time`` added conditioning, a two-level
-VAE, two CLIP text encoders of width 32 and a CLIP BPE tokenizer over a byte-level vocabulary.
+``python -m ferry_worker.ml.tiny DIR [--refiner DIR] [--lora DIR] [--controlnet DIR]`` writes
+``save_pretrained`` folders that :mod:`ferry_worker.ml.models` loads like any local SDXL model.
+The dimensions fit together (docs/ml-workers.md): UNet (32, 64) with ``text_time`` added
+conditioning, a two-level VAE, two CLIP text encoders of width 32 and a CLIP BPE tokenizer over
+a byte-level vocabulary; the ControlNet is made from the UNet (``ControlNetModel.from_unet``).
 Two steps at 64x64 run in well under a second on a CPU once loaded.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from diffusers import (
     AutoencoderKL,
+    ControlNetModel,
     EulerDiscreteScheduler,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
@@ -162,11 +164,43 @@ def save_lora(pipeline_dir: Path, folder: Path, seed: int = 1, rank: int = 4) ->
     return folder
 
 
+def save_controlnet(
+    pipeline_dir: Path,
+    folder: Path,
+    seed: int = 3,
+    embedding_channels: tuple[int, ...] = (16, 32),
+) -> Path:
+    """A ControlNet for the tiny pipeline: ``ControlNetModel.from_unet`` of its UNet.
+
+    ``embedding_channels`` are the control image embedding's widths; each level after the
+    first halves the image, so the default two levels shrink it 2x, to the tiny VAE's latent
+    size (SDXL's four levels shrink it 8x). A new ControlNet's output convolutions (and the
+    embedding's last one) start at zero, which would make it change nothing; here they get
+    random weights, as training gives them, so that the control image steers the output."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(str(pipeline_dir), subfolder="unet")
+    controlnet = ControlNetModel.from_unet(
+        unet, conditioning_embedding_out_channels=embedding_channels
+    )
+    zeroed = [
+        (controlnet.controlnet_cond_embedding.conv_out, 0.5),  # how much the image counts
+        *((block, 0.1) for block in controlnet.controlnet_down_blocks),
+        (controlnet.controlnet_mid_block, 0.1),
+    ]
+    with torch.no_grad():
+        for module, std in zeroed:
+            for parameter in module.parameters():
+                parameter.normal_(0.0, std)
+    controlnet.save_pretrained(str(folder))
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ferry_worker.ml.tiny", description=__doc__)
     parser.add_argument("base", type=Path, help="folder for the base pipeline")
     parser.add_argument("--refiner", type=Path, help="folder for a second (refiner) pipeline")
     parser.add_argument("--lora", type=Path, help="folder for a LoRA of the base UNet")
+    parser.add_argument("--controlnet", type=Path, help="folder for a ControlNet of the base")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     save_pipeline(args.base, args.seed)
@@ -174,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         save_pipeline(args.refiner, args.seed + 1)
     if args.lora is not None:
         save_lora(args.base, args.lora, args.seed + 2)
+    if args.controlnet is not None:
+        save_controlnet(args.base, args.controlnet, args.seed + 3)
     print(args.base, file=sys.stderr)
     return 0
 
