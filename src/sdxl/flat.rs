@@ -5,41 +5,68 @@
 //! test for flatness. The Python worker and this module must agree; `tests/sdxl_schema.rs`
 //! runs both over the same cases when a Python with `jsonschema` is at hand.
 //!
-//! Two differences, both about requests the worker would refuse or treat by accident of
-//! order: a request with several unknown flat keys is answered with all of them (the worker
-//! stops at the first), and when two aliases of one target are both present (`model` and
-//! `base`), the last in key order wins here, the last in document order in Python.
+//! One difference, about requests both refuse: a request with several unknown flat keys is
+//! answered with all of them (the worker stops at the first in name order). A conflict
+//! (one field given by two keys) quotes the value in JSON where the worker uses Python's
+//! `repr` for lists and objects.
 
 use serde_json::{Map, Value};
 use std::fmt;
 
-/// Flat key -> (section, key) in the nested form, as `FLAT_KEYS` in `request.py`.
-pub const FLAT_KEYS: [(&str, (&str, &str)); 21] = [
-    ("model", ("model", "base")),
-    ("base", ("model", "base")),
-    ("model_path", ("model", "base")),
-    ("refiner", ("model", "refiner")),
-    ("vae", ("model", "vae")),
-    ("scheduler", ("scheduler", "type")),
-    ("steps", ("scheduler", "steps")),
-    ("num_inference_steps", ("scheduler", "steps")),
-    ("guidance_scale", ("hyperparameters", "guidance_scale")),
-    ("seed", ("hyperparameters", "seed")),
-    ("num_images", ("hyperparameters", "num_images")),
-    ("refiner_fraction", ("hyperparameters", "refiner_fraction")),
-    ("high_noise_frac", ("hyperparameters", "refiner_fraction")),
-    ("prompt", ("conditioning", "prompt")),
-    ("negative_prompt", ("conditioning", "negative_prompt")),
-    ("loras", ("conditioning", "loras")),
-    ("controlnet", ("conditioning", "controlnet")),
-    ("width", ("dimensions", "width")),
-    ("height", ("dimensions", "height")),
-    ("output_format", ("output", "format")),
-    ("save_dir", ("output", "save_dir")),
+/// Flat key -> its path in the nested form, as `FLAT_KEYS` in `request.py`.
+pub const FLAT_KEYS: [(&str, &[&str]); 30] = [
+    ("model", &["model", "base"]),
+    ("base", &["model", "base"]),
+    ("model_path", &["model", "base"]),
+    ("refiner", &["model", "refiner"]),
+    ("vae", &["model", "vae"]),
+    ("scheduler", &["scheduler", "type"]),
+    ("steps", &["scheduler", "steps"]),
+    ("num_inference_steps", &["scheduler", "steps"]),
+    ("guidance_scale", &["hyperparameters", "guidance_scale"]),
+    ("seed", &["hyperparameters", "seed"]),
+    ("num_images", &["hyperparameters", "num_images"]),
+    ("refiner_fraction", &["hyperparameters", "refiner_fraction"]),
+    ("high_noise_frac", &["hyperparameters", "refiner_fraction"]),
+    ("prompt", &["conditioning", "prompt"]),
+    ("negative_prompt", &["conditioning", "negative_prompt"]),
+    ("loras", &["conditioning", "loras"]),
+    ("controlnet", &["conditioning", "controlnet"]),
+    ("controlnet_type", &["conditioning", "controlnet", "type"]),
+    ("controlnet_model", &["conditioning", "controlnet", "model"]),
+    ("controlnet_image", &["conditioning", "controlnet", "image"]),
+    (
+        "controlnet_preprocess",
+        &["conditioning", "controlnet", "preprocess"],
+    ),
+    (
+        "controlnet_conditioning_scale",
+        &["conditioning", "controlnet", "conditioning_scale"],
+    ),
+    (
+        "controlnet_low_threshold",
+        &["conditioning", "controlnet", "low_threshold"],
+    ),
+    (
+        "controlnet_high_threshold",
+        &["conditioning", "controlnet", "high_threshold"],
+    ),
+    (
+        "control_guidance_start",
+        &["conditioning", "controlnet", "guidance_start"],
+    ),
+    (
+        "control_guidance_end",
+        &["conditioning", "controlnet", "guidance_end"],
+    ),
+    ("width", &["dimensions", "width"]),
+    ("height", &["dimensions", "height"]),
+    ("output_format", &["output", "format"]),
+    ("save_dir", &["output", "save_dir"]),
 ];
 
 /// Where a flat key goes in the nested form, if it is one.
-pub fn target(key: &str) -> Option<(&'static str, &'static str)> {
+pub fn target(key: &str) -> Option<&'static [&'static str]> {
     FLAT_KEYS
         .iter()
         .find(|(flat, _)| *flat == key)
@@ -61,17 +88,44 @@ pub fn is_flat(data: &Map<String, Value>) -> bool {
     data.contains_key("prompt") || matches!(data.get("model"), Some(Value::String(_)))
 }
 
-/// Keys of a flat request that the conversion does not know, in key order.
-///
-/// Displayed as the worker words it, `widht: not a field of the flat request form (known:
-/// base, controlnet, ...)`, with every unknown key before the colon.
+/// Why a flat request cannot be converted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {}", self.0.join(", "), unknown_key_message())]
-pub struct UnknownFlatKeys(pub Vec<String>);
+pub enum FlatError {
+    /// Keys the conversion does not know, in key order. Displayed as the worker words it,
+    /// `widht: not a field of the flat request form (known: base, controlnet, ...)`, with
+    /// every unknown key before the colon.
+    #[error("{}: {}", .0.join(", "), unknown_key_message())]
+    Unknown(Vec<String>),
+    /// One field given twice (`steps` and `num_inference_steps`; `controlnet_type` and a
+    /// `controlnet` object holding `type`), or a key under a field that is not an object.
+    #[error("{key}: {reason}")]
+    Conflict {
+        /// The flat key refused (the later one in the worker's order).
+        key: String,
+        /// What it clashes with.
+        reason: String,
+    },
+}
 
-impl UnknownFlatKeys {
-    /// The stable error code: the worker answers the same case `invalid_request`.
+impl FlatError {
+    /// The stable error code: the worker answers the same cases `invalid_request`.
     pub const CODE: &'static str = "invalid_request";
+
+    /// The flat keys the error is about.
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            FlatError::Unknown(keys) => keys.iter().map(String::as_str).collect(),
+            FlatError::Conflict { key, .. } => vec![key.as_str()],
+        }
+    }
+
+    /// What is wrong, after the key's name.
+    pub fn reason(&self) -> String {
+        match self {
+            FlatError::Unknown(_) => unknown_key_message(),
+            FlatError::Conflict { reason, .. } => reason.clone(),
+        }
+    }
 }
 
 /// What is wrong with an unknown flat key, after its name:
@@ -91,11 +145,14 @@ impl fmt::Display for KnownKeys {
     }
 }
 
-/// Converts the flat form to the nested form; a key the conversion does not know is an error
-/// naming it.
+/// Converts the flat form to the nested form; a key the conversion does not know, or a
+/// field given twice, is an error naming the key.
+///
+/// Keys are taken in the worker's order: shorter paths first (so `controlnet_*` keys join a
+/// `controlnet` object), then by name.
 ///
 /// ```
-/// use ferry::sdxl::flat::to_nested;
+/// use ferry::sdxl::flat::{to_nested, FlatError};
 /// use serde_json::json;
 ///
 /// let flat = json!({"model": "/models/sdxl", "prompt": "a fox", "steps": 20, "width": 512});
@@ -110,27 +167,80 @@ impl fmt::Display for KnownKeys {
 ///     })
 /// );
 /// let err = to_nested(json!({"prompt": "x", "widht": 512}).as_object().unwrap()).unwrap_err();
-/// assert_eq!(err.0, ["widht"]);
+/// assert_eq!(err.keys(), ["widht"]);
+/// let twice = json!({"prompt": "x", "steps": 9, "num_inference_steps": 9});
+/// let err = to_nested(twice.as_object().unwrap()).unwrap_err();
+/// assert!(matches!(err, FlatError::Conflict { ref key, .. } if key == "steps"));
 /// ```
-pub fn to_nested(flat: &Map<String, Value>) -> Result<Map<String, Value>, UnknownFlatKeys> {
+pub fn to_nested(flat: &Map<String, Value>) -> Result<Map<String, Value>, FlatError> {
+    let unknown: Vec<String> = flat
+        .keys()
+        .filter(|k| target(k).is_none())
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(FlatError::Unknown(unknown));
+    }
+    let mut order: Vec<(&str, &Value, &'static [&'static str])> = flat
+        .iter()
+        .filter_map(|(k, v)| target(k).map(|path| (k.as_str(), v, path)))
+        .collect();
+    order.sort_by(|a, b| (a.2.len(), a.0).cmp(&(b.2.len(), b.0)));
+
     let mut nested = Map::new();
-    let mut unknown = Vec::new();
-    for (key, value) in flat {
-        let Some((section, name)) = target(key) else {
-            unknown.push(key.clone());
+    // Which flat key set each path, to name it in a conflict.
+    let mut given: Vec<(&[&str], &str)> = Vec::new();
+    let given_by = |given: &[(&[&str], &str)], path: &[&str]| {
+        given
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, k)| k.to_string())
+    };
+    for (key, value, path) in order {
+        let Some((leaf, parents)) = path.split_last() else {
             continue;
         };
-        let entry = nested
-            .entry(section)
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(section) = entry {
-            section.insert(name.to_owned(), value.clone());
+        let mut node = &mut nested;
+        for (depth, part) in parents.iter().enumerate() {
+            let child = node
+                .entry(*part)
+                .or_insert_with(|| Value::Object(Map::new()));
+            match child {
+                Value::Object(map) => node = map,
+                other => {
+                    let whose =
+                        given_by(&given, &path[..=depth]).unwrap_or_else(|| (*part).to_owned());
+                    return Err(FlatError::Conflict {
+                        key: key.to_owned(),
+                        reason: format!("cannot be combined with {whose} = {}", py_repr(other)),
+                    });
+                }
+            }
         }
+        if node.contains_key(*leaf) {
+            let first = (1..=path.len())
+                .rev()
+                .find_map(|n| given_by(&given, &path[..n]))
+                .unwrap_or_else(|| (*leaf).to_owned());
+            return Err(FlatError::Conflict {
+                key: key.to_owned(),
+                reason: format!("{} is already given (by {first})", path.join(".")),
+            });
+        }
+        node.insert((*leaf).to_owned(), value.clone());
+        given.push((path, key));
     }
-    if unknown.is_empty() {
-        Ok(nested)
-    } else {
-        Err(UnknownFlatKeys(unknown))
+    Ok(nested)
+}
+
+/// A scalar as Python's `repr` writes it (the worker's wording); JSON text otherwise.
+fn py_repr(value: &Value) -> String {
+    match value {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::String(s) if !s.contains('\'') && !s.contains('\\') => format!("'{s}'"),
+        other => other.to_string(),
     }
 }
 
@@ -139,7 +249,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn nested(v: Value) -> Result<Value, UnknownFlatKeys> {
+    fn nested(v: Value) -> Result<Value, FlatError> {
         to_nested(v.as_object().unwrap()).map(Value::Object)
     }
 
@@ -206,19 +316,46 @@ mod tests {
     #[test]
     fn unknown_keys_are_all_named_in_key_order() {
         let err = nested(json!({"prompt": "x", "widht": 512, "colour": "red"})).unwrap_err();
-        assert_eq!(err.0, ["colour", "widht"]);
+        assert_eq!(err.keys(), ["colour", "widht"]);
         assert!(err
             .to_string()
             .starts_with("colour, widht: not a field of the flat request form (known: "));
         let msg = unknown_key_message();
         assert!(
             msg.starts_with(
-                "not a field of the flat request form (known: base, controlnet, guidance_scale,"
+                "not a field of the flat request form (known: base, control_guidance_end, control_guidance_start, controlnet, controlnet_conditioning_scale,"
             ),
             "{msg}"
         );
         assert!(msg.ends_with("vae, width)"), "{msg}");
-        assert_eq!(UnknownFlatKeys::CODE, "invalid_request");
+        assert_eq!(FlatError::CODE, "invalid_request");
+    }
+
+    #[test]
+    fn controlnet_keys_join_a_controlnet_object_and_fields_given_twice_are_refused() {
+        assert_eq!(
+            nested(json!({"prompt": "x", "controlnet_type": "canny", "controlnet_image": 0}))
+                .unwrap(),
+            json!({"conditioning": {"prompt": "x", "controlnet": {"type": "canny", "image": 0}}})
+        );
+        let conflict = |v: Value| match nested(v).unwrap_err() {
+            FlatError::Conflict { key, reason } => format!("{key}: {reason}"),
+            other => panic!("{other}"),
+        };
+        assert_eq!(
+            conflict(json!({"prompt": "x", "steps": 9, "num_inference_steps": 9})),
+            "steps: scheduler.steps is already given (by num_inference_steps)"
+        );
+        assert_eq!(
+            conflict(
+                json!({"prompt": "x", "controlnet": {"type": "canny"}, "controlnet_type": "depth"})
+            ),
+            "controlnet_type: conditioning.controlnet.type is already given (by controlnet)"
+        );
+        assert_eq!(
+            conflict(json!({"prompt": "x", "controlnet": null, "controlnet_type": "canny"})),
+            "controlnet_type: cannot be combined with controlnet = None"
+        );
     }
 
     #[test]
@@ -239,22 +376,26 @@ mod tests {
         let source = include_str!("../../workers/python/ferry_worker/ml/request.py");
         let start = source.find("FLAT_KEYS").unwrap();
         let body = &source[start..source[start..].find("\n}\n").unwrap() + start];
-        let python: Vec<(String, String, String)> = body
+        // Every line with a quoted key: the key, then each part of its path.
+        let python: Vec<Vec<String>> = body
             .lines()
-            .filter_map(|line| {
-                let quoted: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
-                (quoted.len() == 3).then(|| {
-                    (
-                        quoted[0].to_owned(),
-                        quoted[1].to_owned(),
-                        quoted[2].to_owned(),
-                    )
-                })
+            .filter(|line| line.trim_start().starts_with('"'))
+            .map(|line| {
+                line.split('"')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect()
             })
             .collect();
-        let rust: Vec<(String, String, String)> = FLAT_KEYS
+        let rust: Vec<Vec<String>> = FLAT_KEYS
             .iter()
-            .map(|(k, (s, n))| ((*k).to_owned(), (*s).to_owned(), (*n).to_owned()))
+            .map(|(k, path)| {
+                std::iter::once(*k)
+                    .chain(path.iter().copied())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .collect();
         assert_eq!(python, rust);
     }

@@ -112,14 +112,13 @@ pub fn validate(data: &Value) -> Result<Validation, SchemaError> {
     let nested = if flat::is_flat(object) {
         match flat::to_nested(object) {
             Ok(nested) => Value::Object(nested),
-            Err(unknown) => {
-                let message = flat::unknown_key_message();
+            Err(e) => {
+                let message = e.reason();
                 return Ok(Validation::invalid(
-                    unknown
-                        .0
+                    e.keys()
                         .into_iter()
                         .map(|field| FieldError {
-                            field,
+                            field: field.to_owned(),
                             message: message.clone(),
                         })
                         .collect(),
