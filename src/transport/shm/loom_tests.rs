@@ -2,7 +2,7 @@
 //! loom models) of one producer and one consumer, with the data bytes tracked so that a
 //! read not ordered after its write, or a write racing a read, fails the model.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --lib ring`
+//! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --no-default-features --lib ring`
 
 use super::liveness::Liveness;
 use super::ring::{align8, Consumer, Producer, RingControl, RingData, HEADER};
