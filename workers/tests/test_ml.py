@@ -45,6 +45,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "controlnet_misfit": tiny.save_controlnet(
             base, root / "controlnet-misfit", seed=4, embedding_channels=(16, 32, 64, 128)
         ),
+        "upscaler": tiny.save_upscaler(root / "upscaler", seed=5),
+        "latent_upscaler": tiny.save_latent_upscaler(root / "latent-upscaler", seed=6),
     }
 
 
@@ -605,3 +607,297 @@ def test_cache_keeps_a_controlnet_s_base_and_they_leave_together(models: Any) ->
     assert Image.open(io.BytesIO(bytes(reply.attachments[0]))).size == (96, 64)
     refiner = manager.refiner(str(models["refiner"]))
     assert list(manager.cache) == [refiner.key]  # the base was evicted, its ControlNet with it
+
+
+# -- Upscaling ----------------------------------------------------------------------------
+
+
+def picture(width: int = 32, height: int = 32, shift: int = 0, mode: str = "RGB") -> bytes:
+    """A small picture to upscale: two shapes on a background (half transparent in RGBA)."""
+    w, h = max(width, 16), max(height, 16)  # drawn at least 16 x 16, then shrunk
+    img = Image.new("RGBA", (w, h), (40, 70, 110, 128))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse([2 + shift, 2, w // 2 + shift, h // 2], fill=(230, 200, 30, 255))
+    draw.rectangle([w // 2, h // 2, w - 3, h - 3], fill=(20, 220, 120, 255))
+    return png(img.resize((width, height), Image.Resampling.BILINEAR).convert(mode))
+
+
+def learned(models: dict[str, Path], which: str = "upscaler", **over: Any) -> dict[str, Any]:
+    # guidance 1.0: no classifier-free guidance, half the work.
+    return {"model": str(models[which]), "steps": 3, "seed": 1, "guidance_scale": 1.0, **over}
+
+
+def upscaled(host: PipeHost, data: dict[str, Any], *attachments: bytes) -> bytes:
+    answer = host.call("postprocessing.upscale", data, attachments=list(attachments))
+    assert answer["type"] == "response", answer
+    return attachment(answer, 0)
+
+
+def test_x4_upscaler_answers_a_4x_png_with_progress_per_step(sdxl: PipeHost, models: Any) -> None:
+    rid = sdxl.request("postprocessing.upscale", learned(models), attachments=[picture()])
+    events, answer = sdxl.answer(rid)
+    assert answer["type"] == "response", answer
+    img = image(answer)
+    assert (img.format, img.size, img.mode) == ("PNG", (128, 128), "RGB")
+    data = answer["data"]
+    assert (data["width"], data["height"], data["format"]) == (128, 128, "png")
+    assert data["method"] == "sd-x4-upscaler"
+    assert data["model"] == str(models["upscaler"].resolve())
+    assert (data["factor"], data["learned_factor"], data["learned_size"]) == (4, 4, [128, 128])
+    assert data["resized"] is False
+    assert (data["seed"], data["steps"], data["noise_level"]) == (1, 3, 20)
+    progress = [e["data"] for e in events if e["event_name"] == "progress"]
+    assert [p["message"] for p in progress] == ["step 1/3", "step 2/3", "step 3/3"]
+    assert {p["stage"] for p in progress} == {"upscale"} and progress[-1]["progress"] == 1.0
+
+
+def test_x4_upscaler_same_seed_same_image_and_the_inputs_steer_it(
+    sdxl: PipeHost, models: Any
+) -> None:
+    first = upscaled(sdxl, learned(models), picture())
+    assert upscaled(sdxl, learned(models), picture()) == first
+    assert upscaled(sdxl, learned(models, seed=2), picture()) != first
+    assert upscaled(sdxl, learned(models), picture(shift=8)) != first
+    assert upscaled(sdxl, learned(models, noise_level=200), picture()) != first
+    assert upscaled(sdxl, learned(models, prompt="a cat"), picture()) != first
+    # With guidance the negative prompt counts too (guidance 1.0 ignores it).
+    guided = learned(models, guidance_scale=5.0)
+    assert upscaled(sdxl, guided, picture()) != upscaled(
+        sdxl, {**guided, "negative_prompt": "blurry"}, picture()
+    )
+
+
+def test_x4_upscaler_cancel_at_step_1_of_50_stops_it(sdxl: PipeHost, models: Any) -> None:
+    rid = sdxl.request("postprocessing.upscale", learned(models, steps=50), attachments=[picture()])
+    first = sdxl.read()
+    assert first["request_id"] == rid and first["data"]["message"] == "step 1/50", first
+    sdxl.send({"message_id": "c-3", "type": "cancel", "request_id": rid})
+    events, answer = sdxl.answer(rid)
+    assert answer["type"] == "error" and answer["error"]["code"] == "cancelled", answer
+    assert len(events) < 49, "the upscale went on after the cancel"
+    assert sdxl.call("status")["data"]["postprocessing"]["running"] is None
+
+
+def test_x4_upscaler_by_name_with_other_factors_and_odd_sizes(
+    sdxl: PipeHost, models: Any, tmp_path: Path
+) -> None:
+    # Found under FERRY_ML_MODELS; factor 2 is the x4 pass, then Lanczos down by half.
+    answer = sdxl.call(
+        "postprocessing.upscale",
+        learned(models, model="upscaler", factor=2),
+        attachments=[picture()],
+    )
+    assert answer["type"] == "response", answer
+    assert image(answer).size == (64, 64)
+    data = answer["data"]
+    assert data["model"] == str(models["upscaler"].resolve())
+    assert (data["learned_size"], data["resized"]) == ([128, 128], True)
+    # Sides that are not multiples of the VAE's 4 keep their exact size (padded, cropped).
+    odd = sdxl.call("postprocessing.upscale", learned(models), attachments=[picture(30, 18)])
+    assert image(odd).size == (120, 72) and odd["data"]["resized"] is False
+    # 2.5 of 7 x 5: 17.5 x 12.5 rounds to 18 x 12 (Python's round: half to even).
+    path = tmp_path / "small.png"
+    path.write_bytes(picture(7, 5))
+    small = sdxl.call("postprocessing.upscale", learned(models, factor=2.5, path=str(path)))
+    assert image(small).size == (18, 12) and small["data"]["learned_size"] == [28, 20]
+    webp = sdxl.call(
+        "postprocessing.upscale", learned(models, format="webp"), attachments=[picture()]
+    )
+    assert Image.open(io.BytesIO(attachment(webp, 0))).format == "WEBP"
+
+
+def test_x4_upscaler_keeps_transparency(sdxl: PipeHost, models: Any) -> None:
+    source = Image.open(io.BytesIO(picture(16, 8, mode="RGBA")))
+    answer = sdxl.call(
+        "postprocessing.upscale", learned(models), attachments=[picture(16, 8, mode="RGBA")]
+    )
+    img = image(answer)
+    assert (img.size, img.mode) == ((64, 32), "RGBA")
+    alpha = source.getchannel("A").resize((64, 32), Image.Resampling.LANCZOS)
+    assert img.getchannel("A").tobytes() == alpha.tobytes()
+
+
+def test_latent_upscaler_answers_a_2x_png_with_progress_per_step(
+    sdxl: PipeHost, models: Any
+) -> None:
+    data = learned(models, "latent_upscaler")
+    events, answer = sdxl.answer(
+        sdxl.request("postprocessing.upscale", data, attachments=[picture(30, 18)])
+    )
+    assert answer["type"] == "response", answer
+    assert image(answer).size == (60, 36)
+    assert answer["data"]["method"] == "sd-x2-latent-upscaler"
+    assert "noise_level" not in answer["data"]
+    progress = [e["data"]["message"] for e in events if e["event_name"] == "progress"]
+    assert progress == ["step 1/3", "step 2/3", "step 3/3"]
+    first = attachment(answer, 0)
+    assert upscaled(sdxl, data, picture(30, 18)) == first
+    assert upscaled(sdxl, {**data, "seed": 2}, picture(30, 18)) != first
+    # The prompt steers it with guidance (1.0 here); at guidance 0, its default, diffusers
+    # drops the prompt, so one is refused there.
+    assert upscaled(sdxl, {**data, "prompt": "a cat"}, picture(30, 18)) != first
+    guided = {**data, "guidance_scale": 4.0, "prompt": "a cat", "negative_prompt": "blurry"}
+    assert upscaled(sdxl, guided, picture(30, 18)) != first
+    unguided = {**data, "prompt": "a cat"}
+    del unguided["guidance_scale"]
+    message = error_of(sdxl.call("postprocessing.upscale", unguided, attachments=[picture()]))
+    assert message.startswith("prompt: sd-x2-latent-upscaler ignores the prompt"), message
+    # Smaller than its UNet's deepest level allows: padded up, cropped back.
+    assert image(sdxl.call("postprocessing.upscale", data, attachments=[picture(5, 3)])).size == (
+        10,
+        6,
+    )
+
+
+def test_a_missing_upscaler_is_named_with_the_places_looked_at(sdxl: PipeHost, models: Any) -> None:
+    data = learned(models, model="stabilityai/stable-diffusion-x4-upscaler")
+    message = error_of(sdxl.call("postprocessing.upscale", data, attachments=[picture()]))
+    assert message.startswith(
+        "model: model 'stabilityai/stable-diffusion-x4-upscaler' not found (looked for "
+        "stabilityai/stable-diffusion-x4-upscaler/model_index.json, "
+    ), message
+    assert str(models["base"].parent / "stabilityai") in message  # FERRY_ML_MODELS searched
+
+
+def test_a_pipeline_that_is_not_an_upscaler_is_refused(sdxl: PipeHost, models: Any) -> None:
+    data = learned(models, model=str(models["base"]))
+    message = error_of(sdxl.call("postprocessing.upscale", data, attachments=[picture()]))
+    assert message == (
+        f"model: {models['base'].resolve()} holds a StableDiffusionXLPipeline, not an upscaler "
+        "(StableDiffusionUpscalePipeline or StableDiffusionLatentUpscalePipeline)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("which", "data", "expected"),
+    [
+        ("upscaler", {"noise_level": 351}, "noise_level: 351 is above 350"),
+        ("latent_upscaler", {"noise_level": 5}, "noise_level: sd-x2-latent-upscaler takes none"),
+        ("upscaler", {"steps": 0}, "steps: expected an integer from 1 to 200, not 0"),
+        ("upscaler", {"seed": -1}, "seed: expected an integer from 0 to"),
+        ("upscaler", {"guidance_scale": "high"}, "guidance_scale: expected a number from 0 to"),
+        ("upscaler", {"prompt": 3}, "prompt: expected a string"),
+        ("upscaler", {"model": ""}, "model: expected an upscaler folder or name"),
+        (None, {"steps": 3}, "steps: only a learned upscaler takes it (no upscaler model"),
+        (
+            None,
+            {"method": "lanczos", "model": "upscaler"},
+            "model: only a learned upscaler takes it (method is 'lanczos')",
+        ),
+        (None, {"method": "learned"}, "method: 'learned' needs an upscaler model"),
+        (None, {"method": "esrgan"}, "method: expected 'lanczos' or 'learned', not 'esrgan'"),
+        (None, {"factor": 9}, "factor: expected a number from 1 to 8, not 9"),
+        (None, {"format": "tiff"}, "format: unknown image format 'tiff'"),
+        (None, {"stpes": 3}, "stpes: not a field of postprocessing.upscale"),
+    ],
+)
+def test_bad_upscale_fields_are_named(
+    sdxl: PipeHost, models: Any, which: str | None, data: dict[str, Any], expected: str
+) -> None:
+    request = learned(models, which, **data) if which else data
+    message = error_of(sdxl.call("postprocessing.upscale", request, attachments=[picture()]))
+    assert message.startswith(expected), message
+
+
+def test_an_image_too_large_for_the_learned_upscaler_is_refused(
+    sdxl: PipeHost, models: Any
+) -> None:
+    wide = picture(513, 8)  # x4: 2052 px, above the 2048 a side the worker makes
+    message = error_of(sdxl.call("postprocessing.upscale", learned(models), attachments=[wide]))
+    assert message.startswith(
+        "attachments[0]: 513x8 is too large for sd-x4-upscaler: its output would be 2052x32"
+    ), message
+    assert "method 'lanczos'" in message
+    lanczos = sdxl.call("postprocessing.upscale", {"factor": 4}, attachments=[wide])
+    assert image(lanczos).size == (2052, 32) and lanczos["data"]["method"] == "lanczos"
+    # Lanczos makes at most 16384 px a side.
+    long = picture(2049, 2)
+    message = error_of(sdxl.call("postprocessing.upscale", {"factor": 8}, attachments=[long]))
+    assert message.startswith("factor: 8 makes 16392x16 of 2049x2, above 16384 px a side")
+
+
+def test_upscalers_lists_the_models_found_and_the_default(sdxl: PipeHost, models: Any) -> None:
+    answer = sdxl.call("postprocessing.upscalers")["data"]
+    assert answer["methods"] == ["lanczos", "sd-x4-upscaler", "sd-x2-latent-upscaler"]
+    assert answer["models"] == [
+        {
+            "name": "latent-upscaler",
+            "path": str(models["latent_upscaler"]),
+            "method": "sd-x2-latent-upscaler",
+        },
+        {"name": "upscaler", "path": str(models["upscaler"]), "method": "sd-x4-upscaler"},
+    ]
+    assert answer["default"] == {"name": None, "path": None, "method": "lanczos", "error": None}
+
+
+def test_model_load_list_and_unload_an_upscaler(sdxl: PipeHost, models: Any) -> None:
+    loaded = sdxl.call("model.load", {"upscaler": "upscaler"})["data"]["loaded"]
+    assert [e["kind"] for e in loaded] == ["upscaler"] and loaded[0]["bytes"] > 0
+    assert loaded[0]["key"] == ["upscaler", str(models["upscaler"].resolve())]
+    listed = sdxl.call("model.list")["data"]["loaded"]
+    assert loaded[0]["key"] in [e["key"] for e in listed]
+    unloaded = sdxl.call("model.unload", {"upscaler": str(models["upscaler"])})["data"]
+    assert unloaded["unloaded"] == [loaded[0]["key"]]
+    assert error_of(sdxl.call("model.load", {})).startswith("base: required")
+    refiner_only = sdxl.call("model.load", {"refiner": str(models["refiner"])})
+    assert error_of(refiner_only) == "base: required (a local SDXL folder) with refiner"
+    not_one = sdxl.call("model.load", {"upscaler": str(models["base"])})
+    assert error_of(not_one).startswith("upscaler: ") and "not an upscaler" in error_of(not_one)
+
+
+def test_the_default_upscaler_comes_from_ferry_ml_upscaler(
+    models: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ferry_worker.messages import Request
+    from ferry_worker.ml.device import GIB, DeviceInfo
+    from ferry_worker.ml.instructors import PostprocessingInstructor
+    from ferry_worker.ml.models import ModelManager
+
+    monkeypatch.setenv("FERRY_ML_MODELS", str(models["base"].parent))
+    monkeypatch.setenv("FERRY_ML_UPSCALER", "latent-upscaler")
+    post = PostprocessingInstructor(ModelManager(DeviceInfo("cpu", "cpu", 0, 8 * GIB, 8 * GIB)))
+
+    def run(data: dict[str, Any]) -> Any:
+        return post.upscale(Request("postprocessing.upscale", data, [picture()]), LocalContext())
+
+    reply = run({"steps": 2, "seed": 3})
+    assert reply.data["method"] == "sd-x2-latent-upscaler"
+    assert reply.data["model"] == str(models["latent_upscaler"].resolve())
+    assert Image.open(io.BytesIO(bytes(reply.attachments[0]))).size == (64, 64)
+    assert run({"method": "lanczos"}).data["method"] == "lanczos"
+    assert run({"model": "upscaler", "steps": 2}).data["method"] == "sd-x4-upscaler"
+    listed = post.upscalers(Request("postprocessing.upscalers", None, []), LocalContext())
+    assert listed["default"]["method"] == "sd-x2-latent-upscaler"
+
+    monkeypatch.setenv("FERRY_ML_UPSCALER", "nowhere")
+    with pytest.raises(FerryError) as raised:
+        run({})
+    assert raised.value.code == "invalid_request"
+    assert raised.value.message.startswith("FERRY_ML_UPSCALER: model 'nowhere' not found")
+    assert "send method 'lanczos'" in raised.value.message
+    assert run({"method": "lanczos", "factor": 3}).data["width"] == 96
+    listed = post.upscalers(Request("postprocessing.upscalers", None, []), LocalContext())
+    assert listed["default"]["error"].startswith("FERRY_ML_UPSCALER: model 'nowhere'")
+
+
+def test_cache_holds_an_upscaler_within_the_budget(models: Any) -> None:
+    from ferry_worker.messages import Request
+    from ferry_worker.ml.device import GIB, DeviceInfo
+    from ferry_worker.ml.instructors import PostprocessingInstructor
+    from ferry_worker.ml.models import ModelManager
+
+    manager = ModelManager(DeviceInfo("cpu", "cpu", 0, 8 * GIB, 8 * GIB), budget=1)
+    base = manager.base(str(models["base"]))
+    up = manager.upscaler(str(models["upscaler"]))
+    assert list(manager.cache) == [up.key]  # the base was evicted to fit the budget
+    post = PostprocessingInstructor(manager)
+    request = Request("postprocessing.upscale", learned(models), [picture()])
+    reply = post.upscale(request, LocalContext())
+    assert reply.data["timings"]["load_s"] < 1.0 or manager.cache[up.key] is up  # cached
+    assert (
+        manager.cache[up.key] is up
+        and up.pipeline is manager.upscaler(str(models["upscaler"])).pipeline
+    )
+    assert base.key not in manager.cache
+    manager.base(str(models["base"]))
+    assert up.key not in manager.cache  # least recently used first out

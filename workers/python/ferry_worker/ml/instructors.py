@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from .. import _native
 from ..context import Context
 from ..errors import InvalidRequest
 from ..messages import Reply, Request
 from . import controlnet, images, schedulers
+from . import upscale as upscaling
+from .models import ModelManager, resolve_upscaler
 from .request import CONTROLNET_TYPES
 
 
@@ -97,47 +97,101 @@ class ConditioningInstructor:
         pass
 
 
-def _image_in(request_attachments: Sequence[bytes], data: dict[str, Any]) -> Any:
+def _source(request_attachments: Sequence[bytes], data: Any) -> upscaling.Source:
     if request_attachments:
-        return images.decode(request_attachments[0])
-    path = data.get("path")
+        return upscaling.Source(images.decode(request_attachments[0]), "attachments[0]")
+    path = data.get("path") if isinstance(data, dict) else None
     if isinstance(path, str):
         try:
-            return images.decode(Path(path).read_bytes(), "path")
+            return upscaling.Source(images.decode(Path(path).read_bytes(), "path"), "path")
         except OSError as exc:
             raise InvalidRequest(f"path: cannot read {path!r} ({exc})") from exc
     raise InvalidRequest("attachments[0]: an image is required (or data.path)")
 
 
-class PostprocessingInstructor:
-    """``postprocessing.upscale`` (Lanczos resampling) and ``postprocessing.convert``.
+def _image_in(request_attachments: Sequence[bytes], data: dict[str, Any]) -> Any:
+    return _source(request_attachments, data).image
 
-    The upscale is PIL's Lanczos filter, not a learned upscaler: diffusers' x4 upscaler needs
-    weights that are not available here, and is not wired in."""
+
+class PostprocessingInstructor:
+    """``postprocessing.upscale``, ``postprocessing.upscalers`` and ``postprocessing.convert``.
+
+    The upscale runs a learned upscaler (diffusers' x4 upscaler or x2 latent upscaler, from
+    the request's ``model`` or ``$FERRY_ML_UPSCALER``, cached by the model manager) when one is
+    given, else PIL's Lanczos filter (:mod:`.upscale`)."""
 
     name = "postprocessing"
 
-    def __init__(self) -> None:
+    def __init__(self, models: ModelManager) -> None:
+        self.models = models
         self.processed = 0
+        self.by_method: dict[str, int] = {}
+        self.running: str | None = None
 
     def operations(self) -> dict[str, Any]:
-        return {"postprocessing.upscale": self.upscale, "postprocessing.convert": self.convert}
+        return {
+            "postprocessing.upscale": self.upscale,
+            "postprocessing.upscalers": self.upscalers,
+            "postprocessing.convert": self.convert,
+        }
 
     def upscale(self, request: Request, ctx: Context) -> Reply:
-        data = request.data
-        data = data if isinstance(data, dict) else {}
-        image = _image_in(request.attachments, data)
-        factor = data.get("factor", 2)
-        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 1 <= factor <= 8:
-            raise InvalidRequest("factor: expected a number from 1 to 8")
-        size = (round(image.width * factor), round(image.height * factor))
-        out = image.resize(size, Image.Resampling.LANCZOS)
-        fmt = str(data.get("format", "png"))
-        blob = images.encode(out, fmt)
+        req = upscaling.parse(request.data)
+        source = _source(request.attachments, request.data)
+        if req.method == upscaling.LANCZOS:
+            factor = req.factor if req.factor is not None else 2.0
+            out = upscaling.lanczos(source.image, factor)
+            described: dict[str, Any] = {}
+        else:
+            self.running = ctx.request_id
+            try:
+                out, described = self._learned(req, source, ctx)
+            finally:
+                self.running = None
+        blob = images.encode(out, req.format)
+        method = str(described.pop("method", upscaling.LANCZOS))
         self.processed += 1
-        return Reply(
-            {"width": size[0], "height": size[1], "format": fmt, "method": "lanczos"}, [blob]
-        )
+        self.by_method[method] = self.by_method.get(method, 0) + 1
+        data = {"width": out.width, "height": out.height, "format": req.format, "method": method}
+        return Reply({**data, **described}, [blob])
+
+    def _learned(
+        self, req: upscaling.UpscaleRequest, source: upscaling.Source, ctx: Context
+    ) -> tuple[Any, dict[str, Any]]:
+        assert req.model is not None
+        started = time.perf_counter()
+        try:
+            folder, kind = resolve_upscaler(req.model, req.model_field)
+        except InvalidRequest as exc:
+            if req.model_field != upscaling.DEFAULT_ENV:
+                raise
+            raise InvalidRequest(
+                f"{exc.message} ({upscaling.DEFAULT_ENV} names the worker's default upscaler; "
+                "send method 'lanczos' to resize without it)"
+            ) from exc
+        learned = upscaling.LEARNED[kind]
+        upscaling.check_request(req, learned, source)
+        entry = self.models.upscaler(str(folder), req.model_field)
+        loaded = time.perf_counter()
+
+        def on_step(done: int, total: int) -> None:
+            ctx.progress(done / total, "upscale", f"step {done}/{total}")
+
+        out, described = upscaling.run_learned(entry, learned, req, source, ctx, on_step)
+        return out, {
+            "method": learned.method,
+            **described,
+            "timings": upscaling.timings(started, loaded),
+        }
+
+    def upscalers(self, request: Request, ctx: Context) -> dict[str, Any]:
+        """The learned upscalers found under ``$FERRY_ML_MODELS``, and the default."""
+        return {
+            "methods": [upscaling.LANCZOS, *(k.method for k in upscaling.LEARNED.values())],
+            "default": upscaling.describe_default(),
+            "models": upscaling.find_models(),
+            "request_field": "model",
+        }
 
     def convert(self, request: Request, ctx: Context) -> Reply:
         data = request.data
@@ -154,7 +208,7 @@ class PostprocessingInstructor:
         return Reply({"width": image.width, "height": image.height, "format": fmt}, [blob])
 
     def status(self) -> dict[str, Any]:
-        return {"processed": self.processed}
+        return {"processed": self.processed, "by_method": self.by_method, "running": self.running}
 
     def cleanup(self) -> None:
         pass

@@ -5,9 +5,10 @@ A suite is a base pipeline (a diffusers ``save_pretrained`` folder holding
 SDXL folder, run as an img2img pipeline on the base's latents). A ControlNet (a
 ``ControlNetModel`` folder) is cached as a ``StableDiffusionXLControlNetPipeline`` that shares
 every module of its base pipeline and adds only the ControlNet; it depends on that base entry
-and leaves the cache with it. A model named by something that is not a local folder is looked
-up under ``$FERRY_ML_MODELS``; there is no hub access, so a model found nowhere is an
-``invalid_request`` naming every place looked at.
+and leaves the cache with it. An upscaler (diffusers' x4 upscaler or x2 latent upscaler, a
+pipeline folder) is cached on its own, as ``postprocessing.upscale`` runs it. A model named by
+something that is not a local folder is looked up under ``$FERRY_ML_MODELS``; there is no hub
+access, so a model found nowhere is an ``invalid_request`` naming every place looked at.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Loaded:
     """One cached pipeline."""
 
     key: tuple[str, ...]
-    kind: str  # "base", "refiner" or "controlnet"
+    kind: str  # "base", "refiner", "controlnet" or "upscaler"
     pipeline: Any
     bytes: int  # what this entry holds beyond the entries it depends on
     scheduler_config: Any
@@ -124,6 +125,26 @@ def resolve_controlnet(name: str, what: str = "conditioning.controlnet.model") -
         return found
     resolve(name, what, "config.json")  # raises, naming the places looked at
     raise AssertionError("unreachable")
+
+
+# The pipeline classes an upscaler folder's model_index.json may name (how each runs:
+# ferry_worker.ml.upscale.LEARNED).
+UPSCALER_CLASSES = ("StableDiffusionUpscalePipeline", "StableDiffusionLatentUpscalePipeline")
+
+
+def resolve_upscaler(name: str, what: str = "model") -> tuple[Path, str]:
+    """An upscaler pipeline folder and its pipeline class (one of :data:`UPSCALER_CLASSES`).
+    Raises :class:`InvalidRequest` listing what was looked for, or naming the class found
+    where an upscaler was expected."""
+    folder = resolve(name, what)
+    kind = _class_name(folder / "model_index.json")
+    if kind not in UPSCALER_CLASSES:
+        known = " or ".join(UPSCALER_CLASSES)
+        raise InvalidRequest(
+            f"{what}: {folder} holds a {kind or 'pipeline of unknown class'}, not an upscaler "
+            f"({known})"
+        )
+    return folder, kind
 
 
 # The UNet settings that decide the shapes of the residuals a ControlNet adds to the UNet.
@@ -333,6 +354,28 @@ class ModelManager:
         )
         return self._insert(entry)
 
+    def upscaler(self, name: str, what: str = "model") -> Loaded:
+        """The upscaler pipeline for ``name`` (diffusers' x4 upscaler or x2 latent upscaler,
+        as its ``model_index.json`` says), loaded if needed, with the memory savers its size
+        calls for."""
+        import diffusers
+
+        folder, class_name = resolve_upscaler(name, what)
+        key = ("upscaler", str(folder))
+        if key in self.cache:
+            return self._touch(self.cache[key])
+        dtype = devices.dtype_for(self.device)
+        started = time.perf_counter()
+        try:
+            pipe = getattr(diffusers, class_name).from_pretrained(str(folder), dtype=dtype)
+        except (OSError, ValueError, RuntimeError) as exc:  # a broken or partial folder
+            raise InvalidRequest(f"{what}: cannot load the upscaler {folder} ({exc})") from exc
+        pipe, offloaded, sliced = self._place(pipe)
+        log.info("loaded the upscaler %s in %.2f s", folder, time.perf_counter() - started)
+        entry = Loaded(key, "upscaler", pipe, module_bytes(pipe), pipe.scheduler.config)
+        entry.offloaded, entry.attention_slicing = offloaded, sliced
+        return self._insert(entry)
+
     def _place(self, pipe: Any) -> tuple[Any, bool, bool]:
         """``pipe`` on the device with the memory savers its size calls for; whether it was
         placed with model CPU offload, and whether attention slicing is on."""
@@ -402,27 +445,37 @@ class ModelInstructor:
 
     def load(self, request: Request, ctx: Context) -> dict[str, Any]:
         data = request.data
-        if not isinstance(data, dict) or not isinstance(data.get("base"), str):
-            raise InvalidRequest("base: required (a local SDXL folder)")
-        for name in ("vae", "refiner", "controlnet"):
+        if not isinstance(data, dict):
+            raise InvalidRequest("base: required (a local SDXL folder), or upscaler")
+        for name in ("base", "vae", "refiner", "controlnet", "upscaler"):
             if data.get(name) is not None and not isinstance(data[name], str):
                 raise InvalidRequest(f"{name}: expected a model folder or name")
+        with_base = [n for n in ("vae", "refiner", "controlnet") if data.get(n) is not None]
+        if data.get("base") is None and (with_base or data.get("upscaler") is None):
+            also = f" with {', '.join(with_base)}" if with_base else ", or upscaler"
+            raise InvalidRequest(f"base: required (a local SDXL folder){also}")
         started = time.perf_counter()
-        base = self.manager.base(data["base"], data.get("vae"))
-        entries = [base]
-        if isinstance(data.get("refiner"), str):
-            entries.append(self.manager.refiner(data["refiner"]))
-        if isinstance(data.get("controlnet"), str):
-            entries.append(self.manager.controlnet(base, data["controlnet"], "controlnet"))
+        entries = []
+        if isinstance(data.get("base"), str):
+            base = self.manager.base(data["base"], data.get("vae"))
+            entries.append(base)
+            if isinstance(data.get("refiner"), str):
+                entries.append(self.manager.refiner(data["refiner"]))
+            if isinstance(data.get("controlnet"), str):
+                entries.append(self.manager.controlnet(base, data["controlnet"], "controlnet"))
+        if isinstance(data.get("upscaler"), str):
+            entries.append(self.manager.upscaler(data["upscaler"], "upscaler"))
         return {
             "loaded": [e.describe() for e in entries],
             "seconds": round(time.perf_counter() - started, 3),
         }
 
     def unload(self, request: Request, ctx: Context) -> dict[str, Any]:
-        data = request.data
-        name = data.get("base") if isinstance(data, dict) else None
-        return {"unloaded": self.manager.unload(name if isinstance(name, str) else None)}
+        data = request.data if isinstance(request.data, dict) else {}
+        names = [data[k] for k in ("base", "upscaler") if isinstance(data.get(k), str)]
+        if not names:
+            return {"unloaded": self.manager.unload(None)}
+        return {"unloaded": [key for name in names for key in self.manager.unload(name)]}
 
     def list(self, request: Request, ctx: Context) -> dict[str, Any]:
         return self.manager.describe()

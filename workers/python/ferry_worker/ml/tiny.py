@@ -1,10 +1,15 @@
-"""A tiny SDXL pipeline with random weights, built locally (no hub access), for tests and demos.
+"""Tiny pipelines with random weights, built locally (no hub access), for tests and demos.
 
-``python -m ferry_worker.ml.tiny DIR [--refiner DIR] [--lora DIR] [--controlnet DIR]`` writes
-``save_pretrained`` folders that :mod:`ferry_worker.ml.models` loads like any local SDXL model.
-The dimensions fit together (docs/ml-workers.md): UNet (32, 64) with ``text_time`` added
-conditioning, a two-level VAE, two CLIP text encoders of width 32 and a CLIP BPE tokenizer over
-a byte-level vocabulary; the ControlNet is made from the UNet (``ControlNetModel.from_unet``).
+``python -m ferry_worker.ml.tiny [DIR] [--refiner DIR] [--lora DIR] [--controlnet DIR]
+[--upscaler DIR] [--latent-upscaler DIR]`` writes ``save_pretrained`` folders that
+:mod:`ferry_worker.ml.models` loads like any local model. The dimensions fit together
+(docs/ml-workers.md): UNet (32, 64) with ``text_time`` added conditioning, a two-level VAE, two
+CLIP text encoders of width 32 and a CLIP BPE tokenizer over a byte-level vocabulary; the
+ControlNet is made from the UNet (``ControlNetModel.from_unet``). The upscalers are diffusers'
+x4 upscaler (``StableDiffusionUpscalePipeline``: a UNet taking the latents and the low-res
+image, 7 channels, with the noise level as its class label; a three-level VAE, 4x) and the x2
+latent upscaler (``StableDiffusionLatentUpscalePipeline``: a K-diffusion UNet of four levels
+taking the latents and the image's latents, 8 channels), each with one CLIP text encoder.
 Two steps at 64x64 run in well under a second on a CPU once loaded.
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,11 @@ import torch
 from diffusers import (
     AutoencoderKL,
     ControlNetModel,
+    DDIMScheduler,
+    DDPMScheduler,
     EulerDiscreteScheduler,
+    StableDiffusionLatentUpscalePipeline,
+    StableDiffusionUpscalePipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -86,8 +96,6 @@ def _text_config() -> CLIPTextConfig:
 
 def build_pipeline(seed: int = 0) -> Any:
     """A ``StableDiffusionXLPipeline`` of tiny modules with random weights drawn from ``seed``."""
-    import tempfile
-
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
@@ -124,10 +132,7 @@ def build_pipeline(seed: int = 0) -> Any:
     )
     text_encoder = CLIPTextModel(_text_config())
     text_encoder_2 = CLIPTextModelWithProjection(_text_config())
-    with tempfile.TemporaryDirectory() as tmp:
-        write_tokenizer(Path(tmp))
-        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
-        tokenizer_2 = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
+    tokenizer, tokenizer_2 = _tokenizer(), _tokenizer()
     return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -195,22 +200,175 @@ def save_controlnet(
     return folder
 
 
+def _tokenizer() -> Any:
+    """The CLIP BPE tokenizer of :func:`write_tokenizer`, loaded as a real one is."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write_tokenizer(Path(tmp))
+        return CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
+
+
+# The x4 upscaler's VAE latents are scaled by this (its released config; the pipeline resets
+# any other value to it, with a deprecation warning).
+X4_VAE_SCALING = 0.08333
+
+
+def build_upscaler(seed: int = 5) -> Any:
+    """A ``StableDiffusionUpscalePipeline`` (x4) of tiny modules with random weights.
+
+    As in the released x4 upscaler: the UNet takes 7 channels, the 4 latent channels and the 3
+    of the low-res image it is conditioned on, at the low-res image's size, and the noise
+    level added to that image as its class label (``num_class_embeds`` 1000, above the
+    pipeline's ``max_noise_level`` 350); the VAE has three levels, so it decodes the latents
+    4x larger, with the x4 VAE's scaling factor; the low-res image is noised with a DDPM
+    scheduler, the latents denoised with DDIM and v-prediction."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=7,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=TEXT_WIDTH,
+        norm_num_groups=1,
+        num_class_embeds=1000,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(32, 32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=4,
+        sample_size=128,
+        scaling_factor=X4_VAE_SCALING,
+    )
+    low_res_scheduler = DDPMScheduler(
+        beta_start=0.0001, beta_end=0.02, beta_schedule="scaled_linear", clip_sample=False
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="v_prediction",
+    )
+    return StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel(_text_config()),
+        tokenizer=_tokenizer(),
+        unet=unet,
+        low_res_scheduler=low_res_scheduler,
+        scheduler=scheduler,
+        max_noise_level=350,
+    )
+
+
+def save_upscaler(folder: Path, seed: int = 5) -> Path:
+    """Builds the tiny x4 upscaler and ``save_pretrained``s it into ``folder``."""
+    build_upscaler(seed).save_pretrained(str(folder))
+    return folder
+
+
+def build_latent_upscaler(seed: int = 6) -> Any:
+    """A ``StableDiffusionLatentUpscalePipeline`` (x2) of tiny modules with random weights.
+
+    As in the released x2 latent upscaler: a K-diffusion UNet (``KDownBlock2D`` and
+    ``KCrossAttnDownBlock2D``, Fourier time embedding, no middle block) taking 8 channels, the
+    latents and the low-res image's latents (encoded by the pipeline's VAE, enlarged 2x), and
+    predicting 5 (the pipeline drops the last); its time condition is 64 ones, 64 zeros (the
+    noise level) and the text encoder's pooled output, so ``time_cond_proj_dim`` is 128 plus
+    the text width. Four levels (with two, the K up blocks' widths do not match up); a
+    two-level VAE."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        act_fn="gelu",
+        attention_head_dim=8,
+        norm_num_groups=None,
+        block_out_channels=(32, 32, 64, 64),
+        time_cond_proj_dim=128 + TEXT_WIDTH,
+        conv_in_kernel=1,
+        conv_out_kernel=1,
+        cross_attention_dim=TEXT_WIDTH,
+        down_block_types=(
+            "KDownBlock2D",
+            "KCrossAttnDownBlock2D",
+            "KCrossAttnDownBlock2D",
+            "KCrossAttnDownBlock2D",
+        ),
+        in_channels=8,
+        mid_block_type=None,
+        only_cross_attention=False,
+        out_channels=5,
+        resnet_time_scale_shift="scale_shift",
+        time_embedding_type="fourier",
+        timestep_post_act="gelu",
+        up_block_types=(
+            "KCrossAttnUpBlock2D",
+            "KCrossAttnUpBlock2D",
+            "KCrossAttnUpBlock2D",
+            "KUpBlock2D",
+        ),
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        sample_size=64,
+    )
+    return StableDiffusionLatentUpscalePipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel(_text_config()),
+        tokenizer=_tokenizer(),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(prediction_type="sample"),
+    )
+
+
+def save_latent_upscaler(folder: Path, seed: int = 6) -> Path:
+    """Builds the tiny x2 latent upscaler and ``save_pretrained``s it into ``folder``."""
+    build_latent_upscaler(seed).save_pretrained(str(folder))
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ferry_worker.ml.tiny", description=__doc__)
-    parser.add_argument("base", type=Path, help="folder for the base pipeline")
+    parser.add_argument("base", type=Path, nargs="?", help="folder for the base pipeline")
     parser.add_argument("--refiner", type=Path, help="folder for a second (refiner) pipeline")
     parser.add_argument("--lora", type=Path, help="folder for a LoRA of the base UNet")
     parser.add_argument("--controlnet", type=Path, help="folder for a ControlNet of the base")
+    parser.add_argument("--upscaler", type=Path, help="folder for an x4 upscaler")
+    parser.add_argument("--latent-upscaler", type=Path, help="folder for an x2 latent upscaler")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    save_pipeline(args.base, args.seed)
+    needs_base = [f"--{n}" for n in ("refiner", "lora", "controlnet") if getattr(args, n)]
+    if args.base is None and (needs_base or not (args.upscaler or args.latent_upscaler)):
+        parser.error(
+            f"the base folder is required{' with ' + ', '.join(needs_base) if needs_base else ''}"
+        )
+    if args.base is not None:
+        save_pipeline(args.base, args.seed)
     if args.refiner is not None:
         save_pipeline(args.refiner, args.seed + 1)
     if args.lora is not None:
         save_lora(args.base, args.lora, args.seed + 2)
     if args.controlnet is not None:
         save_controlnet(args.base, args.controlnet, args.seed + 3)
-    print(args.base, file=sys.stderr)
+    if args.upscaler is not None:
+        save_upscaler(args.upscaler, args.seed + 5)
+    if args.latent_upscaler is not None:
+        save_latent_upscaler(args.latent_upscaler, args.seed + 6)
+    for folder in (args.base, args.upscaler, args.latent_upscaler):
+        if folder is not None:
+            print(folder, file=sys.stderr)
     return 0
 
 

@@ -36,7 +36,7 @@ def build(worker_type: str = WORKER_TYPE) -> tuple[Worker, Router]:
             ConditioningInstructor(),
             inference,
             SchedulerInstructor(),
-            PostprocessingInstructor(),
+            PostprocessingInstructor(models),
         ]
     )
     new = router.register(Worker(worker_type))
