@@ -1,5 +1,10 @@
 //! Message ids and timestamps.
+//!
+//! Both are made once or twice per call on the hot path, so neither goes through
+//! `format!`: ids are written digit by digit, and a timestamp reuses the date and time
+//! of day formatted for its second (cached per thread) and writes only the milliseconds.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,10 +33,37 @@ impl IdGenerator {
     }
 
     /// The next id.
+    #[inline]
     pub fn next_id(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.prefix)
+        let mut id = String::with_capacity(self.prefix.len() + 1 + 20);
+        id.push_str(self.prefix);
+        id.push('-');
+        push_decimal(&mut id, n);
+        id
     }
+}
+
+/// Appends `n` in decimal.
+#[inline]
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+}
+
+thread_local! {
+    /// The second last formatted on this thread and its text up to the milliseconds
+    /// (`2026-11-22T08:00:00.`).
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
 /// The current UTC time as RFC 3339 with milliseconds, e.g. `2026-11-22T08:00:00.000Z`.
@@ -39,19 +71,68 @@ pub fn now_timestamp() -> String {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    format_timestamp(since.as_secs(), since.subsec_millis())
+    let (secs, millis) = (since.as_secs(), since.subsec_millis());
+    SECOND
+        .try_with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.0 != secs {
+                cache.1.clear();
+                push_second(&mut cache.1, secs);
+                cache.0 = secs;
+            }
+            let mut out = String::with_capacity(cache.1.len() + 4);
+            out.push_str(&cache.1);
+            push_millis(&mut out, millis);
+            out
+        })
+        // Only during thread teardown: format without the cache.
+        .unwrap_or_else(|_| format_timestamp(secs, millis))
 }
 
 fn format_timestamp(secs: u64, millis: u32) -> String {
+    let mut out = String::with_capacity(24);
+    push_second(&mut out, secs);
+    push_millis(&mut out, millis);
+    out
+}
+
+/// Appends `YYYY-MM-DDTHH:MM:SS.` for `secs` since the epoch.
+fn push_second(out: &mut String, secs: u64) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    if (0..10_000).contains(&y) {
+        push_padded(out, y as u64, 4);
+    } else {
+        // Outside four digits (not in this millennium): what `{y:04}` would print.
+        out.push_str(&y.to_string());
+    }
+    out.push('-');
+    push_padded(out, m.into(), 2);
+    out.push('-');
+    push_padded(out, d.into(), 2);
+    out.push('T');
+    push_padded(out, rem / 3600, 2);
+    out.push(':');
+    push_padded(out, (rem / 60) % 60, 2);
+    out.push(':');
+    push_padded(out, rem % 60, 2);
+    out.push('.');
+}
+
+/// Appends `millis` (below 1000) as three digits and the `Z`.
+fn push_millis(out: &mut String, millis: u32) {
+    push_padded(out, millis.min(999).into(), 3);
+    out.push('Z');
+}
+
+/// Appends `n` in decimal, zero-padded to `width` digits (`n` has at most `width`).
+fn push_padded(out: &mut String, n: u64, width: u32) {
+    let mut div = 10u64.pow(width - 1);
+    while div > 0 {
+        out.push(char::from(b'0' + ((n / div) % 10) as u8));
+        div /= 10;
+    }
 }
 
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day).
@@ -71,6 +152,51 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_count_up_from_one() {
+        let ids = IdGenerator::new("w");
+        assert_eq!(ids.next_id(), "w-1");
+        ids.next.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(ids.next_id(), format!("w-{}", u64::MAX));
+        let mut n = String::new();
+        for v in [0, 9, 10, 99, 100, 12_345_678_901] {
+            n.clear();
+            push_decimal(&mut n, v);
+            assert_eq!(n, v.to_string());
+        }
+    }
+
+    #[test]
+    fn timestamps_match_the_format_reference() {
+        let reference = |secs: u64, millis: u32| {
+            let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+            let rem = secs % 86_400;
+            format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+                rem / 3600,
+                (rem / 60) % 60,
+                rem % 60
+            )
+        };
+        let mut secs = 0u64;
+        while secs < 400_000_000_000 {
+            let millis = (secs % 1000) as u32;
+            assert_eq!(format_timestamp(secs, millis), reference(secs, millis));
+            secs = secs * 3 + 7_919;
+        }
+    }
+
+    #[test]
+    fn now_timestamp_is_rfc3339_with_millis() {
+        let a = now_timestamp();
+        let b = now_timestamp();
+        for t in [&a, &b] {
+            assert_eq!(t.len(), 24, "{t}");
+            assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T' && t.as_bytes()[19] == b'.');
+        }
+        assert!(a <= b);
+    }
 
     #[test]
     fn timestamps_match_known_dates() {
