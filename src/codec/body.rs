@@ -1,6 +1,7 @@
 //! Frame bodies: the header plus attachments, for both framings.
 
-use super::{bincode_wire, CodecError, CodecKind};
+use super::view::EnvelopeRef;
+use super::{bincode_wire, msgpack, CodecError, CodecKind};
 use crate::protocol::{AttachmentMeta, Envelope};
 use base64::Engine as _;
 use std::borrow::Cow;
@@ -124,13 +125,12 @@ pub(super) fn decode_line(frame: &[u8]) -> Result<DecodedFrame, CodecError> {
     })
 }
 
+/// Appends the framed header of `envelope` (its attachments already sized by the caller).
 pub(super) fn encode_framed(
     kind: CodecKind,
-    envelope: &Envelope,
-    attachments: &[&[u8]],
+    envelope: &EnvelopeRef<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    let envelope = with_sizes(envelope, attachments);
     out.extend_from_slice(&[0; 4]);
     let header_err = |message: String| CodecError::Header {
         codec: kind,
@@ -138,11 +138,10 @@ pub(super) fn encode_framed(
     };
     match kind {
         CodecKind::Json => {
-            serde_json::to_writer(&mut *out, &*envelope).map_err(|e| header_err(e.to_string()))?
+            serde_json::to_writer(&mut *out, envelope).map_err(|e| header_err(e.to_string()))?
         }
-        CodecKind::MsgPack => rmp_serde::encode::write_named(out, &*envelope)
-            .map_err(|e| header_err(e.to_string()))?,
-        CodecKind::Bincode => bincode_wire::encode(&envelope, out).map_err(header_err)?,
+        CodecKind::MsgPack => msgpack::encode(envelope, out).map_err(header_err)?,
+        CodecKind::Bincode => bincode_wire::encode(envelope, out).map_err(header_err)?,
     }
     let header_len = u32::try_from(out.len() - 4).map_err(|_| CodecError::FrameTooLarge {
         size: out.len(),
@@ -167,9 +166,7 @@ pub(super) fn decode_framed(kind: CodecKind, frame: &[u8]) -> Result<DecodedFram
     };
     let envelope: Envelope = match kind {
         CodecKind::Json => serde_json::from_slice(header).map_err(|e| header_err(e.to_string()))?,
-        CodecKind::MsgPack => {
-            rmp_serde::from_slice(header).map_err(|e| header_err(e.to_string()))?
-        }
+        CodecKind::MsgPack => msgpack::decode(header).map_err(header_err)?,
         CodecKind::Bincode => bincode_wire::decode(header).map_err(header_err)?,
     };
     envelope.check_version()?;

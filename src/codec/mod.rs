@@ -15,9 +15,12 @@
 mod bincode_wire;
 mod body;
 mod error;
+mod msgpack;
+mod view;
 
 pub use body::DecodedFrame;
 pub use error::CodecError;
+pub(crate) use view::{EnvelopeRef, Metas};
 
 use crate::protocol::Envelope;
 use serde::{Deserialize, Serialize};
@@ -142,11 +145,43 @@ impl Codec {
         attachments: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
+        match self.framing {
+            Framing::Lines => {
+                out.clear();
+                body::encode_line(envelope, attachments, out)?;
+                self.check_size(out, attachments)
+            }
+            Framing::LengthPrefixed => {
+                self.encode_ref(&EnvelopeRef::from(envelope), attachments, out)
+            }
+        }
+    }
+
+    /// [`encode`](Self::encode) from a borrowed view (the worker runtime and the
+    /// connection send through this without building an owned envelope).
+    #[inline]
+    pub(crate) fn encode_ref(
+        &self,
+        envelope: &EnvelopeRef<'_>,
+        attachments: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
         out.clear();
         match self.framing {
-            Framing::Lines => body::encode_line(envelope, attachments, out)?,
-            Framing::LengthPrefixed => body::encode_framed(self.kind, envelope, attachments, out)?,
+            Framing::Lines => body::encode_line(&envelope.to_envelope(), attachments, out)?,
+            Framing::LengthPrefixed => {
+                let mut sized = *envelope;
+                sized.attachments = Metas {
+                    metas: envelope.attachments.metas,
+                    sizes: Some(attachments),
+                };
+                body::encode_framed(self.kind, &sized, out)?
+            }
         }
+        self.check_size(out, attachments)
+    }
+
+    fn check_size(&self, out: &[u8], attachments: &[&[u8]]) -> Result<(), CodecError> {
         let total = out.len() + attachments.iter().map(|a| a.len()).sum::<usize>();
         if total > self.max_frame {
             return Err(CodecError::FrameTooLarge {
@@ -173,3 +208,6 @@ impl Codec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
