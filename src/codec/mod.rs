@@ -27,6 +27,44 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+/// Calls `f` with a framed message as the parts a transport sends: `header`, then each
+/// attachment (on the stack for up to three attachments, no allocation).
+#[inline]
+pub(crate) fn with_parts<R>(
+    header: &[u8],
+    attachments: &[&[u8]],
+    f: impl FnOnce(&[&[u8]]) -> R,
+) -> R {
+    const STACK: usize = 4;
+    if attachments.len() < STACK {
+        let mut parts: [&[u8]; STACK] = [&[]; STACK];
+        parts[0] = header;
+        parts[1..=attachments.len()].copy_from_slice(attachments);
+        f(&parts[..=attachments.len()])
+    } else {
+        let mut parts = Vec::with_capacity(1 + attachments.len());
+        parts.push(header);
+        parts.extend_from_slice(attachments);
+        f(&parts)
+    }
+}
+
+/// Calls `f` with `items` as byte slices (on the stack for up to four, no allocation).
+#[inline]
+pub(crate) fn with_slices<T: AsRef<[u8]>, R>(items: &[T], f: impl FnOnce(&[&[u8]]) -> R) -> R {
+    const STACK: usize = 4;
+    if items.len() <= STACK {
+        let mut slices: [&[u8]; STACK] = [&[]; STACK];
+        for (slot, item) in slices.iter_mut().zip(items) {
+            *slot = item.as_ref();
+        }
+        f(&slices[..items.len()])
+    } else {
+        let slices: Vec<&[u8]> = items.iter().map(AsRef::as_ref).collect();
+        f(&slices)
+    }
+}
+
 /// Default maximum frame size: 64 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 

@@ -53,6 +53,30 @@ fn is_absent(data: &Option<&Value>) -> bool {
 }
 
 impl<'a> EnvelopeRef<'a> {
+    /// A view with only the required fields set.
+    #[inline]
+    pub(crate) fn new(kind: MessageType, message_id: &'a str) -> Self {
+        EnvelopeRef {
+            version: crate::protocol::PROTOCOL_VERSION,
+            message_id,
+            request_id: None,
+            timestamp: None,
+            kind,
+            operation: None,
+            worker_type: None,
+            source: None,
+            destination: None,
+            priority: None,
+            deadline_ms: None,
+            data: None,
+            success: None,
+            error: None,
+            metrics: None,
+            event_name: None,
+            attachments: Metas::AS_IS_NONE,
+        }
+    }
+
     /// An owned envelope with the same fields (for the rare paths that need one).
     pub(crate) fn to_envelope(self) -> Envelope {
         let owned = |s: Option<&str>| s.map(str::to_owned);
@@ -153,6 +177,11 @@ pub(crate) struct Metas<'a> {
 }
 
 impl<'a> Metas<'a> {
+    const AS_IS_NONE: Metas<'static> = Metas {
+        metas: &[],
+        sizes: None,
+    };
+
     /// How many attachments go on the wire.
     #[inline]
     pub(crate) fn len(&self) -> usize {

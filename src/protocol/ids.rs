@@ -35,12 +35,27 @@ impl IdGenerator {
     /// The next id.
     #[inline]
     pub fn next_id(&self) -> String {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut id = String::with_capacity(self.prefix.len() + 1 + 20);
-        id.push_str(self.prefix);
-        id.push('-');
-        push_decimal(&mut id, n);
+        self.next_id_into(&mut id);
         id
+    }
+
+    /// The next id, written over `out` (which keeps its allocation).
+    ///
+    /// ```
+    /// use ferry::protocol::IdGenerator;
+    /// let ids = IdGenerator::new("w");
+    /// let mut id = String::from("old");
+    /// ids.next_id_into(&mut id);
+    /// assert_eq!(id, "w-1");
+    /// ```
+    #[inline]
+    pub fn next_id_into(&self, out: &mut String) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        out.clear();
+        out.push_str(self.prefix);
+        out.push('-');
+        push_decimal(out, n);
     }
 }
 

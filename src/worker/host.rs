@@ -55,7 +55,8 @@ impl std::fmt::Debug for WorkerHooks {
 /// A worker's successful answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
-    /// The response envelope as received.
+    /// The response envelope as received, less its `data`, which is moved (not copied) to
+    /// [`data`](Self::data): `envelope.data` is `None`.
     pub envelope: Envelope,
     /// Its `data` (`null` when absent).
     pub data: Value,
