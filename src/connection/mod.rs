@@ -27,7 +27,7 @@ mod slot;
 pub use slot::Incoming;
 use slot::Slot;
 
-use crate::codec::{Codec, CodecError, Framing};
+use crate::codec::{with_parts, Codec, CodecError, EnvelopeRef, Framing};
 use crate::protocol::{
     legacy, Envelope, ErrorBody, ErrorCode, IdGenerator, MessageType, ProtocolError, ReadyInfo,
     PROTOCOL_VERSION,
@@ -275,7 +275,7 @@ impl Connection {
             return;
         }
         let cancel = Envelope::cancel(self.ids.next_id(), id);
-        let _ = self.send_request(&cancel, &[]);
+        let _ = self.send_request(&EnvelopeRef::from(&cancel), &[]);
     }
 
     /// Fails every pending request with `worker_crashed` and refuses new ones; the pool
@@ -329,29 +329,26 @@ impl Connection {
         st.async_waiters = st.async_waiters.saturating_sub(1);
     }
 
-    fn send_request(&self, env: &Envelope, attachments: &[&[u8]]) -> Result<(), CallError> {
+    fn send_request(&self, env: &EnvelopeRef<'_>, attachments: &[&[u8]]) -> Result<(), CallError> {
         let mut tx = self.tx.lock();
         let TxHalf { sender, out } = &mut *tx;
         let result = match self.dialect {
             Dialect::Ferry => {
-                self.codec.encode(env, attachments, out)?;
-                if self.codec.framing() == Framing::LengthPrefixed && !attachments.is_empty() {
-                    let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + attachments.len());
-                    parts.push(out);
-                    parts.extend_from_slice(attachments);
-                    sender.send(&parts)
-                } else {
-                    sender.send(&[out])
-                }
+                self.codec.encode_ref(env, attachments, out)?;
+                let raw = match self.codec.framing() {
+                    Framing::LengthPrefixed => attachments,
+                    Framing::Lines => &[],
+                };
+                with_parts(out, raw, |parts| sender.send(parts))
             }
             Dialect::Legacy => {
                 out.clear();
-                serde_json::to_writer(&mut *out, &legacy::encode_request(env)).map_err(|e| {
-                    CodecError::Header {
+                legacy::write_request(env.operation, env.message_id, env.data, out).map_err(
+                    |e| CodecError::Header {
                         codec: crate::codec::CodecKind::Json,
                         message: e.to_string(),
-                    }
-                })?;
+                    },
+                )?;
                 sender.send(&[out])
             }
         };
@@ -451,36 +448,45 @@ impl Connection {
         }
     }
 
-    fn route(&self, env: Envelope, attachments: Vec<Vec<u8>>) {
-        let id = match (&env.request_id, self.dialect) {
-            (Some(id), _) => id.clone(),
-            // A legacy answer may omit request_id: it answers the one request in flight.
-            (None, Dialect::Legacy) => match self.state.lock().pending.keys().next() {
-                Some(id) => id.clone(),
-                None => return,
-            },
-            (None, Dialect::Ferry) => {
-                tracing::debug!(worker = %self.label, event = ?env.event_name, "worker-wide message");
-                return;
-            }
-        };
+    fn route(&self, mut env: Envelope, attachments: Vec<Vec<u8>>) {
         let terminal = env.is_terminal();
         let slot = {
+            let legacy_id: String;
             let mut st = self.state.lock();
-            if terminal {
-                st.pending.remove(&id)
+            let id = match (env.request_id.as_deref(), self.dialect) {
+                (Some(id), _) => id,
+                // A legacy answer may omit request_id: it answers the one request in flight.
+                (None, Dialect::Legacy) => match st.pending.keys().next() {
+                    Some(id) => {
+                        legacy_id = id.clone();
+                        legacy_id.as_str()
+                    }
+                    None => return,
+                },
+                (None, Dialect::Ferry) => {
+                    drop(st);
+                    tracing::debug!(worker = %self.label, event = ?env.event_name, "worker-wide message");
+                    return;
+                }
+            };
+            let slot = if terminal {
+                st.pending.remove(id)
             } else {
-                st.pending.get(&id).cloned()
+                st.pending.get(id).cloned()
+            };
+            if slot.is_none() {
+                tracing::debug!(worker = %self.label, request = %id, "message for a request no longer pending");
             }
+            slot
         };
         let Some(slot) = slot else {
-            tracing::debug!(worker = %self.label, request = %id, "message for a request no longer pending");
             return;
         };
         let item = match env.kind {
             MessageType::Event => Incoming::Event(env),
             MessageType::Response => Incoming::Done(Ok(Response {
-                data: env.data.clone().unwrap_or(Value::Null),
+                // Moved, not cloned: a large `data` is not copied a second time.
+                data: env.data.take().unwrap_or(Value::Null),
                 envelope: env,
                 attachments,
             })),
@@ -586,14 +592,16 @@ impl Reservation {
     /// Sends `request` under the reserved id and returns the handle to wait on.
     pub fn send(
         mut self,
-        mut request: Envelope,
+        request: Envelope,
         attachments: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
-        request.message_id = self.id.clone();
-        request.kind = MessageType::Request;
+        // Sent under the reserved id from a view: the envelope is not rewritten.
+        let mut view = EnvelopeRef::from(&request);
+        view.message_id = &self.id;
+        view.kind = MessageType::Request;
         self.sent = true;
-        if let Err(e) = self.conn.send_request(&request, attachments) {
+        if let Err(e) = self.conn.send_request(&view, attachments) {
             self.conn.state.lock().pending.remove(&self.id);
             self.conn.freed();
             if let CallError::WorkerCrashed { status } = &e {

@@ -18,7 +18,11 @@ pub enum Incoming {
 
 #[derive(Default)]
 struct Inner {
+    /// Events not yet taken.
     queue: VecDeque<Incoming>,
+    /// The terminal answer, once delivered: taken after every event before it. Kept out of
+    /// `queue` so that a call with no events never allocates one.
+    done: Option<Incoming>,
     /// Bumped when the reading leader steps down, so a waiting follower tries to lead.
     nudges: u64,
     /// The async task waiting on this slot, if any.
@@ -26,6 +30,16 @@ struct Inner {
     /// Since when nobody waits any more (timed out, cancelled, dropped); deliveries are
     /// discarded.
     abandoned: Option<Instant>,
+}
+
+impl Inner {
+    fn pop(&mut self) -> Option<Incoming> {
+        self.queue.pop_front().or_else(|| self.done.take())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.done.is_none()
+    }
 }
 
 /// The mailbox of one in-flight request.
@@ -41,7 +55,14 @@ impl Slot {
         if inner.abandoned.is_some() {
             return;
         }
-        inner.queue.push_back(item);
+        match item {
+            // Exactly one terminal answer: a second (which the pending table prevents)
+            // would never be read anyway.
+            Incoming::Done(_) => {
+                inner.done.get_or_insert(item);
+            }
+            Incoming::Event(_) => inner.queue.push_back(item),
+        }
         let waker = inner.waker.take();
         drop(inner);
         self.cv.notify_one();
@@ -62,7 +83,7 @@ impl Slot {
     }
 
     pub(crate) fn pop(&self) -> Option<Incoming> {
-        self.inner.lock().queue.pop_front()
+        self.inner.lock().pop()
     }
 
     pub(crate) fn nudges(&self) -> u64 {
@@ -73,12 +94,12 @@ impl Slot {
     /// `deadline` passes. Returns `false` on the deadline.
     pub(crate) fn wait(&self, seen: u64, deadline: Option<Instant>) -> bool {
         let mut inner = self.inner.lock();
-        while inner.queue.is_empty() && inner.nudges == seen {
+        while inner.is_empty() && inner.nudges == seen {
             match deadline {
                 None => self.cv.wait(&mut inner),
                 Some(d) => {
                     if self.cv.wait_until(&mut inner, d).timed_out() {
-                        return !inner.queue.is_empty() || inner.nudges != seen;
+                        return !inner.is_empty() || inner.nudges != seen;
                     }
                 }
             }
@@ -89,7 +110,7 @@ impl Slot {
     /// Pops an item or registers `waker` to be woken at the next delivery or nudge.
     pub(crate) fn poll_pop(&self, waker: &Waker) -> Option<Incoming> {
         let mut inner = self.inner.lock();
-        match inner.queue.pop_front() {
+        match inner.pop() {
             Some(item) => Some(item),
             None => {
                 inner.waker = Some(waker.clone());
@@ -106,6 +127,7 @@ impl Slot {
         let mut inner = self.inner.lock();
         inner.abandoned.get_or_insert_with(Instant::now);
         inner.queue.clear();
+        inner.done = None;
         inner.waker = None;
     }
 }
