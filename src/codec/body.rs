@@ -1,8 +1,8 @@
 //! Frame bodies: the header plus attachments, for both framings.
 
-use super::view::EnvelopeRef;
+use super::view::{EnvelopeRef, Metas};
 use super::{bincode_wire, msgpack, CodecError, CodecKind};
-use crate::protocol::{AttachmentMeta, Envelope};
+use crate::protocol::{AttachmentMeta, Envelope, MessageType};
 use base64::Engine as _;
 use std::borrow::Cow;
 use std::ops::Range;
@@ -15,15 +15,43 @@ pub struct DecodedFrame {
     /// The envelope, version already checked.
     pub envelope: Envelope,
     /// Attachments located in the frame (framed links).
-    ranges: Vec<Range<usize>>,
+    ranges: Ranges,
     /// Attachments decoded from base64 (line links).
     inline: Vec<Vec<u8>>,
+}
+
+/// Where attachments are in a frame: the first two in place, any more in a vector (a
+/// frame with one or two attachments allocates nothing for them).
+#[derive(Debug, Default)]
+struct Ranges {
+    few: [Range<usize>; 2],
+    len: usize,
+    more: Vec<Range<usize>>,
+}
+
+impl Ranges {
+    fn push(&mut self, r: Range<usize>) {
+        match self.few.get_mut(self.len) {
+            Some(slot) => *slot = r,
+            None => self.more.push(r),
+        }
+        self.len += 1;
+    }
+
+    fn get(&self, i: usize) -> Option<&Range<usize>> {
+        if i >= self.len {
+            return None;
+        }
+        self.few
+            .get(i)
+            .or_else(|| self.more.get(i - self.few.len()))
+    }
 }
 
 impl DecodedFrame {
     /// How many attachments the frame has.
     pub fn attachment_count(&self) -> usize {
-        self.ranges.len() + self.inline.len()
+        self.ranges.len + self.inline.len()
     }
 
     /// Attachment `i`, borrowed from `frame` (the slice that was decoded) without a copy.
@@ -36,9 +64,12 @@ impl DecodedFrame {
 
     /// Every attachment copied out, for callers that keep them past the frame buffer.
     pub fn attachments_owned(&self, frame: &[u8]) -> Vec<Vec<u8>> {
-        (0..self.attachment_count())
-            .filter_map(|i| self.attachment(frame, i).map(<[u8]>::to_vec))
-            .collect()
+        let mut owned = Vec::with_capacity(self.attachment_count());
+        owned.extend(
+            (0..self.attachment_count())
+                .filter_map(|i| self.attachment(frame, i).map(<[u8]>::to_vec)),
+        );
+        owned
     }
 }
 
@@ -120,15 +151,16 @@ pub(super) fn decode_line(frame: &[u8]) -> Result<DecodedFrame, CodecError> {
     }
     Ok(DecodedFrame {
         envelope,
-        ranges: Vec::new(),
+        ranges: Ranges::default(),
         inline,
     })
 }
 
-/// Appends the framed header of `envelope` (its attachments already sized by the caller).
+/// Appends the framed header of `envelope` with `attachments` in place of its own.
 pub(super) fn encode_framed(
     kind: CodecKind,
     envelope: &EnvelopeRef<'_>,
+    attachments: &Metas<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
     out.extend_from_slice(&[0; 4]);
@@ -136,12 +168,16 @@ pub(super) fn encode_framed(
         codec: kind,
         message,
     };
+    let sized = || EnvelopeRef {
+        attachments: *attachments,
+        ..*envelope
+    };
     match kind {
         CodecKind::Json => {
-            serde_json::to_writer(&mut *out, envelope).map_err(|e| header_err(e.to_string()))?
+            serde_json::to_writer(&mut *out, &sized()).map_err(|e| header_err(e.to_string()))?
         }
-        CodecKind::MsgPack => msgpack::encode(envelope, out).map_err(header_err)?,
-        CodecKind::Bincode => bincode_wire::encode(envelope, out).map_err(header_err)?,
+        CodecKind::MsgPack => msgpack::encode(envelope, attachments, out).map_err(header_err)?,
+        CodecKind::Bincode => bincode_wire::encode(&sized(), out).map_err(header_err)?,
     }
     let header_len = u32::try_from(out.len() - 4).map_err(|_| CodecError::FrameTooLarge {
         size: out.len(),
@@ -164,15 +200,29 @@ pub(super) fn decode_framed(kind: CodecKind, frame: &[u8]) -> Result<DecodedFram
         codec: kind,
         message,
     };
-    let envelope: Envelope = match kind {
-        CodecKind::Json => serde_json::from_slice(header).map_err(|e| header_err(e.to_string()))?,
-        CodecKind::MsgPack => msgpack::decode(header).map_err(header_err)?,
-        CodecKind::Bincode => bincode_wire::decode(header).map_err(header_err)?,
+    // Decoded in place where the codec allows: an envelope is large, and every move of
+    // one is a copy.
+    let mut decoded = DecodedFrame {
+        envelope: Envelope::new(MessageType::Request, String::new()),
+        ranges: Ranges::default(),
+        inline: Vec::new(),
     };
-    envelope.check_version()?;
+    match kind {
+        CodecKind::Json => {
+            decoded.envelope =
+                serde_json::from_slice(header).map_err(|e| header_err(e.to_string()))?
+        }
+        CodecKind::MsgPack => {
+            msgpack::decode_into(header, &mut decoded.envelope).map_err(header_err)?
+        }
+        CodecKind::Bincode => {
+            decoded.envelope = bincode_wire::decode(header).map_err(header_err)?
+        }
+    }
+    decoded.envelope.check_version()?;
     let mut offset = 4 + header_len;
-    let mut ranges = Vec::with_capacity(envelope.attachments.len());
-    for meta in &envelope.attachments {
+    let ranges = &mut decoded.ranges;
+    for meta in &decoded.envelope.attachments {
         let size =
             usize::try_from(meta.size).map_err(|_| CodecError::Truncated("attachment size"))?;
         let end = offset
@@ -185,9 +235,5 @@ pub(super) fn decode_framed(kind: CodecKind, frame: &[u8]) -> Result<DecodedFram
     if offset != frame.len() {
         return Err(CodecError::Truncated("bytes after the last attachment"));
     }
-    Ok(DecodedFrame {
-        envelope,
-        ranges,
-        inline: Vec::new(),
-    })
+    Ok(decoded)
 }

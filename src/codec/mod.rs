@@ -208,12 +208,11 @@ impl Codec {
         match self.framing {
             Framing::Lines => body::encode_line(&envelope.to_envelope(), attachments, out)?,
             Framing::LengthPrefixed => {
-                let mut sized = *envelope;
-                sized.attachments = Metas {
+                let sized = Metas {
                     metas: envelope.attachments.metas,
                     sizes: Some(attachments),
                 };
-                body::encode_framed(self.kind, &sized, out)?
+                body::encode_framed(self.kind, envelope, &sized, out)?
             }
         }
         self.check_size(out, attachments)

@@ -13,12 +13,35 @@
 //! what is refused and how are `rmp_serde`'s decisions, as before. The tests check both
 //! paths against `rmp_serde` on random envelopes and on corrupted ones.
 
-use super::view::{EnvelopeRef, MetaRef};
+use super::view::{EnvelopeRef, MetaRef, Metas};
 use crate::protocol::{AttachmentMeta, Envelope, MessageType, Metrics, Priority};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
 // Writing
+
+/// `name` as a MessagePack fixstr (marker and bytes), built at compile time; `N` is its
+/// length plus one, and `name` is shorter than 32 bytes.
+const fn fixstr<const N: usize>(name: &str) -> [u8; N] {
+    let bytes = name.as_bytes();
+    assert!(bytes.len() < 32 && bytes.len() + 1 == N);
+    let mut out = [0u8; N];
+    out[0] = 0xa0 | bytes.len() as u8;
+    let mut i = 0;
+    while i < bytes.len() {
+        out[i + 1] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
+/// A field name, encoded at compile time (a copy of constant length when written).
+macro_rules! key {
+    ($name:literal) => {{
+        const KEY: [u8; $name.len() + 1] = fixstr($name);
+        &KEY
+    }};
+}
 
 #[inline]
 fn put_map_len(out: &mut Vec<u8>, n: usize) {
@@ -88,10 +111,10 @@ fn put_f64(out: &mut Vec<u8>, v: f64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
-#[inline]
-fn put_opt_str(out: &mut Vec<u8>, key: &str, v: Option<&str>) -> Result<(), String> {
+#[inline(always)]
+fn put_opt_str(out: &mut Vec<u8>, key: &[u8], v: Option<&str>) -> Result<(), String> {
     if let Some(v) = v {
-        put_str(out, key)?;
+        out.extend_from_slice(key);
         put_str(out, v)?;
     }
     Ok(())
@@ -108,33 +131,35 @@ fn put_meta(out: &mut Vec<u8>, m: &MetaRef<'_>) -> Result<(), String> {
         + usize::from(m.data_base64.is_some())
         + usize::from(m.path.is_some());
     put_map_len(out, n);
-    put_opt_str(out, "name", m.name)?;
-    put_opt_str(out, "content_type", m.content_type)?;
-    put_str(out, "size")?;
+    put_opt_str(out, key!("name"), m.name)?;
+    put_opt_str(out, key!("content_type"), m.content_type)?;
+    out.extend_from_slice(key!("size"));
     put_uint(out, m.size);
-    put_opt_str(out, "data_base64", m.data_base64)?;
-    put_opt_str(out, "path", m.path)
+    put_opt_str(out, key!("data_base64"), m.data_base64)?;
+    put_opt_str(out, key!("path"), m.path)
 }
 
 fn put_metrics(out: &mut Vec<u8>, m: &Metrics) {
-    let fields = [
-        ("processing_time_ms", m.processing_time_ms),
-        ("memory_usage_mb", m.memory_usage_mb),
-        ("gpu_utilization", m.gpu_utilization),
+    let fields: [(&[u8], Option<f64>); 3] = [
+        (key!("processing_time_ms"), m.processing_time_ms),
+        (key!("memory_usage_mb"), m.memory_usage_mb),
+        (key!("gpu_utilization"), m.gpu_utilization),
     ];
     put_map_len(out, fields.iter().filter(|(_, v)| v.is_some()).count());
     for (key, v) in fields {
         if let Some(v) = v {
-            // Keys are short ASCII constants: a fixstr.
-            out.push(0xa0 | key.len() as u8);
-            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(key);
             put_f64(out, v);
         }
     }
 }
 
-/// Appends `e` as a MessagePack map to `out`.
-pub(super) fn encode(e: &EnvelopeRef<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+/// Appends `e`, with `attachments` in place of its own, as a MessagePack map to `out`.
+pub(super) fn encode(
+    e: &EnvelopeRef<'_>,
+    attachments: &Metas<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     let data = e.present_data();
     let count = 3
         + usize::from(e.request_id.is_some())
@@ -150,48 +175,48 @@ pub(super) fn encode(e: &EnvelopeRef<'_>, out: &mut Vec<u8>) -> Result<(), Strin
         + usize::from(e.error.is_some())
         + usize::from(e.metrics.is_some())
         + usize::from(e.event_name.is_some())
-        + usize::from(!e.attachments.is_empty());
+        + usize::from(!attachments.is_empty());
     out.reserve(64 + e.message_id.len());
     put_map_len(out, count);
-    put_str(out, "version")?;
+    out.extend_from_slice(key!("version"));
     put_uint(out, e.version.into());
-    put_str(out, "message_id")?;
+    out.extend_from_slice(key!("message_id"));
     put_str(out, e.message_id)?;
-    put_opt_str(out, "request_id", e.request_id)?;
-    put_opt_str(out, "timestamp", e.timestamp)?;
-    put_str(out, "type")?;
+    put_opt_str(out, key!("request_id"), e.request_id)?;
+    put_opt_str(out, key!("timestamp"), e.timestamp)?;
+    out.extend_from_slice(key!("type"));
     put_str(out, e.kind.as_str())?;
-    put_opt_str(out, "operation", e.operation)?;
-    put_opt_str(out, "worker_type", e.worker_type)?;
-    put_opt_str(out, "source", e.source)?;
-    put_opt_str(out, "destination", e.destination)?;
-    put_opt_str(out, "priority", e.priority.map(Priority::as_str))?;
+    put_opt_str(out, key!("operation"), e.operation)?;
+    put_opt_str(out, key!("worker_type"), e.worker_type)?;
+    put_opt_str(out, key!("source"), e.source)?;
+    put_opt_str(out, key!("destination"), e.destination)?;
+    put_opt_str(out, key!("priority"), e.priority.map(Priority::as_str))?;
     if let Some(ms) = e.deadline_ms {
-        put_str(out, "deadline_ms")?;
+        out.extend_from_slice(key!("deadline_ms"));
         put_uint(out, ms);
     }
     if let Some(data) = data {
-        put_str(out, "data")?;
+        out.extend_from_slice(key!("data"));
         put_serde(out, data)?;
     }
     if let Some(success) = e.success {
-        put_str(out, "success")?;
+        out.extend_from_slice(key!("success"));
         out.push(if success { 0xc3 } else { 0xc2 });
     }
     if let Some(error) = e.error {
-        put_str(out, "error")?;
+        out.extend_from_slice(key!("error"));
         put_serde(out, error)?;
     }
     if let Some(metrics) = e.metrics {
-        put_str(out, "metrics")?;
+        out.extend_from_slice(key!("metrics"));
         put_metrics(out, metrics);
     }
-    put_opt_str(out, "event_name", e.event_name)?;
-    if !e.attachments.is_empty() {
-        put_str(out, "attachments")?;
-        put_array_len(out, e.attachments.len());
-        for i in 0..e.attachments.len() {
-            put_meta(out, &e.attachments.get(i))?;
+    put_opt_str(out, key!("event_name"), e.event_name)?;
+    if !attachments.is_empty() {
+        out.extend_from_slice(key!("attachments"));
+        put_array_len(out, attachments.len());
+        for i in 0..attachments.len() {
+            put_meta(out, &attachments.get(i))?;
         }
     }
     Ok(())
@@ -587,18 +612,27 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Reads one MessagePack envelope header.
-pub(super) fn decode(header: &[u8]) -> Result<Envelope, String> {
+/// Reads one MessagePack envelope header into `e`, a fresh envelope (the fast reader only
+/// sets fields; `rmp_serde`, when it takes over, replaces the whole envelope).
+pub(super) fn decode_into(header: &[u8], e: &mut Envelope) -> Result<(), String> {
     let mut reader = Reader {
         bytes: header,
         pos: 0,
     };
-    // Filled in place: an envelope is large, and every move of it is a copy.
-    let mut e = Envelope::new(MessageType::Request, String::new());
-    match reader.envelope(&mut e) {
-        Ok(()) => Ok(e),
-        Err(Unusual) => rmp_serde::from_slice(header).map_err(|e| e.to_string()),
+    match reader.envelope(e) {
+        Ok(()) => Ok(()),
+        Err(Unusual) => {
+            *e = rmp_serde::from_slice(header).map_err(|e| e.to_string())?;
+            Ok(())
+        }
     }
+}
+
+/// Reads one MessagePack envelope header.
+#[cfg(test)]
+pub(super) fn decode(header: &[u8]) -> Result<Envelope, String> {
+    let mut e = Envelope::new(MessageType::Request, String::new());
+    decode_into(header, &mut e).map(|()| e)
 }
 
 /// The fast reader alone (`None` where it would hand over to `rmp_serde`).
@@ -664,7 +698,8 @@ mod tests {
         bare.version = 70_000;
         for e in [full(), bare, Envelope::response("w-1", "r-1", Value::Null)] {
             let mut out = Vec::new();
-            encode(&EnvelopeRef::from(&e), &mut out).unwrap();
+            let view = EnvelopeRef::from(&e);
+            encode(&view, &view.attachments, &mut out).unwrap();
             assert_eq!(out, serde_bytes(&e));
         }
     }

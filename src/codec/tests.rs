@@ -167,7 +167,7 @@ proptest! {
         let mut a = Vec::new();
         rmp_serde::encode::write_named(&mut a, &view).unwrap();
         let mut b = Vec::new();
-        msgpack::encode(&view, &mut b).unwrap();
+        msgpack::encode(&view, &view.attachments, &mut b).unwrap();
         prop_assert_eq!(&a, &b);
         prop_assert_eq!(view.to_envelope(), env);
     }

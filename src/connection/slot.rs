@@ -4,6 +4,7 @@ use crate::protocol::Envelope;
 use crate::worker::{CallError, Response};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Waker;
 use std::time::Instant;
 
@@ -47,6 +48,9 @@ impl Inner {
 pub(crate) struct Slot {
     inner: Mutex<Inner>,
     cv: Condvar,
+    /// Whether `inner` holds an item; written only under the `inner` lock, read without
+    /// it by the leader between reads ([`Slot::has_items`]).
+    filled: AtomicBool,
 }
 
 impl Slot {
@@ -63,6 +67,10 @@ impl Slot {
             }
             Incoming::Event(_) => inner.queue.push_back(item),
         }
+        // SYNC POINT: Release pairs with the Acquire load in `has_items`; a leader that
+        // takes the link after the one that delivered this (through the link's mutex)
+        // sees `true`.
+        self.filled.store(true, Ordering::Release);
         let waker = inner.waker.take();
         drop(inner);
         self.cv.notify_one();
@@ -83,11 +91,35 @@ impl Slot {
     }
 
     pub(crate) fn pop(&self) -> Option<Incoming> {
-        self.inner.lock().pop()
+        let mut inner = self.inner.lock();
+        let item = inner.pop();
+        self.refresh(&inner);
+        item
     }
 
-    pub(crate) fn nudges(&self) -> u64 {
-        self.inner.lock().nudges
+    /// Whether something may be waiting: `false` means [`pop`](Self::pop) would find
+    /// nothing delivered before the caller's last acquire (a lock taken since). One load,
+    /// no lock.
+    pub(crate) fn has_items(&self) -> bool {
+        // SYNC POINT: Acquire pairs with the Release store in `deliver`.
+        self.filled.load(Ordering::Acquire)
+    }
+
+    /// Keeps `filled` in step with `inner` (whose lock the caller holds).
+    fn refresh(&self, inner: &Inner) {
+        if inner.is_empty() {
+            // Under the lock, as every store to it; only a reader that then locks relies
+            // on what it saw being `false`.
+            self.filled.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The next item, or else the nudge count (one look under the lock).
+    pub(crate) fn pop_or_nudges(&self) -> Result<Incoming, u64> {
+        let mut inner = self.inner.lock();
+        let item = inner.pop();
+        self.refresh(&inner);
+        item.ok_or(inner.nudges)
     }
 
     /// Waits until something is delivered, a nudge newer than `seen` arrives, or
@@ -110,7 +142,9 @@ impl Slot {
     /// Pops an item or registers `waker` to be woken at the next delivery or nudge.
     pub(crate) fn poll_pop(&self, waker: &Waker) -> Option<Incoming> {
         let mut inner = self.inner.lock();
-        match inner.pop() {
+        let item = inner.pop();
+        self.refresh(&inner);
+        match item {
             Some(item) => Some(item),
             None => {
                 inner.waker = Some(waker.clone());
@@ -129,5 +163,6 @@ impl Slot {
         inner.queue.clear();
         inner.done = None;
         inner.waker = None;
+        self.refresh(&inner);
     }
 }

@@ -40,22 +40,49 @@ impl IdGenerator {
         id
     }
 
-    /// The next id, written over `out` (which keeps its allocation).
+    /// The next id, written over `out` (which keeps its allocation); returns its number.
     ///
     /// ```
     /// use ferry::protocol::IdGenerator;
     /// let ids = IdGenerator::new("w");
     /// let mut id = String::from("old");
-    /// ids.next_id_into(&mut id);
+    /// assert_eq!(ids.next_id_into(&mut id), 1);
     /// assert_eq!(id, "w-1");
     /// ```
     #[inline]
-    pub fn next_id_into(&self, out: &mut String) {
+    pub fn next_id_into(&self, out: &mut String) -> u64 {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         out.clear();
         out.push_str(self.prefix);
         out.push('-');
         push_decimal(out, n);
+        n
+    }
+
+    /// The number of `id` if this generator could have made it (`<prefix>-<n>`, `n` in
+    /// canonical decimal: no sign, no leading zero), else `None`.
+    ///
+    /// ```
+    /// use ferry::protocol::IdGenerator;
+    /// let ids = IdGenerator::new("r");
+    /// assert_eq!(ids.number_of("r-42"), Some(42));
+    /// assert_eq!(ids.number_of("r-042"), None);
+    /// assert_eq!(ids.number_of("w-42"), None);
+    /// ```
+    #[inline]
+    pub fn number_of(&self, id: &str) -> Option<u64> {
+        let digits = id.strip_prefix(self.prefix)?.strip_prefix('-')?.as_bytes();
+        match digits {
+            [] => None,
+            [b'0', _, ..] => None,
+            _ => digits.iter().try_fold(0u64, |n, &d| {
+                if d.is_ascii_digit() {
+                    n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                } else {
+                    None
+                }
+            }),
+        }
     }
 }
 
@@ -72,7 +99,8 @@ fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+    // ASCII digits: always UTF-8.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
 
 thread_local! {
@@ -179,6 +207,31 @@ mod tests {
             n.clear();
             push_decimal(&mut n, v);
             assert_eq!(n, v.to_string());
+        }
+    }
+
+    #[test]
+    fn numbers_are_read_back_only_from_canonical_ids() {
+        let ids = IdGenerator::new("r");
+        let mut id = String::new();
+        for _ in 0..12 {
+            let n = ids.next_id_into(&mut id);
+            assert_eq!(ids.number_of(&id), Some(n));
+        }
+        assert_eq!(ids.number_of("r-0"), Some(0));
+        assert_eq!(ids.number_of(&format!("r-{}", u64::MAX)), Some(u64::MAX));
+        for bad in [
+            "r-",
+            "r",
+            "r-+1",
+            "r-01",
+            "r-1x",
+            "r--1",
+            "rr-1",
+            "r-18446744073709551616",
+            " r-1",
+        ] {
+            assert_eq!(ids.number_of(bad), None, "{bad}");
         }
     }
 
