@@ -4,7 +4,6 @@ use super::view::{EnvelopeRef, Metas};
 use super::{bincode_wire, msgpack, CodecError, CodecKind};
 use crate::protocol::{AttachmentMeta, Envelope, MessageType};
 use base64::Engine as _;
-use std::borrow::Cow;
 use std::ops::Range;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -73,30 +72,10 @@ impl DecodedFrame {
     }
 }
 
-/// Attachment metadata with sizes filled in; borrowed when nothing needs changing.
-fn with_sizes<'e>(envelope: &'e Envelope, attachments: &[&[u8]]) -> Cow<'e, Envelope> {
-    let consistent = envelope.attachments.len() == attachments.len()
-        && envelope
-            .attachments
-            .iter()
-            .zip(attachments)
-            .all(|(m, a)| m.size == a.len() as u64 && m.data_base64.is_none());
-    if consistent {
-        return Cow::Borrowed(envelope);
-    }
-    let mut owned = envelope.clone();
-    owned
-        .attachments
-        .resize_with(attachments.len(), AttachmentMeta::default);
-    for (meta, bytes) in owned.attachments.iter_mut().zip(attachments) {
-        meta.size = bytes.len() as u64;
-        meta.data_base64 = None;
-    }
-    Cow::Owned(owned)
-}
-
+/// Appends `envelope` as one JSON line; `attachments`, if any, replace its own metadata
+/// (sizes set, bytes inline as base64, names and paths kept).
 pub(super) fn encode_line(
-    envelope: &Envelope,
+    envelope: &EnvelopeRef<'_>,
     attachments: &[&[u8]],
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
@@ -107,11 +86,33 @@ pub(super) fn encode_line(
     if attachments.is_empty() {
         return serde_json::to_writer(out, envelope).map_err(header_err);
     }
-    let mut owned = with_sizes(envelope, attachments).into_owned();
-    for (meta, bytes) in owned.attachments.iter_mut().zip(attachments) {
-        meta.data_base64 = Some(B64.encode(bytes));
-    }
-    serde_json::to_writer(out, &owned).map_err(header_err)
+    let sized = Metas {
+        metas: envelope.attachments.metas,
+        sizes: Some(attachments),
+    };
+    let inline: Vec<AttachmentMeta> = attachments
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let m = sized.get(i);
+            let owned = |s: Option<&str>| s.map(str::to_owned);
+            AttachmentMeta {
+                name: owned(m.name),
+                content_type: owned(m.content_type),
+                size: m.size,
+                data_base64: Some(B64.encode(bytes)),
+                path: owned(m.path),
+            }
+        })
+        .collect();
+    let with_inline = EnvelopeRef {
+        attachments: Metas {
+            metas: &inline,
+            sizes: None,
+        },
+        ..*envelope
+    };
+    serde_json::to_writer(out, &with_inline).map_err(header_err)
 }
 
 pub(super) fn decode_line(frame: &[u8]) -> Result<DecodedFrame, CodecError> {

@@ -183,16 +183,7 @@ impl Codec {
         attachments: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
-        match self.framing {
-            Framing::Lines => {
-                out.clear();
-                body::encode_line(envelope, attachments, out)?;
-                self.check_size(out, attachments)
-            }
-            Framing::LengthPrefixed => {
-                self.encode_ref(&EnvelopeRef::from(envelope), attachments, out)
-            }
-        }
+        self.encode_ref(&EnvelopeRef::from(envelope), attachments, out)
     }
 
     /// [`encode`](Self::encode) from a borrowed view (the worker runtime and the
@@ -206,7 +197,7 @@ impl Codec {
     ) -> Result<(), CodecError> {
         out.clear();
         match self.framing {
-            Framing::Lines => body::encode_line(&envelope.to_envelope(), attachments, out)?,
+            Framing::Lines => body::encode_line(envelope, attachments, out)?,
             Framing::LengthPrefixed => {
                 let sized = Metas {
                     metas: envelope.attachments.metas,

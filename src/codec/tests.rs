@@ -158,6 +158,31 @@ proptest! {
     }
 
     #[test]
+    fn line_headers_are_byte_identical_to_serde_of_the_owned_envelope(
+        env in arb_envelope(),
+        attachments in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..4),
+    ) {
+        use base64::Engine as _;
+        let parts: Vec<&[u8]> = attachments.iter().map(Vec::as_slice).collect();
+        let codec = Codec::new(CodecKind::Json, Framing::Lines, usize::MAX).unwrap();
+        let mut out = Vec::new();
+        codec.encode(&env, &parts, &mut out).unwrap();
+        // Before: without attachments the envelope as it is; with them, resized and sized
+        // metadata carrying the bytes in base64.
+        let reference = if parts.is_empty() {
+            serde_json::to_vec(&env).unwrap()
+        } else {
+            let mut e = sized(&env, &parts);
+            for (meta, bytes) in e.attachments.iter_mut().zip(&parts) {
+                meta.data_base64 =
+                    Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+            }
+            serde_json::to_vec(&e).unwrap()
+        };
+        prop_assert_eq!(out, reference);
+    }
+
+    #[test]
     fn views_serialize_like_the_owned_envelope(env in arb_envelope()) {
         let view = EnvelopeRef::from(&env);
         prop_assert_eq!(

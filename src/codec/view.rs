@@ -77,7 +77,8 @@ impl<'a> EnvelopeRef<'a> {
         }
     }
 
-    /// An owned envelope with the same fields (for the rare paths that need one).
+    /// An owned envelope with the same fields.
+    #[cfg(test)]
     pub(crate) fn to_envelope(self) -> Envelope {
         let owned = |s: Option<&str>| s.map(str::to_owned);
         Envelope {
