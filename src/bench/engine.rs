@@ -155,11 +155,18 @@ impl EnginePeer {
 
 impl RoundTrip for EnginePeer {
     fn round_trip(&mut self, payload: &[u8]) -> Result<(), BenchError> {
-        let (mut request, attachments) = self.request(payload)?;
+        let (mut request, attachments) = if self.in_data {
+            self.request(payload)?
+        } else {
+            // What `request` builds, without a vector for the one attachment.
+            (Envelope::request("", "echo", Value::Null), Vec::new())
+        };
         request.timestamp = Some(now_timestamp());
+        let one = [payload];
+        let attachments: &[&[u8]] = if self.in_data { &attachments } else { &one };
         let reply = self
             .worker
-            .call_with(request, &attachments, &self.options, |_| {})?;
+            .call_with(request, attachments, &self.options, |_| {})?;
         let full = !self.checked;
         self.check(&reply, payload, full)?;
         self.checked = true;
