@@ -234,6 +234,19 @@ impl Connection {
         self.reserve()?.send(request, attachments, deadline)
     }
 
+    /// Like [`start`](Self::start), with `fill` supplying the fields the request leaves
+    /// unset (on the wire only: nothing is allocated for them).
+    pub(crate) fn start_filled(
+        self: &Arc<Self>,
+        request: Envelope,
+        fill: Fill<'_>,
+        attachments: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Pending, CallError> {
+        self.reserve()?
+            .send_filled(request, fill, attachments, deadline)
+    }
+
     /// Claims a place for one request (it counts in [`in_flight`](Self::in_flight) from
     /// now), to be sent with [`Reservation::send`]. Dropping the reservation unsent
     /// releases the place.
@@ -613,6 +626,15 @@ impl Connection {
     }
 }
 
+/// What a sender puts in the fields a request leaves unset.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Fill<'a> {
+    /// `timestamp`, when the request has none.
+    pub timestamp: Option<&'a str>,
+    /// `worker_type`, when the request has none.
+    pub worker_type: Option<&'a str>,
+}
+
 /// A place claimed on a connection for one request; see [`Connection::reserve`].
 pub struct Reservation {
     /// Taken when sent; still here on drop: the place is released.
@@ -644,8 +666,18 @@ impl std::fmt::Debug for Reservation {
 impl Reservation {
     /// Sends `request` under the reserved id and returns the handle to wait on.
     pub fn send(
+        self,
+        request: Envelope,
+        attachments: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Pending, CallError> {
+        self.send_filled(request, Fill::default(), attachments, deadline)
+    }
+
+    pub(crate) fn send_filled(
         mut self,
         request: Envelope,
+        fill: Fill<'_>,
         attachments: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
@@ -656,6 +688,8 @@ impl Reservation {
         let mut view = EnvelopeRef::from(&request);
         view.message_id = &claim.id;
         view.kind = MessageType::Request;
+        view.timestamp = view.timestamp.or(fill.timestamp);
+        view.worker_type = view.worker_type.or(fill.worker_type);
         if let Err(e) = claim.conn.send_request(&view, attachments) {
             claim.release();
             if let CallError::WorkerCrashed { status } = &e {
@@ -880,5 +914,46 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         self.abandon();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::CodecKind;
+    use crate::transport::memory;
+
+    #[test]
+    fn fill_supplies_only_the_fields_a_request_leaves_unset() {
+        let (host, mut worker) = memory::pair(1 << 20);
+        let codec = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, 1 << 20).unwrap();
+        let conn = Connection::new(host, codec, Dialect::Ferry, "t", None);
+        let fill = Fill {
+            timestamp: Some("2026-11-22T08:00:00.000Z"),
+            worker_type: Some("echo"),
+        };
+        let bare = Envelope::request("", "op", Value::Null);
+        let mut own = bare.clone();
+        own.timestamp = Some("mine".into());
+        own.worker_type = Some("sdxl".into());
+        let mut buf = Vec::new();
+        for (request, timestamp, worker_type) in [
+            (bare, "2026-11-22T08:00:00.000Z", "echo"),
+            (own, "mine", "sdxl"),
+        ] {
+            let pending = conn.start_filled(request, fill, &[b"x"], None).unwrap();
+            worker.receiver.recv(&mut buf, None).unwrap();
+            let sent = codec.decode(&buf).unwrap().envelope;
+            assert_eq!(sent.message_id, pending.id());
+            assert_eq!(sent.timestamp.as_deref(), Some(timestamp));
+            assert_eq!(sent.worker_type.as_deref(), Some(worker_type));
+            assert_eq!(sent.attachments.len(), 1);
+            pending.cancel();
+            worker.receiver.recv(&mut buf, None).unwrap();
+            assert_eq!(
+                codec.decode(&buf).unwrap().envelope.kind,
+                MessageType::Cancel
+            );
+        }
     }
 }

@@ -111,32 +111,76 @@ thread_local! {
 
 /// The current UTC time as RFC 3339 with milliseconds, e.g. `2026-11-22T08:00:00.000Z`.
 pub fn now_timestamp() -> String {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let (secs, millis) = (since.as_secs(), since.subsec_millis());
-    SECOND
-        .try_with(|cache| {
+    Stamp::now().as_str().to_owned()
+}
+
+/// A timestamp as [`now_timestamp`] writes it, held on the stack: what the hot path puts
+/// in an envelope view without allocating a `String`.
+#[derive(Clone, Copy)]
+pub(crate) struct Stamp {
+    text: [u8; Stamp::CAPACITY],
+    len: usize,
+}
+
+impl Stamp {
+    /// Enough for any year a `u64` of seconds reaches (12 digits) and the rest (20).
+    const CAPACITY: usize = 40;
+
+    /// Now.
+    pub(crate) fn now() -> Stamp {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Stamp::at(since.as_secs(), since.subsec_millis())
+    }
+
+    /// `secs` and `millis` (below 1000) since the epoch.
+    fn at(secs: u64, millis: u32) -> Stamp {
+        let mut stamp = Stamp {
+            text: [0; Stamp::CAPACITY],
+            len: 0,
+        };
+        let cached = SECOND.try_with(|cache| {
             let mut cache = cache.borrow_mut();
             if cache.0 != secs {
                 cache.1.clear();
                 push_second(&mut cache.1, secs);
                 cache.0 = secs;
             }
-            let mut out = String::with_capacity(cache.1.len() + 4);
-            out.push_str(&cache.1);
-            push_millis(&mut out, millis);
-            out
-        })
-        // Only during thread teardown: format without the cache.
-        .unwrap_or_else(|_| format_timestamp(secs, millis))
+            stamp.push(cache.1.as_bytes());
+        });
+        if cached.is_err() {
+            // Only during thread teardown: format without the cache.
+            let mut second = String::new();
+            push_second(&mut second, secs);
+            stamp.push(second.as_bytes());
+        }
+        let mut digits = [0u8; 4];
+        let m = millis.min(999);
+        digits[0] = b'0' + (m / 100) as u8;
+        digits[1] = b'0' + (m / 10 % 10) as u8;
+        digits[2] = b'0' + (m % 10) as u8;
+        digits[3] = b'Z';
+        stamp.push(&digits);
+        stamp
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let end = (self.len + bytes.len()).min(Stamp::CAPACITY);
+        self.text[self.len..end].copy_from_slice(&bytes[..end - self.len]);
+        self.len = end;
+    }
+
+    /// The text.
+    pub(crate) fn as_str(&self) -> &str {
+        // Written from ASCII only: always UTF-8.
+        std::str::from_utf8(&self.text[..self.len]).unwrap_or_default()
+    }
 }
 
+#[cfg(test)]
 fn format_timestamp(secs: u64, millis: u32) -> String {
-    let mut out = String::with_capacity(24);
-    push_second(&mut out, secs);
-    push_millis(&mut out, millis);
-    out
+    Stamp::at(secs, millis).as_str().to_owned()
 }
 
 /// Appends `YYYY-MM-DDTHH:MM:SS.` for `secs` since the epoch.
@@ -161,12 +205,6 @@ fn push_second(out: &mut String, secs: u64) {
     out.push(':');
     push_padded(out, rem % 60, 2);
     out.push('.');
-}
-
-/// Appends `millis` (below 1000) as three digits and the `Z`.
-fn push_millis(out: &mut String, millis: u32) {
-    push_padded(out, millis.min(999).into(), 3);
-    out.push('Z');
 }
 
 /// Appends `n` in decimal, zero-padded to `width` digits (`n` has at most `width`).
