@@ -2,7 +2,7 @@
 
 use super::{python, BenchError, RoundTrip};
 use crate::codec::{CodecKind, Framing};
-use crate::protocol::{now_timestamp, Envelope};
+use crate::protocol::Envelope;
 use crate::transport::TransportKind;
 use crate::worker::{CallOptions, Response, WorkerProcess, WorkerSpec};
 use serde::Serialize;
@@ -155,11 +155,18 @@ impl EnginePeer {
 
 impl RoundTrip for EnginePeer {
     fn round_trip(&mut self, payload: &[u8]) -> Result<(), BenchError> {
-        let (mut request, attachments) = self.request(payload)?;
-        request.timestamp = Some(now_timestamp());
+        let (request, attachments) = if self.in_data {
+            self.request(payload)?
+        } else {
+            // What `request` builds, without a vector for the one attachment.
+            (Envelope::request("", "echo", Value::Null), Vec::new())
+        };
+        // Its timestamp is the one `call_with` sets on every request that has none.
+        let one = [payload];
+        let attachments: &[&[u8]] = if self.in_data { &attachments } else { &one };
         let reply = self
             .worker
-            .call_with(request, &attachments, &self.options, |_| {})?;
+            .call_with(request, attachments, &self.options, |_| {})?;
         let full = !self.checked;
         self.check(&reply, payload, full)?;
         self.checked = true;

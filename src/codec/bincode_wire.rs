@@ -4,11 +4,36 @@
 //! `serde_json::Value`. This mirror struct keeps every field (options included) and
 //! carries the free-form JSON parts (`data`, `metrics`, `attachments`) as JSON text.
 
+use super::view::EnvelopeRef;
 use crate::protocol::{Envelope, ErrorBody, ErrorCode, MessageType, Priority};
 use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize)]
-struct Wire {
+/// What is written: [`Wire`] with borrowed text (bincode writes `&str` and `String` alike).
+#[derive(Serialize)]
+struct WireRef<'a> {
+    version: u32,
+    message_id: &'a str,
+    request_id: Option<&'a str>,
+    timestamp: Option<&'a str>,
+    kind: u8,
+    operation: Option<&'a str>,
+    worker_type: Option<&'a str>,
+    source: Option<&'a str>,
+    destination: Option<&'a str>,
+    priority: Option<u8>,
+    deadline_ms: Option<u64>,
+    data_json: Option<String>,
+    success: Option<bool>,
+    error: Option<(&'a str, &'a str, bool)>,
+    metrics_json: Option<String>,
+    event_name: Option<&'a str>,
+    attachments_json: Option<String>,
+}
+
+/// What is read.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub(super) struct Wire {
     version: u32,
     message_id: String,
     request_id: Option<String>,
@@ -58,16 +83,10 @@ fn priority_from_u8(p: u8) -> Result<Priority, String> {
     })
 }
 
-fn to_json<T: Serialize>(v: &T) -> Result<String, String> {
-    serde_json::to_string(v).map_err(|e| e.to_string())
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
-    serde_json::from_str(s).map_err(|e| e.to_string())
-}
-
-pub(super) fn encode(e: &Envelope, out: &mut Vec<u8>) -> Result<(), String> {
-    let wire = Wire {
+/// The wire form of an owned envelope, field by field (the tests' reference for `encode`).
+#[cfg(test)]
+pub(super) fn reference_wire(e: &Envelope) -> Wire {
+    Wire {
         version: e.version,
         message_id: e.message_id.clone(),
         request_id: e.request_id.clone(),
@@ -83,15 +102,46 @@ pub(super) fn encode(e: &Envelope, out: &mut Vec<u8>) -> Result<(), String> {
             .data
             .as_ref()
             .filter(|d| !d.is_null())
-            .map(to_json)
-            .transpose()?,
+            .map(|d| to_json(d).unwrap()),
         success: e.success,
         error: e
             .error
             .as_ref()
             .map(|b| (b.code.as_str().to_owned(), b.message.clone(), b.retryable)),
-        metrics_json: e.metrics.as_ref().map(to_json).transpose()?,
+        metrics_json: e.metrics.as_ref().map(|m| to_json(m).unwrap()),
         event_name: e.event_name.clone(),
+        attachments_json: (!e.attachments.is_empty()).then(|| to_json(&e.attachments).unwrap()),
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, String> {
+    serde_json::to_string(v).map_err(|e| e.to_string())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_str(s).map_err(|e| e.to_string())
+}
+
+pub(super) fn encode(e: &EnvelopeRef<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+    let wire = WireRef {
+        version: e.version,
+        message_id: e.message_id,
+        request_id: e.request_id,
+        timestamp: e.timestamp,
+        kind: kind_to_u8(e.kind),
+        operation: e.operation,
+        worker_type: e.worker_type,
+        source: e.source,
+        destination: e.destination,
+        priority: e.priority.map(|p| p as u8),
+        deadline_ms: e.deadline_ms,
+        data_json: e.present_data().map(to_json).transpose()?,
+        success: e.success,
+        error: e
+            .error
+            .map(|b| (b.code.as_str(), b.message.as_str(), b.retryable)),
+        metrics_json: e.metrics.map(to_json).transpose()?,
+        event_name: e.event_name,
         attachments_json: (!e.attachments.is_empty())
             .then(|| to_json(&e.attachments))
             .transpose()?,

@@ -1,9 +1,9 @@
 //! Frame bodies: the header plus attachments, for both framings.
 
-use super::{bincode_wire, CodecError, CodecKind};
-use crate::protocol::{AttachmentMeta, Envelope};
+use super::view::{EnvelopeRef, Metas};
+use super::{bincode_wire, msgpack, CodecError, CodecKind};
+use crate::protocol::{AttachmentMeta, Envelope, MessageType};
 use base64::Engine as _;
-use std::borrow::Cow;
 use std::ops::Range;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -14,15 +14,43 @@ pub struct DecodedFrame {
     /// The envelope, version already checked.
     pub envelope: Envelope,
     /// Attachments located in the frame (framed links).
-    ranges: Vec<Range<usize>>,
+    ranges: Ranges,
     /// Attachments decoded from base64 (line links).
     inline: Vec<Vec<u8>>,
+}
+
+/// Where attachments are in a frame: the first two in place, any more in a vector (a
+/// frame with one or two attachments allocates nothing for them).
+#[derive(Debug, Default)]
+struct Ranges {
+    few: [Range<usize>; 2],
+    len: usize,
+    more: Vec<Range<usize>>,
+}
+
+impl Ranges {
+    fn push(&mut self, r: Range<usize>) {
+        match self.few.get_mut(self.len) {
+            Some(slot) => *slot = r,
+            None => self.more.push(r),
+        }
+        self.len += 1;
+    }
+
+    fn get(&self, i: usize) -> Option<&Range<usize>> {
+        if i >= self.len {
+            return None;
+        }
+        self.few
+            .get(i)
+            .or_else(|| self.more.get(i - self.few.len()))
+    }
 }
 
 impl DecodedFrame {
     /// How many attachments the frame has.
     pub fn attachment_count(&self) -> usize {
-        self.ranges.len() + self.inline.len()
+        self.ranges.len + self.inline.len()
     }
 
     /// Attachment `i`, borrowed from `frame` (the slice that was decoded) without a copy.
@@ -35,36 +63,19 @@ impl DecodedFrame {
 
     /// Every attachment copied out, for callers that keep them past the frame buffer.
     pub fn attachments_owned(&self, frame: &[u8]) -> Vec<Vec<u8>> {
-        (0..self.attachment_count())
-            .filter_map(|i| self.attachment(frame, i).map(<[u8]>::to_vec))
-            .collect()
+        let mut owned = Vec::with_capacity(self.attachment_count());
+        owned.extend(
+            (0..self.attachment_count())
+                .filter_map(|i| self.attachment(frame, i).map(<[u8]>::to_vec)),
+        );
+        owned
     }
 }
 
-/// Attachment metadata with sizes filled in; borrowed when nothing needs changing.
-fn with_sizes<'e>(envelope: &'e Envelope, attachments: &[&[u8]]) -> Cow<'e, Envelope> {
-    let consistent = envelope.attachments.len() == attachments.len()
-        && envelope
-            .attachments
-            .iter()
-            .zip(attachments)
-            .all(|(m, a)| m.size == a.len() as u64 && m.data_base64.is_none());
-    if consistent {
-        return Cow::Borrowed(envelope);
-    }
-    let mut owned = envelope.clone();
-    owned
-        .attachments
-        .resize_with(attachments.len(), AttachmentMeta::default);
-    for (meta, bytes) in owned.attachments.iter_mut().zip(attachments) {
-        meta.size = bytes.len() as u64;
-        meta.data_base64 = None;
-    }
-    Cow::Owned(owned)
-}
-
+/// Appends `envelope` as one JSON line; `attachments`, if any, replace its own metadata
+/// (sizes set, bytes inline as base64, names and paths kept).
 pub(super) fn encode_line(
-    envelope: &Envelope,
+    envelope: &EnvelopeRef<'_>,
     attachments: &[&[u8]],
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
@@ -75,11 +86,33 @@ pub(super) fn encode_line(
     if attachments.is_empty() {
         return serde_json::to_writer(out, envelope).map_err(header_err);
     }
-    let mut owned = with_sizes(envelope, attachments).into_owned();
-    for (meta, bytes) in owned.attachments.iter_mut().zip(attachments) {
-        meta.data_base64 = Some(B64.encode(bytes));
-    }
-    serde_json::to_writer(out, &owned).map_err(header_err)
+    let sized = Metas {
+        metas: envelope.attachments.metas,
+        sizes: Some(attachments),
+    };
+    let inline: Vec<AttachmentMeta> = attachments
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let m = sized.get(i);
+            let owned = |s: Option<&str>| s.map(str::to_owned);
+            AttachmentMeta {
+                name: owned(m.name),
+                content_type: owned(m.content_type),
+                size: m.size,
+                data_base64: Some(B64.encode(bytes)),
+                path: owned(m.path),
+            }
+        })
+        .collect();
+    let with_inline = EnvelopeRef {
+        attachments: Metas {
+            metas: &inline,
+            sizes: None,
+        },
+        ..*envelope
+    };
+    serde_json::to_writer(out, &with_inline).map_err(header_err)
 }
 
 pub(super) fn decode_line(frame: &[u8]) -> Result<DecodedFrame, CodecError> {
@@ -119,30 +152,33 @@ pub(super) fn decode_line(frame: &[u8]) -> Result<DecodedFrame, CodecError> {
     }
     Ok(DecodedFrame {
         envelope,
-        ranges: Vec::new(),
+        ranges: Ranges::default(),
         inline,
     })
 }
 
+/// Appends the framed header of `envelope` with `attachments` in place of its own.
 pub(super) fn encode_framed(
     kind: CodecKind,
-    envelope: &Envelope,
-    attachments: &[&[u8]],
+    envelope: &EnvelopeRef<'_>,
+    attachments: &Metas<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    let envelope = with_sizes(envelope, attachments);
     out.extend_from_slice(&[0; 4]);
     let header_err = |message: String| CodecError::Header {
         codec: kind,
         message,
     };
+    let sized = || EnvelopeRef {
+        attachments: *attachments,
+        ..*envelope
+    };
     match kind {
         CodecKind::Json => {
-            serde_json::to_writer(&mut *out, &*envelope).map_err(|e| header_err(e.to_string()))?
+            serde_json::to_writer(&mut *out, &sized()).map_err(|e| header_err(e.to_string()))?
         }
-        CodecKind::MsgPack => rmp_serde::encode::write_named(out, &*envelope)
-            .map_err(|e| header_err(e.to_string()))?,
-        CodecKind::Bincode => bincode_wire::encode(&envelope, out).map_err(header_err)?,
+        CodecKind::MsgPack => msgpack::encode(envelope, attachments, out).map_err(header_err)?,
+        CodecKind::Bincode => bincode_wire::encode(&sized(), out).map_err(header_err)?,
     }
     let header_len = u32::try_from(out.len() - 4).map_err(|_| CodecError::FrameTooLarge {
         size: out.len(),
@@ -165,17 +201,29 @@ pub(super) fn decode_framed(kind: CodecKind, frame: &[u8]) -> Result<DecodedFram
         codec: kind,
         message,
     };
-    let envelope: Envelope = match kind {
-        CodecKind::Json => serde_json::from_slice(header).map_err(|e| header_err(e.to_string()))?,
-        CodecKind::MsgPack => {
-            rmp_serde::from_slice(header).map_err(|e| header_err(e.to_string()))?
-        }
-        CodecKind::Bincode => bincode_wire::decode(header).map_err(header_err)?,
+    // Decoded in place where the codec allows: an envelope is large, and every move of
+    // one is a copy.
+    let mut decoded = DecodedFrame {
+        envelope: Envelope::new(MessageType::Request, String::new()),
+        ranges: Ranges::default(),
+        inline: Vec::new(),
     };
-    envelope.check_version()?;
+    match kind {
+        CodecKind::Json => {
+            decoded.envelope =
+                serde_json::from_slice(header).map_err(|e| header_err(e.to_string()))?
+        }
+        CodecKind::MsgPack => {
+            msgpack::decode_into(header, &mut decoded.envelope).map_err(header_err)?
+        }
+        CodecKind::Bincode => {
+            decoded.envelope = bincode_wire::decode(header).map_err(header_err)?
+        }
+    }
+    decoded.envelope.check_version()?;
     let mut offset = 4 + header_len;
-    let mut ranges = Vec::with_capacity(envelope.attachments.len());
-    for meta in &envelope.attachments {
+    let ranges = &mut decoded.ranges;
+    for meta in &decoded.envelope.attachments {
         let size =
             usize::try_from(meta.size).map_err(|_| CodecError::Truncated("attachment size"))?;
         let end = offset
@@ -188,9 +236,5 @@ pub(super) fn decode_framed(kind: CodecKind, frame: &[u8]) -> Result<DecodedFram
     if offset != frame.len() {
         return Err(CodecError::Truncated("bytes after the last attachment"));
     }
-    Ok(DecodedFrame {
-        envelope,
-        ranges,
-        inline: Vec::new(),
-    })
+    Ok(decoded)
 }

@@ -15,14 +15,55 @@
 mod bincode_wire;
 mod body;
 mod error;
+mod msgpack;
+mod view;
 
 pub use body::DecodedFrame;
 pub use error::CodecError;
+pub(crate) use view::{EnvelopeRef, Metas};
 
 use crate::protocol::Envelope;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+
+/// Calls `f` with a framed message as the parts a transport sends: `header`, then each
+/// attachment (on the stack for up to three attachments, no allocation).
+#[inline]
+pub(crate) fn with_parts<R>(
+    header: &[u8],
+    attachments: &[&[u8]],
+    f: impl FnOnce(&[&[u8]]) -> R,
+) -> R {
+    const STACK: usize = 4;
+    if attachments.len() < STACK {
+        let mut parts: [&[u8]; STACK] = [&[]; STACK];
+        parts[0] = header;
+        parts[1..=attachments.len()].copy_from_slice(attachments);
+        f(&parts[..=attachments.len()])
+    } else {
+        let mut parts = Vec::with_capacity(1 + attachments.len());
+        parts.push(header);
+        parts.extend_from_slice(attachments);
+        f(&parts)
+    }
+}
+
+/// Calls `f` with `items` as byte slices (on the stack for up to four, no allocation).
+#[inline]
+pub(crate) fn with_slices<T: AsRef<[u8]>, R>(items: &[T], f: impl FnOnce(&[&[u8]]) -> R) -> R {
+    const STACK: usize = 4;
+    if items.len() <= STACK {
+        let mut slices: [&[u8]; STACK] = [&[]; STACK];
+        for (slot, item) in slices.iter_mut().zip(items) {
+            *slot = item.as_ref();
+        }
+        f(&slices[..items.len()])
+    } else {
+        let slices: Vec<&[u8]> = items.iter().map(AsRef::as_ref).collect();
+        f(&slices)
+    }
+}
 
 /// Default maximum frame size: 64 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -142,11 +183,33 @@ impl Codec {
         attachments: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
+        self.encode_ref(&EnvelopeRef::from(envelope), attachments, out)
+    }
+
+    /// [`encode`](Self::encode) from a borrowed view (the worker runtime and the
+    /// connection send through this without building an owned envelope).
+    #[inline]
+    pub(crate) fn encode_ref(
+        &self,
+        envelope: &EnvelopeRef<'_>,
+        attachments: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
         out.clear();
         match self.framing {
             Framing::Lines => body::encode_line(envelope, attachments, out)?,
-            Framing::LengthPrefixed => body::encode_framed(self.kind, envelope, attachments, out)?,
+            Framing::LengthPrefixed => {
+                let sized = Metas {
+                    metas: envelope.attachments.metas,
+                    sizes: Some(attachments),
+                };
+                body::encode_framed(self.kind, envelope, &sized, out)?
+            }
         }
+        self.check_size(out, attachments)
+    }
+
+    fn check_size(&self, out: &[u8], attachments: &[&[u8]]) -> Result<(), CodecError> {
         let total = out.len() + attachments.iter().map(|a| a.len()).sum::<usize>();
         if total > self.max_frame {
             return Err(CodecError::FrameTooLarge {
@@ -173,3 +236,6 @@ impl Codec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -27,7 +27,7 @@ mod slot;
 pub use slot::Incoming;
 use slot::Slot;
 
-use crate::codec::{Codec, CodecError, Framing};
+use crate::codec::{with_parts, Codec, CodecError, EnvelopeRef, Framing};
 use crate::protocol::{
     legacy, Envelope, ErrorBody, ErrorCode, IdGenerator, MessageType, ProtocolError, ReadyInfo,
     PROTOCOL_VERSION,
@@ -38,6 +38,7 @@ use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,13 +58,36 @@ struct RxHalf {
 
 #[derive(Default)]
 struct State {
-    pending: HashMap<String, Arc<Slot>>,
+    /// Requests waiting for their answer, by the number of their id (`r-<n>`).
+    pending: HashMap<u64, Arc<Slot>, BuildHasherDefault<IdHasher>>,
     async_waiters: usize,
     /// Why the link is unusable, once it is.
     broken: Option<String>,
     reader_started: bool,
     reader_nudges: u64,
     closing: bool,
+}
+
+/// Hashes the pending table's keys: numbers this connection handed out in sequence, so a
+/// multiplication spreads them well enough, at a fraction of SipHash's cost. (Only the
+/// connection inserts keys; a worker's answers only look them up.)
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 /// Called whenever a request leaves the pending table (its worker has room again).
@@ -210,11 +234,25 @@ impl Connection {
         self.reserve()?.send(request, attachments, deadline)
     }
 
+    /// Like [`start`](Self::start), with `fill` supplying the fields the request leaves
+    /// unset (on the wire only: nothing is allocated for them).
+    pub(crate) fn start_filled(
+        self: &Arc<Self>,
+        request: Envelope,
+        fill: Fill<'_>,
+        attachments: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Pending, CallError> {
+        self.reserve()?
+            .send_filled(request, fill, attachments, deadline)
+    }
+
     /// Claims a place for one request (it counts in [`in_flight`](Self::in_flight) from
     /// now), to be sent with [`Reservation::send`]. Dropping the reservation unsent
     /// releases the place.
     pub fn reserve(self: &Arc<Self>) -> Result<Reservation, CallError> {
-        let id = self.ids.next_id();
+        let mut id = String::with_capacity(24);
+        let key = self.ids.next_id_into(&mut id);
         let slot = Arc::new(Slot::default());
         {
             let mut st = self.state.lock();
@@ -224,13 +262,15 @@ impl Connection {
                 });
             }
             // Registered before sending: the answer may arrive before `send` returns.
-            st.pending.insert(id.clone(), slot.clone());
+            st.pending.insert(key, slot.clone());
         }
         Ok(Reservation {
-            conn: self.clone(),
-            id,
-            slot,
-            sent: false,
+            claim: Some(Claim {
+                conn: self.clone(),
+                id,
+                key,
+                slot,
+            }),
         })
     }
 
@@ -275,7 +315,7 @@ impl Connection {
             return;
         }
         let cancel = Envelope::cancel(self.ids.next_id(), id);
-        let _ = self.send_request(&cancel, &[]);
+        let _ = self.send_request(&EnvelopeRef::from(&cancel), &[]);
     }
 
     /// Fails every pending request with `worker_crashed` and refuses new ones; the pool
@@ -329,29 +369,26 @@ impl Connection {
         st.async_waiters = st.async_waiters.saturating_sub(1);
     }
 
-    fn send_request(&self, env: &Envelope, attachments: &[&[u8]]) -> Result<(), CallError> {
+    fn send_request(&self, env: &EnvelopeRef<'_>, attachments: &[&[u8]]) -> Result<(), CallError> {
         let mut tx = self.tx.lock();
         let TxHalf { sender, out } = &mut *tx;
         let result = match self.dialect {
             Dialect::Ferry => {
-                self.codec.encode(env, attachments, out)?;
-                if self.codec.framing() == Framing::LengthPrefixed && !attachments.is_empty() {
-                    let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + attachments.len());
-                    parts.push(out);
-                    parts.extend_from_slice(attachments);
-                    sender.send(&parts)
-                } else {
-                    sender.send(&[out])
-                }
+                self.codec.encode_ref(env, attachments, out)?;
+                let raw = match self.codec.framing() {
+                    Framing::LengthPrefixed => attachments,
+                    Framing::Lines => &[],
+                };
+                with_parts(out, raw, |parts| sender.send(parts))
             }
             Dialect::Legacy => {
                 out.clear();
-                serde_json::to_writer(&mut *out, &legacy::encode_request(env)).map_err(|e| {
-                    CodecError::Header {
+                legacy::write_request(env.operation, env.message_id, env.data, out).map_err(
+                    |e| CodecError::Header {
                         codec: crate::codec::CodecKind::Json,
                         message: e.to_string(),
-                    }
-                })?;
+                    },
+                )?;
                 sender.send(&[out])
             }
         };
@@ -374,9 +411,15 @@ impl Connection {
         tracing::warn!(worker = %self.label, error = %e, line = %preview, "skipping non-protocol output");
     }
 
-    /// Reads one frame as leader and routes it. Link failures are returned after every
-    /// pending request has been failed.
-    fn read_one(&self, rx: &mut RxHalf, deadline: Option<Instant>) -> Result<(), TransportError> {
+    /// Reads one frame as leader and routes it; what is for `own` (the leader's slot) is
+    /// returned instead of delivered. Link failures are returned after every pending
+    /// request (`own` included) has been failed.
+    fn read_one(
+        &self,
+        rx: &mut RxHalf,
+        deadline: Option<Instant>,
+        own: Option<&Arc<Slot>>,
+    ) -> Result<Option<Incoming>, TransportError> {
         match rx.receiver.recv(&mut rx.buf, deadline) {
             Ok(()) => {}
             Err(TransportError::Timeout) => return Err(TransportError::Timeout),
@@ -386,7 +429,7 @@ impl Connection {
                 self.fail_pending_with(|| {
                     CallError::Transport(TransportError::FrameTooLarge { size, max })
                 });
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => {
                 let why = match &e {
@@ -415,11 +458,11 @@ impl Connection {
                         })
                     });
                     tracing::error!(worker = %self.label, error = %e, "worker switched protocol version");
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(e) => {
                     self.skip(&rx.buf, &e);
-                    return Ok(());
+                    return Ok(None);
                 }
             },
             Dialect::Legacy => {
@@ -432,13 +475,12 @@ impl Connection {
                     Ok(env) => (env, Vec::new()),
                     Err(e) => {
                         self.skip(&rx.buf, &e);
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
             }
         };
-        self.route(env.0, env.1);
-        Ok(())
+        Ok(self.route(env.0, env.1, own))
     }
 
     fn fail_pending_with(&self, make: impl Fn() -> CallError) {
@@ -451,36 +493,47 @@ impl Connection {
         }
     }
 
-    fn route(&self, env: Envelope, attachments: Vec<Vec<u8>>) {
-        let id = match (&env.request_id, self.dialect) {
-            (Some(id), _) => id.clone(),
-            // A legacy answer may omit request_id: it answers the one request in flight.
-            (None, Dialect::Legacy) => match self.state.lock().pending.keys().next() {
-                Some(id) => id.clone(),
-                None => return,
-            },
-            (None, Dialect::Ferry) => {
-                tracing::debug!(worker = %self.label, event = ?env.event_name, "worker-wide message");
-                return;
-            }
-        };
+    /// Delivers `env` to the slot of the request it names, or returns it when that slot
+    /// is `own`.
+    fn route(
+        &self,
+        mut env: Envelope,
+        attachments: Vec<Vec<u8>>,
+        own: Option<&Arc<Slot>>,
+    ) -> Option<Incoming> {
         let terminal = env.is_terminal();
         let slot = {
             let mut st = self.state.lock();
-            if terminal {
-                st.pending.remove(&id)
-            } else {
-                st.pending.get(&id).cloned()
+            let key = match (env.request_id.as_deref(), self.dialect) {
+                // Not an id this connection made: no request of ours can match it.
+                (Some(id), _) => self.ids.number_of(id),
+                // A legacy answer may omit request_id: it answers the one request in flight.
+                (None, Dialect::Legacy) => st.pending.keys().next().copied(),
+                (None, Dialect::Ferry) => {
+                    drop(st);
+                    tracing::debug!(worker = %self.label, event = ?env.event_name, "worker-wide message");
+                    return None;
+                }
+            };
+            let slot = key.and_then(|key| {
+                if terminal {
+                    st.pending.remove(&key)
+                } else {
+                    st.pending.get(&key).cloned()
+                }
+            });
+            if slot.is_none() {
+                drop(st);
+                tracing::debug!(worker = %self.label, request = ?env.request_id, "message for a request no longer pending");
             }
+            slot
         };
-        let Some(slot) = slot else {
-            tracing::debug!(worker = %self.label, request = %id, "message for a request no longer pending");
-            return;
-        };
+        let slot = slot?;
         let item = match env.kind {
             MessageType::Event => Incoming::Event(env),
             MessageType::Response => Incoming::Done(Ok(Response {
-                data: env.data.clone().unwrap_or(Value::Null),
+                // Moved, not cloned: a large `data` is not copied a second time.
+                data: env.data.take().unwrap_or(Value::Null),
                 envelope: env,
                 attachments,
             })),
@@ -493,23 +546,30 @@ impl Connection {
             })),
             other => {
                 tracing::warn!(worker = %self.label, kind = ?other, "worker sent a message only hosts send");
-                return;
+                return None;
             }
         };
-        slot.deliver(item);
+        let mine = own.is_some_and(|own| Arc::ptr_eq(own, &slot));
+        let item = if mine {
+            Some(item)
+        } else {
+            slot.deliver(item);
+            None
+        };
         if terminal {
             self.freed();
         }
+        item
     }
 
     /// The leader is done reading: let a follower (or the reader thread) take over.
-    fn step_down(&self, own: Option<&str>) {
+    fn step_down(&self, own: Option<u64>) {
         let slots: Vec<Arc<Slot>> = {
             let mut st = self.state.lock();
             st.reader_nudges += 1;
             st.pending
                 .iter()
-                .filter(|(id, _)| Some(id.as_str()) != own)
+                .filter(|(key, _)| Some(**key) != own)
                 .map(|(_, s)| s.clone())
                 .collect()
         };
@@ -539,8 +599,8 @@ impl Connection {
                             break;
                         }
                     }
-                    match self.read_one(&mut rx, Some(Instant::now() + READER_SLICE)) {
-                        Ok(()) | Err(TransportError::Timeout) => {}
+                    match self.read_one(&mut rx, Some(Instant::now() + READER_SLICE), None) {
+                        Ok(_) | Err(TransportError::Timeout) => {}
                         Err(_) => break,
                     }
                 }
@@ -566,18 +626,39 @@ impl Connection {
     }
 }
 
+/// What a sender puts in the fields a request leaves unset.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Fill<'a> {
+    /// `timestamp`, when the request has none.
+    pub timestamp: Option<&'a str>,
+    /// `worker_type`, when the request has none.
+    pub worker_type: Option<&'a str>,
+}
+
 /// A place claimed on a connection for one request; see [`Connection::reserve`].
 pub struct Reservation {
+    /// Taken when sent; still here on drop: the place is released.
+    claim: Option<Claim>,
+}
+
+struct Claim {
     conn: Arc<Connection>,
     id: String,
+    key: u64,
     slot: Arc<Slot>,
-    sent: bool,
+}
+
+impl Claim {
+    fn release(&self) {
+        self.conn.state.lock().pending.remove(&self.key);
+        self.conn.freed();
+    }
 }
 
 impl std::fmt::Debug for Reservation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reservation")
-            .field("id", &self.id)
+            .field("id", &self.claim.as_ref().map(|c| c.id.as_str()))
             .finish_non_exhaustive()
     }
 }
@@ -585,34 +666,54 @@ impl std::fmt::Debug for Reservation {
 impl Reservation {
     /// Sends `request` under the reserved id and returns the handle to wait on.
     pub fn send(
-        mut self,
-        mut request: Envelope,
+        self,
+        request: Envelope,
         attachments: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
-        request.message_id = self.id.clone();
-        request.kind = MessageType::Request;
-        self.sent = true;
-        if let Err(e) = self.conn.send_request(&request, attachments) {
-            self.conn.state.lock().pending.remove(&self.id);
-            self.conn.freed();
+        self.send_filled(request, Fill::default(), attachments, deadline)
+    }
+
+    pub(crate) fn send_filled(
+        mut self,
+        request: Envelope,
+        fill: Fill<'_>,
+        attachments: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Pending, CallError> {
+        let Some(claim) = self.claim.take() else {
+            unreachable!("a reservation is sent once: send takes it by value");
+        };
+        // Sent under the reserved id from a view: the envelope is not rewritten.
+        let mut view = EnvelopeRef::from(&request);
+        view.message_id = &claim.id;
+        view.kind = MessageType::Request;
+        view.timestamp = view.timestamp.or(fill.timestamp);
+        view.worker_type = view.worker_type.or(fill.worker_type);
+        if let Err(e) = claim.conn.send_request(&view, attachments) {
+            claim.release();
             if let CallError::WorkerCrashed { status } = &e {
-                self.conn.fail_all(status);
+                claim.conn.fail_all(status);
             }
             return Err(e);
         }
+        let Claim {
+            conn,
+            id,
+            key,
+            slot,
+        } = claim;
         Ok(Pending {
-            conn: self.conn.clone(),
-            id: std::mem::take(&mut self.id),
-            slot: self.slot.clone(),
+            conn,
+            id,
+            key,
+            slot,
             deadline,
             finished: false,
             is_async: false,
         })
     }
-}
 
-impl Reservation {
     /// Like [`send`](Self::send), for a caller that will wait with
     /// [`Pending::next_async`]: the reader thread reads on its behalf.
     pub fn send_async(
@@ -621,7 +722,9 @@ impl Reservation {
         attachments: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
-        let conn = self.conn.clone();
+        let Some(conn) = self.claim.as_ref().map(|c| c.conn.clone()) else {
+            unreachable!("a reservation is sent once: send_async takes it by value");
+        };
         conn.register_async()?;
         match self.send(request, attachments, deadline) {
             Ok(mut p) => {
@@ -638,9 +741,8 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if !self.sent {
-            self.conn.state.lock().pending.remove(&self.id);
-            self.conn.freed();
+        if let Some(claim) = self.claim.take() {
+            claim.release();
         }
     }
 }
@@ -658,6 +760,8 @@ impl FrameSender for ClosedSender {
 pub struct Pending {
     conn: Arc<Connection>,
     id: String,
+    /// The number of `id`: the request's key in the pending table.
+    key: u64,
     slot: Arc<Slot>,
     deadline: Option<Instant>,
     finished: bool,
@@ -682,45 +786,60 @@ impl Pending {
     /// Reads the link itself when no one else does (no thread hop).
     pub fn wait(mut self, mut on_event: impl FnMut(&Envelope)) -> Result<Response, CallError> {
         loop {
-            while let Some(item) = self.slot.pop() {
-                match item {
-                    Incoming::Event(e) => on_event(&e),
-                    Incoming::Done(result) => {
-                        self.finished = true;
-                        return result;
-                    }
+            // What has arrived, or (in the same look) the nudge count to wait past.
+            let seen = match self.slot.pop_or_nudges() {
+                Ok(Incoming::Event(e)) => {
+                    on_event(&e);
+                    continue;
                 }
-            }
-            let seen = self.slot.nudges();
-            let conn = self.conn.clone();
-            let leader = conn.rx.try_lock();
-            if let Some(mut rx) = leader {
-                let outcome = loop {
-                    if let Some(item) = self.slot.pop() {
-                        match item {
-                            Incoming::Event(e) => on_event(&e),
-                            Incoming::Done(result) => break Some(result),
+                Ok(Incoming::Done(result)) => {
+                    self.finished = true;
+                    return result;
+                }
+                Err(seen) => seen,
+            };
+            // `Some(outcome)` when this caller led: its answer, or `None` on its deadline.
+            let led = {
+                let conn = &*self.conn;
+                conn.rx.try_lock().map(|mut rx| {
+                    // Frames for this request come back from `read_one` directly; the slot
+                    // holds what other threads delivered (the previous leader, a failure of
+                    // the whole link), looked at with one load before each read.
+                    let outcome = loop {
+                        if self.slot.has_items() {
+                            if let Some(item) = self.slot.pop() {
+                                match item {
+                                    Incoming::Event(e) => on_event(&e),
+                                    Incoming::Done(result) => break Some(result),
+                                }
+                                continue;
+                            }
                         }
-                        continue;
-                    }
-                    match conn.read_one(&mut rx, self.deadline) {
-                        Ok(()) => {}
-                        // Every pending slot, ours included, now holds its failure.
-                        Err(TransportError::Timeout) => break None,
-                        Err(_) => {}
-                    }
-                };
-                drop(rx);
-                conn.step_down(Some(&self.id));
-                match outcome {
-                    Some(result) => {
-                        self.finished = true;
-                        return result;
-                    }
-                    None => return Err(self.time_out()),
+                        match conn.read_one(&mut rx, self.deadline, Some(&self.slot)) {
+                            Ok(Some(Incoming::Event(e))) => on_event(&e),
+                            Ok(Some(Incoming::Done(result))) => break Some(result),
+                            Ok(None) => {}
+                            // Every pending slot, ours included, now holds its failure.
+                            Err(TransportError::Timeout) => break None,
+                            Err(_) => {}
+                        }
+                    };
+                    drop(rx);
+                    conn.step_down(Some(self.key));
+                    outcome
+                })
+            };
+            match led {
+                Some(Some(result)) => {
+                    self.finished = true;
+                    return result;
                 }
-            } else if !self.slot.wait(seen, self.deadline) {
-                return Err(self.time_out());
+                Some(None) => return Err(self.time_out()),
+                None => {
+                    if !self.slot.wait(seen, self.deadline) {
+                        return Err(self.time_out());
+                    }
+                }
             }
         }
     }
@@ -795,5 +914,46 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         self.abandon();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::CodecKind;
+    use crate::transport::memory;
+
+    #[test]
+    fn fill_supplies_only_the_fields_a_request_leaves_unset() {
+        let (host, mut worker) = memory::pair(1 << 20);
+        let codec = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, 1 << 20).unwrap();
+        let conn = Connection::new(host, codec, Dialect::Ferry, "t", None);
+        let fill = Fill {
+            timestamp: Some("2026-11-22T08:00:00.000Z"),
+            worker_type: Some("echo"),
+        };
+        let bare = Envelope::request("", "op", Value::Null);
+        let mut own = bare.clone();
+        own.timestamp = Some("mine".into());
+        own.worker_type = Some("sdxl".into());
+        let mut buf = Vec::new();
+        for (request, timestamp, worker_type) in [
+            (bare, "2026-11-22T08:00:00.000Z", "echo"),
+            (own, "mine", "sdxl"),
+        ] {
+            let pending = conn.start_filled(request, fill, &[b"x"], None).unwrap();
+            worker.receiver.recv(&mut buf, None).unwrap();
+            let sent = codec.decode(&buf).unwrap().envelope;
+            assert_eq!(sent.message_id, pending.id());
+            assert_eq!(sent.timestamp.as_deref(), Some(timestamp));
+            assert_eq!(sent.worker_type.as_deref(), Some(worker_type));
+            assert_eq!(sent.attachments.len(), 1);
+            pending.cancel();
+            worker.receiver.recv(&mut buf, None).unwrap();
+            assert_eq!(
+                codec.decode(&buf).unwrap().envelope.kind,
+                MessageType::Cancel
+            );
+        }
     }
 }

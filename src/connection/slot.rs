@@ -4,6 +4,7 @@ use crate::protocol::Envelope;
 use crate::worker::{CallError, Response};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Waker;
 use std::time::Instant;
 
@@ -18,7 +19,11 @@ pub enum Incoming {
 
 #[derive(Default)]
 struct Inner {
+    /// Events not yet taken.
     queue: VecDeque<Incoming>,
+    /// The terminal answer, once delivered: taken after every event before it. Kept out of
+    /// `queue` so that a call with no events never allocates one.
+    done: Option<Incoming>,
     /// Bumped when the reading leader steps down, so a waiting follower tries to lead.
     nudges: u64,
     /// The async task waiting on this slot, if any.
@@ -28,11 +33,24 @@ struct Inner {
     abandoned: Option<Instant>,
 }
 
+impl Inner {
+    fn pop(&mut self) -> Option<Incoming> {
+        self.queue.pop_front().or_else(|| self.done.take())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.done.is_none()
+    }
+}
+
 /// The mailbox of one in-flight request.
 #[derive(Default)]
 pub(crate) struct Slot {
     inner: Mutex<Inner>,
     cv: Condvar,
+    /// Whether `inner` holds an item; written only under the `inner` lock, read without
+    /// it by the leader between reads ([`Slot::has_items`]).
+    filled: AtomicBool,
 }
 
 impl Slot {
@@ -41,7 +59,18 @@ impl Slot {
         if inner.abandoned.is_some() {
             return;
         }
-        inner.queue.push_back(item);
+        match item {
+            // Exactly one terminal answer: a second (which the pending table prevents)
+            // would never be read anyway.
+            Incoming::Done(_) => {
+                inner.done.get_or_insert(item);
+            }
+            Incoming::Event(_) => inner.queue.push_back(item),
+        }
+        // SYNC POINT: Release pairs with the Acquire load in `has_items`; a leader that
+        // takes the link after the one that delivered this (through the link's mutex)
+        // sees `true`.
+        self.filled.store(true, Ordering::Release);
         let waker = inner.waker.take();
         drop(inner);
         self.cv.notify_one();
@@ -62,23 +91,47 @@ impl Slot {
     }
 
     pub(crate) fn pop(&self) -> Option<Incoming> {
-        self.inner.lock().queue.pop_front()
+        let mut inner = self.inner.lock();
+        let item = inner.pop();
+        self.refresh(&inner);
+        item
     }
 
-    pub(crate) fn nudges(&self) -> u64 {
-        self.inner.lock().nudges
+    /// Whether something may be waiting: `false` means [`pop`](Self::pop) would find
+    /// nothing delivered before the caller's last acquire (a lock taken since). One load,
+    /// no lock.
+    pub(crate) fn has_items(&self) -> bool {
+        // SYNC POINT: Acquire pairs with the Release store in `deliver`.
+        self.filled.load(Ordering::Acquire)
+    }
+
+    /// Keeps `filled` in step with `inner` (whose lock the caller holds).
+    fn refresh(&self, inner: &Inner) {
+        if inner.is_empty() {
+            // Under the lock, as every store to it; only a reader that then locks relies
+            // on what it saw being `false`.
+            self.filled.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The next item, or else the nudge count (one look under the lock).
+    pub(crate) fn pop_or_nudges(&self) -> Result<Incoming, u64> {
+        let mut inner = self.inner.lock();
+        let item = inner.pop();
+        self.refresh(&inner);
+        item.ok_or(inner.nudges)
     }
 
     /// Waits until something is delivered, a nudge newer than `seen` arrives, or
     /// `deadline` passes. Returns `false` on the deadline.
     pub(crate) fn wait(&self, seen: u64, deadline: Option<Instant>) -> bool {
         let mut inner = self.inner.lock();
-        while inner.queue.is_empty() && inner.nudges == seen {
+        while inner.is_empty() && inner.nudges == seen {
             match deadline {
                 None => self.cv.wait(&mut inner),
                 Some(d) => {
                     if self.cv.wait_until(&mut inner, d).timed_out() {
-                        return !inner.queue.is_empty() || inner.nudges != seen;
+                        return !inner.is_empty() || inner.nudges != seen;
                     }
                 }
             }
@@ -89,7 +142,9 @@ impl Slot {
     /// Pops an item or registers `waker` to be woken at the next delivery or nudge.
     pub(crate) fn poll_pop(&self, waker: &Waker) -> Option<Incoming> {
         let mut inner = self.inner.lock();
-        match inner.queue.pop_front() {
+        let item = inner.pop();
+        self.refresh(&inner);
+        match item {
             Some(item) => Some(item),
             None => {
                 inner.waker = Some(waker.clone());
@@ -106,6 +161,8 @@ impl Slot {
         let mut inner = self.inner.lock();
         inner.abandoned.get_or_insert_with(Instant::now);
         inner.queue.clear();
+        inner.done = None;
         inner.waker = None;
+        self.refresh(&inner);
     }
 }

@@ -20,6 +20,19 @@ pub enum MessageType {
     Cancel,
 }
 
+impl MessageType {
+    /// The name on the wire (`type`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Request => "request",
+            MessageType::Response => "response",
+            MessageType::Event => "event",
+            MessageType::Error => "error",
+            MessageType::Cancel => "cancel",
+        }
+    }
+}
+
 /// Scheduling priority of a request.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
@@ -33,6 +46,17 @@ pub enum Priority {
     Normal,
     /// Served when nothing else waits.
     Low,
+}
+
+impl Priority {
+    /// The name on the wire (`priority`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
 }
 
 /// `error` of an error message.
@@ -351,6 +375,22 @@ mod tests {
         for line in lines {
             let e: Envelope = serde_json::from_str(line).unwrap();
             e.check_version().unwrap();
+        }
+    }
+
+    #[test]
+    fn wire_names_are_the_serde_names() {
+        for kind in [
+            MessageType::Request,
+            MessageType::Response,
+            MessageType::Event,
+            MessageType::Error,
+            MessageType::Cancel,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.as_str()));
+        }
+        for p in [Priority::High, Priority::Normal, Priority::Low] {
+            assert_eq!(serde_json::to_value(p).unwrap(), json!(p.as_str()));
         }
     }
 

@@ -45,6 +45,37 @@ pub fn encode_request(request: &Envelope) -> Value {
     })
 }
 
+/// Writes the line [`encode_request`] makes (the same bytes, as `serde_json` writes that
+/// object: keys in sorted order) from borrowed parts, without building the object.
+pub(crate) fn write_request(
+    operation: Option<&str>,
+    message_id: &str,
+    data: Option<&Value>,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        data: &'a Value,
+        request_id: &'a str,
+        #[serde(rename = "type")]
+        operation: &'a str,
+    }
+    let empty;
+    let data = match data {
+        Some(d) => d,
+        None => {
+            empty = Value::Object(Map::new());
+            &empty
+        }
+    };
+    let line = Line {
+        data,
+        request_id: message_id,
+        operation: operation.unwrap_or_default(),
+    };
+    serde_json::to_writer(out, &line)
+}
+
 /// Reads a legacy answer as a response or error envelope. A missing `request_id` is
 /// left unset: with one request outstanding the caller knows which it answers.
 pub fn decode_answer(value: Value, message_id: String) -> Result<Envelope, LegacyError> {
@@ -94,6 +125,27 @@ pub fn decode_answer(value: Value, message_id: String) -> Result<Envelope, Legac
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_requests_are_the_encoded_ones() {
+        let mut with_data = Envelope::request("r-1", "inference", json!({"b": 1, "a": [null]}));
+        with_data.timestamp = Some("t".into());
+        let mut no_data = Envelope::request("r-2", "x", Value::Null);
+        no_data.data = None;
+        let mut no_op = Envelope::request("r-3", "", json!("\"quoted\"\n"));
+        no_op.operation = None;
+        for e in [with_data, no_data, no_op] {
+            let mut out = Vec::new();
+            write_request(
+                e.operation.as_deref(),
+                &e.message_id,
+                e.data.as_ref(),
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(out, serde_json::to_vec(&encode_request(&e)).unwrap());
+        }
+    }
 
     #[test]
     fn success_answer_becomes_response() {

@@ -19,6 +19,7 @@ pub use envelope::{
     AttachmentMeta, Envelope, ErrorBody, MessageType, Metrics, Priority, ProtocolError,
 };
 pub use error_code::ErrorCode;
+pub(crate) use ids::Stamp;
 pub use ids::{now_timestamp, IdGenerator};
 pub use ops::{Operation, EVENT_PROGRESS, EVENT_READY, OP_CAPABILITIES, OP_HEALTH, OP_SHUTDOWN};
 pub use ready::ReadyInfo;

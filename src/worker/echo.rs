@@ -8,20 +8,65 @@
 //! - `fail` `{"code": "invalid_request", "message": "..."}`: answers that error.
 //! - `print` : writes a line to stdout (which the runtime points at stderr) and echoes.
 
-use super::{Context, HandlerError, Reply, Request};
+use super::{Context, Handler, HandlerError, Reply, ReplyRef, Request};
 use crate::protocol::ErrorCode;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// The operations the echo handler serves.
 pub const OPERATIONS: [&str; 4] = ["echo", "sleep", "fail", "print"];
+
+/// The echo worker's handler as a [`Handler`] that answers `echo` and `print` with the
+/// request's own data and attachments, borrowed (nothing copied); what `ferry worker echo`
+/// serves. [`handle`] is the same handler as a function, copying.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Echo;
+
+impl Handler for Echo {
+    fn handle(
+        &mut self,
+        request: &Request<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<Reply, HandlerError> {
+        handle(request, ctx)
+    }
+
+    fn handle_borrowed<'r>(
+        &mut self,
+        request: &Request<'r>,
+        ctx: &mut Context<'_>,
+    ) -> Result<ReplyRef<'r>, HandlerError> {
+        let echo = || ReplyRef {
+            data: Cow::Borrowed(request.data_ref()),
+            attachments: request
+                .attachments
+                .iter()
+                .map(|a| Cow::Borrowed(*a))
+                .collect(),
+            metrics: None,
+        };
+        match request.operation() {
+            "echo" => Ok(echo()),
+            "print" => {
+                print_line();
+                Ok(echo())
+            }
+            _ => handle(request, ctx).map(ReplyRef::from),
+        }
+    }
+}
+
+fn print_line() {
+    println!("a library printing to stdout must not corrupt the channel");
+}
 
 /// The echo worker's handler.
 pub fn handle(request: &Request<'_>, ctx: &mut Context<'_>) -> Result<Reply, HandlerError> {
     match request.operation() {
         "echo" => Ok(echo(request)),
         "print" => {
-            println!("a library printing to stdout must not corrupt the channel");
+            print_line();
             Ok(echo(request))
         }
         "sleep" => sleep(request.data(), ctx),

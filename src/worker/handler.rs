@@ -4,7 +4,11 @@ use super::runtime::Io;
 use crate::protocol::{Envelope, ErrorBody, ErrorCode, Metrics, EVENT_PROGRESS};
 use crate::transport::TransportError;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::time::Instant;
+
+/// `null`, for requests without data.
+static NULL: Value = Value::Null;
 
 /// One request as the handler sees it.
 #[derive(Debug)]
@@ -27,6 +31,14 @@ impl Request<'_> {
     }
 }
 
+impl<'a> Request<'a> {
+    /// The request data (`null` when absent), for as long as the request itself lives: what
+    /// a [`ReplyRef`] may borrow.
+    pub fn data_ref(&self) -> &'a Value {
+        self.envelope.data.as_ref().unwrap_or(&NULL)
+    }
+}
+
 /// A handler's successful answer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reply {
@@ -44,6 +56,29 @@ impl Reply {
         Reply {
             data,
             ..Reply::default()
+        }
+    }
+}
+
+/// A handler's answer that may borrow from the request it answers (its data, its
+/// attachments), so that they are sent back without being copied; see
+/// [`Handler::handle_borrowed`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplyRef<'a> {
+    /// The response data.
+    pub data: Cow<'a, Value>,
+    /// Binary attachments (raw on framed links, base64 on stdio).
+    pub attachments: Vec<Cow<'a, [u8]>>,
+    /// Optional measurements.
+    pub metrics: Option<Metrics>,
+}
+
+impl From<Reply> for ReplyRef<'_> {
+    fn from(reply: Reply) -> Self {
+        ReplyRef {
+            data: Cow::Owned(reply.data),
+            attachments: reply.attachments.into_iter().map(Cow::Owned).collect(),
+            metrics: reply.metrics,
         }
     }
 }
@@ -97,6 +132,18 @@ pub trait Handler {
         request: &Request<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<Reply, HandlerError>;
+
+    /// What the runtime calls: like [`handle`](Self::handle), with an answer that may
+    /// borrow the request's data and attachments (an echo, a pass-through) so that the
+    /// runtime sends them from the receive buffer instead of a copy. The default calls
+    /// `handle`.
+    fn handle_borrowed<'r>(
+        &mut self,
+        request: &Request<'r>,
+        ctx: &mut Context<'_>,
+    ) -> Result<ReplyRef<'r>, HandlerError> {
+        self.handle(request, ctx).map(ReplyRef::from)
+    }
 }
 
 impl<F> Handler for F

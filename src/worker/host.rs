@@ -8,8 +8,8 @@ use super::env::{
 use super::spec::{Dialect, WorkerSpec};
 use super::stderr_log::{self, ExitHook};
 use crate::codec::{Codec, CodecKind};
-use crate::connection::{Connection, FreedHook};
-use crate::protocol::{now_timestamp, Envelope, ReadyInfo, OP_SHUTDOWN};
+use crate::connection::{Connection, Fill, FreedHook};
+use crate::protocol::{Envelope, ReadyInfo, Stamp, OP_SHUTDOWN};
 use crate::transport::{self, TransportError, TransportKind};
 use serde_json::Value;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -55,7 +55,8 @@ impl std::fmt::Debug for WorkerHooks {
 /// A worker's successful answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
-    /// The response envelope as received.
+    /// The response envelope as received, less its `data`, which is moved (not copied) to
+    /// [`data`](Self::data): `envelope.data` is `None`.
     pub envelope: Envelope,
     /// Its `data` (`null` when absent).
     pub data: Value,
@@ -223,23 +224,26 @@ impl WorkerProcess {
         self.call_with(request, &[], &CallOptions::default(), on_event)
     }
 
-    /// Sends a prepared request (its `message_id` is replaced by a fresh one) with
-    /// attachments and waits for the answer.
+    /// Sends a prepared request (its `message_id` is replaced by a fresh one; a request
+    /// without `timestamp` or `worker_type` is sent with the current time and the spec's
+    /// worker type) with attachments and waits for the answer.
     pub fn call_with(
         &mut self,
-        mut request: Envelope,
+        request: Envelope,
         attachments: &[&[u8]],
         options: &CallOptions,
         on_event: impl FnMut(&Envelope),
     ) -> Result<Response, CallError> {
-        request.timestamp.get_or_insert_with(now_timestamp);
-        request
-            .worker_type
-            .get_or_insert_with(|| self.spec.worker_type.clone());
+        // A timestamp and the worker type where the request has none, on the wire only.
+        let stamp = request.timestamp.is_none().then(Stamp::now);
+        let fill = Fill {
+            timestamp: stamp.as_ref().map(Stamp::as_str),
+            worker_type: Some(&self.spec.worker_type),
+        };
         let deadline = options.deadline_for(&request);
         let result = self
             .conn
-            .start(request, attachments, deadline)
+            .start_filled(request, fill, attachments, deadline)
             .and_then(|pending| pending.wait(on_event));
         match result {
             Err(CallError::WorkerCrashed { .. }) => Err(CallError::WorkerCrashed {

@@ -15,7 +15,7 @@ mod spec;
 mod stderr_log;
 
 pub use call_error::CallError;
-pub use handler::{Context, Handler, HandlerError, Reply, Request};
+pub use handler::{Context, Handler, HandlerError, Reply, ReplyRef, Request};
 pub use host::{CallOptions, Response, WorkerHooks, WorkerProcess};
 pub use runtime::{serve, serve_link, ServeError};
 pub use spec::{Dialect, WorkerSpec};

@@ -6,8 +6,8 @@
 //! other requests wait in a queue, served in arrival order afterwards.
 
 use super::env::{EnvError, WorkerEnv};
-use super::handler::{Context, Handler, HandlerError, Reply, Request};
-use crate::codec::{Codec, CodecError};
+use super::handler::{Context, Handler, HandlerError, Reply, ReplyRef, Request};
+use crate::codec::{with_parts, with_slices, Codec, CodecError, EnvelopeRef, Framing};
 use crate::protocol::{
     Envelope, ErrorBody, ErrorCode, IdGenerator, MessageType, Operation, ReadyInfo,
 };
@@ -43,6 +43,8 @@ pub(super) struct Io {
     rx: Box<dyn FrameReceiver>,
     codec: Codec,
     ids: IdGenerator,
+    /// The last message id sent, kept for its allocation.
+    id_buf: String,
     out: Vec<u8>,
     pump_buf: Vec<u8>,
     queue: VecDeque<Queued>,
@@ -67,18 +69,26 @@ impl Io {
         env: &Envelope,
         attachments: &[&[u8]],
     ) -> Result<(), TransportError> {
-        if let Err(e) = self.codec.encode(env, attachments, &mut self.out) {
+        self.send_ref(&EnvelopeRef::from(env), attachments)
+    }
+
+    fn send_ref(
+        &mut self,
+        env: &EnvelopeRef<'_>,
+        attachments: &[&[u8]],
+    ) -> Result<(), TransportError> {
+        if let Err(e) = self.codec.encode_ref(env, attachments, &mut self.out) {
             tracing::error!(error = %e, "cannot encode outgoing message");
             return Err(TransportError::InvalidFrame(
                 "outgoing message could not be encoded",
             ));
         }
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + attachments.len());
-        parts.push(&self.out);
-        if self.codec.framing() == crate::codec::Framing::LengthPrefixed {
-            parts.extend_from_slice(attachments);
-        }
-        match self.tx.send(&parts) {
+        let raw = match self.codec.framing() {
+            Framing::LengthPrefixed => attachments,
+            Framing::Lines => &[],
+        };
+        let tx = &mut self.tx;
+        match with_parts(&self.out, raw, |parts| tx.send(parts)) {
             Err(TransportError::Disconnected) => {
                 self.host_gone = true;
                 Err(TransportError::Disconnected)
@@ -213,6 +223,7 @@ pub fn serve_link<H: Handler>(
         rx: link.receiver,
         codec,
         ids: IdGenerator::new("w"),
+        id_buf: String::new(),
         out: Vec::new(),
         pump_buf: Vec::new(),
         queue: VecDeque::new(),
@@ -264,12 +275,12 @@ pub fn serve_link<H: Handler>(
 }
 
 /// Handles one incoming message; returns `true` when the worker should stop.
-fn dispatch<H: Handler>(
+fn dispatch<'r, H: Handler>(
     io: &mut Io,
     info: &ReadyInfo,
     handler: &mut H,
-    env: &Envelope,
-    attachments: Vec<&[u8]>,
+    env: &'r Envelope,
+    attachments: Vec<&'r [u8]>,
 ) -> bool {
     match env.kind {
         MessageType::Request => {}
@@ -293,10 +304,10 @@ fn dispatch<H: Handler>(
         return false;
     };
     let answer = match Operation::classify(operation) {
-        Operation::Health => Ok(Reply::data(io.health_data())),
-        Operation::Capabilities => Ok(Reply::data(
+        Operation::Health => Ok(ReplyRef::from(Reply::data(io.health_data()))),
+        Operation::Capabilities => Ok(ReplyRef::from(Reply::data(
             serde_json::to_value(info).unwrap_or(Value::Null),
-        )),
+        ))),
         Operation::Shutdown => {
             let env = Envelope::response(io.next_id(), id, json!({"status": "shutting_down"}));
             let _ = io.send(&env, &[]);
@@ -314,10 +325,18 @@ fn dispatch<H: Handler>(
     io.served += 1;
     match answer {
         Ok(reply) => {
-            let mut out = Envelope::response(io.next_id(), id, reply.data);
-            out.metrics = reply.metrics;
-            let atts: Vec<&[u8]> = reply.attachments.iter().map(Vec::as_slice).collect();
-            if let Err(e) = io.send(&out, &atts) {
+            // Sent from a view: the id reuses a buffer, the data and attachments are sent
+            // from where the handler left them (the request's, for an echo).
+            let mut message_id = std::mem::take(&mut io.id_buf);
+            io.ids.next_id_into(&mut message_id);
+            let mut out = EnvelopeRef::new(MessageType::Response, &message_id);
+            out.request_id = Some(id);
+            out.success = Some(true);
+            out.data = Some(&reply.data);
+            out.metrics = reply.metrics.as_ref();
+            let sent = with_slices(&reply.attachments, |atts| io.send_ref(&out, atts));
+            io.id_buf = message_id;
+            if let Err(e) = sent {
                 if !matches!(e, TransportError::Disconnected) {
                     io.send_error(
                         id,
@@ -340,12 +359,12 @@ fn serves(info: &ReadyInfo, op: &str) -> bool {
         })
 }
 
-fn run_handler<H: Handler>(
+fn run_handler<'r, H: Handler>(
     io: &mut Io,
     handler: &mut H,
-    env: &Envelope,
-    attachments: Vec<&[u8]>,
-) -> Result<Reply, HandlerError> {
+    env: &'r Envelope,
+    attachments: Vec<&'r [u8]>,
+) -> Result<ReplyRef<'r>, HandlerError> {
     let started = Instant::now();
     let deadline = env
         .deadline_ms
@@ -360,7 +379,9 @@ fn run_handler<H: Handler>(
         deadline,
         cancelled: false,
     };
-    let result = catch_unwind(AssertUnwindSafe(|| handler.handle(&request, &mut ctx)));
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        handler.handle_borrowed(&request, &mut ctx)
+    }));
     match result {
         Ok(Ok(mut reply)) => {
             let metrics = reply.metrics.get_or_insert_with(Default::default);
@@ -417,5 +438,43 @@ mod tests {
         // The loop ended by itself while the host's end is still open.
         served.join().unwrap().unwrap();
         drop(host);
+    }
+
+    #[test]
+    fn borrowing_echo_answers_with_the_requests_data_and_attachments() {
+        let (mut host, worker) = memory::pair(1 << 20);
+        let codec = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, 1 << 20).unwrap();
+        let info = ReadyInfo::new("echo", vec!["echo".into()]);
+        let served =
+            std::thread::spawn(move || serve_link(worker, codec, info, crate::worker::echo::Echo));
+        let mut buf = Vec::new();
+        host.receiver.recv(&mut buf, None).unwrap();
+        assert!(codec.decode(&buf).unwrap().envelope.is_ready_event());
+        let mut out = Vec::new();
+        let attachments: [&[u8]; 2] = [b"first", &[0, 1, 2, 255]];
+        let data = json!({"prompt": "a fox", "n": [1, 2.5]});
+        let request = Envelope::request("r-1", "echo", data.clone());
+        codec.encode(&request, &attachments, &mut out).unwrap();
+        let frame = [out.as_slice(), attachments[0], attachments[1]].concat();
+        host.sender.send(&[&frame]).unwrap();
+        host.receiver.recv(&mut buf, None).unwrap();
+        let answer = codec.decode(&buf).unwrap();
+        assert_eq!(answer.envelope.kind, MessageType::Response);
+        assert_eq!(answer.envelope.request_id.as_deref(), Some("r-1"));
+        assert_eq!(answer.envelope.message_id, "w-2");
+        assert_eq!(answer.envelope.data, Some(data));
+        assert!(answer
+            .envelope
+            .metrics
+            .as_ref()
+            .unwrap()
+            .processing_time_ms
+            .is_some());
+        assert_eq!(
+            answer.attachments_owned(&buf),
+            attachments.map(<[u8]>::to_vec)
+        );
+        drop(host);
+        served.join().unwrap().unwrap();
     }
 }

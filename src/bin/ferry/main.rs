@@ -135,7 +135,7 @@ fn main() -> ExitCode {
             match ferry::worker::serve(
                 "echo",
                 &ferry::worker::echo::OPERATIONS,
-                ferry::worker::echo::handle,
+                ferry::worker::echo::Echo,
             ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
