@@ -126,3 +126,46 @@ fn the_python_worker_in_docs_protocol_md_works() {
     );
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("error: unknown_operation: paint"));
 }
+
+#[test]
+fn shm_options_reach_the_transport_and_bad_ones_are_refused() {
+    // 20,000 bytes through 4 KiB rings: the frame is chunked, with sleeping waits.
+    let blob = "x".repeat(20_000);
+    let data = serde_json::json!({ "blob": blob }).to_string();
+    let out = ferry(&[
+        "call",
+        "--transport",
+        "shm",
+        "--shm-capacity",
+        "4096",
+        "--shm-wait",
+        "block",
+        "echo",
+        &data,
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let echoed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(echoed["blob"].as_str().map(str::len), Some(20_000));
+
+    let out = ferry(&[
+        "call",
+        "--transport",
+        "shm",
+        "--shm-capacity",
+        "5000",
+        "echo",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid_request: --shm-capacity"),
+        "stderr: {stderr}"
+    );
+
+    let out = ferry(&["call", "--shm-wait", "nap", "echo"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+}

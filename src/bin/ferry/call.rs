@@ -11,7 +11,7 @@ use std::time::Duration;
 
 #[derive(Args)]
 pub struct CallArgs {
-    /// Transport to the worker: stdio, socket (alias local_socket), tcp.
+    /// Transport to the worker: stdio, socket (alias local_socket), tcp, shm.
     #[arg(long, default_value = "stdio", value_parser = parse_transport)]
     transport: TransportKind,
     /// socket: create the private socket directory under this directory.
@@ -29,6 +29,12 @@ pub struct CallArgs {
     /// socket, tcp: the token the worker must offer (default: a random one per worker).
     #[arg(long, env = "FERRY_CALL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// shm: data bytes of each ring (a power of two, 4 KiB to 1 GiB; default 4 MiB).
+    #[arg(long)]
+    shm_capacity: Option<usize>,
+    /// shm: how a waiting end waits: adaptive (default), spin or block.
+    #[arg(long, default_value = "adaptive", value_parser = parse_wait)]
+    shm_wait: ferry::transport::shm::WaitStrategy,
     /// Codec for envelopes (stdio takes json only).
     #[arg(long, default_value = "json", value_parser = parse_codec)]
     codec: CodecKind,
@@ -58,6 +64,11 @@ pub struct CallArgs {
 }
 
 fn parse_transport(s: &str) -> Result<TransportKind, String> {
+    s.parse()
+        .map_err(|e: ferry::transport::TransportError| e.to_string())
+}
+
+fn parse_wait(s: &str) -> Result<ferry::transport::shm::WaitStrategy, String> {
     s.parse()
         .map_err(|e: ferry::transport::TransportError| e.to_string())
 }
@@ -127,6 +138,16 @@ pub fn run(args: CallArgs) -> ExitCode {
     spec.transport_options.local_socket.abstract_namespace = args.abstract_socket;
     spec.transport_options.tcp.listen = args.tcp_listen;
     spec.transport_options.tcp.advertise = args.tcp_advertise;
+    if let Some(capacity) = args.shm_capacity {
+        if !capacity.is_power_of_two() || !(4096..=1 << 30).contains(&capacity) {
+            return fail(
+                ErrorCode::InvalidRequest,
+                "--shm-capacity: must be a power of two from 4096 to 1073741824 bytes",
+            );
+        }
+        spec.transport_options.shm.capacity = capacity;
+    }
+    spec.transport_options.shm.wait = args.shm_wait;
     if let Some(text) = args.token {
         match Token::new(text) {
             Ok(token) => spec.transport_options.token = Some(token),
