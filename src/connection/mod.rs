@@ -231,7 +231,7 @@ impl Connection {
         attachments: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
-        self.reserve()?.send(request, attachments, deadline)
+        self.reserve()?.send(&request, attachments, deadline)
     }
 
     /// Like [`start`](Self::start), with `fill` supplying the fields the request leaves
@@ -244,7 +244,7 @@ impl Connection {
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
         self.reserve()?
-            .send_filled(request, fill, attachments, deadline)
+            .send_filled(&request, fill, attachments, deadline)
     }
 
     /// Claims a place for one request (it counts in [`in_flight`](Self::in_flight) from
@@ -282,7 +282,7 @@ impl Connection {
         attachments: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
-        self.reserve()?.send_async(request, attachments, deadline)
+        self.reserve()?.send_async(&request, attachments, deadline)
     }
 
     /// Counts one more async waiter and makes sure the reader thread runs.
@@ -667,16 +667,18 @@ impl Reservation {
     /// Sends `request` under the reserved id and returns the handle to wait on.
     pub fn send(
         self,
-        request: Envelope,
+        request: &Envelope,
         attachments: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
         self.send_filled(request, Fill::default(), attachments, deadline)
     }
 
+    /// [`send`](Self::send), with `fill` supplying the fields the request leaves unset (on
+    /// the wire only).
     pub(crate) fn send_filled(
         mut self,
-        request: Envelope,
+        request: &Envelope,
         fill: Fill<'_>,
         attachments: &[&[u8]],
         deadline: Option<Instant>,
@@ -685,7 +687,7 @@ impl Reservation {
             unreachable!("a reservation is sent once: send takes it by value");
         };
         // Sent under the reserved id from a view: the envelope is not rewritten.
-        let mut view = EnvelopeRef::from(&request);
+        let mut view = EnvelopeRef::from(request);
         view.message_id = &claim.id;
         view.kind = MessageType::Request;
         view.timestamp = view.timestamp.or(fill.timestamp);
@@ -718,7 +720,18 @@ impl Reservation {
     /// [`Pending::next_async`]: the reader thread reads on its behalf.
     pub fn send_async(
         self,
-        request: Envelope,
+        request: &Envelope,
+        attachments: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Pending, CallError> {
+        self.send_async_filled(request, Fill::default(), attachments, deadline)
+    }
+
+    /// [`send_async`](Self::send_async), with `fill` as in `send_filled`.
+    pub(crate) fn send_async_filled(
+        self,
+        request: &Envelope,
+        fill: Fill<'_>,
         attachments: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
@@ -726,7 +739,7 @@ impl Reservation {
             unreachable!("a reservation is sent once: send_async takes it by value");
         };
         conn.register_async()?;
-        match self.send(request, attachments, deadline) {
+        match self.send_filled(request, fill, attachments, deadline) {
             Ok(mut p) => {
                 p.is_async = true;
                 Ok(p)

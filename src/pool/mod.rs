@@ -42,8 +42,8 @@ pub use error::PoolError;
 pub use events::{LifecycleEvent, LifecycleKind};
 pub use status::{WorkerState, WorkerStatus};
 
-use crate::connection::{Incoming, Reservation};
-use crate::protocol::{now_timestamp, Envelope, Priority};
+use crate::connection::{Fill, Incoming, Reservation};
+use crate::protocol::{Envelope, Priority, Stamp};
 use crate::worker::{CallError, CallOptions, Response, WorkerSpec};
 use backoff::Backoff;
 use breaker::{Breaker, Transition};
@@ -219,29 +219,28 @@ impl Pool {
     /// [`call`](Self::call) with explicit options.
     pub fn call_with(
         &self,
-        mut request: Envelope,
+        request: Envelope,
         attachments: &[&[u8]],
         options: &CallOptions,
         mut on_event: impl FnMut(&Envelope),
     ) -> Result<Response, PoolError> {
         let inner = &self.inner;
-        let deadline = inner.prepare(&mut request, options);
+        let deadline = inner.deadline_for(&request, options);
         let priority = request.priority.unwrap_or_default();
         let retryable_op = inner.may_retry(&request);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let (member, reservation) = inner.acquire_sync(priority, deadline)?;
-            let to_send = if retryable_op {
-                request.clone()
-            } else {
-                std::mem::replace(
-                    &mut request,
-                    Envelope::new(crate::protocol::MessageType::Request, ""),
-                )
-            };
+            // Sent from a view, so a retry resends the same envelope without a copy.
+            let stamp = request.timestamp.is_none().then(Stamp::now);
             let result = reservation
-                .send(to_send, attachments, Some(deadline))
+                .send_filled(
+                    &request,
+                    inner.fill(stamp.as_ref()),
+                    attachments,
+                    Some(deadline),
+                )
                 .and_then(|pending| pending.wait(&mut on_event));
             match inner.after_call(&member, result, retryable_op, attempt, deadline) {
                 Outcome::Done(r) => return r,
@@ -254,13 +253,13 @@ impl Pool {
     /// this task; the connection's reader thread delivers the answer (one wake-up).
     pub async fn call_async(
         &self,
-        mut request: Envelope,
+        request: Envelope,
         attachments: Vec<Vec<u8>>,
         options: CallOptions,
         mut on_event: impl FnMut(&Envelope) + Send,
     ) -> Result<Response, PoolError> {
         let inner = &self.inner;
-        let deadline = inner.prepare(&mut request, &options);
+        let deadline = inner.deadline_for(&request, &options);
         let priority = request.priority.unwrap_or_default();
         let retryable_op = inner.may_retry(&request);
         let parts: Vec<&[u8]> = attachments.iter().map(Vec::as_slice).collect();
@@ -268,7 +267,14 @@ impl Pool {
         loop {
             attempt += 1;
             let (member, reservation) = inner.acquire_async(priority, deadline).await?;
-            let result = match reservation.send_async(request.clone(), &parts, Some(deadline)) {
+            let stamp = request.timestamp.is_none().then(Stamp::now);
+            let sent = reservation.send_async_filled(
+                &request,
+                inner.fill(stamp.as_ref()),
+                &parts,
+                Some(deadline),
+            );
+            let result = match sent {
                 Err(e) => Err(e),
                 Ok(mut pending) => {
                     let waited = tokio::time::timeout_at(deadline.into(), async {
@@ -429,11 +435,16 @@ impl Inner {
         self.dispatch.lock().queue.wake_head();
     }
 
-    fn prepare(&self, request: &mut Envelope, options: &CallOptions) -> Instant {
-        request.timestamp.get_or_insert_with(now_timestamp);
-        request
-            .worker_type
-            .get_or_insert_with(|| self.spec.worker_type.clone());
+    /// The fields a request leaves unset, filled on the wire only: the send time and this
+    /// pool's worker type.
+    fn fill<'a>(&'a self, stamp: Option<&'a Stamp>) -> Fill<'a> {
+        Fill {
+            timestamp: stamp.map(Stamp::as_str),
+            worker_type: Some(&self.spec.worker_type),
+        }
+    }
+
+    fn deadline_for(&self, request: &Envelope, options: &CallOptions) -> Instant {
         let timeout = options
             .timeout
             .or(request.deadline_ms.map(Duration::from_millis))
