@@ -73,6 +73,15 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::InvalidState(_) => {
                 ApiError::new(StatusCode::CONFLICT, "invalid_state", e.to_string())
             }
+            OrchestratorError::NotAllowed(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_allowed", e.to_string())
+            }
+            OrchestratorError::LimitReached(_) => ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: "limit_reached",
+                message: e.to_string(),
+                retryable: true,
+            },
             _ => e.to_body().into(),
         }
     }

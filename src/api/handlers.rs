@@ -2,6 +2,7 @@
 
 use super::error::ApiError;
 use super::extract::ApiJson;
+use super::relay;
 use super::AppState;
 use crate::config::WorkflowConfig;
 use crate::orchestrator::{BatchSpec, Control};
@@ -71,9 +72,11 @@ pub async fn generate(
     ApiJson(body): ApiJson<InferenceRequest>,
 ) -> ApiResult {
     let (worker_type, request) = body.envelope();
+    // A client that drops the connection drops this future, and with it the pool call,
+    // which cancels the request at the worker.
     let r = st
         .orch
-        .call(&worker_type, request, Vec::new(), |_| {})
+        .call_api(&worker_type, request, Vec::new(), |_| {})
         .await?;
     Ok(Json(response_json(&r)).into_response())
 }
@@ -83,16 +86,24 @@ pub async fn stream(
     ApiJson(body): ApiJson<InferenceRequest>,
 ) -> ApiResult {
     let (worker_type, request) = body.envelope();
-    st.orch.pool(&worker_type)?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    // Refused before the stream starts, so the client gets a plain JSON error.
+    st.orch.check_api_call(
+        &worker_type,
+        request.operation.as_deref().unwrap_or_default(),
+    )?;
+    let (tx, mut rx) = relay::relay();
     let orch = st.orch.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let events = tx.clone();
         let result = orch
-            .call(&worker_type, request, Vec::new(), move |e| {
-                let name = e.event_name.clone().unwrap_or_else(|| "event".into());
-                let data = e.data.clone().unwrap_or(Value::Null);
-                let _ = events.send(Event::default().event(name).data(data.to_string()));
+            .call_api(&worker_type, request, Vec::new(), move |e| {
+                let name = e.event_name.as_deref().unwrap_or("event");
+                let data = e.data.as_ref().unwrap_or(&Value::Null);
+                let progress = name == crate::protocol::EVENT_PROGRESS;
+                events.event(
+                    Event::default().event(name).data(data.to_string()),
+                    progress,
+                );
             })
             .await;
         let last = match result {
@@ -106,10 +117,11 @@ pub async fn stream(
                     .data(json!({"error": {"code": b.code, "message": b.message, "retryable": b.retryable}}).to_string())
             }
         };
-        let _ = tx.send(last);
+        tx.finish(last);
     });
+    rx.abort_on_drop(task.abort_handle());
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+        rx.next().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
@@ -197,6 +209,11 @@ pub async fn workflow_create(
     let id = wf.id.clone();
     st.orch.put_workflow(wf)?;
     Ok((StatusCode::CREATED, Json(st.orch.workflow(&id)?)).into_response())
+}
+
+pub async fn workflow_delete(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    st.orch.delete_workflow(&id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn workflow_execute(

@@ -8,6 +8,7 @@
 mod error;
 mod extract;
 mod handlers;
+mod relay;
 
 pub use error::ApiError;
 
@@ -64,7 +65,10 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
             "/processing/workflows",
             get(h::workflows_list).post(h::workflow_create),
         )
-        .route("/processing/workflows/{id}", get(h::workflow_get))
+        .route(
+            "/processing/workflows/{id}",
+            get(h::workflow_get).delete(h::workflow_delete),
+        )
         .route(
             "/processing/workflows/{id}/execute",
             post(h::workflow_execute),

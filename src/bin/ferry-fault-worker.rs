@@ -15,6 +15,7 @@
 //! | `crash-on-nth` | echo worker that aborts on its Nth request (default 1) |
 //! | `hang` | sends `ready`, then reads requests and never answers (not even `health`) |
 //! | `slow` | echo worker that sleeps N ms (default 50) before each answer, ignoring cancels |
+//! | `stuck-step` | echo worker whose every request writes `$TMPDIR/started` (its pid), then sleeps N s (default 60) without looking at the link |
 //! | `flaky-start` | `flaky-start FILE N`: the first N starts (counted in FILE) exit before `ready`, later ones serve echo |
 
 use ferry::protocol::{Envelope, ReadyInfo};
@@ -172,6 +173,17 @@ fn main() -> ExitCode {
             let ms = if n == 0 { 50 } else { n };
             run(move |req: &Request<'_>, ctx: &mut Context<'_>| {
                 std::thread::sleep(Duration::from_millis(ms));
+                echo::handle(req, ctx)
+            })
+        }
+        "stuck-step" => {
+            let secs = if n == 0 { 60 } else { n };
+            run(move |req: &Request<'_>, ctx: &mut Context<'_>| {
+                // The marker says the handler runs; the test kills the host after it.
+                let marker = std::env::temp_dir().join("started");
+                std::fs::write(&marker, std::process::id().to_string())
+                    .map_err(|e| HandlerError::internal(e.to_string()))?;
+                std::thread::sleep(Duration::from_secs(secs));
                 echo::handle(req, ctx)
             })
         }

@@ -61,7 +61,52 @@ pub struct FerryConfig {
     /// Workflows.
     #[serde(default)]
     pub workflows: Vec<WorkflowConfig>,
+    /// Caps on what HTTP clients may make the server hold.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
+
+/// `[limits]`: caps on what clients may make the server keep in memory. A request that
+/// would go past one is refused with `429 limit_reached` (and succeeds again once
+/// batches or sessions finish, or workflows are deleted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Batches not yet finished (pending or running).
+    pub open_batches: usize,
+    /// Bytes of item data (as JSON) held by unfinished batches, all together.
+    pub open_batch_bytes: usize,
+    /// Sessions not yet finished (running or paused).
+    pub open_sessions: usize,
+    /// Bytes of input (as JSON) held by unfinished sessions, all together.
+    pub open_session_bytes: usize,
+    /// Workflows created through the API.
+    pub api_workflows: usize,
+    /// Bytes (as JSON) of the workflows created through the API, all together.
+    pub api_workflow_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            open_batches: 64,
+            open_batch_bytes: 64 << 20,
+            open_sessions: 256,
+            open_session_bytes: 64 << 20,
+            api_workflows: 64,
+            api_workflow_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Operations HTTP clients may never call: the protocol's built-ins, which the runtime
+/// answers itself (`shutdown` would stop the worker), whatever a worker type's
+/// `api_operations` says.
+pub const BUILT_IN_OPERATIONS: [&str; 3] = ["health", "capabilities", "shutdown"];
+
+/// Operations (or `prefix.*` families) that are administrative by convention: refused
+/// over HTTP unless a worker type's `api_operations` names them exactly.
+pub const ADMIN_OPERATIONS: [&str; 4] = ["cleanup", "status", "model.*", "device.*"];
 
 /// `[server]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +227,14 @@ pub struct WorkerTypeConfig {
     /// the deadline of the call still applies).
     #[serde(default)]
     pub shm_send_timeout_ms: Option<u64>,
+    /// Operations HTTP clients may call on this type (`/api/inference/*`, API-made
+    /// workflows and batches): exact names, `prefix.*` for a family, or `*` for any.
+    /// Default (absent): any operation but the administrative ones
+    /// ([`ADMIN_OPERATIONS`]). The built-ins ([`BUILT_IN_OPERATIONS`]) are never allowed;
+    /// an administrative operation only when named exactly. Workflows from the
+    /// configuration file are trusted and not checked.
+    #[serde(default)]
+    pub api_operations: Option<Vec<String>>,
     /// The pool's settings.
     #[serde(default)]
     pub pool: PoolConfig,
@@ -287,7 +340,52 @@ impl FerryConfig {
     }
 }
 
+/// Whether `name` matches `pattern` (an exact name, `prefix.*`, or `*`).
+fn operation_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) if prefix.ends_with('.') => name.starts_with(prefix),
+        _ => pattern == name,
+    }
+}
+
 impl WorkerTypeConfig {
+    /// Whether HTTP clients may call `operation` on this worker type (see
+    /// [`api_operations`](Self::api_operations)).
+    ///
+    /// ```
+    /// use ferry::config::FerryConfig;
+    /// let c = FerryConfig::parse("[workers.w]\ncommand = \"w\"\n", "t")?;
+    /// let w = &c.workers["w"];
+    /// assert!(w.allows_api_operation("echo"));
+    /// assert!(!w.allows_api_operation("shutdown"));
+    /// assert!(!w.allows_api_operation("model.load"));
+    /// # Ok::<(), ferry::config::ConfigError>(())
+    /// ```
+    pub fn allows_api_operation(&self, operation: &str) -> bool {
+        if operation.is_empty() || BUILT_IN_OPERATIONS.contains(&operation) {
+            return false;
+        }
+        let admin = ADMIN_OPERATIONS
+            .iter()
+            .any(|p| operation_matches(p, operation));
+        match &self.api_operations {
+            None => !admin,
+            Some(allowed) if admin => allowed.iter().any(|p| p == operation),
+            Some(allowed) => allowed.iter().any(|p| operation_matches(p, operation)),
+        }
+    }
+
+    /// The operations of [`api_operations`](Self::api_operations) named exactly (no
+    /// patterns): the names metrics keep a series for.
+    pub fn exact_api_operations(&self) -> impl Iterator<Item = &str> {
+        self.api_operations
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .filter(|p| !p.ends_with('*'))
+    }
+
     /// The spec a pool starts this type's workers from.
     pub fn spec(&self, worker_type: &str) -> WorkerSpec {
         let command = if self.command == SELF_COMMAND {

@@ -71,6 +71,11 @@ pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
         if w.startup_timeout_ms == 0 {
             return bad(key("startup_timeout_ms"), "must be positive");
         }
+        for (k, op) in w.api_operations.iter().flatten().enumerate() {
+            if let Err(reason) = check_operation_pattern(op) {
+                return bad(key(&format!("api_operations.{k}")), &reason);
+            }
+        }
         if let Err(e) = w.pool.validate() {
             return bad(key(&format!("pool.{}", e.key)), &e.reason);
         }
@@ -78,8 +83,14 @@ pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
     let mut ids = HashSet::new();
     for (i, wf) in c.workflows.iter().enumerate() {
         let key = |k: &str| format!("workflows.{i}.{k}");
-        if wf.id.is_empty() || !ids.insert(wf.id.as_str()) {
-            return bad(key("id"), "must be non-empty and unique");
+        if !is_valid_id(&wf.id) {
+            return bad(
+                key("id"),
+                "1 to 64 letters, digits, '_', '-' or '.', not starting with '.'",
+            );
+        }
+        if !ids.insert(wf.id.as_str()) {
+            return bad(key("id"), "must be unique");
         }
         if wf.steps.is_empty() {
             return bad(key("steps"), "a workflow needs at least one step");
@@ -111,6 +122,37 @@ pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+/// An id that is safe in a URL path segment, a log line and a file name.
+pub(crate) fn is_valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// An `api_operations` entry: an exact name, `prefix.*`, or `*`; never a built-in.
+fn check_operation_pattern(op: &str) -> Result<(), String> {
+    if super::BUILT_IN_OPERATIONS.contains(&op) {
+        return Err(format!(
+            "`{op}` is a built-in operation, never callable over HTTP"
+        ));
+    }
+    let body = op.strip_suffix(".*").unwrap_or(op);
+    let well_formed = op == "*"
+        || (!body.is_empty()
+            && body.len() <= 128
+            && !body.contains('*')
+            && body.chars().all(|c| c.is_ascii_graphic()));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{op}`: expected an operation name, `prefix.*` or `*`"
+        ))
+    }
 }
 
 /// Every `$steps.NAME` in the template names an earlier step.

@@ -22,8 +22,10 @@
 //! slot pending until the worker answers, so [`Connection::in_flight`] counts what the
 //! worker is really busy with.
 
+mod coalesce;
 mod slot;
 
+pub use coalesce::{Coalescing, DEFAULT_EVENT_CAPACITY};
 pub use slot::Incoming;
 use slot::Slot;
 
@@ -710,6 +712,7 @@ impl Reservation {
             id,
             key,
             slot,
+            window: deadline.map(|d| d.saturating_duration_since(Instant::now())),
             deadline,
             finished: false,
             is_async: false,
@@ -777,6 +780,8 @@ pub struct Pending {
     key: u64,
     slot: Arc<Slot>,
     deadline: Option<Instant>,
+    /// How long the caller gave the request when it was sent (what a timeout reports).
+    window: Option<Duration>,
     finished: bool,
     is_async: bool,
 }
@@ -915,10 +920,8 @@ impl Pending {
     }
 
     fn time_out(&mut self) -> CallError {
-        let limit = self
-            .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or_default();
+        // The window the caller gave, not what is left of it (which is zero by now).
+        let limit = self.window.unwrap_or_default();
         self.abandon();
         CallError::Timeout(limit)
     }

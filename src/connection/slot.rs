@@ -1,9 +1,9 @@
 //! One request's mailbox: where its events and its terminal answer are delivered.
 
-use crate::protocol::Envelope;
+use super::coalesce::Coalescing;
+use crate::protocol::{Envelope, EVENT_PROGRESS};
 use crate::worker::{CallError, Response};
 use parking_lot::{Condvar, Mutex};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Waker;
 use std::time::Instant;
@@ -19,8 +19,9 @@ pub enum Incoming {
 
 #[derive(Default)]
 struct Inner {
-    /// Events not yet taken.
-    queue: VecDeque<Incoming>,
+    /// Events not yet taken: bounded, progress coalesced when the reader falls behind
+    /// (a worker flooding events, or a caller that stops reading them).
+    queue: Coalescing<Incoming>,
     /// The terminal answer, once delivered: taken after every event before it. Kept out of
     /// `queue` so that a call with no events never allocates one.
     done: Option<Incoming>,
@@ -35,12 +36,17 @@ struct Inner {
 
 impl Inner {
     fn pop(&mut self) -> Option<Incoming> {
-        self.queue.pop_front().or_else(|| self.done.take())
+        self.queue.pop().or_else(|| self.done.take())
     }
 
     fn is_empty(&self) -> bool {
         self.queue.is_empty() && self.done.is_none()
     }
+}
+
+/// Whether `item` is a progress event (which a newer one supersedes).
+fn is_progress(item: &Incoming) -> bool {
+    matches!(item, Incoming::Event(e) if e.event_name.as_deref() == Some(EVENT_PROGRESS))
 }
 
 /// The mailbox of one in-flight request.
@@ -65,7 +71,7 @@ impl Slot {
             Incoming::Done(_) => {
                 inner.done.get_or_insert(item);
             }
-            Incoming::Event(_) => inner.queue.push_back(item),
+            Incoming::Event(_) => inner.queue.push(item, is_progress),
         }
         // SYNC POINT: Release pairs with the Acquire load in `has_items`; a leader that
         // takes the link after the one that delivered this (through the link's mutex)

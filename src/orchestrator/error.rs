@@ -18,6 +18,13 @@ pub enum OrchestratorError {
     /// The control does not apply in the current state.
     #[error("{0}")]
     InvalidState(String),
+    /// The request would take the server past one of its `[limits]`.
+    #[error("{0}")]
+    LimitReached(String),
+    /// HTTP clients may not do this (an operation outside the worker type's
+    /// `api_operations`, a workflow from the configuration file).
+    #[error("{0}")]
+    NotAllowed(String),
     /// A pool call failed.
     #[error("{0}: {1}")]
     Pool(String, #[source] PoolError),
@@ -32,7 +39,10 @@ impl OrchestratorError {
                 Some(ErrorCode::InvalidRequest)
             }
             OrchestratorError::Pool(_, e) => Some(e.code()),
-            OrchestratorError::NotFound(_) | OrchestratorError::InvalidState(_) => None,
+            OrchestratorError::LimitReached(_) => Some(ErrorCode::Overloaded),
+            OrchestratorError::NotFound(_)
+            | OrchestratorError::InvalidState(_)
+            | OrchestratorError::NotAllowed(_) => None,
         }
     }
 

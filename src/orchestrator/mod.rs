@@ -7,6 +7,7 @@
 mod batch;
 mod error;
 mod metrics;
+mod registry;
 mod session;
 mod template;
 
@@ -17,12 +18,13 @@ pub use error::OrchestratorError;
 pub use metrics::Metrics;
 pub use session::{Control, Session, SessionStatus, SessionView, StepRecord};
 
-use crate::config::{FerryConfig, WorkflowConfig};
+use crate::config::{FerryConfig, LimitsConfig, WorkerTypeConfig, WorkflowConfig};
 use crate::pool::{Pool, WorkerStatus};
 use crate::protocol::Envelope;
 use crate::worker::{CallOptions, Response};
-use parking_lot::{Mutex, RwLock};
-use std::collections::BTreeMap;
+use parking_lot::RwLock;
+use registry::Registry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,12 +33,36 @@ use std::time::Instant;
 /// The orchestration core.
 pub struct Orchestrator {
     pools: BTreeMap<String, Arc<Pool>>,
-    workflows: RwLock<BTreeMap<String, WorkflowConfig>>,
-    sessions: Mutex<BTreeMap<String, Arc<Session>>>,
-    batches: Mutex<BTreeMap<String, Arc<Batch>>>,
+    /// Each worker type's configuration: what HTTP clients may call on it.
+    worker_configs: BTreeMap<String, WorkerTypeConfig>,
+    workflows: RwLock<Workflows>,
+    sessions: Registry<Session>,
+    batches: Registry<Batch>,
     metrics: Metrics,
     next_id: AtomicU64,
-    keep_finished: usize,
+    limits: LimitsConfig,
+}
+
+/// The workflows: from the configuration file (trusted, fixed) and made through the API.
+#[derive(Default)]
+struct Workflows {
+    all: BTreeMap<String, WorkflowConfig>,
+    /// Ids of the configuration file's workflows, which the API cannot replace.
+    from_config: BTreeSet<String>,
+    /// Size (JSON bytes) of each API-made workflow.
+    api_bytes: BTreeMap<String, usize>,
+}
+
+impl registry::Entry for Session {
+    fn is_finished(&self) -> bool {
+        Session::is_finished(self)
+    }
+}
+
+impl registry::Entry for Batch {
+    fn is_finished(&self) -> bool {
+        Batch::is_finished(self)
+    }
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -62,21 +88,64 @@ impl Orchestrator {
 
     /// An orchestrator over pools started elsewhere.
     pub fn with_pools(pools: BTreeMap<String, Arc<Pool>>, config: &FerryConfig) -> Arc<Self> {
+        let limits = config.limits.clone();
+        let keep = config.server.keep_finished;
         Arc::new(Orchestrator {
             pools,
-            workflows: RwLock::new(
-                config
+            worker_configs: config.workers.clone(),
+            workflows: RwLock::new(Workflows {
+                all: config
                     .workflows
                     .iter()
                     .map(|w| (w.id.clone(), w.clone()))
                     .collect(),
+                from_config: config.workflows.iter().map(|w| w.id.clone()).collect(),
+                api_bytes: BTreeMap::new(),
+            }),
+            sessions: Registry::new(
+                ("session", "sessions"),
+                keep,
+                limits.open_sessions,
+                limits.open_session_bytes,
             ),
-            sessions: Mutex::new(BTreeMap::new()),
-            batches: Mutex::new(BTreeMap::new()),
+            batches: Registry::new(
+                ("batch", "batches"),
+                keep,
+                limits.open_batches,
+                limits.open_batch_bytes,
+            ),
             metrics: Metrics::default(),
             next_id: AtomicU64::new(1),
-            keep_finished: config.server.keep_finished,
+            limits,
         })
+    }
+
+    /// Whether HTTP clients may call `operation` on `worker_type` (its `api_operations`;
+    /// a type started without a configuration gets the default policy).
+    pub fn allows_api_call(&self, worker_type: &str, operation: &str) -> bool {
+        match self.worker_configs.get(worker_type) {
+            Some(c) => c.allows_api_operation(operation),
+            None => placeholder_worker().allows_api_operation(operation),
+        }
+    }
+
+    /// [`allows_api_call`](Self::allows_api_call) as a result: `UnknownWorkerType` or
+    /// `NotAllowed`.
+    pub fn check_api_call(
+        &self,
+        worker_type: &str,
+        operation: &str,
+    ) -> Result<(), OrchestratorError> {
+        self.pool(worker_type)?;
+        if self.allows_api_call(worker_type, operation) {
+            Ok(())
+        } else {
+            Err(OrchestratorError::NotAllowed(format!(
+                "operation `{}` of worker type `{worker_type}` is not open to API clients \
+                 (workers.{worker_type}.api_operations)",
+                operation.escape_debug()
+            )))
+        }
     }
 
     fn new_id(&self, prefix: &str) -> String {
@@ -96,7 +165,25 @@ impl Orchestrator {
             .ok_or_else(|| OrchestratorError::UnknownWorkerType(worker_type.to_owned()))
     }
 
-    /// Calls `operation` on a worker of `worker_type`; events reach `on_event`.
+    /// Calls a worker on behalf of an HTTP client: like [`call`](Self::call), after
+    /// checking that the operation is open to clients (`api_operations`).
+    pub async fn call_api(
+        &self,
+        worker_type: &str,
+        request: Envelope,
+        attachments: Vec<Vec<u8>>,
+        on_event: impl FnMut(&Envelope) + Send,
+    ) -> Result<Response, OrchestratorError> {
+        self.check_api_call(
+            worker_type,
+            request.operation.as_deref().unwrap_or_default(),
+        )?;
+        self.call(worker_type, request, attachments, on_event).await
+    }
+
+    /// Calls `operation` on a worker of `worker_type`; events reach `on_event`. Trusted:
+    /// no `api_operations` check (workflow steps from the configuration, the SDXL routes'
+    /// fixed operations).
     pub async fn call(
         &self,
         worker_type: &str,
@@ -184,20 +271,31 @@ impl Orchestrator {
 
     /// The workflows.
     pub fn workflows(&self) -> Vec<WorkflowConfig> {
-        self.workflows.read().values().cloned().collect()
+        self.workflows.read().all.values().cloned().collect()
     }
 
     /// One workflow.
     pub fn workflow(&self, id: &str) -> Result<WorkflowConfig, OrchestratorError> {
         self.workflows
             .read()
+            .all
             .get(id)
             .cloned()
             .ok_or_else(|| OrchestratorError::NotFound(format!("workflow `{id}`")))
     }
 
-    /// Adds (or replaces) a workflow after checking it against the worker types.
+    /// Adds (or replaces) a workflow made through the API, after checking it against the
+    /// worker types, their `api_operations` and `[limits]`. Workflows of the
+    /// configuration file cannot be replaced.
     pub fn put_workflow(&self, workflow: WorkflowConfig) -> Result<(), OrchestratorError> {
+        for step in &workflow.steps {
+            if self.pools.contains_key(&step.worker_type) {
+                self.check_api_call(&step.worker_type, &step.operation)
+                    .map_err(|e| {
+                        OrchestratorError::NotAllowed(format!("step `{}`: {e}", step.name))
+                    })?;
+            }
+        }
         let probe = FerryConfig {
             server: Default::default(),
             workers: self
@@ -206,6 +304,7 @@ impl Orchestrator {
                 .map(|k| (k.clone(), placeholder_worker()))
                 .collect(),
             workflows: vec![workflow.clone()],
+            limits: Default::default(),
         };
         let text =
             toml::to_string(&probe).map_err(|e| OrchestratorError::Invalid(e.to_string()))?;
@@ -216,8 +315,48 @@ impl Orchestrator {
                 e.reason
             ))
         })?;
-        self.workflows.write().insert(workflow.id.clone(), workflow);
+        let bytes = serde_json::to_vec(&workflow).map_or(usize::MAX, |v| v.len());
+        let mut w = self.workflows.write();
+        if w.from_config.contains(&workflow.id) {
+            return Err(OrchestratorError::NotAllowed(format!(
+                "workflow `{}` is defined in the configuration file and cannot be replaced",
+                workflow.id
+            )));
+        }
+        let others = w.api_bytes.iter().filter(|(id, _)| **id != workflow.id);
+        let (count, total) = others.fold((0usize, 0usize), |(n, b), (_, s)| {
+            (n + 1, b.saturating_add(*s))
+        });
+        if count >= self.limits.api_workflows {
+            return Err(OrchestratorError::LimitReached(format!(
+                "{count} workflows made through the API already (limits.api_workflows)"
+            )));
+        }
+        if total.saturating_add(bytes) > self.limits.api_workflow_bytes {
+            return Err(OrchestratorError::LimitReached(format!(
+                "this workflow ({bytes} bytes) would take API-made workflows past {} bytes \
+                 (limits.api_workflow_bytes)",
+                self.limits.api_workflow_bytes
+            )));
+        }
+        w.api_bytes.insert(workflow.id.clone(), bytes);
+        w.all.insert(workflow.id.clone(), workflow);
         Ok(())
+    }
+
+    /// Deletes a workflow made through the API (those of the configuration file stay).
+    pub fn delete_workflow(&self, id: &str) -> Result<(), OrchestratorError> {
+        let mut w = self.workflows.write();
+        if w.from_config.contains(id) {
+            return Err(OrchestratorError::NotAllowed(format!(
+                "workflow `{id}` is defined in the configuration file and cannot be deleted"
+            )));
+        }
+        w.api_bytes.remove(id);
+        w.all
+            .remove(id)
+            .map(drop)
+            .ok_or_else(|| OrchestratorError::NotFound(format!("workflow `{id}`")))
     }
 
     /// Starts a session running workflow `id` on `input`.
@@ -227,46 +366,42 @@ impl Orchestrator {
         input: serde_json::Value,
     ) -> Result<Arc<Session>, OrchestratorError> {
         let workflow = self.workflow(id)?;
-        let session = Session::start(self.clone(), self.new_id("s"), workflow, input);
-        let mut sessions = self.sessions.lock();
-        prune(&mut sessions, self.keep_finished, |s| s.is_finished());
-        sessions.insert(session.id().to_owned(), session.clone());
-        Ok(session)
+        let bytes = serde_json::to_vec(&input).map_or(usize::MAX, |v| v.len());
+        let session_id = self.new_id("s");
+        self.sessions.insert_with(session_id.clone(), bytes, || {
+            Session::start(self.clone(), session_id, workflow, input)
+        })
     }
 
     /// Every session.
     pub fn sessions(&self) -> Vec<Arc<Session>> {
-        self.sessions.lock().values().cloned().collect()
+        self.sessions.all()
     }
 
     /// One session.
     pub fn session(&self, id: &str) -> Result<Arc<Session>, OrchestratorError> {
-        self.sessions
-            .lock()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| OrchestratorError::NotFound(format!("session `{id}`")))
+        self.sessions.get(id)
     }
 
     /// Cancels and forgets a session.
     pub fn delete_session(&self, id: &str) -> Result<(), OrchestratorError> {
-        let session = self
-            .sessions
-            .lock()
-            .remove(id)
-            .ok_or_else(|| OrchestratorError::NotFound(format!("session `{id}`")))?;
+        let session = self.sessions.remove(id)?;
         let _ = session.control(Control::Cancel);
         Ok(())
     }
 
-    /// Creates a batch (pending until executed).
+    /// Creates a batch (pending until executed) for an HTTP client: an operation target
+    /// must be open to clients (`api_operations`), and `[limits]` apply.
     pub fn create_batch(
         self: &Arc<Self>,
         spec: BatchSpec,
     ) -> Result<Arc<Batch>, OrchestratorError> {
         match &spec.target {
-            BatchTarget::Operation { worker_type, .. } => {
-                self.pool(worker_type)?;
+            BatchTarget::Operation {
+                worker_type,
+                operation,
+            } => {
+                self.check_api_call(worker_type, operation)?;
             }
             BatchTarget::Workflow { workflow } => {
                 self.workflow(workflow)?;
@@ -277,44 +412,34 @@ impl Orchestrator {
                 "parallelism must be at least 1".into(),
             ));
         }
-        let batch = Batch::new(self.new_id("b"), spec);
-        let mut batches = self.batches.lock();
-        prune(&mut batches, self.keep_finished, |b| b.is_finished());
-        batches.insert(batch.id().to_owned(), batch.clone());
-        Ok(batch)
+        let bytes = serde_json::to_vec(&spec.items).map_or(usize::MAX, |v| v.len());
+        let id = self.new_id("b");
+        self.batches
+            .insert_with(id.clone(), bytes, || Batch::new(id, spec))
     }
 
     /// Every batch.
     pub fn batches(&self) -> Vec<Arc<Batch>> {
-        self.batches.lock().values().cloned().collect()
+        self.batches.all()
     }
 
     /// One batch.
     pub fn batch(&self, id: &str) -> Result<Arc<Batch>, OrchestratorError> {
-        self.batches
-            .lock()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| OrchestratorError::NotFound(format!("batch `{id}`")))
+        self.batches.get(id)
     }
 
     /// Cancels and forgets a batch.
     pub fn delete_batch(&self, id: &str) -> Result<(), OrchestratorError> {
-        let batch = self
-            .batches
-            .lock()
-            .remove(id)
-            .ok_or_else(|| OrchestratorError::NotFound(format!("batch `{id}`")))?;
-        batch.cancel(None);
+        self.batches.remove(id)?.cancel(None);
         Ok(())
     }
 
     /// Stops every pool gracefully (blocking).
     pub fn shutdown(&self) {
-        for s in self.sessions.lock().values() {
+        for s in self.sessions.all() {
             let _ = s.control(Control::Cancel);
         }
-        for b in self.batches.lock().values() {
+        for b in self.batches.all() {
             b.cancel(None);
         }
         let handles: Vec<_> = self
@@ -357,20 +482,7 @@ fn placeholder_worker() -> crate::config::WorkerTypeConfig {
         shm_spin_us: None,
         shm_yield_us: None,
         shm_send_timeout_ms: None,
+        api_operations: None,
         pool: Default::default(),
-    }
-}
-
-/// Drops the oldest finished entries beyond `keep`.
-fn prune<T>(map: &mut BTreeMap<String, Arc<T>>, keep: usize, finished: impl Fn(&T) -> bool) {
-    let done: Vec<String> = map
-        .iter()
-        .filter(|(_, v)| finished(v))
-        .map(|(k, _)| k.clone())
-        .collect();
-    if done.len() > keep {
-        for k in done.iter().take(done.len() - keep) {
-            map.remove(k);
-        }
     }
 }

@@ -225,7 +225,7 @@ impl Pool {
         mut on_event: impl FnMut(&Envelope),
     ) -> Result<Response, PoolError> {
         let inner = &self.inner;
-        let deadline = inner.deadline_for(&request, options);
+        let (deadline, limit) = inner.deadline_for(&request, options);
         let priority = request.priority.unwrap_or_default();
         let retryable_op = inner.may_retry(&request);
         let mut attempt = 0u32;
@@ -242,7 +242,7 @@ impl Pool {
                     Some(deadline),
                 )
                 .and_then(|pending| pending.wait(&mut on_event));
-            match inner.after_call(&member, result, retryable_op, attempt, deadline) {
+            match inner.after_call(&member, result, retryable_op, attempt, deadline, limit) {
                 Outcome::Done(r) => return r,
                 Outcome::Retry(delay) => std::thread::sleep(delay),
             }
@@ -259,7 +259,7 @@ impl Pool {
         mut on_event: impl FnMut(&Envelope) + Send,
     ) -> Result<Response, PoolError> {
         let inner = &self.inner;
-        let deadline = inner.deadline_for(&request, &options);
+        let (deadline, limit) = inner.deadline_for(&request, &options);
         let priority = request.priority.unwrap_or_default();
         let retryable_op = inner.may_retry(&request);
         let parts: Vec<&[u8]> = attachments.iter().map(Vec::as_slice).collect();
@@ -295,12 +295,12 @@ impl Pool {
                         Ok(r) => r,
                         Err(_) => {
                             pending.cancel();
-                            Err(CallError::Timeout(inner.config.request_timeout()))
+                            Err(CallError::Timeout(limit))
                         }
                     }
                 }
             };
-            match inner.after_call(&member, result, retryable_op, attempt, deadline) {
+            match inner.after_call(&member, result, retryable_op, attempt, deadline, limit) {
                 Outcome::Done(r) => return r,
                 Outcome::Retry(delay) => tokio::time::sleep(delay).await,
             }
@@ -444,12 +444,14 @@ impl Inner {
         }
     }
 
-    fn deadline_for(&self, request: &Envelope, options: &CallOptions) -> Instant {
+    /// When the call must be answered, and the limit it was given (which a timeout
+    /// reports: the caller's own deadline, not the pool's default).
+    fn deadline_for(&self, request: &Envelope, options: &CallOptions) -> (Instant, Duration) {
         let timeout = options
             .timeout
             .or(request.deadline_ms.map(Duration::from_millis))
             .unwrap_or_else(|| self.config.request_timeout());
-        Instant::now() + timeout
+        (Instant::now() + timeout, timeout)
     }
 
     fn may_retry(&self, request: &Envelope) -> bool {
@@ -618,6 +620,7 @@ impl Inner {
         retryable_op: bool,
         attempt: u32,
         deadline: Instant,
+        limit: Duration,
     ) -> Outcome {
         // Statistics only: no other memory is published through this counter.
         member.served.fetch_add(1, Ordering::Relaxed);
@@ -642,6 +645,10 @@ impl Inner {
                     tracing::debug!(worker = %member.id, error = %e, attempt, "retrying");
                     Outcome::Retry(delay)
                 } else {
+                    let e = match e {
+                        CallError::Timeout(_) => CallError::Timeout(limit),
+                        e => e,
+                    };
                     Outcome::Done(Err(PoolError::Call(e)))
                 }
             }

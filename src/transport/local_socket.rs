@@ -22,6 +22,7 @@
 //! pipe names (`\\.\pipe\ferry-...`).
 
 use super::handshake::{self, Accept, Token};
+use super::private_dir::{self, PrivateDir};
 use super::{Link, PendingLink, TransportError};
 use crate::worker::env::{FERRY_SOCKET, FERRY_TOKEN};
 use interprocess::local_socket::prelude::*;
@@ -54,20 +55,6 @@ pub struct SocketOptions {
     pub abstract_namespace: bool,
 }
 
-/// A private directory removed (with what is in it) when dropped.
-#[derive(Debug)]
-struct PrivateDir(PathBuf);
-
-impl Drop for PrivateDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove socket directory");
-            }
-        }
-    }
-}
-
 /// The host's listening socket for one worker, before the worker connects.
 #[derive(Debug)]
 pub struct SocketListener {
@@ -79,20 +66,6 @@ pub struct SocketListener {
     dir: Option<PrivateDir>,
 }
 
-fn random_suffix() -> Result<String, TransportError> {
-    let mut bytes = [0u8; 6];
-    getrandom::fill(&mut bytes).map_err(|e| TransportError::Io(std::io::Error::other(e)))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn unique_name() -> Result<String, TransportError> {
-    Ok(format!(
-        "{PREFIX}{}-{}",
-        std::process::id(),
-        random_suffix()?
-    ))
-}
-
 /// Where private directories go when not configured.
 fn default_base() -> PathBuf {
     std::env::var_os("XDG_RUNTIME_DIR")
@@ -101,68 +74,11 @@ fn default_base() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
-/// The pid in a `ferry-<pid>-<random>` name.
-fn owner_pid(file_name: &str) -> Option<u32> {
-    let rest = file_name.strip_prefix(PREFIX)?;
-    let (pid, suffix) = rest.split_once('-')?;
-    if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    pid.parse().ok()
-}
-
-#[cfg(unix)]
-fn pid_alive(pid: u32) -> bool {
-    match rustix::process::Pid::from_raw(pid as i32) {
-        None => false,
-        // EPERM means it exists (another user's); only ESRCH means gone.
-        Some(pid) => !matches!(
-            rustix::process::test_kill_process(pid),
-            Err(rustix::io::Errno::SRCH)
-        ),
-    }
-}
-
-/// Removes the private directories in `base` left by hosts of this user that died without
-/// cleaning up (SIGKILL while waiting for a worker). Best effort: errors are logged.
+/// Removes the private socket directories in `base` left by hosts of this user that died
+/// without cleaning up (SIGKILL while waiting for a worker). Best effort: errors are logged.
 #[cfg(unix)]
 pub fn remove_stale_dirs(base: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return;
-    };
-    let me = rustix::process::getuid().as_raw();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(owner_pid) else {
-            continue;
-        };
-        let path = entry.path();
-        // symlink_metadata: never follow a link planted under our prefix.
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if !meta.is_dir() || meta.uid() != me || pid_alive(pid) {
-            continue;
-        }
-        match std::fs::remove_dir_all(&path) {
-            Ok(()) => tracing::info!(dir = %path.display(), pid, "removed stale socket directory"),
-            Err(e) => {
-                tracing::warn!(dir = %path.display(), error = %e, "cannot remove stale socket directory")
-            }
-        }
-    }
-}
-
-/// Creates `base/ferry-<pid>-<random>` with mode 0700.
-fn create_private_dir(base: &Path) -> Result<PrivateDir, TransportError> {
-    std::fs::create_dir_all(base)?;
-    let path = base.join(unique_name()?);
-    let mut builder = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(&path)?;
-    Ok(PrivateDir(path))
+    private_dir::remove_stale(base, PREFIX);
 }
 
 /// A local socket name from its `FERRY_SOCKET` form: `@name` is namespaced (Linux abstract
@@ -185,13 +101,13 @@ impl SocketListener {
         let use_namespace =
             cfg!(windows) || (cfg!(target_os = "linux") && options.abstract_namespace);
         let (name, dir) = if use_namespace {
-            (format!("@{}", unique_name()?), None)
+            (format!("@{}", private_dir::unique_name(PREFIX)?), None)
         } else {
             let base = options.dir.clone().unwrap_or_else(default_base);
             #[cfg(unix)]
             remove_stale_dirs(&base);
-            let dir = create_private_dir(&base)?;
-            let path = dir.0.join(SOCKET_FILE);
+            let dir = PrivateDir::create(&base, PREFIX)?;
+            let path = dir.path().join(SOCKET_FILE);
             let text = path.to_str().map(str::to_owned).ok_or_else(|| {
                 TransportError::Unsupported(format!("socket path {path:?} is not UTF-8"))
             })?;
@@ -219,7 +135,7 @@ impl SocketListener {
 
     /// The private directory holding the socket (`None` for a namespaced name).
     pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_ref().map(|d| d.0.as_path())
+        self.dir.as_ref().map(|d| d.path())
     }
 
     /// The token a worker must offer.

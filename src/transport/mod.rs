@@ -27,6 +27,7 @@ mod framed;
 mod handshake;
 pub mod local_socket;
 pub mod memory;
+pub mod private_dir;
 pub mod shm;
 pub mod stdio;
 pub mod tcp;

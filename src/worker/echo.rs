@@ -110,12 +110,15 @@ fn sleep(data: &Value, ctx: &mut Context<'_>) -> Result<Reply, HandlerError> {
         }
     };
     let ms = field("ms", 100)?;
-    let steps = field("steps", 10)?.max(1);
-    let step = Duration::from_millis(ms) / steps as u32;
+    // The step count divides a `Duration`, which takes a `u32`: a larger count is refused
+    // instead of being truncated (4294967296 would become 0 and panic on the division).
+    let steps = u32::try_from(field("steps", 10)?.max(1))
+        .map_err(|_| HandlerError::invalid_request(format!("data.steps: at most {}", u32::MAX)))?;
+    let step = Duration::from_millis(ms) / steps;
     for i in 1..=steps {
         std::thread::sleep(step);
         ctx.check_cancelled()?;
-        let fraction = i as f64 / steps as f64;
+        let fraction = f64::from(i) / f64::from(steps);
         ctx.progress(fraction, "sleep", &format!("step {i}/{steps}"))
             .map_err(|e| HandlerError::internal(e.to_string()))?;
     }

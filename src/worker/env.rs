@@ -17,6 +17,10 @@ pub const FERRY_WORKER_ID: &str = "FERRY_WORKER_ID";
 pub const FERRY_WORKER_TYPE: &str = "FERRY_WORKER_TYPE";
 /// The host's process id, so a worker can notice its host is gone.
 pub const FERRY_HOST_PID: &str = "FERRY_HOST_PID";
+/// The worker's private temp folder, made by the host (also in `TMPDIR`, `TMP`,
+/// `TEMP`): removed by the host when the worker ends, and by the worker's watchdog when
+/// the host dies first.
+pub const FERRY_TMPDIR: &str = "FERRY_TMPDIR";
 /// `socket` transport: the name to connect to, a path or `@name` (namespaced).
 pub const FERRY_SOCKET: &str = "FERRY_SOCKET";
 /// `tcp` transport: the host's address, `host:port`.

@@ -2,7 +2,7 @@
 
 use super::call_error::CallError;
 use super::env::{
-    FERRY_CODEC, FERRY_HOST_PID, FERRY_MAX_FRAME, FERRY_TRANSPORT, FERRY_WORKER_ID,
+    FERRY_CODEC, FERRY_HOST_PID, FERRY_MAX_FRAME, FERRY_TMPDIR, FERRY_TRANSPORT, FERRY_WORKER_ID,
     FERRY_WORKER_TYPE,
 };
 use super::spec::{Dialect, WorkerSpec};
@@ -10,6 +10,7 @@ use super::stderr_log::{self, ExitHook};
 use crate::codec::{Codec, CodecKind};
 use crate::connection::{Connection, Fill, FreedHook};
 use crate::protocol::{Envelope, ReadyInfo, Stamp, OP_SHUTDOWN};
+use crate::transport::private_dir::PrivateDir;
 use crate::transport::{self, TransportError, TransportKind};
 use serde_json::Value;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -75,6 +76,9 @@ pub struct WorkerProcess {
     conn: Arc<Connection>,
     ready: Option<ReadyInfo>,
     stderr_thread: Option<JoinHandle<()>>,
+    /// The worker's private temp folder: removed when this is dropped, after the process
+    /// was reaped (fields drop after `Drop::drop`).
+    _tmpdir: Option<PrivateDir>,
 }
 
 impl std::fmt::Debug for WorkerProcess {
@@ -121,6 +125,18 @@ impl WorkerProcess {
         if let Some(dir) = &spec.cwd {
             cmd.current_dir(dir);
         }
+        let tmpdir = if spec.private_tmpdir {
+            let dir = private_tmpdir(&spec).map_err(|e| CallError::Spawn {
+                command: spec.command.clone(),
+                source: e,
+            })?;
+            for var in ["TMPDIR", "TMP", "TEMP", FERRY_TMPDIR] {
+                cmd.env(var, dir.path());
+            }
+            Some(dir)
+        } else {
+            None
+        };
         let mut pending =
             transport::prepare(spec.transport, &spec.transport_options, spec.max_frame)
                 .map_err(CallError::Transport)?;
@@ -163,6 +179,7 @@ impl WorkerProcess {
             ready: None,
             stderr_thread,
             spec,
+            _tmpdir: tmpdir,
         };
         if worker.spec.dialect == Dialect::Ferry {
             match worker.conn.handshake(deadline, worker.spec.startup_timeout) {
@@ -313,6 +330,25 @@ impl WorkerProcess {
         let _ = self.child.wait();
         self.conn.fail_all("worker killed");
     }
+}
+
+/// Prefix of the workers' private temp folders (`ferry-tmp-<host pid>-<random>`).
+const TMPDIR_PREFIX: &str = "ferry-tmp-";
+
+/// Makes the worker's private temp folder, first sweeping those that hosts killed before
+/// they could remove them.
+fn private_tmpdir(spec: &WorkerSpec) -> std::io::Result<PrivateDir> {
+    let base = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "TMPDIR")
+        .map(|(_, v)| std::path::PathBuf::from(v))
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(std::env::temp_dir);
+    #[cfg(unix)]
+    crate::transport::private_dir::remove_stale(&base, TMPDIR_PREFIX);
+    PrivateDir::create(&base, TMPDIR_PREFIX)
 }
 
 impl Drop for WorkerProcess {

@@ -13,6 +13,7 @@ mod host;
 mod runtime;
 mod spec;
 mod stderr_log;
+pub mod watchdog;
 
 pub use call_error::CallError;
 pub use handler::{Context, Handler, HandlerError, Reply, ReplyRef, Request};

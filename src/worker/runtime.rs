@@ -202,6 +202,8 @@ pub fn serve<H: Handler>(
     handler: H,
 ) -> Result<(), ServeError> {
     let env = WorkerEnv::from_env()?;
+    // Ends this process if the host dies, even in the middle of a long handler call.
+    super::watchdog::start();
     let link = crate::transport::worker_link(&env)?;
     let codec = Codec::new(env.codec, link.framing, env.max_frame)?;
     let info = ReadyInfo::new(

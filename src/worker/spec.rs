@@ -54,6 +54,11 @@ pub struct WorkerSpec {
     pub shutdown_grace: Duration,
     /// The maximum frame size, both directions.
     pub max_frame: usize,
+    /// Give the worker a private temp folder (`TMPDIR`, `TMP`, `TEMP` and
+    /// `FERRY_TMPDIR`, mode 0700 under the host's temp dir, or under the spec's own
+    /// `TMPDIR` when `env` sets one), removed when the worker ends, however it ends
+    /// (default: on).
+    pub private_tmpdir: bool,
 }
 
 impl WorkerSpec {
@@ -78,6 +83,7 @@ impl WorkerSpec {
             startup_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
+            private_tmpdir: true,
         }
     }
 
