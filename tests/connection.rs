@@ -211,3 +211,32 @@ fn a_timed_out_request_stays_in_flight_until_the_worker_answers() {
         assert_eq!(conn.in_flight(), 0);
     });
 }
+
+#[test]
+fn a_response_of_another_version_names_the_version_the_worker_sent() {
+    with_watchdog(WATCHDOG, || {
+        let (host, mut worker) = memory::pair(MAX);
+        let codec = Codec::new(CodecKind::Json, Framing::LengthPrefixed, MAX).unwrap();
+        let conn = Connection::new(host, codec, Dialect::Ferry, "test", None);
+        let fake = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let ready = Envelope::ready("w-0", &ReadyInfo::new("echo", vec!["echo".into()]));
+            codec.encode(&ready, &[], &mut out).unwrap();
+            worker.sender.send(&[&out]).unwrap();
+            let mut buf = Vec::new();
+            worker.receiver.recv(&mut buf, None).unwrap();
+            let request = codec.decode(&buf).unwrap().envelope;
+            let mut answer = Envelope::response("w-1", &request.message_id, json!({}));
+            answer.version = 2;
+            out.clear();
+            codec.encode(&answer, &[], &mut out).unwrap();
+            worker.sender.send(&[&out]).unwrap();
+            worker
+        });
+        conn.handshake(Instant::now() + WATCHDOG, WATCHDOG).unwrap();
+        let err = call(&conn, "echo", json!({})).unwrap_err();
+        assert!(err.to_string().contains("the peer sent 2"), "{err}");
+        assert_eq!(err.code(), ErrorCode::VersionMismatch);
+        drop(fake.join());
+    });
+}

@@ -619,3 +619,32 @@ fn invalid_config_is_refused_with_its_key() {
         "got {err:?}"
     );
 }
+
+#[test]
+fn a_legacy_worker_is_not_killed_for_working_longer_than_the_health_timeout() {
+    with_watchdog(WATCHDOG, || {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/legacy_slow_worker.py"
+        );
+        let mut spec = WorkerSpec::new("legacy", "python3", [script]);
+        spec.dialect = ferry::worker::Dialect::Legacy;
+        let config = PoolConfig {
+            max_in_flight: 1,
+            health_interval_ms: 20,
+            health_timeout_ms: 100,
+            ..PoolConfig::default()
+        };
+        let pool = Pool::start(spec, config).unwrap();
+        let pid = pool.status()[0].pid;
+        // A request twenty health timeouts long: probes must wait for it, not kill it.
+        let r = pool
+            .call(request("work", json!({"s": 2})), &[], |_| {})
+            .unwrap();
+        assert_eq!(r.data["echo"]["s"], 2);
+        let status = &pool.status()[0];
+        assert_eq!(status.restarts, 0, "{status:?}");
+        assert_eq!(status.pid, pid);
+        pool.shutdown();
+    });
+}

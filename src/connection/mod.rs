@@ -148,7 +148,13 @@ impl Connection {
         })
     }
 
-    /// Requests waiting for their answer (including abandoned ones the worker still runs).
+    /// The dialect the worker speaks.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Requests sent and not yet answered (abandoned ones included: the worker is still
+    /// busy with them).
     pub fn in_flight(&self) -> usize {
         self.state.lock().pending.len()
     }
@@ -301,7 +307,7 @@ impl Connection {
                 if spawned.is_err() {
                     st.reader_started = false;
                     st.async_waiters -= 1;
-                    return Err(CallError::Transport(TransportError::Unsupported(
+                    return Err(CallError::Transport(TransportError::Internal(
                         "cannot start reader thread".into(),
                     )));
                 }
@@ -452,11 +458,12 @@ impl Connection {
                     };
                     (decoded.envelope, attachments)
                 }
-                Err(e @ CodecError::Protocol(ProtocolError::VersionMismatch { .. })) => {
+                Err(e @ CodecError::Protocol(ProtocolError::VersionMismatch { got, .. })) => {
+                    // Every caller hears the version the worker really sent.
                     self.fail_pending_with(|| {
                         CallError::Protocol(ProtocolError::VersionMismatch {
                             expected: PROTOCOL_VERSION,
-                            got: 0,
+                            got,
                         })
                     });
                     tracing::error!(worker = %self.label, error = %e, "worker switched protocol version");

@@ -157,6 +157,14 @@ fn inspect(inner: &Arc<Inner>, member: &Arc<Member>, now: Instant, live: usize) 
             }
             if now >= st.next_health {
                 st.next_health = now + c.health_interval();
+                // A legacy worker reads one line at a time and answers in order: a probe
+                // sent while it works waits behind the request, and a long request would
+                // look like a hang. So it is probed only while idle; a legacy worker hung
+                // on a request is replaced when the request's deadline passes and it
+                // ignores the cancel for `cancel_grace_ms`.
+                if conn.dialect() == crate::worker::Dialect::Legacy && conn.in_flight() > 0 {
+                    return None;
+                }
                 return Some(Action::CheckHealth(conn));
             }
             None

@@ -25,9 +25,41 @@ pub enum TransportError {
     /// The connection handshake failed: a wrong token, or a peer that is not ferry.
     #[error("handshake refused: {0}")]
     Refused(&'static str),
-    /// The transport or an option of it is not available here.
-    #[error("unsupported: {0}")]
-    Unsupported(String),
+    /// A name that does not denote anything of its kind (a transport, a wait strategy).
+    #[error("unknown {what} `{name}` (expected {expected})")]
+    UnknownName {
+        /// What kind of name (`transport`, `shm wait strategy`).
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The names that exist.
+        expected: String,
+    },
+    /// A host-side option that cannot be used (an empty token, a socket path that is not
+    /// UTF-8, a dialect on a transport that cannot carry it).
+    #[error("{option}: {reason}")]
+    InvalidOption {
+        /// The option.
+        option: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A worker-side environment variable the host should have set is missing or wrong
+    /// (a worker started by hand, or by a host of another version).
+    #[error("{var}: {reason}")]
+    BadEnvironment {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A shared-memory segment whose header or size is not a ferry segment's.
+    #[error("shm segment: {0}")]
+    CorruptSegment(String),
+    /// Something that should not happen did: a helper thread could not start or panicked,
+    /// a resource was used twice.
+    #[error("internal transport failure: {0}")]
+    Internal(String),
     /// An operating-system error other than the peer going away.
     #[error("transport I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -41,7 +73,12 @@ impl TransportError {
             TransportError::Timeout => ErrorCode::Timeout,
             TransportError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
             TransportError::InvalidFrame(_) | TransportError::Refused(_) => ErrorCode::Protocol,
-            TransportError::Unsupported(_) => ErrorCode::InvalidRequest,
+            TransportError::UnknownName { .. } | TransportError::InvalidOption { .. } => {
+                ErrorCode::InvalidRequest
+            }
+            TransportError::BadEnvironment { .. } => ErrorCode::StartupFailed,
+            TransportError::CorruptSegment(_) => ErrorCode::Protocol,
+            TransportError::Internal(_) => ErrorCode::Internal,
         }
     }
 

@@ -43,9 +43,10 @@ impl Token {
     pub fn new(text: impl Into<String>) -> Result<Self, TransportError> {
         let text = text.into();
         if text.is_empty() || text.len() > MAX_TOKEN {
-            return Err(TransportError::Unsupported(format!(
-                "a token must have 1 to {MAX_TOKEN} bytes"
-            )));
+            return Err(TransportError::InvalidOption {
+                option: "token",
+                reason: format!("a token must have 1 to {MAX_TOKEN} bytes"),
+            });
         }
         Ok(Token(text))
     }
@@ -184,11 +185,11 @@ pub(crate) fn accept_worker<L: Accept, T>(
 
 /// A variable the host must have set for the worker's transport.
 pub(crate) fn required_env(name: &'static str) -> Result<String, TransportError> {
-    std::env::var(name).map_err(|_| {
-        TransportError::Unsupported(format!(
-            "{name} is not set (a worker of this transport must be started by a ferry host \
-             or given its variables, see docs/protocol.md)"
-        ))
+    std::env::var(name).map_err(|_| TransportError::BadEnvironment {
+        var: name,
+        reason: "not set (a worker of this transport must be started by a ferry host or \
+                 given its variables, see docs/protocol.md)"
+            .into(),
     })
 }
 

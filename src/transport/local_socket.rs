@@ -88,7 +88,10 @@ fn to_name(text: &str) -> Result<Name<'_>, TransportError> {
         Some(ns) => ns.to_ns_name::<GenericNamespaced>(),
         None => text.to_fs_name::<GenericFilePath>(),
     };
-    name.map_err(|e| TransportError::Unsupported(format!("socket name {text:?}: {e}")))
+    name.map_err(|e| TransportError::InvalidOption {
+        option: "socket name",
+        reason: format!("{text:?}: {e}"),
+    })
 }
 
 impl SocketListener {
@@ -108,9 +111,13 @@ impl SocketListener {
             remove_stale_dirs(&base);
             let dir = PrivateDir::create(&base, PREFIX)?;
             let path = dir.path().join(SOCKET_FILE);
-            let text = path.to_str().map(str::to_owned).ok_or_else(|| {
-                TransportError::Unsupported(format!("socket path {path:?} is not UTF-8"))
-            })?;
+            let text =
+                path.to_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| TransportError::InvalidOption {
+                        option: "socket_dir",
+                        reason: format!("socket path {path:?} is not UTF-8"),
+                    })?;
             (text, Some(dir))
         };
         let listener = ListenerOptions::new()
@@ -253,6 +260,6 @@ pub fn pair(options: &SocketOptions, max_frame: usize) -> Result<(Link, Link), T
     let host = listener.accept(None, Instant::now() + Duration::from_secs(20));
     let worker = worker
         .join()
-        .map_err(|_| TransportError::Unsupported("connecting thread panicked".into()))?;
+        .map_err(|_| TransportError::Internal("connecting thread panicked".into()))?;
     Ok((host?, worker?))
 }

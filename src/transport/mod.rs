@@ -145,10 +145,11 @@ impl FromStr for TransportKind {
             .find(|t| t.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = TransportKind::ALL.iter().map(|t| t.as_str()).collect();
-                TransportError::Unsupported(format!(
-                    "unknown transport `{s}` (this build has: {})",
-                    names.join(", ")
-                ))
+                TransportError::UnknownName {
+                    what: "transport",
+                    name: s.to_owned(),
+                    expected: names.join(", "),
+                }
             })
     }
 }

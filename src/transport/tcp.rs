@@ -218,6 +218,6 @@ pub fn pair(max_frame: usize) -> Result<(Link, Link), TransportError> {
     let host = listener.accept(None, Instant::now() + Duration::from_secs(20));
     let worker = worker
         .join()
-        .map_err(|_| TransportError::Unsupported("connecting thread panicked".into()))?;
+        .map_err(|_| TransportError::Internal("connecting thread panicked".into()))?;
     Ok((host?, worker?))
 }

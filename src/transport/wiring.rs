@@ -91,9 +91,7 @@ impl PendingLink for StdioPending {
     ) -> Result<Link, TransportError> {
         match (child.stdout.take(), child.stdin.take()) {
             (Some(out), Some(inp)) => Ok(stdio::host_link(out, inp, self.max_frame)),
-            _ => Err(TransportError::Unsupported(
-                "child stdio pipes missing".into(),
-            )),
+            _ => Err(TransportError::Internal("child stdio pipes missing".into())),
         }
     }
 }

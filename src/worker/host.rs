@@ -104,9 +104,10 @@ impl WorkerProcess {
         if spec.dialect == Dialect::Legacy
             && (spec.transport != TransportKind::Stdio || spec.codec != CodecKind::Json)
         {
-            return Err(CallError::Transport(TransportError::Unsupported(
-                "the legacy dialect runs over stdio with json only".into(),
-            )));
+            return Err(CallError::Transport(TransportError::InvalidOption {
+                option: "dialect",
+                reason: "the legacy dialect runs over stdio with json only".into(),
+            }));
         }
         let mut cmd = Command::new(&spec.command);
         cmd.args(&spec.args)

@@ -146,7 +146,7 @@ impl Segment {
 
     /// Maps a segment another process created, checking its header.
     pub(crate) fn attach(fd: BorrowedFd<'_>) -> Result<Arc<Segment>, TransportError> {
-        let bad = |why: String| TransportError::Unsupported(format!("shm segment: {why}"));
+        let bad = TransportError::CorruptSegment;
         let file_len = rustix::fs::fstat(fd).map_err(io)?.st_size as u64;
         if file_len < PAGE as u64 {
             return Err(bad(format!("{file_len} bytes is too small")));
@@ -288,7 +288,7 @@ fn anonymous_file(len: usize) -> Result<OwnedFd, TransportError> {
             Err(e) => return Err(e.into()),
         }
     }
-    Err(TransportError::Unsupported(
-        "could not create a temporary shm file".into(),
+    Err(TransportError::Internal(
+        "could not create a temporary shm file (every name taken)".into(),
     ))
 }

@@ -48,7 +48,7 @@ impl PendingLink for ShmPending {
         let fd: RawFd = match &self.fd {
             Some(fd) => fd.as_raw_fd(),
             None => {
-                return Err(TransportError::Unsupported(
+                return Err(TransportError::Internal(
                     "shm segment already handed to a child".into(),
                 ))
             }
@@ -112,11 +112,14 @@ pub(crate) fn options_from_lookup(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<ShmOptions, TransportError> {
     let mut options = ShmOptions::default();
-    let micros = |var: &str| -> Result<Option<Duration>, TransportError> {
+    let micros = |var: &'static str| -> Result<Option<Duration>, TransportError> {
         lookup(var)
             .map(|v| {
                 v.parse::<u64>().map(Duration::from_micros).map_err(|_| {
-                    TransportError::Unsupported(format!("{var}={v:?}: expected microseconds"))
+                    TransportError::BadEnvironment {
+                        var,
+                        reason: format!("{v:?} is not a number of microseconds"),
+                    }
                 })
             })
             .transpose()
@@ -138,25 +141,25 @@ pub(crate) fn options_from_lookup(
 pub fn worker_ends(max_frame: usize) -> Result<ShmEnds, TransportError> {
     let var = |k: &str| std::env::var(k).ok();
     let options = options_from_lookup(var)?;
-    let raw = var(FERRY_SHM_FD).ok_or_else(|| {
-        TransportError::Unsupported(format!(
-            "{FERRY_SHM_FD} is not set (not spawned by a shm host?)"
-        ))
-    })?;
-    let fd: RawFd = raw.parse().ok().filter(|fd| *fd >= 0).ok_or_else(|| {
-        TransportError::Unsupported(format!("{FERRY_SHM_FD}={raw:?}: not a descriptor"))
-    })?;
+    let bad_fd = |reason: String| TransportError::BadEnvironment {
+        var: FERRY_SHM_FD,
+        reason,
+    };
+    let raw =
+        var(FERRY_SHM_FD).ok_or_else(|| bad_fd("not set (not spawned by a shm host?)".into()))?;
+    let fd: RawFd = raw
+        .parse()
+        .ok()
+        .filter(|fd| *fd >= 0)
+        .ok_or_else(|| bad_fd(format!("{raw:?} is not a descriptor")))?;
     #[cfg(target_os = "linux")]
     if std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
-        return Err(TransportError::Unsupported(format!(
-            "{FERRY_SHM_FD}={fd}: not an open descriptor"
-        )));
+        return Err(bad_fd(format!("{fd} is not an open descriptor")));
     }
     // SAFETY: the descriptor is open (the host passed it open, and on Linux we just looked)
     // and stays open for the duration of `attach`; we close it only below.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let segment = Segment::attach(borrowed)
-        .map_err(|e| TransportError::Unsupported(format!("{FERRY_SHM_FD}={fd}: {e}")))?;
+    let segment = Segment::attach(borrowed)?;
     // Mapped: close the descriptor, so programs this worker starts do not inherit it.
     // SAFETY: it is open and is a ferry segment (checked by `attach`), inherited from the
     // host for this purpose alone; nothing else in this process owns it.

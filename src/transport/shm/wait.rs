@@ -73,10 +73,10 @@ impl FromStr for WaitStrategy {
         ]
         .into_iter()
         .find(|w| w.as_str() == s)
-        .ok_or_else(|| {
-            TransportError::Unsupported(format!(
-                "unknown shm wait strategy `{s}` (expected spin, adaptive or block)"
-            ))
+        .ok_or_else(|| TransportError::UnknownName {
+            what: "shm wait strategy",
+            name: s.to_owned(),
+            expected: "spin, adaptive or block".into(),
         })
     }
 }
