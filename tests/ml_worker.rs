@@ -95,7 +95,8 @@ fn spawn(python: &Path, transport: TransportKind, models: &Path) -> WorkerProces
         .find(|c| Codec::new(*c, transport.framing(), DEFAULT_MAX_FRAME).is_ok())
         .expect("a codec for the transport");
     spec.env.push(("FERRY_ML_DEVICE".into(), "cpu".into()));
-    spec.env.push(("FERRY_ML_MODELS".into(), models.display().to_string()));
+    spec.env
+        .push(("FERRY_ML_MODELS".into(), models.display().to_string()));
     // `ready` follows the import of torch and diffusers: seconds, more on a busy machine.
     spec.startup_timeout = Duration::from_secs(300);
     WorkerProcess::spawn(spec)
