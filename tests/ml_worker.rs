@@ -73,7 +73,9 @@ fn tiny_pipeline(python: &Path, dir: &Path) -> PathBuf {
     base
 }
 
-fn spawn(python: &Path, transport: TransportKind) -> WorkerProcess {
+/// The SDXL worker over `transport`, with `models` (where the tiny pipeline is) as its models
+/// root: the worker loads models from its roots only.
+fn spawn(python: &Path, transport: TransportKind, models: &Path) -> WorkerProcess {
     let mut spec = WorkerSpec::new(
         "sdxl",
         python.display().to_string(),
@@ -93,6 +95,8 @@ fn spawn(python: &Path, transport: TransportKind) -> WorkerProcess {
         .find(|c| Codec::new(*c, transport.framing(), DEFAULT_MAX_FRAME).is_ok())
         .expect("a codec for the transport");
     spec.env.push(("FERRY_ML_DEVICE".into(), "cpu".into()));
+    spec.env
+        .push(("FERRY_ML_MODELS".into(), models.display().to_string()));
     // `ready` follows the import of torch and diffusers: seconds, more on a busy machine.
     spec.startup_timeout = Duration::from_secs(300);
     WorkerProcess::spawn(spec)
@@ -127,7 +131,7 @@ fn generation_answers_a_png_with_progress_per_step_over_every_transport() {
         let dir = tempfile::tempdir().unwrap();
         let base = tiny_pipeline(&python, dir.path());
         for transport in TransportKind::ALL {
-            let mut w = spawn(&python, transport);
+            let mut w = spawn(&python, transport, dir.path());
             let mut steps = Vec::new();
             let reply = w
                 .call("inference.generate", request(&base, 3), |e| {
@@ -158,7 +162,7 @@ fn cancel_at_step_1_of_50_stops_the_generation() {
     with_watchdog(LIMIT, move || {
         let dir = tempfile::tempdir().unwrap();
         let base = tiny_pipeline(&python, dir.path());
-        let mut w = spawn(&python, TransportKind::ALL[0]);
+        let mut w = spawn(&python, TransportKind::ALL[0], dir.path());
         // One measured 1-step generation (after one that loads the model) sizes a timeout
         // that lands a few steps into a 50-step generation.
         let big = |steps: u32| {

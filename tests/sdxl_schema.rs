@@ -406,6 +406,13 @@ fn cases() -> Vec<Value> {
         ),
         with("dimensions", json!({"width": "1024"})),
         with("output", json!({"format": "gif", "save_dir": ""})),
+        // Prompts are bounded at 8192 characters (not bytes), paths at 4096.
+        json!({"model": "/m", "prompt": "é".repeat(8192), "negative_prompt": "n".repeat(8192)}),
+        json!({"model": "/m", "prompt": "x".repeat(8193)}),
+        json!({"model": "/m", "prompt": "x", "negative_prompt": "🦊".repeat(8193)}),
+        json!({"model": "/m".repeat(2049), "prompt": "x", "save_dir": "o".repeat(4097),
+               "loras": [{"path": "l".repeat(4097)}], "controlnet_type": "depth",
+               "controlnet_model": "/c", "controlnet_image": "i".repeat(4097)}),
         json!({"model": {"base": "/m"}}),
         json!({}),
         json!([1, 2]),

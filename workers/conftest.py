@@ -16,7 +16,14 @@ if not HAVE_ML and os.environ.get("FERRY_REQUIRE_ML") == "1":
     raise RuntimeError("FERRY_REQUIRE_ML=1 but torch/diffusers are missing: run scripts/ml-env")
 
 collect_ignore = (
-    [] if HAVE_ML else ["python/ferry_worker/ml", "tests/test_ml.py", "tests/test_ml_canny.py"]
+    []
+    if HAVE_ML
+    else [
+        "python/ferry_worker/ml",
+        "tests/test_ml.py",
+        "tests/test_ml_canny.py",
+        "tests/test_ml_paths.py",
+    ]
 )
 
 

@@ -223,6 +223,18 @@ fn field_errors(e: &ValidationError<'_>) -> Vec<FieldError> {
                 })
                 .collect()
         }
+        // The schema bounds prompts and paths; the string itself is not echoed back (it may
+        // be megabytes), only its length, as the worker words it (`request.error_message`).
+        ValidationErrorKind::MaxLength { limit } => vec![FieldError {
+            field: dotted(&path, None),
+            message: match e.instance().as_str() {
+                Some(s) => format!(
+                    "{} characters, longer than the maximum of {limit}",
+                    s.chars().count()
+                ),
+                None => e.to_string(),
+            },
+        }],
         _ => vec![FieldError {
             field: dotted(&path, None),
             message: e.to_string(),
@@ -324,6 +336,18 @@ mod tests {
             err.to_string(),
             "conditioning.prompt: \"prompt\" is a required property"
         );
+    }
+
+    #[test]
+    fn a_prompt_above_its_max_length_is_named_by_its_length_not_echoed() {
+        let long = "é".repeat(8193);
+        let err = check(&json!({"model": "/m", "prompt": long})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "conditioning.prompt: 8193 characters, longer than the maximum of 8192"
+        );
+        let at_limit = "é".repeat(8192); // characters, not bytes
+        assert!(check(&json!({"model": "/m", "prompt": at_limit})).is_ok());
     }
 
     #[test]

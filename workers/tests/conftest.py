@@ -138,5 +138,27 @@ def spawn() -> Iterator[Any]:
         host.close()
 
 
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny random-weight SDXL models (ML tests only), built once a session into one folder
+    (``models["base"].parent``, the models root the ML tests give as ``FERRY_ML_MODELS``)."""
+    from ferry_worker.ml import tiny
+
+    root = tmp_path_factory.mktemp("tiny-sdxl")
+    base = tiny.save_pipeline(root / "base", seed=0)
+    return {
+        "base": base,
+        "refiner": tiny.save_pipeline(root / "refiner", seed=1),
+        "lora": tiny.save_lora(base, root / "lora", seed=2),
+        "controlnet": tiny.save_controlnet(base, root / "controlnet", seed=3),
+        # SDXL's four-level control image embedding (8x) on the tiny VAE's 2x latents.
+        "controlnet_misfit": tiny.save_controlnet(
+            base, root / "controlnet-misfit", seed=4, embedding_channels=(16, 32, 64, 128)
+        ),
+        "upscaler": tiny.save_upscaler(root / "upscaler", seed=5),
+        "latent_upscaler": tiny.save_latent_upscaler(root / "latent-upscaler", seed=6),
+    }
+
+
 def attachment(message: dict[str, Any], i: int) -> bytes:
     return base64.b64decode(message["attachments"][i]["data_base64"])

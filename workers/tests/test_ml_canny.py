@@ -137,7 +137,7 @@ def test_control_image_is_resized_to_the_output_then_edged() -> None:
     [
         (1, [b""], "attachment 1 is not in the request"),
         (0, [b"\x89PNG\r\n\x1a\n broken"], "not a readable image"),
-        ("/does/not/exist.png", [], "cannot read"),
+        ("/does/not/exist.png", [], "conditioning.controlnet.image: not found or not allowed"),
     ],
 )
 def test_control_image_errors_name_the_field(

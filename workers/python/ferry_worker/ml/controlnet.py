@@ -3,7 +3,8 @@
 A request's ``conditioning.controlnet`` names a ControlNet model, its type (``canny``,
 ``depth``, ``pose``) and a control image, one of the request's attachments or a path. The
 image is read, made 8-bit RGB (:func:`images.to_rgb`) and resized to the output size (an
-ordinary image bicubically, a ready map bilinearly, which keeps its values); then:
+ordinary image bicubically, a ready map bilinearly, which keeps its values); a path must name
+an image file under the ``$FERRY_ML_INPUTS`` roots (:mod:`.paths`). Then:
 
 - ``canny`` with ``preprocess`` (its default): the image is an ordinary picture and the worker
   computes its Canny edge map (:mod:`.canny`, OpenCV's algorithm in numpy), after resizing, so
@@ -17,16 +18,15 @@ ordinary image bicubically, a ready map bilinearly, which keeps its values); the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from ..errors import InvalidRequest
 from . import canny, images, models
+from .paths import Roots, is_dir, refuse
 from .request import ANNOTATORS, CONTROLNET_TYPES, PREPROCESSORS, ControlNet
 
 FIELD = "conditioning.controlnet.image"
@@ -68,12 +68,11 @@ def _read(spec: ControlNet, attachments: Sequence[bytes]) -> tuple[Any, str]:
             )
         source = f"attachment {spec.image}"
         return images.decode(bytes(attachments[spec.image]), f"{FIELD} ({source})"), source
-    path = Path(spec.image).expanduser()
+    data, path = Roots.from_env().read_input(spec.image, FIELD)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InvalidRequest(f"{FIELD}: cannot read {spec.image!r} ({exc})") from exc
-    return images.decode(data, f"{FIELD} ({path})"), str(path)
+        return images.decode(data, FIELD), str(path)
+    except InvalidRequest as exc:  # not an image: told apart from a missing file by no one
+        raise refuse(FIELD, spec.image, exc.message) from None
 
 
 def control_image(
@@ -102,22 +101,18 @@ def available() -> bool:
 
 
 def find_models() -> list[dict[str, str]]:
-    """The ControlNet folders directly under the ``$FERRY_ML_MODELS`` folders."""
+    """The ControlNet folders directly under the ``$FERRY_ML_MODELS`` folders (those a
+    request may name: resolved as requests are, so a symlink out of the roots is left out)."""
     found = []
     for root in models.search_dirs():
-        if not root.is_dir():
+        if not is_dir(root):
             continue
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            for config in (folder / "config.json", folder / "controlnet" / "config.json"):
-                if not config.is_file():
-                    continue
-                try:
-                    loaded = json.loads(config.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    continue
-                if isinstance(loaded, dict) and loaded.get("_class_name") == "ControlNetModel":
-                    found.append({"name": folder.name, "path": str(config.parent)})
-                    break
+        for folder in sorted(p for p in root.iterdir() if is_dir(p)):
+            try:
+                path = models.resolve_controlnet(str(folder), "model")
+            except InvalidRequest:
+                continue
+            found.append({"name": folder.name, "path": str(path)})
     return found
 
 

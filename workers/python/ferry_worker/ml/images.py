@@ -1,8 +1,16 @@
-"""Encoding images for answers, and reading images from requests."""
+"""Encoding images for answers, and reading images from requests.
+
+Decoding is bounded: only the formats of :data:`DECODERS` (never EPS, which runs
+Ghostscript), and at most ``FERRY_ML_MAX_IMAGE_PIXELS`` pixels (64 Mpx by default), checked
+from the header before any pixel is decoded (PIL's decompression-bomb guard, at the same
+bound, stays on as well).
+"""
 
 from __future__ import annotations
 
 import io
+import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -11,6 +19,30 @@ from PIL import Image
 from ..errors import InvalidRequest
 
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+
+# The formats an input image may be in.
+DECODERS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+
+MAX_PIXELS_ENV = "FERRY_ML_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
+
+def max_pixels() -> int:
+    """The most pixels an input image may have: ``$FERRY_ML_MAX_IMAGE_PIXELS``, else 64 Mpx."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{MAX_PIXELS_ENV}: expected a positive number of pixels, not {raw!r}")
+    return value
+
+
+# PIL's own guard (a warning above it, an error above twice it): on, at the same bound.
+Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 
 
 def encode(image: Any, fmt: str = "png", quality: int = 95) -> bytes:
@@ -27,12 +59,32 @@ def encode(image: Any, fmt: str = "png", quality: int = 95) -> bytes:
 
 
 def decode(data: bytes, what: str = "attachments[0]") -> Any:
-    """An image from encoded bytes (PNG, JPEG, WebP, ...)."""
+    """An image from encoded bytes (one of :data:`DECODERS`), of at most :func:`max_pixels`
+    pixels; raises :class:`InvalidRequest` naming ``what`` otherwise."""
+    limit = max_pixels()
+    Image.MAX_IMAGE_PIXELS = limit
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except Exception as exc:  # PIL raises many types for bad input
-        raise InvalidRequest(f"{what}: not a readable image ({exc})") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=DECODERS)
+            pixels = image.width * image.height
+            if pixels > limit:  # from the header: nothing is decoded yet
+                raise InvalidRequest(
+                    f"{what}: {image.width}x{image.height}, more than the {limit} pixels an "
+                    f"input image may have ({MAX_PIXELS_ENV})"
+                )
+            image.load()
+    except InvalidRequest:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidRequest(
+            f"{what}: more than the {limit} pixels an input image may have ({MAX_PIXELS_ENV})"
+        ) from None
+    except Exception as exc:  # PIL raises many types for bad input; their text holds reprs
+        raise InvalidRequest(
+            f"{what}: not a readable image ({type(exc).__name__}; PNG, JPEG, WebP, BMP, GIF "
+            "or TIFF)"
+        ) from exc
     return image
 
 

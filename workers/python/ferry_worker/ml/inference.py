@@ -5,7 +5,15 @@ A generation runs the base pipeline (and the refiner from ``refiner_fraction`` o
 through, on the base's latents), reports a ``progress`` event after every denoising step, and
 checks for cancellation at every step: a cancel, a passed deadline or a vanished host stops
 it at the next step and answers ``cancelled``. Images come back as attachments (PNG by
-default), and also as files when the request names ``output.save_dir``.
+default), and also as files when the request names ``output.save_dir`` (a folder under
+``$FERRY_ML_OUTPUTS``, :mod:`.paths`; refused without it).
+
+Before anything is loaded, a request the worker's own estimate (``inference.estimate``) puts
+beyond the time it may take is refused (``invalid_request`` naming both): beyond the
+request's deadline, or beyond ``$FERRY_ML_MAX_ESTIMATE_S`` (3600 s by default; 0: no
+ceiling). There is an estimate once a generation was measured.
+
+Each image's seed is the request's plus its index, modulo 2**64 (torch's seed range).
 
 With ``conditioning.controlnet``, the base pipeline is the model manager's
 ``StableDiffusionXLControlNetPipeline`` for that base and ControlNet (the same modules plus
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +41,7 @@ from . import controlnet, images, schedulers
 from . import device as devices
 from . import request as genreq
 from .models import ModelManager, resolve_controlnet
+from .paths import Roots
 
 log = logging.getLogger("ferry_worker.ml")
 
@@ -43,6 +53,33 @@ BYTES_PER_PIXEL = 6_000
 # A ControlNet is a copy of the UNet's down and middle blocks run beside it at every step: its
 # activations add about half of the UNet's (as rough as BYTES_PER_PIXEL).
 CONTROLNET_FACTOR = 1.5
+
+
+# Seeds are 64-bit: each image's seed wraps around.
+SEED_MODULUS = 2**64
+
+MAX_ESTIMATE_ENV = "FERRY_ML_MAX_ESTIMATE_S"
+DEFAULT_MAX_ESTIMATE_S = 3600.0
+
+
+def max_estimate_s() -> float | None:
+    """The longest a generation may be estimated at: ``$FERRY_ML_MAX_ESTIMATE_S`` (seconds,
+    default 3600); ``None`` for 0 (no ceiling)."""
+    raw = os.environ.get(MAX_ESTIMATE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_ESTIMATE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or math.isinf(value):
+        raise ValueError(f"{MAX_ESTIMATE_ENV}: expected seconds (0: no ceiling), not {raw!r}")
+    return value or None
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The seed of image ``index`` of a request seeded ``seed``: wraps modulo 2**64."""
+    return (seed + index) % SEED_MODULUS
 
 
 def per_image_bytes(width: int, height: int, dtype_bytes: int, controlnet: bool = False) -> int:
@@ -101,7 +138,7 @@ class InferenceInstructor:
         errors = [
             {
                 "field": genreq.error_field(e),
-                "message": e.message,
+                "message": genreq.error_message(e),
             }
             for e in sorted(validator.iter_errors(nested), key=lambda e: list(e.absolute_path))
         ]
@@ -119,10 +156,7 @@ class InferenceInstructor:
         info = self.models.device
         dtype_bytes = 4 if info.kind == "cpu" else 2
         batch = batch_size(req, info)
-        megapixels = req.width * req.height / 1e6
-        seconds = None
-        if self.seconds_per_step_mp is not None:
-            seconds = round(self.seconds_per_step_mp * req.steps * megapixels * req.num_images, 3)
+        seconds = self.estimated_seconds(req)
         return {
             "device": info.kind,
             "steps": req.steps,
@@ -136,6 +170,34 @@ class InferenceInstructor:
             "estimated_seconds": seconds,
             "estimate_basis": "measured" if seconds is not None else "no generation measured yet",
         }
+
+    def estimated_seconds(self, req: genreq.GenerationRequest) -> float | None:
+        """How long ``req`` would take, from the last measured generation (``None`` before
+        one): the measured seconds per step per megapixel, times steps, megapixels, images."""
+        if self.seconds_per_step_mp is None:
+            return None
+        megapixels = req.width * req.height / 1e6
+        return round(self.seconds_per_step_mp * req.steps * megapixels * req.num_images, 3)
+
+    def check_estimate(self, req: genreq.GenerationRequest, ctx: Context) -> None:
+        """Refuses ``req`` when its estimate passes the time left before the request's
+        deadline or the worker's ceiling (:func:`max_estimate_s`)."""
+        seconds = self.estimated_seconds(req)
+        if seconds is None:
+            return
+        limits: list[tuple[float, str]] = []
+        ceiling = max_estimate_s()
+        if ceiling is not None:
+            limits.append((ceiling, f"the worker's limit ({MAX_ESTIMATE_ENV})"))
+        left = ctx.time_left
+        if left is not None:
+            limits.append((left, "the time left before the request's deadline"))
+        for limit, what in sorted(limits):
+            if seconds > limit:
+                raise InvalidRequest(
+                    f"(request): estimated at {seconds:g} s (inference.estimate), above {what} "
+                    f"of {limit:.0f} s: ask for fewer steps, images or pixels"
+                )
 
     def capabilities(self, request: Request, ctx: Context) -> dict[str, Any]:
         return {
@@ -157,6 +219,7 @@ class InferenceInstructor:
     def generate(self, request: Request, ctx: Context) -> Reply:
         data = request.data
         req = genreq.parse(data)
+        self.check_estimate(req, ctx)
         self.running = ctx.request_id
         try:
             return self._generate(req, request.attachments, ctx)
@@ -169,8 +232,12 @@ class InferenceInstructor:
         started = time.perf_counter()
         control: controlnet.ControlImage | None = None
         control_model: Path | None = None
+        # The request's own mistakes first, before anything is loaded.
+        roots = Roots.from_env()
+        for i, lora in enumerate(req.loras):
+            roots.model_entry(lora.path, f"conditioning.loras.{i}.path")
+        save_dir = None if req.save_dir is None else roots.output_folder(req.save_dir)
         if req.controlnet is not None:
-            # The request's own mistakes first, before anything is loaded.
             control = controlnet.control_image(req.controlnet, attachments, req.width, req.height)
             control_model = resolve_controlnet(req.controlnet.model)
         base = self.models.base(req.base, req.vae)
@@ -204,7 +271,8 @@ class InferenceInstructor:
             first = b * batch
             count = min(batch, req.num_images - first)
             generators = [
-                torch.Generator("cpu").manual_seed(seed + first + i) for i in range(count)
+                torch.Generator("cpu").manual_seed(image_seed(seed, first + i))
+                for i in range(count)
             ]
             common: dict[str, Any] = {
                 "prompt": [req.prompt] * count,
@@ -247,18 +315,15 @@ class InferenceInstructor:
         for i, (img, blob) in enumerate(zip(out, blobs, strict=True)):
             entry: dict[str, Any] = {
                 "index": i,
-                "seed": seed + i,
+                "seed": image_seed(seed, i),
                 "width": img.width,
                 "height": img.height,
                 "format": req.output_format,
                 "bytes": len(blob),
             }
-            if req.save_dir is not None:
-                folder = Path(req.save_dir)
-                folder.mkdir(parents=True, exist_ok=True)
-                path = folder / f"{ctx.request_id}-{i}.{req.output_format}"
-                path.write_bytes(blob)
-                entry["path"] = str(path.resolve())
+            if save_dir is not None:
+                name = f"{ctx.request_id}-{i}.{req.output_format}"
+                entry["path"] = str(roots.write_output(save_dir, name, blob, "output.save_dir"))
             described.append(entry)
         self.generated += len(out)
         data = {

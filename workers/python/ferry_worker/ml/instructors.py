@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from .. import _native
@@ -15,6 +14,7 @@ from ..messages import Reply, Request
 from . import controlnet, images, schedulers
 from . import upscale as upscaling
 from .models import ModelManager, resolve_upscaler
+from .paths import Roots, refuse
 from .request import CONTROLNET_TYPES
 
 
@@ -101,11 +101,14 @@ def _source(request_attachments: Sequence[bytes], data: Any) -> upscaling.Source
     if request_attachments:
         return upscaling.Source(images.decode(request_attachments[0]), "attachments[0]")
     path = data.get("path") if isinstance(data, dict) else None
+    if path is not None and not isinstance(path, str):
+        raise InvalidRequest("path: expected a string (an image file under FERRY_ML_INPUTS)")
     if isinstance(path, str):
+        blob, _ = Roots.from_env().read_input(path, "path")
         try:
-            return upscaling.Source(images.decode(Path(path).read_bytes(), "path"), "path")
-        except OSError as exc:
-            raise InvalidRequest(f"path: cannot read {path!r} ({exc})") from exc
+            return upscaling.Source(images.decode(blob, "path"), "path")
+        except InvalidRequest as exc:  # not an image: answered as a missing file is
+            raise refuse("path", path, exc.message) from None
     raise InvalidRequest("attachments[0]: an image is required (or data.path)")
 
 

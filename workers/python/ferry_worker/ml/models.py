@@ -6,9 +6,13 @@ SDXL folder, run as an img2img pipeline on the base's latents). A ControlNet (a
 ``ControlNetModel`` folder) is cached as a ``StableDiffusionXLControlNetPipeline`` that shares
 every module of its base pipeline and adds only the ControlNet; it depends on that base entry
 and leaves the cache with it. An upscaler (diffusers' x4 upscaler or x2 latent upscaler, a
-pipeline folder) is cached on its own, as ``postprocessing.upscale`` runs it. A model named by
-something that is not a local folder is looked up under ``$FERRY_ML_MODELS``; there is no hub
-access, so a model found nowhere is an ``invalid_request`` naming every place looked at.
+pipeline folder) is cached on its own, as ``postprocessing.upscale`` runs it.
+
+Every model, LoRA, ControlNet and upscaler is a folder (a LoRA also a ``.safetensors`` file)
+under the ``$FERRY_ML_MODELS`` roots: a relative name is looked up in each root, an absolute
+one must lie inside one (:mod:`.paths`). There is no hub access; anything else is the uniform
+``invalid_request`` ``<field>: not found or not allowed``. Weights are read from safetensors
+files only (``use_safetensors=True``): no pickle is ever loaded.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ..context import Context
 from ..errors import InvalidRequest
 from ..messages import Request
 from . import device as devices
+from .paths import Roots, is_file
 
 log = logging.getLogger("ferry_worker.ml")
 
@@ -61,37 +66,20 @@ class Loaded:
 
 
 def search_dirs() -> list[Path]:
-    """Where model names that are not paths are looked up (``$FERRY_ML_MODELS``, ``:``-separated)."""
-    raw = os.environ.get("FERRY_ML_MODELS", "")
-    return [Path(p) for p in raw.split(os.pathsep) if p]
+    """The models roots (``$FERRY_ML_MODELS``, ``:``-separated), resolved."""
+    return list(Roots.from_env().models)
 
 
 def resolve(name: str, what: str = "model.base", marker: str = "model_index.json") -> Path:
-    """The local folder for ``name``: the path itself, else ``<dir>/<name>`` for each search
-    dir. Raises :class:`InvalidRequest` listing what was looked for."""
-    candidates = [Path(name).expanduser()]
-    candidates += [d / name for d in search_dirs()]
-    for c in candidates:
-        if c.is_dir() and (c / marker).is_file():
-            return c.resolve()
-        if marker == "" and c.exists():
-            return c.resolve()
-    looked = ", ".join(str(c / marker) if marker else str(c) for c in candidates)
-    raise InvalidRequest(
-        f"{what}: model {name!r} not found (looked for {looked}; downloads from a model hub "
-        "are not available: give a local folder, or set FERRY_ML_MODELS)"
-    )
+    """The model folder ``name`` names under the models roots (:mod:`.paths`), holding
+    ``marker``. Raises the uniform :class:`~.paths.NotAllowed` otherwise."""
+    return Roots.from_env().model_folder(name, what, (marker,))[0]
 
 
-def resolve_vae(name: str) -> tuple[Path, str | None]:
+def resolve_vae(name: str, what: str = "model.vae") -> tuple[Path, str | None]:
     """A VAE folder: an ``AutoencoderKL`` folder (``config.json``) or a pipeline's ``vae/``."""
-    for marker, sub in (("config.json", None), ("vae/config.json", "vae")):
-        try:
-            return resolve(name, "model.vae", marker), sub
-        except InvalidRequest:
-            continue
-    resolve(name, "model.vae", "config.json")  # raises, naming the first place looked
-    raise AssertionError("unreachable")
+    folder, marker = Roots.from_env().model_folder(name, what, ("config.json", "vae/config.json"))
+    return folder, ("vae" if marker.startswith("vae/") else None)
 
 
 CONTROLNET_CLASS = "ControlNetModel"
@@ -108,23 +96,18 @@ def _class_name(config: Path) -> str | None:
 
 def resolve_controlnet(name: str, what: str = "conditioning.controlnet.model") -> Path:
     """A ControlNet folder: a ``ControlNetModel`` folder (``config.json``) or a pipeline's
-    ``controlnet/``. Raises :class:`InvalidRequest` listing what was looked for, or naming the
-    class found where a ControlNet was expected."""
-    for marker, sub in (("config.json", ""), ("controlnet/config.json", "controlnet")):
-        try:
-            folder = resolve(name, what, marker)
-        except InvalidRequest:
-            continue
-        found = folder / sub if sub else folder
-        kind = _class_name(found / "config.json")
-        if kind != CONTROLNET_CLASS:
-            raise InvalidRequest(
-                f"{what}: {found} holds a {kind or 'model of unknown class'}, not a "
-                f"{CONTROLNET_CLASS} (diffusers' SDXL ControlNet)"
-            )
-        return found
-    resolve(name, what, "config.json")  # raises, naming the places looked at
-    raise AssertionError("unreachable")
+    ``controlnet/``, under the models roots. Raises :class:`InvalidRequest`: the uniform
+    refusal, or naming the class found (inside the roots) where a ControlNet was expected."""
+    markers = ("config.json", "controlnet/config.json")
+    folder, marker = Roots.from_env().model_folder(name, what, markers)
+    found = folder / "controlnet" if marker.startswith("controlnet/") else folder
+    kind = _class_name(found / "config.json")
+    if kind != CONTROLNET_CLASS:
+        raise InvalidRequest(
+            f"{what}: {found} holds a {kind or 'model of unknown class'}, not a "
+            f"{CONTROLNET_CLASS} (diffusers' SDXL ControlNet)"
+        )
+    return found
 
 
 # The pipeline classes an upscaler folder's model_index.json may name (how each runs:
@@ -134,8 +117,8 @@ UPSCALER_CLASSES = ("StableDiffusionUpscalePipeline", "StableDiffusionLatentUpsc
 
 def resolve_upscaler(name: str, what: str = "model") -> tuple[Path, str]:
     """An upscaler pipeline folder and its pipeline class (one of :data:`UPSCALER_CLASSES`).
-    Raises :class:`InvalidRequest` listing what was looked for, or naming the class found
-    where an upscaler was expected."""
+    Raises :class:`InvalidRequest`: the uniform refusal, or naming the class found (inside the
+    roots) where an upscaler was expected."""
     folder = resolve(name, what)
     kind = _class_name(folder / "model_index.json")
     if kind not in UPSCALER_CLASSES:
@@ -157,6 +140,20 @@ FIT_KEYS = (
     "addition_time_embed_dim",
     "projection_class_embeddings_input_dim",
 )
+
+
+def _load(what: str, kind: str, cls: Any, folder: Path, **kw: Any) -> Any:
+    """``cls.from_pretrained(folder, use_safetensors=True, **kw)``; a folder it cannot load
+    (broken, partial, weights that are not safetensors) is ``invalid_request`` naming
+    ``what`` (the reason, which may hold object reprs, goes to the log)."""
+    try:
+        return cls.from_pretrained(str(folder), use_safetensors=True, **kw)
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
+        log.info("%s: cannot load the %s %s", what, kind, folder, exc_info=True)
+        raise InvalidRequest(
+            f"{what}: cannot load the {kind} {folder} ({type(exc).__name__}; safetensors "
+            "weights are required)"
+        ) from None
 
 
 def _plain(value: Any) -> Any:
@@ -263,12 +260,18 @@ class ModelManager:
         if self.device.kind == "cuda":
             torch.cuda.empty_cache()
 
-    def base(self, name: str, vae: str | None = None) -> Loaded:
-        """The base pipeline for ``name`` (with ``vae`` replacing its VAE), loaded if needed."""
+    def base(
+        self,
+        name: str,
+        vae: str | None = None,
+        fields: tuple[str, str] = ("model.base", "model.vae"),
+    ) -> Loaded:
+        """The base pipeline for ``name`` (with ``vae`` replacing its VAE), loaded if needed;
+        ``fields`` name the two in errors."""
         from diffusers import AutoencoderKL, StableDiffusionXLPipeline
 
-        folder = resolve(name)
-        vae_folder = resolve_vae(vae) if vae else None
+        folder = resolve(name, fields[0])
+        vae_folder = resolve_vae(vae, fields[1]) if vae else None
         key = ("base", str(folder), str(vae_folder[0]) if vae_folder else "")
         if key in self.cache:
             return self._touch(self.cache[key])
@@ -277,25 +280,25 @@ class ModelManager:
         if vae_folder is not None:
             path, sub = vae_folder
             kw = {"subfolder": sub} if sub else {}
-            extra["vae"] = AutoencoderKL.from_pretrained(str(path), dtype=dtype, **kw)
+            extra["vae"] = _load(fields[1], "VAE", AutoencoderKL, path, dtype=dtype, **kw)
         started = time.perf_counter()
-        pipe = StableDiffusionXLPipeline.from_pretrained(str(folder), dtype=dtype, **extra)
+        pipe = _load(fields[0], "pipeline", StableDiffusionXLPipeline, folder, dtype=dtype, **extra)
         pipe, offloaded, sliced = self._place(pipe)
         log.info("loaded %s in %.2f s", folder, time.perf_counter() - started)
         entry = Loaded(key, "base", pipe, module_bytes(pipe), pipe.scheduler.config)
         entry.offloaded, entry.attention_slicing = offloaded, sliced
         return self._insert(entry)
 
-    def refiner(self, name: str) -> Loaded:
+    def refiner(self, name: str, what: str = "model.refiner") -> Loaded:
         """The refiner pipeline for ``name`` (an SDXL img2img pipeline), loaded if needed."""
         from diffusers import StableDiffusionXLImg2ImgPipeline
 
-        folder = resolve(name, "model.refiner")
+        folder = resolve(name, what)
         key = ("refiner", str(folder))
         if key in self.cache:
             return self._touch(self.cache[key])
         dtype = devices.dtype_for(self.device)
-        pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(str(folder), dtype=dtype)
+        pipe = _load(what, "pipeline", StableDiffusionXLImg2ImgPipeline, folder, dtype=dtype)
         pipe, offloaded, sliced = self._place(pipe)
         entry = Loaded(key, "refiner", pipe, module_bytes(pipe), pipe.scheduler.config)
         entry.offloaded, entry.attention_slicing = offloaded, sliced
@@ -320,10 +323,7 @@ class ModelManager:
             return self._touch(self.cache[key])
         dtype = devices.dtype_for(self.device)
         started = time.perf_counter()
-        try:
-            model = ControlNetModel.from_pretrained(str(folder), dtype=dtype)
-        except (OSError, ValueError, RuntimeError) as exc:  # a broken or partial folder
-            raise InvalidRequest(f"{what}: cannot load the ControlNet {folder} ({exc})") from exc
+        model = _load(what, "ControlNet", ControlNetModel, folder, dtype=dtype)
         check_fits(model, base.pipeline, what, folder)
         parts = base.pipeline.components
         pipe = StableDiffusionXLControlNetPipeline(
@@ -366,10 +366,7 @@ class ModelManager:
             return self._touch(self.cache[key])
         dtype = devices.dtype_for(self.device)
         started = time.perf_counter()
-        try:
-            pipe = getattr(diffusers, class_name).from_pretrained(str(folder), dtype=dtype)
-        except (OSError, ValueError, RuntimeError) as exc:  # a broken or partial folder
-            raise InvalidRequest(f"{what}: cannot load the upscaler {folder} ({exc})") from exc
+        pipe = _load(what, "upscaler", getattr(diffusers, class_name), folder, dtype=dtype)
         pipe, offloaded, sliced = self._place(pipe)
         log.info("loaded the upscaler %s in %.2f s", folder, time.perf_counter() - started)
         entry = Loaded(key, "upscaler", pipe, module_bytes(pipe), pipe.scheduler.config)
@@ -396,30 +393,63 @@ class ModelManager:
         return pipe, offloaded, settings.attention_slicing
 
     def apply_loras(self, entry: Loaded, loras: list[tuple[str, float]]) -> None:
-        """Activates exactly ``loras`` (path, weight) on ``entry``'s pipeline, loading new ones."""
+        """Activates exactly ``loras`` (path, weight) on ``entry``'s pipeline, loading new ones.
+
+        A LoRA is a folder (holding ``pytorch_lora_weights.safetensors``) or a
+        ``.safetensors`` file under the models roots; one diffusers cannot load (another kind
+        of file, another model's LoRA) is ``invalid_request`` naming its field."""
         pipe = entry.pipeline
         if not loras:
             if entry.adapters:
                 pipe.disable_lora()
             return
+        roots = Roots.from_env()
+        found = [
+            roots.model_entry(path, f"conditioning.loras.{i}.path")
+            for i, (path, _) in enumerate(loras)
+        ]
         names = []
-        for path, _ in loras:
-            if path not in entry.adapters:
-                folder = resolve(path, "conditioning.loras.path", "")
+        for i, ((path, _), where) in enumerate(zip(loras, found, strict=True)):
+            key = str(where)
+            if key not in entry.adapters:
                 name = f"lora{len(entry.adapters)}"
-                pipe.load_lora_weights(str(folder), adapter_name=name)
-                entry.adapters[path] = name
-            names.append(entry.adapters[path])
+                self._load_lora(pipe, where, name, f"conditioning.loras.{i}.path")
+                entry.adapters[key] = name
+            names.append(entry.adapters[key])
         pipe.enable_lora()
         pipe.set_adapters(names, adapter_weights=[w for _, w in loras])
+
+    @staticmethod
+    def _load_lora(pipe: Any, where: Path, name: str, field: str) -> None:
+        kw: dict[str, Any] = {"use_safetensors": True}
+        if is_file(where):
+            kw["weight_name"] = where.name
+            where = where.parent
+        try:
+            pipe.load_lora_weights(str(where), adapter_name=name, **kw)
+        except Exception as exc:  # diffusers and peft raise many types for a bad file
+            log.info("%s: cannot load the LoRA %s", field, where, exc_info=True)
+            try:
+                pipe.delete_adapters(name)  # whatever was loaded of it
+            except Exception:
+                log.debug("%s: no adapter %s to delete", field, name, exc_info=True)
+            raise InvalidRequest(
+                f"{field}: not a LoRA this model can load (diffusers' format, safetensors: "
+                f"{type(exc).__name__})"
+            ) from None
+        loaded = {a for adapters in pipe.get_list_adapters().values() for a in adapters}
+        if name not in loaded:
+            raise InvalidRequest(
+                f"{field}: not a LoRA this model can load (no weights of it fit the model)"
+            )
 
     def unload(self, name: str | None = None) -> list[list[str]]:
         """Drops the cached pipelines whose folder is ``name`` (all when ``None``)."""
         if name is None:
             dropped = list(self.cache)
         else:
-            target = str(Path(name).expanduser().resolve())
-            dropped = [k for k in self.cache if target in k]
+            targets = {str(p) for p in Roots.inside(name, Roots.from_env().models)}
+            dropped = [k for k in self.cache if targets & set(k)]
         for key in dropped:
             self._drop(key)
         return [list(k) for k in dropped]
@@ -457,10 +487,10 @@ class ModelInstructor:
         started = time.perf_counter()
         entries = []
         if isinstance(data.get("base"), str):
-            base = self.manager.base(data["base"], data.get("vae"))
+            base = self.manager.base(data["base"], data.get("vae"), ("base", "vae"))
             entries.append(base)
             if isinstance(data.get("refiner"), str):
-                entries.append(self.manager.refiner(data["refiner"]))
+                entries.append(self.manager.refiner(data["refiner"], "refiner"))
             if isinstance(data.get("controlnet"), str):
                 entries.append(self.manager.controlnet(base, data["controlnet"], "controlnet"))
         if isinstance(data.get("upscaler"), str):

@@ -65,6 +65,12 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
+def max_prompt_chars() -> int:
+    """The longest prompt the schema allows (``conditioning.prompt``'s ``maxLength``)."""
+    conditioning = schema()["properties"]["conditioning"]["properties"]
+    return int(conditioning["prompt"]["maxLength"])
+
+
 @cache
 def _validator() -> Any:
     return jsonschema.Draft202012Validator(schema())
@@ -174,6 +180,17 @@ def error_field(error: Any) -> str:
     return path or "(request)"
 
 
+def error_message(error: Any) -> str:
+    """A schema error's message, without echoing a long value back: a string above
+    ``maxLength`` is described by its length, other messages are cut at 300 characters."""
+    if error.validator == "maxLength" and isinstance(error.instance, str):
+        return (
+            f"{len(error.instance)} characters, longer than the maximum of {error.validator_value}"
+        )
+    message: str = error.message
+    return message if len(message) <= 300 else message[:300] + "..."
+
+
 def _field_path(error: Any) -> str:
     path = error_field(error)
     if path == "(request)":
@@ -194,7 +211,7 @@ def validate(data: Any) -> dict[str, Any]:
         where = _field_path(first)
         if first.validator == "additionalProperties":
             raise InvalidRequest(where)
-        raise InvalidRequest(f"{where}: {first.message}")
+        raise InvalidRequest(f"{where}: {error_message(first)}")
     return nested
 
 

@@ -38,6 +38,8 @@ from PIL import Image
 from ..context import Context
 from ..errors import Cancelled, InvalidRequest
 from . import images, models
+from . import request as genreq
+from .paths import is_dir
 
 DEFAULT_ENV = "FERRY_ML_UPSCALER"
 LANCZOS = "lanczos"
@@ -138,7 +140,10 @@ def _text(data: dict[str, Any], key: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise InvalidRequest(f"{key}: expected a string, not {value!r}")
+        raise InvalidRequest(f"{key}: expected a string, not {value!r:.100}")
+    limit = genreq.max_prompt_chars()
+    if len(value) > limit:
+        raise InvalidRequest(f"{key}: {len(value)} characters, longer than the maximum of {limit}")
     return value
 
 
@@ -378,9 +383,9 @@ def find_models() -> list[dict[str, str]]:
     """The upscaler folders directly under the ``$FERRY_ML_MODELS`` folders."""
     found = []
     for root in models.search_dirs():
-        if not root.is_dir():
+        if not is_dir(root):
             continue
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for folder in sorted(p for p in root.iterdir() if is_dir(p)):
             try:
                 _, kind = models.resolve_upscaler(str(folder))
             except InvalidRequest:

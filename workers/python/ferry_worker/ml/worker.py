@@ -9,8 +9,9 @@ from __future__ import annotations
 from ..context import Context
 from ..messages import Reply, Request
 from ..worker import Worker
+from . import images
 from .device import DeviceInstructor
-from .inference import InferenceInstructor
+from .inference import InferenceInstructor, max_estimate_s
 from .instructors import (
     CommunicationInstructor,
     ConditioningInstructor,
@@ -18,13 +19,23 @@ from .instructors import (
     SchedulerInstructor,
 )
 from .models import ModelInstructor, ModelManager
+from .paths import Roots
 from .router import Router
 
 WORKER_TYPE = "sdxl"
 
 
+def check_settings() -> None:
+    """Reads the settings the environment gives (roots, limits), so that a bad value stops
+    the worker at its start (``ValueError`` naming the variable), not each request."""
+    Roots.from_env()
+    images.max_pixels()
+    max_estimate_s()
+
+
 def build(worker_type: str = WORKER_TYPE) -> tuple[Worker, Router]:
     """A fresh worker and its router (each instructor with its own state)."""
+    check_settings()
     device = DeviceInstructor()
     models = ModelManager(device.device)
     inference = InferenceInstructor(models)
