@@ -2,13 +2,14 @@
 
 use super::error::ApiError;
 use super::extract::ApiJson;
+use super::extract::Path;
 use super::AppState;
 use crate::config::WorkflowConfig;
 use crate::orchestrator::{BatchSpec, Control};
 use crate::protocol::{Envelope, Priority};
 use crate::sdxl;
 use crate::worker::Response as WorkerResponse;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
