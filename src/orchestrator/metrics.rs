@@ -26,7 +26,7 @@ struct Histogram {
 type Key = (String, String, String);
 
 /// The label value standing for any worker type or operation that is not configured.
-pub const OTHER: &str = "other";
+const OTHER: &str = "other";
 
 /// The operations the SDXL routes call on `server.sdxl_worker_type`.
 const SDXL_OPERATIONS: [&str; 5] = [
@@ -82,7 +82,7 @@ fn escape(v: &str) -> String {
 
 impl Metrics {
     /// Metrics that give a series of its own to each operation in `known` (by worker
-    /// type); every other worker type or operation is recorded as [`OTHER`].
+    /// type); every other worker type or operation is recorded as `other`.
     pub fn new(known: BTreeMap<String, BTreeSet<String>>) -> Self {
         Metrics {
             known,
