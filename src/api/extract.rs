@@ -1,8 +1,11 @@
-//! A JSON body extractor whose failures are API errors (malformed, wrong types, too big).
+//! Extractors whose failures are API errors: a JSON body (malformed, wrong types, too
+//! big, too slow) and path parameters (malformed, invalid UTF-8).
 
 use super::error::ApiError;
+use super::limits::BodyTimeout;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
@@ -25,7 +28,46 @@ where
     }
 }
 
+/// `axum::extract::Path<T>` with ferry's error format: a parameter that cannot be
+/// decoded (invalid percent-encoding or UTF-8) or parsed is `400 invalid_request`.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(r) if r.status().is_client_error() => Err(ApiError::invalid(r.body_text())),
+            Err(r) => Err(ApiError::from_status(r.status(), r.body_text())),
+        }
+    }
+}
+
+/// Whether `error` or one of its sources is the body deadline passing.
+fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<BodyTimeout>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 fn reject(r: JsonRejection) -> ApiError {
+    if is_body_timeout(&r) {
+        return ApiError::from_status(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        );
+    }
     let status = r.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(

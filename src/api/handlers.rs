@@ -2,6 +2,7 @@
 
 use super::error::ApiError;
 use super::extract::ApiJson;
+use super::extract::Path;
 use super::relay;
 use super::AppState;
 use crate::config::WorkflowConfig;
@@ -9,7 +10,7 @@ use crate::orchestrator::{BatchSpec, Control};
 use crate::protocol::{Envelope, Priority};
 use crate::sdxl;
 use crate::worker::Response as WorkerResponse;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};

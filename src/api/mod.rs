@@ -1,16 +1,21 @@
 //! The HTTP API (axum) over the orchestrator.
 //!
-//! Handlers are thin: parse, call the orchestrator, map the result. Errors are
-//! `{"error": {"code", "message", "retryable"}}` with stable codes (see `docs/api.md`).
-//! `/api/*` requires `Authorization: Bearer TOKEN` when a token is configured; `/health`
-//! and `/metrics` do not.
+//! Handlers are thin: parse, call the orchestrator, map the result. Every error answer is
+//! `{"error": {"code", "message", "retryable"}}` with a stable code (see `docs/api.md`).
+//! `/api/*` and `/metrics` require `Authorization: Bearer TOKEN` when a token is
+//! configured (`/metrics` not when `server.public_metrics` is set); `/health` never does.
+//! [`serve`] runs the router with the server's connection cap and timeouts.
 
 mod error;
 mod extract;
 mod handlers;
+mod limits;
+mod server;
 mod relay;
 
 pub use error::ApiError;
+pub use limits::{BodyTimeout, MAX_HEADERS};
+pub use server::serve;
 
 use crate::config::ServerConfig;
 use crate::orchestrator::Orchestrator;
@@ -92,17 +97,40 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
         )
         .route("/processing/batches/{id}/execute", post(h::batch_execute))
         .route("/processing/batches/{id}/cancel", post(h::batch_cancel))
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
         ));
+    let metrics = if server.public_metrics {
+        get(h::metrics)
+    } else {
+        get(h::metrics).route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+    };
+    let limits = Arc::new(limits::Limits::new(server));
     Router::new()
         .nest("/api", api)
         .route("/health", get(h::health))
-        .route("/metrics", get(h::metrics))
+        .route("/metrics", metrics)
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(h::not_found)
         .layer(DefaultBodyLimit::max(server.body_limit_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            limits::enforce,
+        ))
+        .layer(axum::middleware::from_fn(limits::json_errors))
         .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::from_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
 }
 
 async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> Response {

@@ -127,6 +127,27 @@ pub struct ServerConfig {
     pub sdxl_worker_type: String,
     /// Sessions and batches kept after they end (the oldest are dropped beyond this).
     pub keep_finished: usize,
+    /// How long a request head (request line and headers) may take to arrive, from its
+    /// first byte; the connection is closed without an answer past it.
+    pub header_timeout_ms: u64,
+    /// How long a request body may take to arrive in full, from the end of the head
+    /// (`408 request_timeout` past it).
+    pub body_timeout_ms: u64,
+    /// How long a connection may wait for the first byte of a request (a new connection,
+    /// or a kept-alive one between requests) before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Connections served at once; beyond it, `health_connections` more serve only
+    /// `/health`, and further ones are answered `503 overloaded` and closed.
+    pub max_connections: usize,
+    /// Connections kept beyond `max_connections` for `/health` and `/health/*` only.
+    pub health_connections: usize,
+    /// Longest request target (path and query), in bytes (`414 uri_too_long` beyond).
+    pub max_uri_bytes: usize,
+    /// Largest total of the request headers (names, values and 4 bytes each), in bytes
+    /// (`431 headers_too_large` beyond).
+    pub max_header_bytes: usize,
+    /// Serve `/metrics` without the bearer token even when one is configured.
+    pub public_metrics: bool,
 }
 
 impl Default for ServerConfig {
@@ -139,6 +160,14 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             sdxl_worker_type: "sdxl".into(),
             keep_finished: 1_000,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 60_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1_024,
+            health_connections: 16,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 32 * 1024,
+            public_metrics: false,
         }
     }
 }

@@ -20,6 +20,29 @@ pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
     if c.server.body_limit_bytes == 0 {
         return bad("server.body_limit_bytes".into(), "must be positive");
     }
+    let server_positive = [
+        ("header_timeout_ms", c.server.header_timeout_ms == 0),
+        ("body_timeout_ms", c.server.body_timeout_ms == 0),
+        ("idle_timeout_ms", c.server.idle_timeout_ms == 0),
+        ("max_connections", c.server.max_connections == 0),
+    ];
+    for (key, zero) in server_positive {
+        if zero {
+            return bad(format!("server.{key}"), "must be positive");
+        }
+    }
+    if !(64..=60_000).contains(&c.server.max_uri_bytes) {
+        return bad(
+            "server.max_uri_bytes".into(),
+            "must be from 64 to 60000 bytes",
+        );
+    }
+    if !(1024..=1 << 20).contains(&c.server.max_header_bytes) {
+        return bad(
+            "server.max_header_bytes".into(),
+            "must be from 1024 to 1048576 bytes",
+        );
+    }
     for (name, w) in &c.workers {
         let key = |k: &str| format!("workers.{name}.{k}");
         if name.is_empty()

@@ -1,7 +1,11 @@
 //! Request counts and latency histograms, rendered as Prometheus text.
+//!
+//! Label values are bounded: a worker type or operation that is not configured is
+//! recorded as `other`, so clients cannot grow the page by inventing names.
 
+use crate::config::FerryConfig;
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -21,9 +25,51 @@ struct Histogram {
 /// Labels of one series: worker type, operation, transport.
 type Key = (String, String, String);
 
+/// The label value standing for any worker type or operation that is not configured.
+const OTHER: &str = "other";
+
+/// The operations the SDXL routes call on `server.sdxl_worker_type`.
+const SDXL_OPERATIONS: [&str; 5] = [
+    "inference.generate",
+    "inference.estimate",
+    "inference.capabilities",
+    "scheduler.list",
+    "conditioning.controlnet_types",
+];
+
+/// The operations of each worker type that get their own series: the pool's
+/// `idempotent_operations`, the operations of the workflow steps calling the type, and,
+/// for `server.sdxl_worker_type`, the operations the SDXL routes call.
+pub fn known_operations(config: &FerryConfig) -> BTreeMap<String, BTreeSet<String>> {
+    let mut known: BTreeMap<String, BTreeSet<String>> = config
+        .workers
+        .iter()
+        .map(|(name, w)| {
+            let ops = w
+                .pool
+                .idempotent_operations
+                .iter()
+                .cloned()
+                .chain(w.exact_api_operations().map(str::to_owned))
+                .collect();
+            (name.clone(), ops)
+        })
+        .collect();
+    for step in config.workflows.iter().flat_map(|w| &w.steps) {
+        if let Some(ops) = known.get_mut(&step.worker_type) {
+            ops.insert(step.operation.clone());
+        }
+    }
+    if let Some(ops) = known.get_mut(&config.server.sdxl_worker_type) {
+        ops.extend(SDXL_OPERATIONS.iter().map(|op| (*op).to_owned()));
+    }
+    known
+}
+
 /// The server's request metrics.
 #[derive(Default)]
 pub struct Metrics {
+    known: BTreeMap<String, BTreeSet<String>>,
     requests: Mutex<BTreeMap<(Key, &'static str), u64>>,
     latency: Mutex<BTreeMap<Key, Histogram>>,
 }
@@ -41,6 +87,24 @@ fn escape(v: &str) -> String {
 }
 
 impl Metrics {
+    /// Metrics that give a series of its own to each operation in `known` (by worker
+    /// type); every other worker type or operation is recorded as `other`.
+    pub fn new(known: BTreeMap<String, BTreeSet<String>>) -> Self {
+        Metrics {
+            known,
+            ..Metrics::default()
+        }
+    }
+
+    /// The `worker_type` and `operation` label values of a request.
+    fn labels<'a>(&self, worker_type: &'a str, operation: &'a str) -> (&'a str, &'a str) {
+        match self.known.get(worker_type) {
+            Some(ops) if ops.contains(operation) => (worker_type, operation),
+            Some(_) => (worker_type, OTHER),
+            None => (OTHER, OTHER),
+        }
+    }
+
     /// Records one finished request; `outcome` is `ok` or an error code.
     pub fn record(
         &self,
@@ -50,6 +114,7 @@ impl Metrics {
         outcome: &'static str,
         took: Duration,
     ) {
+        let (worker_type, operation) = self.labels(worker_type, operation);
         let key = (
             worker_type.to_owned(),
             operation.to_owned(),
@@ -117,5 +182,40 @@ impl Metrics {
                 h.count
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_names_share_the_other_series() {
+        let known = BTreeMap::from([("echo".to_owned(), BTreeSet::from(["echo".to_owned()]))]);
+        let m = Metrics::new(known);
+        let took = Duration::from_millis(1);
+        m.record("echo", "echo", "stdio", "ok", took);
+        for i in 0..100 {
+            m.record(
+                "echo",
+                &format!("op{i}"),
+                "stdio",
+                "unknown_operation",
+                took,
+            );
+            m.record(&format!("wt{i}"), "echo", "stdio", "ok", took);
+        }
+        let mut page = String::new();
+        m.render(&mut page);
+        assert!(page.contains(
+            r#"ferry_requests_total{worker_type="echo",operation="echo",transport="stdio",outcome="ok"} 1"#
+        ));
+        assert!(page.contains(
+            r#"ferry_requests_total{worker_type="echo",operation="other",transport="stdio",outcome="unknown_operation"} 100"#
+        ));
+        assert!(page.contains(
+            r#"ferry_requests_total{worker_type="other",operation="other",transport="stdio",outcome="ok"} 100"#
+        ));
+        assert!(!page.contains("op1") && !page.contains("wt1"));
     }
 }

@@ -15,7 +15,7 @@ pub use batch::{
     Batch, BatchItemStatus, BatchSpec, BatchStatus, BatchTarget, BatchView, ItemStatus,
 };
 pub use error::OrchestratorError;
-pub use metrics::Metrics;
+pub use metrics::{known_operations, Metrics};
 pub use session::{Control, Session, SessionStatus, SessionView, StepRecord};
 
 use crate::config::{FerryConfig, LimitsConfig, WorkerTypeConfig, WorkflowConfig};
@@ -114,7 +114,7 @@ impl Orchestrator {
                 limits.open_batches,
                 limits.open_batch_bytes,
             ),
-            metrics: Metrics::default(),
+            metrics: Metrics::new(metrics::known_operations(config)),
             next_id: AtomicU64::new(1),
             limits,
         })
@@ -251,16 +251,20 @@ impl Orchestrator {
                 p.queue_depth()
             );
         }
+        // One status snapshot per pool, so both families describe the same moment.
+        let statuses: Vec<_> = self.pools.iter().map(|(n, p)| (n, p.status())).collect();
+        // Each family's samples directly follow its own HELP and TYPE lines.
         out.push_str("# HELP ferry_workers_ready Workers ready to serve.\n# TYPE ferry_workers_ready gauge\n");
-        out.push_str("# HELP ferry_worker_restarts_total Worker restarts.\n# TYPE ferry_worker_restarts_total counter\n");
-        for (name, p) in &self.pools {
-            let status = p.status();
+        for (name, status) in &statuses {
             let ready = status
                 .iter()
                 .filter(|s| s.state == crate::pool::WorkerState::Ready)
                 .count();
-            let restarts: u64 = status.iter().map(|s| u64::from(s.restarts)).sum();
             let _ = writeln!(out, "ferry_workers_ready{{worker_type=\"{name}\"}} {ready}");
+        }
+        out.push_str("# HELP ferry_worker_restarts_total Worker restarts.\n# TYPE ferry_worker_restarts_total counter\n");
+        for (name, status) in &statuses {
+            let restarts: u64 = status.iter().map(|s| u64::from(s.restarts)).sum();
             let _ = writeln!(
                 out,
                 "ferry_worker_restarts_total{{worker_type=\"{name}\"}} {restarts}"

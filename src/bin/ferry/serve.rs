@@ -54,6 +54,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     if let Some(bind) = args.bind {
         config.server.bind = bind;
     }
+    raise_fd_limit(&config.server);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -84,23 +85,25 @@ async fn run(config: FerryConfig) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let app = ferry::api::router(orch.clone(), &config.server);
+    let stopped = stop_signal();
     // The first line on stdout: scripts and tests read the address from it.
     println!("ferry listening on http://{addr}");
     tracing::info!(%addr, worker_types = ?orch.worker_types().collect::<Vec<_>>(), "serving");
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_signal = stop.clone();
+    let server_config = config.server.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop_signal.notified().await })
-            .await
+        ferry::api::serve(listener, app, &server_config, async move {
+            stop_signal.notified().await
+        })
+        .await
     });
-    wait_for_signal().await;
+    stopped.await;
     tracing::info!("stopping: draining in-flight requests");
     stop.notify_one();
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     match tokio::time::timeout(grace, server).await {
-        Ok(Ok(Ok(()))) => tracing::info!("drained"),
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+        Ok(Ok(())) => tracing::info!("drained"),
         Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
         Err(_) => tracing::warn!(
             ?grace,
@@ -114,25 +117,66 @@ async fn run(config: FerryConfig) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Raises the soft limit on open files to the hard limit: each connection is a
+/// descriptor, and running out of them stops `/health` from answering too. Warns when the
+/// limit is still below what the connection caps may use.
+fn raise_fd_limit(server: &ferry::config::ServerConfig) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let soft = match (limit.current, limit.maximum) {
+        (Some(current), Some(maximum)) if current < maximum => {
+            let raised = Rlimit {
+                current: Some(maximum),
+                maximum: Some(maximum),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => Some(maximum),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot raise the open-files limit");
+                    Some(current)
+                }
+            }
+        }
+        (current, _) => current,
+    };
+    // Listener, workers' pipes and sockets, logs: a margin over the connections.
+    let wanted = (server.max_connections + server.health_connections) as u64 + 256;
+    if let Some(soft) = soft.filter(|s| *s < wanted) {
+        tracing::warn!(
+            limit = soft,
+            wanted,
+            "the open-files limit is below max_connections + health_connections + 256; \
+             accepting will pause when it is reached"
+        );
+    }
+}
+
+/// SIGINT or SIGTERM, listened for from creation (so one sent right after the listening
+/// line is printed is not lost to the default action).
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
