@@ -99,6 +99,9 @@ fn spawn(python: &Path, transport: TransportKind, models: &Path) -> WorkerProces
         .push(("FERRY_ML_MODELS".into(), models.display().to_string()));
     // `ready` follows the import of torch and diffusers: seconds, more on a busy machine.
     spec.startup_timeout = Duration::from_secs(300);
+    // So is tearing them down at exit: the clean-exit check must not race a SIGTERM on a
+    // loaded machine (the default 5 s grace was seen running out beside other builds).
+    spec.shutdown_grace = Duration::from_secs(120);
     WorkerProcess::spawn(spec)
         .unwrap_or_else(|e| panic!("sdxl worker over {transport} starts: {e}"))
 }
