@@ -88,13 +88,17 @@ pub async fn stream(
     let orch = st.orch.clone();
     tokio::spawn(async move {
         let events = tx.clone();
-        let result = orch
-            .call(&worker_type, request, Vec::new(), move |e| {
-                let name = e.event_name.clone().unwrap_or_else(|| "event".into());
-                let data = e.data.clone().unwrap_or(Value::Null);
-                let _ = events.send(Event::default().event(name).data(data.to_string()));
-            })
-            .await;
+        let call = orch.call(&worker_type, request, Vec::new(), move |e| {
+            let name = e.event_name.clone().unwrap_or_else(|| "event".into());
+            let data = e.data.clone().unwrap_or(Value::Null);
+            let _ = events.send(Event::default().event(name).data(data.to_string()));
+        });
+        let result = tokio::select! {
+            r = call => r,
+            // The client went away (its stream was dropped): dropping the call cancels the
+            // request at the worker.
+            () = tx.closed() => return,
+        };
         let last = match result {
             Ok(r) => Event::default()
                 .event("result")

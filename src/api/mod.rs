@@ -5,10 +5,13 @@
 //! `/api/*` requires `Authorization: Bearer TOKEN` when a token is configured; `/health`
 //! and `/metrics` do not.
 
+mod console;
 mod error;
+mod events;
 mod extract;
 mod handlers;
 
+pub use console::{with_console, ConsoleOptions};
 pub use error::ApiError;
 
 use crate::config::ServerConfig;
@@ -46,6 +49,8 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
         sdxl_worker_type: server.sdxl_worker_type.clone(),
     };
     let api = Router::new()
+        .route("/events", get(events::events))
+        .route("/bench/latest", get(console::bench_latest))
         .route("/sdxl/enhanced/generate", post(h::sdxl_generate))
         .route("/sdxl/enhanced/validate", post(h::sdxl_validate))
         .route("/sdxl/enhanced/estimate", post(h::sdxl_estimate))
@@ -96,6 +101,7 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
         .nest("/api", api)
         .route("/health", get(h::health))
         .route("/metrics", get(h::metrics))
+        .merge(console::page_routes())
         .fallback(h::not_found)
         .layer(DefaultBodyLimit::max(server.body_limit_bytes))
         .with_state(state)
