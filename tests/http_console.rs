@@ -102,8 +102,8 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap().trim(), 16)
-            .unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap().trim(), 16).unwrap();
         if size == 0 {
             return out;
         }
@@ -230,11 +230,10 @@ fn events_stream_lifecycle_events_of_a_restart() {
         assert_eq!(name, "open");
         assert_eq!(open["worker_types"], serde_json::json!(["echo"]));
 
-        let restart = server.client().request(
-            "POST",
-            &format!("/api/workers/restart/{id}"),
-            Some("{}"),
-        );
+        let restart =
+            server
+                .client()
+                .request("POST", &format!("/api/workers/restart/{id}"), Some("{}"));
         assert_eq!(restart.status, 202, "{}", restart.body);
         let seen = events.until(|name, e| {
             name == "lifecycle" && e["worker_id"] == id.as_str() && e["kind"] == "ready"
@@ -304,9 +303,11 @@ fn bench_latest_serves_the_file_or_a_json_404() {
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bench.json");
-        let text = r#"{"ferry_version": "0.1.0", "results": [{"transport": "shm", "p50_us": 2.5}]}"#;
+        let text =
+            r#"{"ferry_version": "0.1.0", "results": [{"transport": "shm", "p50_us": 2.5}]}"#;
         std::fs::write(&file, text).unwrap();
-        let (mut child, addr) = start_with_args(&config(""), &["--bench-json", file.to_str().unwrap()]);
+        let (mut child, addr) =
+            start_with_args(&config(""), &["--bench-json", file.to_str().unwrap()]);
         let a = get(&addr, "/api/bench/latest", None);
         assert_eq!(a.status, 200, "{}", a.body);
         assert_eq!(a.header("content-type"), Some("application/json"));
@@ -320,5 +321,42 @@ fn bench_latest_serves_the_file_or_a_json_404() {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
         }
         assert!(child.wait().unwrap().success());
+    });
+}
+
+#[test]
+fn a_dropped_stream_cancels_its_request_at_the_worker() {
+    with_watchdog(WATCHDOG, || {
+        let server = Server::start(&config(""));
+        let body =
+            r#"{"worker_type": "echo", "operation": "sleep", "data": {"ms": 60000, "steps": 600}}"#;
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "POST /api/inference/stream HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut events = Events {
+            reader: BufReader::new(s),
+        };
+        let (status, _) = read_head(&mut events.reader);
+        assert_eq!(status, 200);
+        events.until(|name, _| name == "progress");
+        let in_flight = |server: &Server| {
+            server
+                .client()
+                .request("GET", "/api/workers/status", None)
+                .json()["workers"][0]["in_flight"]
+                .as_u64()
+                .unwrap()
+        };
+        assert_eq!(in_flight(&server), 1);
+        drop(events);
+        // The worker checks for a cancel after each 100 ms step: well before the 60 s.
+        while in_flight(&server) != 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     });
 }

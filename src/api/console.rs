@@ -85,15 +85,26 @@ pub fn with_console(app: Router, console: ConsoleOptions) -> Router {
 pub(super) fn page_routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
-        .route("/console/app.js", get(|| asset("text/javascript; charset=utf-8", APP_JS)))
-        .route("/console/app.css", get(|| asset("text/css; charset=utf-8", APP_CSS)))
-        .route("/console/favicon.svg", get(|| asset("image/svg+xml", FAVICON_SVG)))
+        .route(
+            "/console/app.js",
+            get(|| asset("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/console/app.css",
+            get(|| asset("text/css; charset=utf-8", APP_CSS)),
+        )
+        .route(
+            "/console/favicon.svg",
+            get(|| asset("image/svg+xml", FAVICON_SVG)),
+        )
 }
 
 async fn index() -> Response {
     let mut r = asset("text/html; charset=utf-8", INDEX_HTML).await;
-    r.headers_mut()
-        .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     r
 }
 
@@ -112,7 +123,9 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// `GET /api/bench/latest`: the benchmark file verbatim (`application/json`), `404 not_found`
 /// when there is none, `500 internal` when it is not JSON.
-pub async fn bench_latest(console: Option<Extension<ConsoleOptions>>) -> Result<Response, ApiError> {
+pub async fn bench_latest(
+    console: Option<Extension<ConsoleOptions>>,
+) -> Result<Response, ApiError> {
     let Some(path) = console.and_then(|Extension(c)| c.bench_json) else {
         return Err(ApiError::not_found(
             "no benchmark results: start `ferry serve` with --bench-json PATH",

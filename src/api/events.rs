@@ -70,9 +70,9 @@ pub(crate) fn lifecycle_stream(
             |(worker_type, mut rx)| async move {
                 let event = match rx.recv().await {
                     Ok(e) => lifecycle_event(&e),
-                    Err(RecvError::Lagged(skipped)) => Event::default().event("resync").data(
-                        json!({"worker_type": worker_type, "skipped": skipped}).to_string(),
-                    ),
+                    Err(RecvError::Lagged(skipped)) => Event::default()
+                        .event("resync")
+                        .data(json!({"worker_type": worker_type, "skipped": skipped}).to_string()),
                     Err(RecvError::Closed) => return None,
                 };
                 Some((event, (worker_type, rx)))
@@ -120,7 +120,9 @@ mod tests {
     /// The wire text of a stream of events (ends when the stream ends).
     async fn wire(s: impl Stream<Item = Event> + Send + 'static) -> String {
         let sse = Sse::new(s.map(Ok::<_, Infallible>)).into_response();
-        let bytes = axum::body::to_bytes(sse.into_body(), 1 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(sse.into_body(), 1 << 20)
+            .await
+            .unwrap();
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 

@@ -161,9 +161,10 @@ function fmtUs(us) {
   if (us >= 1000) return (us / 1000).toFixed(us >= 10000 ? 0 : 1) + ' ms';
   return (us >= 100 ? us.toFixed(0) : us >= 10 ? us.toFixed(1) : us.toFixed(2)) + ' µs';
 }
+const fmtTick = (us) => (us >= 1000 ? us / 1000 + ' ms' : +us.toPrecision(1) + ' µs');
 function fmtBytes(b) {
-  if (b >= 1 << 20) return b / (1 << 20) + ' MiB';
-  if (b >= 1 << 10) return b / (1 << 10) + ' KiB';
+  if (b >= 1 << 20) return +(b / (1 << 20)).toFixed(1) + ' MiB';
+  if (b >= 1 << 10) return +(b / (1 << 10)).toFixed(1) + ' KiB';
   return b + ' B';
 }
 const badge = (state) => h('span', { class: 'badge ' + state }, String(state).replace('_', ' '));
@@ -402,7 +403,8 @@ async function followEvents() {
         }
       });
     } catch (e) {
-      if (e.code === 'unauthorized' || e.code === 'not_found') showError($('#banner'), e);
+      // unauthorized: every view shows it already, where its data is missing.
+      if (e.code === 'not_found') showError($('#banner'), e);
     }
     live.className = 'live off';
     live.textContent = 'reconnecting';
@@ -895,7 +897,7 @@ function chart(payload, rows) {
   const parts = [];
   for (let t = lo; t <= hi * 1.0001; t *= 10) {
     parts.push(svg('line', { x1: x(t), x2: x(t), y1: top - 4, y2: H - axisH + 2, stroke: '#e3e6eb' }),
-      svg('text', { x: x(t), y: H - 8, 'text-anchor': 'middle', class: 'floor-label' }, fmtUs(t)));
+      svg('text', { x: x(t), y: H - 8, 'text-anchor': 'middle', class: 'floor-label' }, fmtTick(t)));
   }
   rows.forEach((r, i) => {
     const y = top + i * rowH;
