@@ -6,13 +6,16 @@
 //! configured (`/metrics` not when `server.public_metrics` is set); `/health` never does.
 //! [`serve`] runs the router with the server's connection cap and timeouts.
 
+mod console;
 mod error;
+mod events;
 mod extract;
 mod handlers;
 mod limits;
 mod server;
 mod relay;
 
+pub use console::{with_console, ConsoleOptions};
 pub use error::ApiError;
 pub use limits::{BodyTimeout, MAX_HEADERS};
 pub use server::serve;
@@ -52,6 +55,8 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
         sdxl_worker_type: server.sdxl_worker_type.clone(),
     };
     let api = Router::new()
+        .route("/events", get(events::events))
+        .route("/bench/latest", get(console::bench_latest))
         .route("/sdxl/enhanced/generate", post(h::sdxl_generate))
         .route("/sdxl/enhanced/validate", post(h::sdxl_validate))
         .route("/sdxl/enhanced/estimate", post(h::sdxl_estimate))
@@ -116,6 +121,7 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
         .route("/health", get(h::health))
         .route("/metrics", metrics)
         .method_not_allowed_fallback(method_not_allowed)
+        .merge(console::page_routes())
         .fallback(h::not_found)
         .layer(DefaultBodyLimit::max(server.body_limit_bytes))
         .layer(axum::middleware::from_fn_with_state(

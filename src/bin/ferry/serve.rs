@@ -1,6 +1,7 @@
 //! `ferry serve` and `ferry check`.
 
 use clap::Args;
+use ferry::api::ConsoleOptions;
 use ferry::config::FerryConfig;
 use ferry::orchestrator::Orchestrator;
 use std::path::PathBuf;
@@ -16,6 +17,10 @@ pub struct ServeArgs {
     /// Listen here instead of `server.bind` (port 0 picks a free port).
     #[arg(long)]
     bind: Option<String>,
+    /// The `ferry bench --json` file the console charts (`GET /api/bench/latest`). Default:
+    /// `docs/bench/latest.json` in the configuration file's folder.
+    #[arg(long)]
+    bench_json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -65,7 +70,10 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let bench_json = args
+        .bench_json
+        .unwrap_or_else(|| ConsoleOptions::default_bench_json(&args.config));
+    match runtime.block_on(run(config, ConsoleOptions::new(Some(bench_json)))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -74,7 +82,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn run(config: FerryConfig) -> Result<(), String> {
+async fn run(config: FerryConfig, console: ConsoleOptions) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(&config.server.bind)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.bind))?;
@@ -84,7 +92,10 @@ async fn run(config: FerryConfig) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let app = ferry::api::router(orch.clone(), &config.server);
+    let app = ferry::api::with_console(
+        ferry::api::router(orch.clone(), &config.server),
+        console.clone(),
+    );
     let stopped = stop_signal();
     // The first line on stdout: scripts and tests read the address from it.
     println!("ferry listening on http://{addr}");
@@ -101,6 +112,7 @@ async fn run(config: FerryConfig) -> Result<(), String> {
     stopped.await;
     tracing::info!("stopping: draining in-flight requests");
     stop.notify_one();
+    console.close_streams();
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     match tokio::time::timeout(grace, server).await {
         Ok(Ok(())) => tracing::info!("drained"),
