@@ -12,8 +12,8 @@ mod events;
 mod extract;
 mod handlers;
 mod limits;
-mod server;
 mod relay;
+mod server;
 
 pub use console::{with_console, ConsoleOptions};
 pub use error::ApiError;
