@@ -23,6 +23,7 @@ fn empty_config() -> FerryConfig {
         server: Default::default(),
         workers: BTreeMap::new(),
         workflows: Vec::new(),
+        limits: Default::default(),
     }
 }
 

@@ -48,7 +48,9 @@ const CODES: [&str; 6] = [
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
+        // Timers on: the router's body timeout (`server.body_timeout_ms`) uses them.
         tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap()
     })
@@ -64,6 +66,7 @@ fn app() -> &'static axum::Router {
             server: ServerConfig::default(),
             workers: BTreeMap::new(),
             workflows: Vec::new(),
+            limits: Default::default(),
         };
         let orch = Orchestrator::with_pools(BTreeMap::new(), &config);
         ferry::api::router(orch, &config.server)

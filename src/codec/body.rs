@@ -131,10 +131,12 @@ pub(super) fn decode_line(frame: &[u8]) -> Result<DecodedFrame, CodecError> {
                     index,
                     message: e.to_string(),
                 })?,
-            (None, Some(path)) => std::fs::read(path).map_err(|e| CodecError::Attachment {
-                index,
-                message: format!("reading {path}: {e}"),
-            })?,
+            (None, Some(path)) => {
+                read_attachment_file(path, meta.size).map_err(|message| CodecError::Attachment {
+                    index,
+                    message: format!("reading {path}: {message}"),
+                })?
+            }
             (None, None) => {
                 return Err(CodecError::Attachment {
                     index,
@@ -155,6 +157,25 @@ pub(super) fn decode_line(frame: &[u8]) -> Result<DecodedFrame, CodecError> {
         ranges: Ranges::default(),
         inline,
     })
+}
+
+/// The bytes of an attachment sent by `path`: a regular file (a FIFO or a device such as
+/// `/dev/zero` would block the reader or grow without end), read up to one byte past the
+/// announced `size`, so a file longer than announced costs no more than that.
+fn read_attachment_file(path: &str, size: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() != size {
+        return Err(format!("size says {size} bytes, the file has {}", meta.len()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(size.saturating_add(1)).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    Ok(bytes)
 }
 
 /// Appends the framed header of `envelope` with `attachments` in place of its own.

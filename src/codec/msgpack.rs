@@ -230,6 +230,10 @@ struct Unusual;
 
 type Fast<T> = Result<T, Unusual>;
 
+/// The fewest bytes one attachment's metadata takes (`{"size": 0}`: fixmap marker, the
+/// fixstr `size`, a fixint); `size` is required, so no valid entry is shorter.
+const MIN_META_BYTES: usize = 7;
+
 /// Nesting below which a free-form value is handed to `rmp_serde` from its own start
 /// (which restarts `rmp_serde`'s depth count); deeper ones take the whole-header path.
 const MAX_FAST_DEPTH: usize = 256;
@@ -588,7 +592,10 @@ impl<'a> Reader<'a> {
                 }
                 b"attachments" => {
                     let n = self.array_len()?;
-                    if n > self.bytes.len() - self.pos {
+                    // A count is a claim: refuse one the rest cannot hold before reserving
+                    // for it (an `AttachmentMeta` is ~100 bytes, so a count bounded only
+                    // by the bytes left reserved ~100 times the header).
+                    if n > (self.bytes.len() - self.pos) / MIN_META_BYTES {
                         return Err(Unusual);
                     }
                     e.attachments.reserve_exact(n);
@@ -755,5 +762,38 @@ mod tests {
         }
         let (ours, theirs) = both(&bytes);
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn attachment_counts_the_header_cannot_hold_go_to_rmp_serde() {
+        // {"attachments": [<19000 announced>], ...} then zeros: rmp_serde's answer, and no
+        // reservation first (fuzz/findings/msgpack_attachments_reserve.bin checks that).
+        let mut bytes = vec![0x81];
+        put_str(&mut bytes, "attachments").unwrap();
+        bytes.push(0xdc);
+        bytes.extend_from_slice(&19_000u16.to_be_bytes());
+        bytes.resize(bytes.len() + 19_100, 0);
+        assert!(decode_fast(&bytes).is_none());
+        let (ours, theirs) = both(&bytes);
+        assert_eq!(ours, theirs);
+        // A count that fits (three entries of seven bytes) still takes the fast path.
+        let mut ok = vec![0x84];
+        for (k, v) in [
+            ("version", vec![0x01]),
+            ("message_id", vec![0xa1, b'm']),
+            ("type", vec![0xa5, b'e', b'v', b'e', b'n', b't']),
+        ] {
+            put_str(&mut ok, k).unwrap();
+            ok.extend_from_slice(&v);
+        }
+        put_str(&mut ok, "attachments").unwrap();
+        ok.push(0x93);
+        for _ in 0..3 {
+            ok.push(0x81);
+            put_str(&mut ok, "size").unwrap();
+            ok.push(0x00);
+        }
+        let fast = decode_fast(&ok).expect("fast path");
+        assert_eq!(fast.attachments.len(), 3);
     }
 }

@@ -239,3 +239,29 @@ fn line_encoding_is_unchanged() {
         .unwrap();
     assert_eq!(from_ref, out);
 }
+
+#[test]
+fn line_attachments_by_path_read_only_regular_files_of_the_announced_size() {
+    let codec = Codec::new(CodecKind::Json, Framing::Lines, 1 << 20).unwrap();
+    let line = |path: &str, size: u64| {
+        let mut e = Envelope::response("w-1", "r-1", Value::Null);
+        e.attachments = vec![AttachmentMeta {
+            size,
+            path: Some(path.into()),
+            ..AttachmentMeta::default()
+        }];
+        serde_json::to_vec(&e).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.bin");
+    std::fs::write(&file, b"abc").unwrap();
+    let file = file.to_str().unwrap();
+    let frame = line(file, 3);
+    let decoded = codec.decode(&frame).unwrap();
+    assert_eq!(decoded.attachment(&frame, 0), Some(&b"abc"[..]));
+    // A file longer or shorter than announced, a device that never ends, a directory.
+    for (path, size) in [(file, 2), (file, 4), ("/dev/zero", 3), ("/", 0)] {
+        let err = codec.decode(&line(path, size)).unwrap_err();
+        assert!(matches!(err, CodecError::Attachment { index: 0, .. }), "{path}: {err}");
+    }
+}
