@@ -169,7 +169,10 @@ fn read_attachment_file(path: &str, size: u64) -> Result<Vec<u8>, String> {
         return Err("not a regular file".into());
     }
     if meta.len() != size {
-        return Err(format!("size says {size} bytes, the file has {}", meta.len()));
+        return Err(format!(
+            "size says {size} bytes, the file has {}",
+            meta.len()
+        ));
     }
     let mut bytes = Vec::new();
     std::fs::File::open(path)

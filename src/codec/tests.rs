@@ -262,6 +262,9 @@ fn line_attachments_by_path_read_only_regular_files_of_the_announced_size() {
     // A file longer or shorter than announced, a device that never ends, a directory.
     for (path, size) in [(file, 2), (file, 4), ("/dev/zero", 3), ("/", 0)] {
         let err = codec.decode(&line(path, size)).unwrap_err();
-        assert!(matches!(err, CodecError::Attachment { index: 0, .. }), "{path}: {err}");
+        assert!(
+            matches!(err, CodecError::Attachment { index: 0, .. }),
+            "{path}: {err}"
+        );
     }
 }

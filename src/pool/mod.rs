@@ -43,7 +43,7 @@ pub use events::{LifecycleEvent, LifecycleKind};
 pub use status::{WorkerState, WorkerStatus};
 
 use crate::connection::{Fill, Incoming, Reservation};
-use crate::protocol::{Envelope, Priority, Stamp};
+use crate::protocol::{Envelope, ErrorCode, Priority, Stamp};
 use crate::worker::{CallError, CallOptions, Response, WorkerSpec};
 use backoff::Backoff;
 use breaker::{Breaker, Transition};
@@ -647,6 +647,15 @@ impl Inner {
                 } else {
                     let e = match e {
                         CallError::Timeout(_) => CallError::Timeout(limit),
+                        // The worker stopped the request on its own deadline (the protocol's
+                        // `cancelled`; the host sent no cancel) just as the host's ran out:
+                        // one deadline, so one answer for the caller, whichever side noticed
+                        // first.
+                        CallError::Remote(body)
+                            if body.code == ErrorCode::Cancelled && Instant::now() >= deadline =>
+                        {
+                            CallError::Timeout(limit)
+                        }
                         e => e,
                     };
                     Outcome::Done(Err(PoolError::Call(e)))

@@ -164,11 +164,7 @@ pub struct Context<'a> {
     pub(super) io: &'a mut Io,
     pub(super) request_id: &'a str,
     pub(super) deadline: Option<Instant>,
-    /// The request's `deadline_ms`, for the timeout's message.
-    pub(super) deadline_ms: Option<u64>,
     pub(super) cancelled: bool,
-    /// Whether it was the deadline (not the host) that ended the request.
-    pub(super) timed_out: bool,
 }
 
 impl Context<'_> {
@@ -212,9 +208,8 @@ impl Context<'_> {
         if !self.cancelled {
             self.io.pump(self.request_id, &mut self.cancelled);
         }
-        if !self.cancelled && self.deadline.is_some_and(|d| Instant::now() >= d) {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
             self.cancelled = true;
-            self.timed_out = true;
         }
         self.cancelled
     }
@@ -226,19 +221,12 @@ impl Context<'_> {
         self.io.request_stop();
     }
 
-    /// `Err` when [`is_cancelled`](Self::is_cancelled), for use with `?`: `timeout`
-    /// (naming the request's `deadline_ms`) when its deadline passed, else `cancelled`.
+    /// `Err(cancelled)` when [`is_cancelled`](Self::is_cancelled), for use with `?`.
     pub fn check_cancelled(&mut self) -> Result<(), HandlerError> {
-        if !self.is_cancelled() {
-            return Ok(());
+        if self.is_cancelled() {
+            Err(HandlerError::cancelled())
+        } else {
+            Ok(())
         }
-        if self.timed_out {
-            let ms = self.deadline_ms.unwrap_or_default();
-            return Err(HandlerError::new(
-                ErrorCode::Timeout,
-                format!("no answer within {ms}ms (the request's deadline_ms)"),
-            ));
-        }
-        Err(HandlerError::cancelled())
     }
 }

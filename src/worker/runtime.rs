@@ -379,9 +379,7 @@ fn run_handler<'r, H: Handler>(
         io,
         request_id: &env.message_id,
         deadline,
-        deadline_ms: env.deadline_ms,
         cancelled: false,
-        timed_out: false,
     };
     let result = catch_unwind(AssertUnwindSafe(|| {
         handler.handle_borrowed(&request, &mut ctx)
