@@ -78,7 +78,7 @@ test('the page loads without console errors and lists the running echo worker', 
   await page.locator('#live.on').waitFor();
   await waitText(await cell('echo', 'state'), 'ready');
   assert.match(await (await cell('echo', 'pid')).textContent(), /^\d+$/);
-  // The echo worker reports no device; the probe answers that, not an error.
+  // No device is configured for the echo worker.
   await waitText(await cell('echo', 'device'), 'not reported');
   assert.deepEqual(consoleErrors, []);
 });
@@ -169,9 +169,6 @@ test('the tiny SDXL pipeline: a progress bar to 100% and the image', { skip: !SD
   const size = await img.evaluate((el) => el.decode().then(() => [el.naturalWidth, el.naturalHeight]));
   assert.deepEqual(size, [128, 96]);
   await shot('generate');
-  // The device the SDXL worker runs on shows in the table.
-  await page.locator('header nav a[data-view="workers"]').click();
-  await waitText(await cell('sdxl', 'device'), /^(cpu|cuda|mps|directml)/, 120000);
 });
 
 test('a workflow session completes and a batch advances', async () => {

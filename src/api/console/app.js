@@ -225,7 +225,6 @@ function show(name) {
 
 const workers = {
   rows: new Map(), // id -> {status, tr, cells, at}
-  devices: new Map(), // worker type -> text, or a Promise while probing
   types: [],
   refreshTimer: null,
 };
@@ -257,7 +256,6 @@ async function refreshWorkers() {
       workers.types = types;
       fillWorkerTypes();
     }
-    for (const t of types) probeDevice(t);
     $('#workers-empty').hidden = list.length > 0;
     return list;
   } catch (e) {
@@ -298,8 +296,9 @@ function renderWorker(row) {
     c.state.replaceChildren(badge(s.state));
   }
   c.pid.textContent = s.pid ?? '—';
-  const device = workers.devices.get(s.worker_type);
-  c.device.textContent = typeof device === 'string' ? device : '…';
+  // The pool's status names a worker's device once it has one to name (one device per
+  // worker is configuration to come); until then there is nothing to report.
+  c.device.textContent = s.device || 'not reported';
   c.in_flight.textContent = fmtInt(s.in_flight);
   c.served.textContent = fmtInt(s.requests_served);
   c.restarts.textContent = fmtInt(s.restarts);
@@ -307,35 +306,6 @@ function renderWorker(row) {
   const up = s.uptime_s === null || s.uptime_s === undefined || s.state !== 'ready'
     ? null : s.uptime_s + (performance.now() - row.at) / 1000;
   c.uptime.textContent = fmtDuration(up);
-}
-
-/**
- * The device of a worker type, when its workers report one: `capabilities` (a built-in every
- * worker answers) says whether it serves `device.info`; if so, that answers the device.
- */
-function probeDevice(type) {
-  if (workers.devices.has(type)) return;
-  const probe = (async () => {
-    try {
-      const caps = await api('POST', '/api/inference/generate',
-        { worker_type: type, operation: 'capabilities', data: null });
-      const ops = (caps.data && caps.data.operations) || [];
-      if (!ops.some((o) => o === 'device.info' || o === 'device.*')) return 'not reported';
-      const info = await api('POST', '/api/inference/generate',
-        { worker_type: type, operation: 'device.info', data: null });
-      const d = (info.data && info.data.device) || {};
-      const kind = d.kind === 'cuda' && d.index !== undefined ? `cuda:${d.index}` : d.kind || '?';
-      return d.name && d.name !== d.kind ? `${kind} (${d.name})` : kind;
-    } catch (e) {
-      workers.devices.delete(type); // try again on the next `ready`
-      return null;
-    }
-  })();
-  workers.devices.set(type, probe);
-  probe.then((text) => {
-    if (text !== null) workers.devices.set(type, text);
-    for (const row of workers.rows.values()) renderWorker(row);
-  });
 }
 
 async function restartWorker(id, button) {
@@ -370,9 +340,6 @@ function onLifecycle(e) {
       row.status = { ...row.status, state: STATE_OF_KIND[e.kind], pid: e.pid ?? row.status.pid };
       renderWorker(row);
     }
-  }
-  if (e.kind === 'ready' && typeof workers.devices.get(e.worker_type) !== 'string') {
-    probeDevice(e.worker_type);
   }
   const who = e.worker_id ? `${e.worker_id} (${e.worker_type})` : e.worker_type;
   logEvent(e.kind, who + (e.pid ? ` pid ${e.pid}` : ''), e.detail);
@@ -932,7 +899,6 @@ function init() {
     sessionStorage.setItem(TOKEN_KEY, tokenInput.value.trim());
     showError($('#banner'), null);
     sdxlLoaded = false;
-    workers.devices.clear();
     wokenUp = true;
     wakeEvents?.();
     show(current);
