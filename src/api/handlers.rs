@@ -97,7 +97,8 @@ pub async fn stream(
     let task = tokio::spawn(async move {
         let events = tx.clone();
         let result = orch
-            .call_api(&worker_type, request, Vec::new(), move |e| {
+            // Checked above, before the stream started.
+            .call(&worker_type, request, Vec::new(), move |e| {
                 let name = e.event_name.as_deref().unwrap_or("event");
                 let data = e.data.as_ref().unwrap_or(&Value::Null);
                 let progress = name == crate::protocol::EVENT_PROGRESS;

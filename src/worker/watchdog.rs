@@ -91,14 +91,16 @@ fn poll_until_gone(pid: u32) {
     }
 }
 
-/// A zombie host (dead, not yet reaped by its own parent) is gone for our purposes.
-#[cfg(unix)]
+/// A zombie host (dead, not yet reaped by its own parent) is gone for our purposes: the
+/// shm transport's `/proc` reading says so.
+#[cfg(target_os = "linux")]
 fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state == 'Z' || state == 'X')
-    })
+    crate::transport::shm::liveness::proc_exited(pid)
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn is_zombie(_pid: u32) -> bool {
+    false
 }
 
 #[cfg(not(unix))]

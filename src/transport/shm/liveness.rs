@@ -123,7 +123,7 @@ fn pidfd_exited(fd: &std::os::fd::OwnedFd) -> bool {
 
 /// Without a pidfd: gone from `/proc`, or a zombie (`Z`) or dead (`X`) there.
 #[cfg(target_os = "linux")]
-fn proc_exited(pid: u32) -> bool {
+pub(crate) fn proc_exited(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat

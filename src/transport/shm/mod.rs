@@ -69,7 +69,7 @@
 
 pub(crate) mod bare;
 mod link;
-mod liveness;
+pub(crate) mod liveness;
 mod ring;
 mod segment;
 mod spawn;
