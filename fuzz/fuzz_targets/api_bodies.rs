@@ -12,8 +12,8 @@
 //! read back from TOML is the one that was sent (what is validated is what is stored).
 #![no_main]
 
-use ferry::config::{FerryConfig, WorkerTypeConfig, WorkflowConfig};
-use ferry::orchestrator::{BatchSpec, Control, Orchestrator};
+use ferry_server::config::{FerryConfig, WorkerTypeConfig, WorkflowConfig};
+use ferry_server::orchestrator::{BatchSpec, Control, Orchestrator};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! The HTTP API's JSON bodies through the real router (`ferry::api::router`), over an
+//! The HTTP API's JSON bodies through the real router (`ferry_server::api::router`), over an
 //! orchestrator with no worker types (nothing is spawned). This reaches the body types of
 //! the private `api::handlers` (`InferenceRequest`, `ControlRequest`, `BatchCancel`) and
 //! the `ApiJson` extractor's error mapping.
@@ -15,8 +15,8 @@
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use ferry::config::{FerryConfig, ServerConfig};
-use ferry::orchestrator::Orchestrator;
+use ferry_server::config::{FerryConfig, ServerConfig};
+use ferry_server::orchestrator::Orchestrator;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -69,7 +69,7 @@ fn app() -> &'static axum::Router {
             limits: Default::default(),
         };
         let orch = Orchestrator::with_pools(BTreeMap::new(), &config);
-        ferry::api::router(orch, &config.server)
+        ferry_server::api::router(orch, &config.server)
     })
 }
 
@@ -127,13 +127,13 @@ fuzz_target!(|data: &[u8]| {
         "/api/sdxl/enhanced/validate" => match &json {
             Some(v) => {
                 assert_eq!(status, StatusCode::OK);
-                let report = serde_json::to_value(ferry::sdxl::validate(v).unwrap()).unwrap();
+                let report = serde_json::to_value(ferry_server::sdxl::validate(v).unwrap()).unwrap();
                 assert_eq!(answer, report);
             }
             None => assert_eq!(status, StatusCode::BAD_REQUEST),
         },
         "/api/sdxl/enhanced/generate" | "/api/sdxl/enhanced/estimate" => {
-            let valid = json.as_ref().is_some_and(|v| ferry::sdxl::check(v).is_ok());
+            let valid = json.as_ref().is_some_and(|v| ferry_server::sdxl::check(v).is_ok());
             let want = if valid {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {

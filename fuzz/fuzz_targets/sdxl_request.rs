@@ -1,4 +1,4 @@
-//! The SDXL request normalizer and validator (`ferry::sdxl`) on arbitrary JSON: the body of
+//! The SDXL request normalizer and validator (`ferry_server::sdxl`) on arbitrary JSON: the body of
 //! `/api/sdxl/enhanced/{validate,generate,estimate}`.
 //!
 //! Checks: `validate` never fails (the embedded schema compiles); `valid` exactly when
@@ -10,8 +10,8 @@
 //! or names every unknown key / a flat key that is there, and its output is never flat.
 #![no_main]
 
-use ferry::sdxl::flat::{is_flat, target, to_nested, FlatError};
-use ferry::sdxl::{check, validate, RequestError};
+use ferry_server::sdxl::flat::{is_flat, target, to_nested, FlatError};
+use ferry_server::sdxl::{check, validate, RequestError};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

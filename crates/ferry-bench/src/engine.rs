@@ -1,0 +1,175 @@
+//! The engine's round trip: a request envelope to an echo worker and its response back.
+
+use super::{python, BenchError, RoundTrip};
+use ferry::codec::{CodecKind, Framing};
+use ferry::protocol::Envelope;
+use ferry::transport::TransportKind;
+use ferry::worker::{CallOptions, Response, WorkerProcess, WorkerSpec};
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Which echo worker answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerLang {
+    /// `ferry worker echo`.
+    Rust,
+    /// `python -m ferry_worker.echo` (the pyo3 SDK).
+    Python,
+}
+
+impl WorkerLang {
+    /// Both.
+    pub const ALL: [WorkerLang; 2] = [WorkerLang::Rust, WorkerLang::Python];
+
+    /// The name on the command line and in the JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WorkerLang::Rust => "rust",
+            WorkerLang::Python => "python",
+        }
+    }
+}
+
+impl fmt::Display for WorkerLang {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for WorkerLang {
+    type Err = BenchError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        WorkerLang::ALL
+            .into_iter()
+            .find(|w| w.as_str() == s)
+            .ok_or_else(|| BenchError::UnknownWorker(s.to_string()))
+    }
+}
+
+/// The codec the suite uses on a transport: JSON on line-framed links (the only one they
+/// take), MessagePack with the payload as a raw attachment elsewhere.
+pub fn codec_for(transport: TransportKind) -> CodecKind {
+    match transport.framing() {
+        Framing::Lines => CodecKind::Json,
+        Framing::LengthPrefixed => CodecKind::MsgPack,
+    }
+}
+
+/// How to start an echo worker of `lang`: the `ferry` executable for Rust, a Python with
+/// `ferry_worker` for Python (`Err` says why there is none).
+pub fn echo_spec(lang: WorkerLang, ferry_exe: &Path) -> Result<WorkerSpec, String> {
+    Ok(match lang {
+        WorkerLang::Rust => {
+            WorkerSpec::new("echo", ferry_exe.display().to_string(), ["worker", "echo"])
+        }
+        WorkerLang::Python => {
+            let python: PathBuf = python::ferry_python()?;
+            WorkerSpec::new(
+                "echo",
+                python.display().to_string(),
+                ["-m", "ferry_worker.echo"],
+            )
+        }
+    })
+}
+
+/// An echo worker driven through [`WorkerProcess`]: the full engine path (envelope,
+/// codec, connection, transport) on both sides.
+///
+/// On line-framed transports (stdio) the payload travels as the request's `data`, a JSON
+/// string; on framed ones as one raw attachment with `data` null. Each round trip checks
+/// the echo's length; the first one also checks its bytes.
+#[derive(Debug)]
+pub struct EnginePeer {
+    worker: WorkerProcess,
+    in_data: bool,
+    options: CallOptions,
+    checked: bool,
+}
+
+impl EnginePeer {
+    /// Starts the worker of `spec` on `transport` with the suite's codec for it.
+    pub fn spawn(mut spec: WorkerSpec, transport: TransportKind) -> Result<Self, BenchError> {
+        spec.transport = transport;
+        spec.codec = codec_for(transport);
+        Ok(EnginePeer {
+            worker: WorkerProcess::spawn(spec)?,
+            in_data: transport.framing() == Framing::Lines,
+            options: CallOptions::default(),
+            checked: false,
+        })
+    }
+
+    /// The request for `payload` and its attachments, as each round trip sends it.
+    pub fn request<'p>(&self, payload: &'p [u8]) -> Result<(Envelope, Vec<&'p [u8]>), BenchError> {
+        if self.in_data {
+            let text = std::str::from_utf8(payload)
+                .map_err(|_| BenchError::BadEcho("stdio payloads must be UTF-8".into()))?;
+            let request = Envelope::request("", "echo", Value::String(text.to_owned()));
+            Ok((request, Vec::new()))
+        } else {
+            Ok((Envelope::request("", "echo", Value::Null), vec![payload]))
+        }
+    }
+
+    /// Checks that `reply` echoes `payload` (length always, bytes when `full`).
+    pub fn check(&self, reply: &Response, payload: &[u8], full: bool) -> Result<(), BenchError> {
+        let echoed: &[u8] = if self.in_data {
+            reply.data.as_str().map(str::as_bytes).unwrap_or_default()
+        } else {
+            match reply.attachments.as_slice() {
+                [one] => one,
+                other => {
+                    return Err(BenchError::BadEcho(format!(
+                        "{} attachments back, expected 1",
+                        other.len()
+                    )))
+                }
+            }
+        };
+        if echoed.len() != payload.len() || (full && echoed != payload) {
+            return Err(BenchError::BadEcho(format!(
+                "{} bytes back for {} sent",
+                echoed.len(),
+                payload.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The worker (for pipelined calls over its connection).
+    pub fn worker(&self) -> &WorkerProcess {
+        &self.worker
+    }
+
+    /// Stops the worker gracefully.
+    pub fn shutdown(self) -> Result<(), BenchError> {
+        self.worker.shutdown()?;
+        Ok(())
+    }
+}
+
+impl RoundTrip for EnginePeer {
+    fn round_trip(&mut self, payload: &[u8]) -> Result<(), BenchError> {
+        let (request, attachments) = if self.in_data {
+            self.request(payload)?
+        } else {
+            // What `request` builds, without a vector for the one attachment.
+            (Envelope::request("", "echo", Value::Null), Vec::new())
+        };
+        // Its timestamp is the one `call_with` sets on every request that has none.
+        let one = [payload];
+        let attachments: &[&[u8]] = if self.in_data { &attachments } else { &one };
+        let reply = self
+            .worker
+            .call_with(request, attachments, &self.options, |_| {})?;
+        let full = !self.checked;
+        self.check(&reply, payload, full)?;
+        self.checked = true;
+        Ok(())
+    }
+}

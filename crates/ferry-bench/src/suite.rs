@@ -1,0 +1,313 @@
+//! The whole run behind `ferry bench`: plan the cases, measure each beside its floor, and
+//! collect the report.
+
+use super::engine::{codec_for, echo_spec, EnginePeer, WorkerLang};
+use super::floors::FloorKind;
+use super::http::HttpPeer;
+use super::machine::Machine;
+use super::measure::{measure, Limits, Stats};
+use super::pin::{Pin, Placement};
+use super::pipelined::pipelined;
+use super::plan::{plan, Case, Plan, Step, PIPELINED_MAX_PAYLOAD};
+use super::report::{CaseResult, FloorResult, Method, PipelinedResult, Report, Skipped};
+use super::target::Target;
+use super::{payload, BenchError, RoundTrip};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What to measure and how much.
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    /// The `ferry` executable: the Rust echo worker and the floor peers are its
+    /// subcommands.
+    pub ferry_exe: PathBuf,
+    /// Transports, in order.
+    pub targets: Vec<Target>,
+    /// Echo workers of the engine transports (the HTTP baseline is always Python).
+    pub workers: Vec<WorkerLang>,
+    /// Payload sizes for every transport; `None`: [`default_payloads`](super::default_payloads) per transport.
+    pub payloads: Option<Vec<usize>>,
+    /// Timed round trips per case.
+    pub iterations: u64,
+    /// The time limit of one case's timed part.
+    pub max_case_time: Duration,
+    /// Pinning of every case (the same-core extra cases aside).
+    pub pin: Pin,
+    /// Requests in flight in the pipelined cases; 0 or 1 measures none.
+    pub pipelined_depth: usize,
+}
+
+impl SuiteOptions {
+    /// The defaults of `ferry bench`: every transport, both workers, default payloads,
+    /// 2,000 round trips per case, at most 2 s each, unpinned, 16 in flight when
+    /// pipelined.
+    pub fn new(ferry_exe: impl Into<PathBuf>) -> Self {
+        SuiteOptions {
+            ferry_exe: ferry_exe.into(),
+            targets: Target::all(),
+            workers: WorkerLang::ALL.to_vec(),
+            payloads: None,
+            iterations: 2000,
+            max_case_time: Duration::from_secs(2),
+            pin: Pin::None,
+            pipelined_depth: 16,
+        }
+    }
+}
+
+/// What the run is doing, for a progress display.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// Something the user should know (a skip).
+    Notice(&'a str),
+    /// A case starts.
+    Start {
+        /// 1-based index.
+        index: usize,
+        /// Cases in the plan.
+        total: usize,
+        /// What it measures.
+        label: &'a str,
+    },
+    /// Timed round trips done so far in the current case.
+    Tick {
+        /// Done.
+        done: u64,
+        /// Asked for.
+        of: u64,
+    },
+    /// The current case ended with this one-line summary.
+    Done(&'a str),
+}
+
+/// What one case produced.
+enum Outcome {
+    Sequential(Stats),
+    Pipelined(super::pipelined::PipelinedStats),
+}
+
+fn run_case(
+    case: &Case,
+    options: &SuiteOptions,
+    plan: &Plan,
+    placement: &Placement,
+    tick: &mut dyn FnMut(u64, u64),
+) -> Result<Outcome, BenchError> {
+    let limits = Limits::new(options.iterations, options.max_case_time);
+    let message = payload(case.payload);
+    let spec = |w: WorkerLang| match (w, &plan.python) {
+        (WorkerLang::Python, Some(python)) => Ok(ferry::worker::WorkerSpec::new(
+            "echo",
+            python.display().to_string(),
+            ["-m", "ferry_worker.echo"],
+        )),
+        _ => echo_spec(w, &options.ferry_exe).map_err(BenchError::Harness),
+    };
+    let mut peer: Box<dyn RoundTrip> = match &case.step {
+        Step::Floor(kind) => {
+            placement.spawn_peer(|| kind.spawn(&options.ferry_exe, case.payload))??
+        }
+        Step::Engine(t, w) => {
+            let spec = spec(*w)?;
+            Box::new(placement.spawn_peer(|| EnginePeer::spawn(spec, *t))??)
+        }
+        Step::Http => {
+            let python = plan
+                .http_python
+                .as_deref()
+                .ok_or_else(|| BenchError::Harness("no Python for the HTTP worker".into()))?;
+            Box::new(placement.spawn_peer(|| HttpPeer::spawn(python, case.payload))??)
+        }
+        Step::Pipelined(t, w) => {
+            let spec = spec(*w)?;
+            let peer = placement.spawn_peer(|| EnginePeer::spawn(spec, *t))??;
+            let stats = pipelined(&peer, &message, options.pipelined_depth, &limits);
+            peer.shutdown()?;
+            return Ok(Outcome::Pipelined(stats?));
+        }
+    };
+    let stats = measure(&mut *peer, &message, &limits, tick)?;
+    drop(peer);
+    Ok(Outcome::Sequential(stats))
+}
+
+/// Runs every case of `options`, reporting progress to `on_progress`. A case that fails
+/// is recorded in the report's `failures` and the run goes on.
+pub fn run(
+    options: &SuiteOptions,
+    on_progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Report, BenchError> {
+    let mut machine = Machine::describe();
+    let started_at = ferry::protocol::now_timestamp();
+    let plan = plan(options);
+    for s in &plan.skipped {
+        let who = s
+            .worker
+            .as_deref()
+            .map(|w| format!(" ({w} worker)"))
+            .unwrap_or_default();
+        on_progress(Progress::Notice(&format!(
+            "skipping {}{who}: {}",
+            s.transport, s.reason
+        )));
+    }
+    let mut placements: HashMap<Pin, Placement> = HashMap::new();
+    let mut floors: HashMap<(FloorKind, usize, Pin), f64> = HashMap::new();
+    let mut sequential: HashMap<(String, String, usize, Pin), f64> = HashMap::new();
+    let mut report = Report {
+        ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at,
+        machine: machine.clone(),
+        method: method(options),
+        results: Vec::new(),
+        floors: Vec::new(),
+        pipelined: Vec::new(),
+        skipped: plan.skipped.clone(),
+        failures: Vec::new(),
+    };
+    let total = plan.cases.len();
+    for (i, case) in plan.cases.iter().enumerate() {
+        let label = case.label();
+        on_progress(Progress::Start {
+            index: i + 1,
+            total,
+            label: &label,
+        });
+        let placement = match placements.get(&case.pin) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Placement::new(case.pin)?;
+                placements.insert(case.pin, p.clone());
+                p
+            }
+        };
+        let outcome = run_case(case, options, &plan, &placement, &mut |done, of| {
+            on_progress(Progress::Tick { done, of })
+        });
+        placement.leave()?;
+        let (transport, worker) = match &case.step {
+            Step::Floor(kind) => (kind.as_str().to_string(), None),
+            Step::Engine(t, w) | Step::Pipelined(t, w) => (t.to_string(), Some(*w)),
+            Step::Http => ("http".to_string(), None),
+        };
+        let summary = match outcome {
+            Err(e) => {
+                let reason = format!("{label}: {e}");
+                report.failures.push(Skipped {
+                    transport,
+                    worker: worker.map(|w| w.to_string()),
+                    reason: reason.clone(),
+                });
+                format!("FAILED {reason}")
+            }
+            Ok(Outcome::Sequential(stats)) => {
+                let line = format!(
+                    "{label}: p50 {} µs, p99 {} µs",
+                    super::table::fmt_us(stats.p50_us),
+                    super::table::fmt_us(stats.p99_us)
+                );
+                match &case.step {
+                    Step::Floor(kind) => {
+                        floors.insert((*kind, case.payload, case.pin), stats.p50_us);
+                        report.floors.push(FloorResult {
+                            floor: kind.as_str().to_string(),
+                            payload_bytes: case.payload,
+                            pin: case.pin,
+                            stats,
+                        });
+                    }
+                    step => {
+                        let (worker_name, codec) = match step {
+                            Step::Engine(t, w) => (w.as_str(), codec_for(*t).as_str()),
+                            _ => ("python", "http/1.1"),
+                        };
+                        let floor = FloorKind::for_transport(&transport).map(|k| {
+                            (
+                                k.as_str(),
+                                floors.get(&(k, case.payload, case.pin)).copied(),
+                            )
+                        });
+                        sequential.insert(
+                            (
+                                transport.clone(),
+                                worker_name.to_string(),
+                                case.payload,
+                                case.pin,
+                            ),
+                            stats.throughput_per_s,
+                        );
+                        report.results.push(CaseResult::new(
+                            &transport,
+                            worker_name,
+                            codec,
+                            case.payload,
+                            case.pin,
+                            &stats,
+                            floor,
+                        ));
+                    }
+                }
+                line
+            }
+            Ok(Outcome::Pipelined(stats)) => {
+                let worker_name = worker.map_or("", WorkerLang::as_str).to_string();
+                let one_at_a_time = sequential
+                    .get(&(
+                        transport.clone(),
+                        worker_name.clone(),
+                        case.payload,
+                        case.pin,
+                    ))
+                    .copied();
+                let line = format!(
+                    "{label}: {:.0} calls/s with {} in flight",
+                    stats.throughput_per_s, stats.depth
+                );
+                report.pipelined.push(PipelinedResult {
+                    transport,
+                    worker: worker_name,
+                    payload_bytes: case.payload,
+                    pin: case.pin,
+                    speedup_over_sequential: one_at_a_time
+                        .filter(|s| *s > 0.0)
+                        .map(|s| stats.throughput_per_s / s),
+                    stats,
+                });
+                line
+            }
+        };
+        on_progress(Progress::Done(&summary));
+    }
+    machine.finish();
+    report.machine = machine;
+    Ok(report)
+}
+
+fn method(options: &SuiteOptions) -> Method {
+    let pin = match options.pin {
+        Pin::None => "no pinning: the scheduler places both processes".to_string(),
+        Pin::Split => {
+            "pinned: host and peer each on its own CPU (sched_setaffinity, the child inherits it)"
+                .to_string()
+        }
+        Pin::Same => "pinned: host and peer on one CPU (sched_setaffinity, the child inherits it)"
+            .to_string(),
+    };
+    Method {
+        notes: vec![
+            "processes, not threads: the host is this process, every peer a child process".into(),
+            "payload written and read: the host sends the whole payload and reads the whole echo back; the peer reads it whole and writes it back".into(),
+            "engine: stdio carries the payload as a JSON string in `data`; socket, tcp and shm as one raw attachment, MessagePack envelope; the echo length is checked on every call, the bytes on the first".into(),
+            "floors: the same mechanism with no engine (`ferry floor pipe-echo | uds-echo | tcp-echo | shm-echo`), same payload, same pinning, same run; ratio = p50 / floor p50".into(),
+            "http: the old design's bridge, an HTTP/1.1 keep-alive POST (TCP_NODELAY) to a Python http.server echo worker on loopback; its floor is the bare TCP ping-pong".into(),
+            "waits: blocking reads on both sides (no spinning) for stdio, socket, tcp and http; shm waits adaptively (spin while the peer runs on another CPU, yield, then a futex) and its floor busy-polls".into(),
+            pin,
+            format!("each case: a warm-up, then up to {} timed round trips one at a time (at most {:.1} s), latencies in an HDR histogram", options.iterations, options.max_case_time.as_secs_f64()),
+            format!("pipelined: {} caller threads on one connection, payloads up to {} B", options.pipelined_depth, PIPELINED_MAX_PAYLOAD),
+        ],
+        iterations_requested: options.iterations,
+        max_case_seconds: options.max_case_time.as_secs_f64(),
+        pipelined_depth: if options.pipelined_depth > 1 { options.pipelined_depth } else { 0 },
+    }
+}

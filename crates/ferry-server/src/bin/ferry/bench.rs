@@ -1,0 +1,229 @@
+//! `ferry bench`: the benchmark suite, with progress on stderr, tables on stdout, and the
+//! figures as JSON (and an SVG chart) on request.
+
+use clap::Args;
+use ferry_bench::{Pin, Progress, SuiteOptions, Target, WorkerLang};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Transports, comma-separated: stdio, socket, tcp, shm, http (the old design's HTTP
+    /// bridge). Default: all; one this build lacks is reported as skipped.
+    #[arg(long, value_parser = parse_targets)]
+    transport: Option<Targets>,
+    /// Echo workers, comma-separated: rust, python (skipped with a notice when no Python
+    /// with ferry_worker is found; see FERRY_PYTHON). Default: both.
+    #[arg(long, value_parser = parse_workers)]
+    worker: Option<Workers>,
+    /// Payload sizes in bytes, comma-separated (suffixes k and m: 4k, 1m). Default: 64,
+    /// 4k, 1m, and 16m on socket and shm.
+    #[arg(long, value_parser = parse_payloads)]
+    payload: Option<Payloads>,
+    /// Timed round trips per case (after a warm-up of a tenth as many).
+    #[arg(long, default_value_t = 2000)]
+    iterations: u64,
+    /// Stop a case's timed part after this many seconds (the count done is reported).
+    #[arg(long, default_value_t = 2.0)]
+    max_case_seconds: f64,
+    /// Pinning: none (the scheduler decides), split (host and worker on two CPUs), same
+    /// (both on one CPU).
+    #[arg(long, default_value = "none", value_parser = parse_pin)]
+    pin: Pin,
+    /// Requests in flight for the pipelined-throughput cases (0: skip them).
+    #[arg(long, default_value_t = 16)]
+    pipelined: usize,
+    /// Write every figure, the method and the machine description to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an SVG chart of p50 by transport and payload to this file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Clone)]
+struct Targets(Vec<Target>);
+#[derive(Clone)]
+struct Workers(Vec<WorkerLang>);
+#[derive(Clone)]
+struct Payloads(Vec<usize>);
+
+fn parse_targets(s: &str) -> Result<Targets, String> {
+    let list = Target::parse_list(s).map_err(|e| e.to_string())?;
+    if list.is_empty() {
+        return Err("no transport named".into());
+    }
+    Ok(Targets(list))
+}
+
+fn parse_workers(s: &str) -> Result<Workers, String> {
+    let mut list = Vec::new();
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let w: WorkerLang = name
+            .parse()
+            .map_err(|e: ferry_bench::BenchError| e.to_string())?;
+        if !list.contains(&w) {
+            list.push(w);
+        }
+    }
+    if list.is_empty() {
+        return Err("no worker named".into());
+    }
+    Ok(Workers(list))
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    let (digits, unit) = match lower.trim_end_matches("ib").trim_end_matches('b') {
+        d if d.ends_with('k') => (&d[..d.len() - 1], 1usize << 10),
+        d if d.ends_with('m') => (&d[..d.len() - 1], 1 << 20),
+        d => (d, 1),
+    };
+    let n: usize = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad payload size `{s}` (bytes, or with k / m)"))?;
+    match n.checked_mul(unit) {
+        Some(0) | None => Err(format!("bad payload size `{s}`")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn parse_payloads(s: &str) -> Result<Payloads, String> {
+    let sizes = s
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(parse_size)
+        .collect::<Result<Vec<_>, _>>()?;
+    if sizes.is_empty() {
+        return Err("no payload size named".into());
+    }
+    Ok(Payloads(sizes))
+}
+
+fn parse_pin(s: &str) -> Result<Pin, String> {
+    s.parse()
+        .map_err(|e: ferry_bench::BenchError| e.to_string())
+}
+
+/// Writes progress to stderr: one line per case, updated in place on a terminal.
+struct ProgressLine {
+    tty: bool,
+    current: String,
+}
+
+impl ProgressLine {
+    fn show(&mut self, event: Progress<'_>) {
+        let mut err = std::io::stderr().lock();
+        match event {
+            Progress::Notice(text) => {
+                let _ = writeln!(err, "notice: {text}");
+            }
+            Progress::Start {
+                index,
+                total,
+                label,
+            } => {
+                self.current = format!("[{index}/{total}] {label}");
+                if self.tty {
+                    let _ = write!(err, "{} ...", self.current);
+                } else {
+                    let _ = writeln!(err, "{} ...", self.current);
+                }
+            }
+            Progress::Tick { done, of } if self.tty => {
+                let _ = write!(err, "\r\x1b[2K{} ... {done}/{of}", self.current);
+            }
+            Progress::Tick { .. } => {}
+            Progress::Done(summary) => {
+                if self.tty {
+                    let _ = write!(err, "\r\x1b[2K");
+                }
+                let _ = writeln!(err, "{}", summary);
+            }
+        }
+        let _ = err.flush();
+    }
+}
+
+pub fn run(args: BenchArgs) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: cannot find the ferry executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut options = SuiteOptions::new(exe);
+    if let Some(Targets(t)) = args.transport {
+        options.targets = t;
+    }
+    if let Some(Workers(w)) = args.worker {
+        options.workers = w;
+    }
+    options.payloads = args.payload.map(|Payloads(p)| p);
+    options.iterations = args.iterations.max(1);
+    options.max_case_time = Duration::from_secs_f64(args.max_case_seconds.max(0.0));
+    options.pin = args.pin;
+    options.pipelined_depth = args.pipelined;
+    let mut progress = ProgressLine {
+        tty: std::io::stderr().is_terminal(),
+        current: String::new(),
+    };
+    let report = match ferry_bench::run(&options, &mut |e| progress.show(e)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", report.render());
+    if let Some(path) = &args.json {
+        let written = report
+            .to_json()
+            .map_err(|e| e.to_string())
+            .and_then(|json| std::fs::write(path, json + "\n").map_err(|e| e.to_string()));
+        match written {
+            Ok(()) => eprintln!("wrote {}", path.display()),
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Some(path) = &args.plot {
+        let svg = ferry_bench::p50_chart(&report, options.pin);
+        if let Err(e) = std::fs::write(path, svg) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("wrote {}", path.display());
+    }
+    if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "error: {} case(s) failed (listed above)",
+            report.failures.len()
+        );
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_suffixes() {
+        assert_eq!(parse_size("64").unwrap(), 64);
+        assert_eq!(parse_size("4k").unwrap(), 4096);
+        assert_eq!(parse_size("4KiB").unwrap(), 4096);
+        assert_eq!(parse_size("1m").unwrap(), 1 << 20);
+        assert_eq!(parse_size("16MB").unwrap(), 16 << 20);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! Checks beyond what the types enforce. Errors are `(dotted key, reason)`.
+
+use super::{FerryConfig, StepConfig};
+use ferry::codec::{Codec, CodecKind};
+use ferry::transport::TransportKind;
+use ferry::worker::Dialect;
+use serde_json::Value;
+use std::collections::HashSet;
+
+type Invalid = (String, String);
+
+pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
+    let bad = |key: String, reason: &str| Err((key, reason.to_owned()));
+    if c.server.bind.parse::<std::net::SocketAddr>().is_err() {
+        return bad(
+            "server.bind".into(),
+            "expected an IP address and port, e.g. 127.0.0.1:8080",
+        );
+    }
+    if c.server.body_limit_bytes == 0 {
+        return bad("server.body_limit_bytes".into(), "must be positive");
+    }
+    let server_positive = [
+        ("header_timeout_ms", c.server.header_timeout_ms == 0),
+        ("body_timeout_ms", c.server.body_timeout_ms == 0),
+        ("idle_timeout_ms", c.server.idle_timeout_ms == 0),
+        ("max_connections", c.server.max_connections == 0),
+    ];
+    for (key, zero) in server_positive {
+        if zero {
+            return bad(format!("server.{key}"), "must be positive");
+        }
+    }
+    if !(64..=60_000).contains(&c.server.max_uri_bytes) {
+        return bad(
+            "server.max_uri_bytes".into(),
+            "must be from 64 to 60000 bytes",
+        );
+    }
+    if !(1024..=1 << 20).contains(&c.server.max_header_bytes) {
+        return bad(
+            "server.max_header_bytes".into(),
+            "must be from 1024 to 1048576 bytes",
+        );
+    }
+    for (name, w) in &c.workers {
+        let key = |k: &str| format!("workers.{name}.{k}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+        {
+            return bad(
+                format!("workers.{name}"),
+                "worker type names use letters, digits, '_' and '-'",
+            );
+        }
+        if w.command.trim().is_empty() {
+            return bad(key("command"), "must not be empty");
+        }
+        if let Err(e) = Codec::new(w.codec, w.transport.framing(), w.max_frame) {
+            return bad(key("codec"), &e.to_string());
+        }
+        if w.dialect == Dialect::Legacy {
+            if w.transport != TransportKind::Stdio || w.codec != CodecKind::Json {
+                return bad(
+                    key("dialect"),
+                    "the legacy dialect runs over stdio with json only",
+                );
+            }
+            if w.pool.max_in_flight != 1 {
+                return bad(
+                    key("pool.max_in_flight"),
+                    "legacy workers take one request at a time: must be 1",
+                );
+            }
+        }
+        if let Some(capacity) = w.shm_capacity {
+            if !capacity.is_power_of_two() || !(4096..=1 << 30).contains(&capacity) {
+                return bad(
+                    key("shm_capacity"),
+                    "must be a power of two from 4096 to 1073741824 bytes",
+                );
+            }
+        }
+        if w.max_frame < 1024 {
+            return bad(key("max_frame"), "must be at least 1024 bytes");
+        }
+        if let Some(token) = &w.token {
+            if let Err(e) = ferry::transport::Token::new(token.clone()) {
+                return bad(key("token"), &e.to_string());
+            }
+        }
+        if w.startup_timeout_ms == 0 {
+            return bad(key("startup_timeout_ms"), "must be positive");
+        }
+        for (k, op) in w.api_operations.iter().flatten().enumerate() {
+            if let Err(reason) = check_operation_pattern(op) {
+                return bad(key(&format!("api_operations.{k}")), &reason);
+            }
+        }
+        if let Err(e) = w.pool.validate() {
+            return bad(key(&format!("pool.{}", e.key)), &e.reason);
+        }
+    }
+    let mut ids = HashSet::new();
+    for (i, wf) in c.workflows.iter().enumerate() {
+        let key = |k: &str| format!("workflows.{i}.{k}");
+        if !is_valid_id(&wf.id) {
+            return bad(
+                key("id"),
+                "1 to 64 letters, digits, '_', '-' or '.', not starting with '.'",
+            );
+        }
+        if !ids.insert(wf.id.as_str()) {
+            return bad(key("id"), "must be unique");
+        }
+        if wf.steps.is_empty() {
+            return bad(key("steps"), "a workflow needs at least one step");
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for (j, step) in wf.steps.iter().enumerate() {
+            let skey = |k: &str| format!("workflows.{i}.steps.{j}.{k}");
+            if step.name.is_empty() || names.contains(&step.name.as_str()) {
+                return bad(skey("name"), "must be non-empty and unique in the workflow");
+            }
+            if !c.workers.contains_key(&step.worker_type) {
+                return bad(
+                    skey("worker_type"),
+                    &format!("no worker type `{}` is configured", step.worker_type),
+                );
+            }
+            if let Some(from) = &step.attachments_from {
+                if from != "request" && !names.contains(&from.as_str()) {
+                    return bad(
+                        skey("attachments_from"),
+                        "must be `request` or an earlier step's name",
+                    );
+                }
+            }
+            if let Err(reason) = check_references(step, &names) {
+                return bad(skey("input"), &reason);
+            }
+            names.push(&step.name);
+        }
+    }
+    Ok(())
+}
+
+/// An id that is safe in a URL path segment, a log line and a file name.
+pub(crate) fn is_valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// An `api_operations` entry: an exact name, `prefix.*`, or `*`; never a built-in.
+fn check_operation_pattern(op: &str) -> Result<(), String> {
+    if super::BUILT_IN_OPERATIONS.contains(&op) {
+        return Err(format!(
+            "`{op}` is a built-in operation, never callable over HTTP"
+        ));
+    }
+    let body = op.strip_suffix(".*").unwrap_or(op);
+    let well_formed = op == "*"
+        || (!body.is_empty()
+            && body.len() <= 128
+            && !body.contains('*')
+            && body.chars().all(|c| c.is_ascii_graphic()));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{op}`: expected an operation name, `prefix.*` or `*`"
+        ))
+    }
+}
+
+/// Every `$steps.NAME` in the template names an earlier step.
+fn check_references(step: &StepConfig, earlier: &[&str]) -> Result<(), String> {
+    fn walk(v: &Value, earlier: &[&str]) -> Result<(), String> {
+        match v {
+            Value::String(s) if s.starts_with('$') => {
+                let mut parts = s[1..].split('.');
+                match parts.next() {
+                    Some("request") | Some("previous") => Ok(()),
+                    Some("steps") => match parts.next() {
+                        Some(name) if earlier.contains(&name) => Ok(()),
+                        Some(name) => Err(format!(
+                            "`{s}` refers to `{name}`, which is not an earlier step"
+                        )),
+                        None => Err(format!("`{s}` names no step")),
+                    },
+                    _ => Err(format!(
+                        "`{s}`: references start with $request, $previous or $steps.NAME"
+                    )),
+                }
+            }
+            Value::Array(items) => items.iter().try_for_each(|i| walk(i, earlier)),
+            Value::Object(map) => map.values().try_for_each(|i| walk(i, earlier)),
+            _ => Ok(()),
+        }
+    }
+    walk(&step.input, earlier)
+}

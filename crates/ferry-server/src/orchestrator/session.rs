@@ -1,0 +1,448 @@
+//! Sessions: one run of a workflow, controllable between steps.
+
+use super::template::{render, Scope};
+use super::Orchestrator;
+use crate::config::WorkflowConfig;
+use base64::Engine as _;
+use ferry::protocol::{now_timestamp, Envelope, ErrorBody, ErrorCode, Priority, EVENT_PROGRESS};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Where a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Created, not started.
+    Pending,
+    /// A step is running.
+    Running,
+    /// Stopped between steps until resumed.
+    Paused,
+    /// Every step succeeded.
+    Completed,
+    /// A step failed.
+    Failed,
+    /// Cancelled by a caller.
+    Cancelled,
+}
+
+/// A control request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Control {
+    /// Stop before the next step.
+    Pause,
+    /// Continue after a pause.
+    Resume,
+    /// Stop now, cancelling the running step.
+    Cancel,
+    /// Cancel and run the workflow again from the first step.
+    Restart,
+}
+
+/// What the runner is told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flag {
+    Run,
+    Pause,
+    Cancel,
+}
+
+/// One step's record in a session.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRecord {
+    /// The step name.
+    pub name: String,
+    /// `pending`, `running`, `completed`, `failed`, `cancelled`.
+    pub status: &'static str,
+    /// When it started.
+    pub started_at: Option<String>,
+    /// How long it took.
+    pub duration_ms: Option<f64>,
+    /// Its error, if it failed.
+    pub error: Option<ErrorBody>,
+}
+
+/// A snapshot of a session, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionView {
+    /// Session id.
+    pub id: String,
+    /// The workflow it runs.
+    pub workflow_id: String,
+    /// Where it is.
+    pub status: SessionStatus,
+    /// The step running (or next, when paused).
+    pub current_step: Option<String>,
+    /// 0.0 to 1.0.
+    pub progress: f64,
+    /// Per-step records.
+    pub steps: Vec<StepRecord>,
+    /// The last step's output, when completed.
+    pub result: Option<Value>,
+    /// The last step's attachments, base64, when completed.
+    pub result_attachments: Vec<String>,
+    /// Why it failed.
+    pub error: Option<ErrorBody>,
+    /// When it was created.
+    pub created_at: String,
+    /// Whether a pause was asked for and is not yet in effect.
+    pub pause_requested: bool,
+}
+
+struct Inner {
+    view: SessionView,
+    generation: u64,
+}
+
+/// One run of a workflow.
+pub struct Session {
+    id: String,
+    workflow: WorkflowConfig,
+    input: Value,
+    orch: std::sync::Weak<Orchestrator>,
+    inner: Mutex<Inner>,
+    control: Mutex<watch::Sender<Flag>>,
+    generation: AtomicU64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a workflow run ended, when not with a result.
+pub(crate) enum WorkflowEnd {
+    Cancelled,
+    Failed(ErrorBody),
+}
+
+/// Progress of a workflow run, for the session's records.
+pub(crate) enum StepEvent<'a> {
+    Started(usize),
+    Progress(usize, f64),
+    Finished(usize, Result<(), &'a ErrorBody>, f64),
+    Cancelled(usize),
+}
+
+/// Runs `workflow` on `input`; pauses and cancels follow `ctl`.
+pub(crate) async fn run_workflow(
+    orch: &Orchestrator,
+    workflow: &WorkflowConfig,
+    input: &Value,
+    priority: Option<Priority>,
+    ctl: &mut watch::Receiver<Flag>,
+    mut on_step: impl FnMut(StepEvent<'_>) + Send,
+    mut on_pause: impl FnMut(bool) + Send,
+) -> Result<(Value, Vec<Vec<u8>>), WorkflowEnd> {
+    let mut outputs: HashMap<String, Value> = HashMap::new();
+    // Requests through the API carry no attachments into a workflow; `request` names none.
+    let mut attachments: HashMap<String, Vec<Vec<u8>>> =
+        HashMap::from([("request".to_owned(), Vec::new())]);
+    let mut previous = input.clone();
+    let mut last_attachments = Vec::new();
+    for (i, step) in workflow.steps.iter().enumerate() {
+        loop {
+            let flag = *ctl.borrow_and_update();
+            match flag {
+                Flag::Run => break,
+                Flag::Cancel => return Err(WorkflowEnd::Cancelled),
+                Flag::Pause => {
+                    on_pause(true);
+                    if ctl.changed().await.is_err() {
+                        return Err(WorkflowEnd::Cancelled);
+                    }
+                    on_pause(false);
+                }
+            }
+        }
+        on_step(StepEvent::Started(i));
+        let scope = Scope {
+            request: input,
+            previous: &previous,
+            steps: &outputs,
+        };
+        let data = render(&step.input, &scope);
+        let mut request = Envelope::request("", step.operation.clone(), data);
+        request.priority = step.priority.or(priority);
+        request.deadline_ms = step.deadline_ms;
+        let atts = match step.attachments_from.as_deref() {
+            Some(from) => attachments.get(from).cloned().unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let started = Instant::now();
+        // The latest progress reported by the step, picked up by the ticker below.
+        let progress_cell: Mutex<Option<f64>> = Mutex::new(None);
+        let call = orch.call(&step.worker_type, request, atts, |e| {
+            if e.event_name.as_deref() == Some(EVENT_PROGRESS) {
+                if let Some(p) = e
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("progress"))
+                    .and_then(Value::as_f64)
+                {
+                    *progress_cell.lock() = Some(p);
+                }
+            }
+        });
+        let cancelled = wait_cancel(ctl.clone());
+        tokio::pin!(call, cancelled);
+        let result = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                () = &mut cancelled => {
+                    on_step(StepEvent::Cancelled(i));
+                    return Err(WorkflowEnd::Cancelled);
+                }
+                () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {
+                    let latest = progress_cell.lock().take();
+                    if let Some(p) = latest {
+                        on_step(StepEvent::Progress(i, p));
+                    }
+                }
+            }
+        };
+        let took = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(response) => {
+                on_step(StepEvent::Finished(i, Ok(()), took));
+                outputs.insert(step.name.clone(), response.data.clone());
+                attachments.insert(step.name.clone(), response.attachments.clone());
+                previous = response.data;
+                last_attachments = response.attachments;
+            }
+            Err(e) => {
+                let body = e.to_body();
+                on_step(StepEvent::Finished(i, Err(&body), took));
+                return Err(WorkflowEnd::Failed(body));
+            }
+        }
+    }
+    Ok((previous, last_attachments))
+}
+
+async fn wait_cancel(mut ctl: watch::Receiver<Flag>) {
+    loop {
+        if *ctl.borrow_and_update() == Flag::Cancel {
+            return;
+        }
+        if ctl.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Session {
+    pub(crate) fn start(
+        orch: Arc<Orchestrator>,
+        id: String,
+        workflow: WorkflowConfig,
+        input: Value,
+    ) -> Arc<Session> {
+        let (tx, _) = watch::channel(Flag::Run);
+        let session = Arc::new(Session {
+            inner: Mutex::new(Inner {
+                view: fresh_view(&id, &workflow),
+                generation: 0,
+            }),
+            id,
+            workflow,
+            input,
+            orch: Arc::downgrade(&orch),
+            control: Mutex::new(tx),
+            generation: AtomicU64::new(0),
+        });
+        session.spawn_runner(0);
+        session
+    }
+
+    /// The session id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A snapshot.
+    pub fn view(&self) -> SessionView {
+        self.inner.lock().view.clone()
+    }
+
+    /// Whether it has ended.
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self.inner.lock().view.status,
+            SessionStatus::Completed | SessionStatus::Failed | SessionStatus::Cancelled
+        )
+    }
+
+    /// Applies a control; refuses one that does not fit the current state.
+    pub fn control(self: &Arc<Self>, control: Control) -> Result<(), super::OrchestratorError> {
+        let status = self.inner.lock().view.status;
+        let finished = self.is_finished();
+        let conflict = |what: &str| {
+            Err(super::OrchestratorError::InvalidState(
+                format!("cannot {what} a {status:?} session").to_lowercase(),
+            ))
+        };
+        match control {
+            Control::Pause if finished => conflict("pause"),
+            Control::Resume if finished => conflict("resume"),
+            Control::Cancel if finished => conflict("cancel"),
+            Control::Pause => {
+                self.inner.lock().view.pause_requested = true;
+                self.control.lock().send_replace(Flag::Pause);
+                Ok(())
+            }
+            Control::Resume => {
+                self.inner.lock().view.pause_requested = false;
+                self.control.lock().send_replace(Flag::Run);
+                Ok(())
+            }
+            Control::Cancel => {
+                self.control.lock().send_replace(Flag::Cancel);
+                Ok(())
+            }
+            Control::Restart => {
+                self.control.lock().send_replace(Flag::Cancel);
+                let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                {
+                    let mut inner = self.inner.lock();
+                    inner.generation = generation;
+                    inner.view = SessionView {
+                        created_at: inner.view.created_at.clone(),
+                        ..fresh_view(&self.id, &self.workflow)
+                    };
+                }
+                *self.control.lock() = watch::channel(Flag::Run).0;
+                self.spawn_runner(generation);
+                Ok(())
+            }
+        }
+    }
+
+    /// Changes the view if `generation` is still the current run.
+    fn update(&self, generation: u64, f: impl FnOnce(&mut SessionView)) {
+        let mut inner = self.inner.lock();
+        if inner.generation == generation {
+            f(&mut inner.view);
+        }
+    }
+
+    fn spawn_runner(self: &Arc<Self>, generation: u64) {
+        let session = self.clone();
+        let mut ctl = self.control.lock().subscribe();
+        tokio::spawn(async move {
+            let Some(orch) = session.orch.upgrade() else {
+                return;
+            };
+            session.update(generation, |v| v.status = SessionStatus::Running);
+            let n = session.workflow.steps.len().max(1) as f64;
+            let s1 = session.clone();
+            let s2 = session.clone();
+            let result = run_workflow(
+                &orch,
+                &session.workflow,
+                &session.input,
+                None,
+                &mut ctl,
+                move |event| {
+                    s1.update(generation, |v| match event {
+                        StepEvent::Started(i) => {
+                            v.current_step = Some(v.steps[i].name.clone());
+                            v.steps[i].status = "running";
+                            v.steps[i].started_at = Some(now_timestamp());
+                            v.progress = i as f64 / n;
+                        }
+                        StepEvent::Progress(i, p) => {
+                            v.progress = (i as f64 + p.clamp(0.0, 1.0)) / n
+                        }
+                        StepEvent::Finished(i, r, took) => {
+                            v.steps[i].duration_ms = Some(took);
+                            match r {
+                                Ok(()) => {
+                                    v.steps[i].status = "completed";
+                                    v.progress = (i + 1) as f64 / n;
+                                }
+                                Err(body) => {
+                                    v.steps[i].status = "failed";
+                                    v.steps[i].error = Some(body.clone());
+                                }
+                            }
+                        }
+                        StepEvent::Cancelled(i) => v.steps[i].status = "cancelled",
+                    })
+                },
+                move |paused| {
+                    s2.update(generation, |v| {
+                        v.status = if paused {
+                            SessionStatus::Paused
+                        } else {
+                            SessionStatus::Running
+                        };
+                        if paused {
+                            v.pause_requested = false;
+                        }
+                    })
+                },
+            )
+            .await;
+            session.update(generation, |v| {
+                v.pause_requested = false;
+                match result {
+                    Ok((data, atts)) => {
+                        v.status = SessionStatus::Completed;
+                        v.progress = 1.0;
+                        v.current_step = None;
+                        v.result = Some(data);
+                        v.result_attachments = atts
+                            .iter()
+                            .map(|a| base64::engine::general_purpose::STANDARD.encode(a))
+                            .collect();
+                    }
+                    Err(WorkflowEnd::Cancelled) => {
+                        v.status = SessionStatus::Cancelled;
+                        v.error = Some(ErrorBody::new(ErrorCode::Cancelled, "session cancelled"));
+                    }
+                    Err(WorkflowEnd::Failed(body)) => {
+                        v.status = SessionStatus::Failed;
+                        v.error = Some(body);
+                    }
+                }
+            });
+        });
+    }
+}
+
+fn fresh_view(id: &str, workflow: &WorkflowConfig) -> SessionView {
+    SessionView {
+        id: id.to_owned(),
+        workflow_id: workflow.id.clone(),
+        status: SessionStatus::Pending,
+        current_step: None,
+        progress: 0.0,
+        steps: workflow
+            .steps
+            .iter()
+            .map(|s| StepRecord {
+                name: s.name.clone(),
+                status: "pending",
+                started_at: None,
+                duration_ms: None,
+                error: None,
+            })
+            .collect(),
+        result: None,
+        result_attachments: Vec::new(),
+        error: None,
+        created_at: now_timestamp(),
+        pause_requested: false,
+    }
+}

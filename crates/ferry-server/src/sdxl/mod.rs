@@ -1,0 +1,31 @@
+//! The SDXL generation request, checked on the host.
+//!
+//! The request's JSON Schema is the worker's own file,
+//! `workers/python/ferry_worker/ml/schema/generation_request.json`, embedded at build time
+//! ([`SCHEMA_JSON`]), so the host and the worker validate against one source. A request in the
+//! old design's flat form is converted to the nested form first ([`flat`], a port of
+//! `request.py`'s conversion), then validated with the `jsonschema` crate (draft 2020-12).
+//!
+//! [`validate`] answers what the worker's `inference.validate` answers, `{valid, errors:
+//! [{field, message}], normalized}`; [`check`] is the same judgement as a `Result`, for the
+//! routes that refuse an invalid request before calling a worker.
+//!
+//! ```
+//! use ferry_server::sdxl;
+//! use serde_json::json;
+//!
+//! let report = sdxl::validate(&json!({"model": "/models/sdxl", "prompt": "a fox", "width": 70}))?;
+//! assert!(!report.valid);
+//! assert_eq!(report.errors[0].field, "dimensions.width");
+//!
+//! let nested = sdxl::check(&json!({"model": {"base": "/m"}, "conditioning": {"prompt": "a fox"}}))?;
+//! assert_eq!(nested["conditioning"]["prompt"], "a fox");
+//! # Ok::<(), ferry_server::sdxl::RequestError>(())
+//! ```
+
+pub mod flat;
+mod request;
+
+pub use request::{
+    check, schema, validate, FieldError, RequestError, SchemaError, Validation, SCHEMA_JSON,
+};

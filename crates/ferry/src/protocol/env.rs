@@ -1,0 +1,35 @@
+//! The environment variables a host sets for the worker it spawns: part of the wire
+//! contract, since a worker in any language reads them to find its channel (see
+//! `docs/protocol.md`, "The channel").
+
+/// Which transport carries the protocol: `stdio` (default), `socket`, `tcp`.
+pub const FERRY_TRANSPORT: &str = "FERRY_TRANSPORT";
+
+/// Which codec encodes envelopes: `json` (default), `msgpack`, `bincode`.
+pub const FERRY_CODEC: &str = "FERRY_CODEC";
+
+/// The maximum frame size in bytes, both directions.
+pub const FERRY_MAX_FRAME: &str = "FERRY_MAX_FRAME";
+
+/// The id the host gave this worker (for logs).
+pub const FERRY_WORKER_ID: &str = "FERRY_WORKER_ID";
+
+/// The worker type the host expects.
+pub const FERRY_WORKER_TYPE: &str = "FERRY_WORKER_TYPE";
+
+/// The host's process id, so a worker can notice its host is gone.
+pub const FERRY_HOST_PID: &str = "FERRY_HOST_PID";
+
+/// The worker's private temp folder, made by the host (also in `TMPDIR`, `TMP`,
+/// `TEMP`): removed by the host when the worker ends, and by the worker's watchdog when
+/// the host dies first.
+pub const FERRY_TMPDIR: &str = "FERRY_TMPDIR";
+
+/// `socket` transport: the name to connect to, a path or `@name` (namespaced).
+pub const FERRY_SOCKET: &str = "FERRY_SOCKET";
+
+/// `tcp` transport: the host's address, `host:port`.
+pub const FERRY_TCP_ADDR: &str = "FERRY_TCP_ADDR";
+
+/// `socket` and `tcp` transports: the token to offer in the connection handshake.
+pub const FERRY_TOKEN: &str = "FERRY_TOKEN";

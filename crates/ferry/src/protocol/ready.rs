@@ -1,0 +1,51 @@
+//! The `ready` handshake event's data.
+
+use super::PROTOCOL_VERSION;
+use serde::{Deserialize, Serialize};
+
+/// What a worker announces in its `ready` event (and answers to `capabilities`).
+///
+/// ```
+/// use ferry::protocol::ReadyInfo;
+/// let info = ReadyInfo::new("echo", vec!["echo".into()]);
+/// assert_eq!(info.protocol_version, ferry::protocol::PROTOCOL_VERSION);
+/// assert!(info.serves("echo") && info.serves("health"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    /// The protocol version the worker speaks.
+    pub protocol_version: u32,
+    /// The worker's type, e.g. `sdxl`.
+    pub worker_type: String,
+    /// The worker's process id.
+    pub pid: u32,
+    /// Operations the worker's handler serves (built-ins are implied).
+    pub operations: Vec<String>,
+    /// Codecs the worker can speak (`json`, `msgpack`, `bincode`).
+    pub codecs: Vec<String>,
+    /// Free-form implementation name and version, e.g. `ferry-rust/0.1.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+}
+
+impl ReadyInfo {
+    /// A description for this process, speaking every codec this build has.
+    pub fn new(worker_type: impl Into<String>, operations: Vec<String>) -> Self {
+        ReadyInfo {
+            protocol_version: PROTOCOL_VERSION,
+            worker_type: worker_type.into(),
+            pid: std::process::id(),
+            operations,
+            codecs: super::CODEC_NAMES.iter().map(|c| (*c).to_owned()).collect(),
+            runtime: Some(concat!("ferry-rust/", env!("CARGO_PKG_VERSION")).to_owned()),
+        }
+    }
+
+    /// Whether the worker serves `operation` (built-ins always).
+    pub fn serves(&self, operation: &str) -> bool {
+        matches!(
+            super::Operation::classify(operation),
+            super::Operation::Health | super::Operation::Capabilities | super::Operation::Shutdown
+        ) || self.operations.iter().any(|o| o == operation)
+    }
+}

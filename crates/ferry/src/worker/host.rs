@@ -1,0 +1,356 @@
+//! The host side of one worker: spawn, handshake, call, stop.
+
+use super::env::{
+    FERRY_CODEC, FERRY_HOST_PID, FERRY_MAX_FRAME, FERRY_TMPDIR, FERRY_TRANSPORT, FERRY_WORKER_ID,
+    FERRY_WORKER_TYPE,
+};
+use super::spec::WorkerSpec;
+use super::stderr_log::{self, ExitHook};
+use crate::codec::{Codec, CodecKind};
+use crate::connection::{CallError, Response};
+use crate::connection::{Connection, Fill, FreedHook};
+use crate::protocol::Dialect;
+use crate::protocol::{Envelope, ReadyInfo, Stamp, OP_SHUTDOWN};
+use crate::transport::private_dir::PrivateDir;
+use crate::transport::{self, TransportError, TransportKind};
+use serde_json::Value;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Options of one call.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Give up (and cancel) after this long. Defaults to the request's `deadline_ms`, or
+    /// no limit when neither is set.
+    pub timeout: Option<Duration>,
+}
+
+impl CallOptions {
+    /// The deadline for `request` under these options, from now.
+    pub fn deadline_for(&self, request: &Envelope) -> Option<Instant> {
+        self.timeout
+            .or(request.deadline_ms.map(Duration::from_millis))
+            .map(|t| Instant::now() + t)
+    }
+}
+
+/// Callbacks a supervisor attaches to a worker it spawns.
+#[derive(Default, Clone)]
+pub struct WorkerHooks {
+    /// Runs whenever one of its requests ends (it has room again).
+    pub on_freed: Option<FreedHook>,
+    /// Runs when its stderr closes: it has (almost certainly) exited.
+    pub on_exit: Option<ExitHook>,
+}
+
+impl std::fmt::Debug for WorkerHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHooks")
+            .field("on_freed", &self.on_freed.is_some())
+            .field("on_exit", &self.on_exit.is_some())
+            .finish()
+    }
+}
+
+/// One running worker process and its multiplexed connection.
+///
+/// Calls are synchronous: a caller on an idle worker writes the request and reads the
+/// answer on its own thread, with no thread hop; several threads may call at once (see
+/// [`Connection`]). Events (progress) reach the caller's closure as they arrive.
+pub struct WorkerProcess {
+    spec: WorkerSpec,
+    child: Child,
+    conn: Arc<Connection>,
+    ready: Option<ReadyInfo>,
+    stderr_thread: Option<JoinHandle<()>>,
+    /// The worker's private temp folder: removed when this is dropped, after the process
+    /// was reaped (fields drop after `Drop::drop`).
+    _tmpdir: Option<PrivateDir>,
+}
+
+impl std::fmt::Debug for WorkerProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerProcess")
+            .field("worker_id", &self.spec.worker_id)
+            .field("pid", &self.child.id())
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerProcess {
+    /// Starts the worker and, in the ferry dialect, waits for its `ready` event.
+    pub fn spawn(spec: WorkerSpec) -> Result<Self, CallError> {
+        Self::spawn_with_hooks(spec, WorkerHooks::default())
+    }
+
+    /// Like [`spawn`](Self::spawn), with callbacks for a supervisor.
+    pub fn spawn_with_hooks(spec: WorkerSpec, hooks: WorkerHooks) -> Result<Self, CallError> {
+        let WorkerHooks { on_freed, on_exit } = hooks;
+        let codec = Codec::new(spec.codec, spec.transport.framing(), spec.max_frame)?;
+        if spec.dialect == Dialect::Legacy
+            && (spec.transport != TransportKind::Stdio || spec.codec != CodecKind::Json)
+        {
+            return Err(CallError::Transport(TransportError::InvalidOption {
+                option: "dialect",
+                reason: "the legacy dialect runs over stdio with json only".into(),
+            }));
+        }
+        let mut cmd = Command::new(&spec.command);
+        cmd.args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env(FERRY_TRANSPORT, spec.transport.as_str())
+            .env(FERRY_CODEC, spec.codec.as_str())
+            .env(FERRY_MAX_FRAME, spec.max_frame.to_string())
+            .env(FERRY_WORKER_ID, &spec.worker_id)
+            .env(FERRY_WORKER_TYPE, &spec.worker_type)
+            .env(FERRY_HOST_PID, std::process::id().to_string())
+            // Transports that do not use stdin/stdout leave the worker's stdout as a second
+            // log stream and its stdin closed.
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(dir) = &spec.cwd {
+            cmd.current_dir(dir);
+        }
+        let tmpdir = if spec.private_tmpdir {
+            let dir = private_tmpdir(&spec).map_err(|e| CallError::Spawn {
+                command: spec.command.clone(),
+                source: e,
+            })?;
+            for var in ["TMPDIR", "TMP", "TEMP", FERRY_TMPDIR] {
+                cmd.env(var, dir.path());
+            }
+            Some(dir)
+        } else {
+            None
+        };
+        let mut pending =
+            transport::prepare(spec.transport, &spec.transport_options, spec.max_frame)
+                .map_err(CallError::Transport)?;
+        pending.configure(&mut cmd).map_err(CallError::Transport)?;
+        let mut child = cmd.spawn().map_err(|source| CallError::Spawn {
+            command: spec.command.clone(),
+            source,
+        })?;
+        let stderr_thread = child
+            .stderr
+            .take()
+            .and_then(|e| stderr_log::forward(e, spec.worker_id.clone(), on_exit));
+        let deadline = Instant::now() + spec.startup_timeout;
+        let link = match pending.connect(&mut child, deadline) {
+            Ok(link) => link,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                return Err(match e {
+                    TransportError::Disconnected => CallError::ExitedBeforeReady {
+                        status: CallError::status_text(status),
+                    },
+                    TransportError::Timeout => CallError::StartupTimeout(spec.startup_timeout),
+                    other => CallError::Transport(other),
+                });
+            }
+        };
+        if let Some(stdout) = child.stdout.take() {
+            // Not the protocol channel for this transport: the worker's prints are logged.
+            drop(stderr_log::forward(
+                stdout,
+                format!("{}:stdout", spec.worker_id),
+                None,
+            ));
+        }
+        let conn = Connection::new(link, codec, spec.dialect, spec.worker_id.clone(), on_freed);
+        let mut worker = WorkerProcess {
+            child,
+            conn,
+            ready: None,
+            stderr_thread,
+            spec,
+            _tmpdir: tmpdir,
+        };
+        if worker.spec.dialect == Dialect::Ferry {
+            match worker.conn.handshake(deadline, worker.spec.startup_timeout) {
+                Ok(info) => worker.ready = Some(info),
+                Err(e) => {
+                    let e = match e {
+                        CallError::ExitedBeforeReady { .. } => CallError::ExitedBeforeReady {
+                            status: CallError::status_text(worker.exit_status_soon()),
+                        },
+                        other => other,
+                    };
+                    worker.kill();
+                    return Err(e);
+                }
+            }
+        }
+        tracing::info!(worker = %worker.spec.worker_id, pid = worker.child.id(), "worker ready");
+        Ok(worker)
+    }
+
+    /// How many non-protocol lines the worker printed on the channel so far.
+    pub fn skipped_frames(&self) -> u64 {
+        self.conn.skipped_frames()
+    }
+
+    /// The worker's `ready` description (`None` for legacy workers).
+    pub fn ready_info(&self) -> Option<&ReadyInfo> {
+        self.ready.as_ref()
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The spec it was started from.
+    pub fn spec(&self) -> &WorkerSpec {
+        &self.spec
+    }
+
+    /// The multiplexed connection, for callers that manage requests themselves.
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+
+    /// Whether the process has exited (it is reaped if so).
+    pub fn has_exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Calls `operation` with `data` and waits for the answer; `on_event` sees each event.
+    pub fn call(
+        &mut self,
+        operation: &str,
+        data: Value,
+        on_event: impl FnMut(&Envelope),
+    ) -> Result<Response, CallError> {
+        let request = Envelope::request("", operation, data);
+        self.call_with(request, &[], &CallOptions::default(), on_event)
+    }
+
+    /// Sends a prepared request (its `message_id` is replaced by a fresh one; a request
+    /// without `timestamp` or `worker_type` is sent with the current time and the spec's
+    /// worker type) with attachments and waits for the answer.
+    pub fn call_with(
+        &mut self,
+        request: Envelope,
+        attachments: &[&[u8]],
+        options: &CallOptions,
+        on_event: impl FnMut(&Envelope),
+    ) -> Result<Response, CallError> {
+        // A timestamp and the worker type where the request has none, on the wire only.
+        let stamp = request.timestamp.is_none().then(Stamp::now);
+        let fill = Fill {
+            timestamp: stamp.as_ref().map(Stamp::as_str),
+            worker_type: Some(&self.spec.worker_type),
+        };
+        let deadline = options.deadline_for(&request);
+        let result = self
+            .conn
+            .start_filled(request, fill, attachments, deadline)
+            .and_then(|pending| pending.wait(on_event));
+        match result {
+            Err(CallError::WorkerCrashed { .. }) => Err(CallError::WorkerCrashed {
+                status: CallError::status_text(self.exit_status_soon()),
+            }),
+            other => other,
+        }
+    }
+
+    /// The exit status if the process ends within a moment (a closed channel usually
+    /// means it is exiting).
+    fn exit_status_soon(&mut self) -> Option<ExitStatus> {
+        self.wait_timeout(Duration::from_millis(200))
+    }
+
+    fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let mut nap = Duration::from_micros(100);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(nap);
+                    nap = (nap * 2).min(Duration::from_millis(20));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Stops the worker gracefully: the `shutdown` operation, then closing its input, then
+    /// SIGTERM, then SIGKILL, each step after `shutdown_grace`. Always reaps the process.
+    pub fn shutdown(mut self) -> Result<ExitStatus, CallError> {
+        let grace = self.spec.shutdown_grace;
+        if self.spec.dialect == Dialect::Ferry && self.conn.broken().is_none() {
+            let request = Envelope::request("", OP_SHUTDOWN, Value::Null);
+            let options = CallOptions {
+                timeout: Some(grace),
+            };
+            if let Err(e) = self.call_with(request, &[], &options, |_| {}) {
+                tracing::debug!(worker = %self.spec.worker_id, error = %e, "shutdown request failed");
+            }
+        }
+        // Closing the connection closes the worker's input: the end-of-work signal every
+        // stdin loop understands (the legacy dialect has no shutdown operation).
+        self.conn.close();
+        self.conn.close_sender();
+        if let Some(status) = self.wait_timeout(grace) {
+            return Ok(status);
+        }
+        #[cfg(unix)]
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            if let Some(status) = self.wait_timeout(grace) {
+                return Ok(status);
+            }
+        }
+        let _ = self.child.kill();
+        self.child
+            .wait()
+            .map_err(|e| CallError::Transport(TransportError::Io(e)))
+    }
+
+    /// Kills the worker at once (SIGKILL), reaps it, and fails its pending requests.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.conn.fail_all("worker killed");
+    }
+}
+
+/// Prefix of the workers' private temp folders (`ferry-tmp-<host pid>-<random>`).
+const TMPDIR_PREFIX: &str = "ferry-tmp-";
+
+/// Makes the worker's private temp folder, first sweeping those that hosts killed before
+/// they could remove them.
+fn private_tmpdir(spec: &WorkerSpec) -> std::io::Result<PrivateDir> {
+    let base = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "TMPDIR")
+        .map(|(_, v)| std::path::PathBuf::from(v))
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(std::env::temp_dir);
+    #[cfg(unix)]
+    crate::transport::private_dir::remove_stale(&base, TMPDIR_PREFIX);
+    PrivateDir::create(&base, TMPDIR_PREFIX)
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        // No zombies: a worker dropped without `shutdown` is killed and reaped.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        self.conn.close();
+        // Not joined: a grandchild may still hold the stderr pipe open; the thread ends
+        // on its own when the last writer closes it.
+        drop(self.stderr_thread.take());
+    }
+}

@@ -1,0 +1,482 @@
+//! The worker side: `serve(handler)` runs the protocol loop in a worker process.
+//!
+//! Handlers run on the thread that reads the link, so a request costs no thread hop.
+//! While a handler runs, [`Context::is_cancelled`](super::Context::is_cancelled) drains
+//! the link without blocking: cancels take effect, `health` is answered at once, and
+//! other requests wait in a queue, served in arrival order afterwards.
+
+use super::env::{EnvError, WorkerEnv};
+use super::handler::{Context, Handler, HandlerError, Reply, ReplyRef, Request};
+use crate::codec::{with_parts, with_slices, Codec, CodecError, EnvelopeRef, Framing};
+use crate::protocol::{
+    Envelope, ErrorBody, ErrorCode, IdGenerator, MessageType, Operation, ReadyInfo,
+};
+use crate::transport::{FrameReceiver, FrameSender, Link, TransportError};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+/// Why a worker's serve loop stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The environment the host set is unusable.
+    #[error("worker environment: {0}")]
+    Env(#[from] EnvError),
+    /// The codec does not fit the transport.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The link failed other than by the host closing it.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// A request taken off the link while another was running.
+struct Queued {
+    envelope: Envelope,
+    attachments: Vec<Vec<u8>>,
+}
+
+/// The worker's side of the link, shared by the loop and a running handler's context.
+pub(super) struct Io {
+    tx: Box<dyn FrameSender>,
+    rx: Box<dyn FrameReceiver>,
+    codec: Codec,
+    ids: IdGenerator,
+    /// The last message id sent, kept for its allocation.
+    id_buf: String,
+    out: Vec<u8>,
+    pump_buf: Vec<u8>,
+    queue: VecDeque<Queued>,
+    host_gone: bool,
+    /// A handler asked the loop to end after its answer ([`Context::stop_serving`]).
+    stop_requested: bool,
+    started: Instant,
+    served: u64,
+}
+
+impl Io {
+    pub(super) fn request_stop(&mut self) {
+        self.stop_requested = true;
+    }
+
+    pub(super) fn next_id(&self) -> String {
+        self.ids.next_id()
+    }
+
+    pub(super) fn send(
+        &mut self,
+        env: &Envelope,
+        attachments: &[&[u8]],
+    ) -> Result<(), TransportError> {
+        self.send_ref(&EnvelopeRef::from(env), attachments)
+    }
+
+    fn send_ref(
+        &mut self,
+        env: &EnvelopeRef<'_>,
+        attachments: &[&[u8]],
+    ) -> Result<(), TransportError> {
+        if let Err(e) = self.codec.encode_ref(env, attachments, &mut self.out) {
+            tracing::error!(error = %e, "cannot encode outgoing message");
+            return Err(TransportError::InvalidFrame(
+                "outgoing message could not be encoded",
+            ));
+        }
+        let raw = match self.codec.framing() {
+            Framing::LengthPrefixed => attachments,
+            Framing::Lines => &[],
+        };
+        let tx = &mut self.tx;
+        match with_parts(&self.out, raw, |parts| tx.send(parts)) {
+            Err(TransportError::Disconnected) => {
+                self.host_gone = true;
+                Err(TransportError::Disconnected)
+            }
+            other => other,
+        }
+    }
+
+    fn send_error(&mut self, request_id: &str, body: ErrorBody) {
+        let env = Envelope::error(self.next_id(), request_id, body);
+        let _ = self.send(&env, &[]);
+    }
+
+    fn health_data(&self) -> Value {
+        json!({
+            "status": "ok",
+            "pid": std::process::id(),
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "requests_served": self.served,
+            "queued": self.queue.len(),
+        })
+    }
+
+    /// Drains waiting messages without blocking while request `current` runs.
+    pub(super) fn pump(&mut self, current: &str, cancelled: &mut bool) {
+        let mut buf = std::mem::take(&mut self.pump_buf);
+        loop {
+            match self.rx.recv(&mut buf, Some(Instant::now())) {
+                Ok(()) => {}
+                Err(TransportError::Timeout) => break,
+                Err(TransportError::Disconnected) => {
+                    self.host_gone = true;
+                    *cancelled = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping unreadable frame");
+                    continue;
+                }
+            }
+            let decoded = match self.codec.decode(&buf) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping undecodable frame");
+                    continue;
+                }
+            };
+            let is_health = decoded.envelope.kind == MessageType::Request
+                && decoded
+                    .envelope
+                    .operation
+                    .as_deref()
+                    .map(Operation::classify)
+                    == Some(Operation::Health);
+            let attachments = if decoded.envelope.kind == MessageType::Request && !is_health {
+                decoded.attachments_owned(&buf)
+            } else {
+                Vec::new()
+            };
+            let env = decoded.envelope;
+            match env.kind {
+                MessageType::Cancel => match env.request_id.as_deref() {
+                    Some(id) if id == current => *cancelled = true,
+                    Some(id) => self.cancel_queued(id),
+                    None => tracing::warn!("cancel without request_id ignored"),
+                },
+                MessageType::Request if is_health => {
+                    let answer =
+                        Envelope::response(self.next_id(), env.message_id, self.health_data());
+                    let _ = self.send(&answer, &[]);
+                }
+                MessageType::Request => self.queue.push_back(Queued {
+                    envelope: env,
+                    attachments,
+                }),
+                other => tracing::debug!(kind = ?other, "ignoring unexpected message while busy"),
+            }
+        }
+        self.pump_buf = buf;
+    }
+
+    fn cancel_queued(&mut self, id: &str) {
+        if let Some(pos) = self.queue.iter().position(|q| q.envelope.message_id == id) {
+            if let Some(q) = self.queue.remove(pos) {
+                self.send_error(
+                    &q.envelope.message_id,
+                    HandlerError::cancelled().into_body(),
+                );
+            }
+        }
+    }
+}
+
+/// Serves requests in a worker process started by a ferry host: reads the channel from
+/// the environment ([`super::env`](mod@super::env)), sends `ready`, then answers until the host asks for
+/// `shutdown` or goes away.
+///
+/// `operations` lists what the handler serves; an entry ending in `*` is a prefix
+/// (`device.*`). Other operations are answered `unknown_operation` without calling it.
+///
+/// ```no_run
+/// use ferry::worker::{serve, Reply};
+/// serve("echo", &["echo"], |req: &ferry::worker::Request<'_>, _ctx: &mut ferry::worker::Context<'_>| {
+///     Ok(Reply::data(req.data().clone()))
+/// })?;
+/// # Ok::<(), ferry::worker::ServeError>(())
+/// ```
+pub fn serve<H: Handler>(
+    worker_type: &str,
+    operations: &[&str],
+    handler: H,
+) -> Result<(), ServeError> {
+    let env = WorkerEnv::from_env()?;
+    // Ends this process if the host dies, even in the middle of a long handler call.
+    super::watchdog::start();
+    let link = crate::transport::worker_link(env.transport, env.max_frame)?;
+    let codec = Codec::new(env.codec, link.framing, env.max_frame)?;
+    let info = ReadyInfo::new(
+        worker_type,
+        operations.iter().map(|s| (*s).to_owned()).collect(),
+    );
+    serve_link(link, codec, info, handler)
+}
+
+/// Serves on an already connected link (in-process tests, custom transports).
+pub fn serve_link<H: Handler>(
+    link: Link,
+    codec: Codec,
+    info: ReadyInfo,
+    mut handler: H,
+) -> Result<(), ServeError> {
+    let mut io = Io {
+        tx: link.sender,
+        rx: link.receiver,
+        codec,
+        ids: IdGenerator::new("w"),
+        id_buf: String::new(),
+        out: Vec::new(),
+        pump_buf: Vec::new(),
+        queue: VecDeque::new(),
+        host_gone: false,
+        stop_requested: false,
+        started: Instant::now(),
+        served: 0,
+    };
+    let ready = Envelope::ready(io.next_id(), &info);
+    match io.send(&ready, &[]) {
+        Ok(()) => {}
+        Err(TransportError::Disconnected) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    let mut buf = Vec::new();
+    while !io.host_gone && !io.stop_requested {
+        if let Some(q) = io.queue.pop_front() {
+            let atts: Vec<&[u8]> = q.attachments.iter().map(Vec::as_slice).collect();
+            let stop = dispatch(&mut io, &info, &mut handler, &q.envelope, atts);
+            if stop {
+                break;
+            }
+            continue;
+        }
+        match io.rx.recv(&mut buf, None) {
+            Ok(()) => {}
+            Err(TransportError::Disconnected) => break,
+            Err(e @ TransportError::FrameTooLarge { .. }) => {
+                tracing::warn!(error = %e, "skipping oversized frame");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let decoded = match io.codec.decode(&buf) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping undecodable frame");
+                continue;
+            }
+        };
+        let atts: Vec<&[u8]> = (0..decoded.attachment_count())
+            .filter_map(|i| decoded.attachment(&buf, i))
+            .collect();
+        if dispatch(&mut io, &info, &mut handler, &decoded.envelope, atts) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Handles one incoming message; returns `true` when the worker should stop.
+fn dispatch<'r, H: Handler>(
+    io: &mut Io,
+    info: &ReadyInfo,
+    handler: &mut H,
+    env: &'r Envelope,
+    attachments: Vec<&'r [u8]>,
+) -> bool {
+    match env.kind {
+        MessageType::Request => {}
+        MessageType::Cancel => {
+            if let Some(id) = env.request_id.as_deref() {
+                io.cancel_queued(id);
+            }
+            return false;
+        }
+        other => {
+            tracing::debug!(kind = ?other, "ignoring message a worker does not expect");
+            return false;
+        }
+    }
+    let id = env.message_id.as_str();
+    let Some(operation) = env.operation.as_deref() else {
+        io.send_error(
+            id,
+            ErrorBody::new(ErrorCode::InvalidRequest, "request lacks `operation`"),
+        );
+        return false;
+    };
+    let answer = match Operation::classify(operation) {
+        Operation::Health => Ok(ReplyRef::from(Reply::data(io.health_data()))),
+        Operation::Capabilities => Ok(ReplyRef::from(Reply::data(
+            serde_json::to_value(info).unwrap_or(Value::Null),
+        ))),
+        Operation::Shutdown => {
+            let env = Envelope::response(io.next_id(), id, json!({"status": "shutting_down"}));
+            let _ = io.send(&env, &[]);
+            return true;
+        }
+        Operation::Custom(op) if !serves(info, op) => Err(HandlerError::new(
+            ErrorCode::UnknownOperation,
+            format!(
+                "operation `{op}` is not served by worker type `{}`",
+                info.worker_type
+            ),
+        )),
+        Operation::Custom(_) => run_handler(io, handler, env, attachments),
+    };
+    io.served += 1;
+    match answer {
+        Ok(reply) => {
+            // Sent from a view: the id reuses a buffer, the data and attachments are sent
+            // from where the handler left them (the request's, for an echo).
+            let mut message_id = std::mem::take(&mut io.id_buf);
+            io.ids.next_id_into(&mut message_id);
+            let mut out = EnvelopeRef::new(MessageType::Response, &message_id);
+            out.request_id = Some(id);
+            out.success = Some(true);
+            out.data = Some(&reply.data);
+            out.metrics = reply.metrics.as_ref();
+            let sent = with_slices(&reply.attachments, |atts| io.send_ref(&out, atts));
+            io.id_buf = message_id;
+            if let Err(e) = sent {
+                if !matches!(e, TransportError::Disconnected) {
+                    io.send_error(
+                        id,
+                        ErrorBody::new(e.code(), format!("cannot send response: {e}")),
+                    );
+                }
+            }
+        }
+        Err(e) => io.send_error(id, e.into_body()),
+    }
+    false
+}
+
+fn serves(info: &ReadyInfo, op: &str) -> bool {
+    info.operations
+        .iter()
+        .any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => op.starts_with(prefix),
+            None => pattern == op,
+        })
+}
+
+fn run_handler<'r, H: Handler>(
+    io: &mut Io,
+    handler: &mut H,
+    env: &'r Envelope,
+    attachments: Vec<&'r [u8]>,
+) -> Result<ReplyRef<'r>, HandlerError> {
+    let started = Instant::now();
+    let deadline = env
+        .deadline_ms
+        .map(|ms| started + Duration::from_millis(ms));
+    let request = Request {
+        envelope: env,
+        attachments,
+    };
+    let mut ctx = Context {
+        io,
+        request_id: &env.message_id,
+        deadline,
+        cancelled: false,
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        handler.handle_borrowed(&request, &mut ctx)
+    }));
+    match result {
+        Ok(Ok(mut reply)) => {
+            let metrics = reply.metrics.get_or_insert_with(Default::default);
+            metrics
+                .processing_time_ms
+                .get_or_insert(started.elapsed().as_secs_f64() * 1000.0);
+            Ok(reply)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(HandlerError::internal(format!("handler panicked: {what}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{CodecKind, Framing};
+    use crate::transport::memory;
+
+    #[test]
+    fn stop_serving_ends_the_loop_after_the_answer() {
+        let (mut host, worker) = memory::pair(1 << 20);
+        let codec = Codec::new(CodecKind::Json, Framing::LengthPrefixed, 1 << 20).unwrap();
+        let info = ReadyInfo::new("t", vec!["stop".into()]);
+        let served = std::thread::spawn(move || {
+            serve_link(
+                worker,
+                codec,
+                info,
+                |_: &Request<'_>, ctx: &mut Context<'_>| {
+                    ctx.stop_serving();
+                    Ok(Reply::data(json!("bye")))
+                },
+            )
+        });
+        let mut out = Vec::new();
+        let request = Envelope::request("r-1", "stop", Value::Null);
+        codec.encode(&request, &[], &mut out).unwrap();
+        host.sender.send(&[&out]).unwrap();
+        let mut buf = Vec::new();
+        host.receiver.recv(&mut buf, None).unwrap();
+        assert!(codec.decode(&buf).unwrap().envelope.is_ready_event());
+        host.receiver.recv(&mut buf, None).unwrap();
+        let answer = codec.decode(&buf).unwrap().envelope;
+        assert_eq!(answer.request_id.as_deref(), Some("r-1"));
+        assert_eq!(answer.data, Some(json!("bye")));
+        // The loop ended by itself while the host's end is still open.
+        served.join().unwrap().unwrap();
+        drop(host);
+    }
+
+    #[test]
+    fn borrowing_echo_answers_with_the_requests_data_and_attachments() {
+        let (mut host, worker) = memory::pair(1 << 20);
+        let codec = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, 1 << 20).unwrap();
+        let info = ReadyInfo::new("echo", vec!["echo".into()]);
+        let served =
+            std::thread::spawn(move || serve_link(worker, codec, info, crate::worker::echo::Echo));
+        let mut buf = Vec::new();
+        host.receiver.recv(&mut buf, None).unwrap();
+        assert!(codec.decode(&buf).unwrap().envelope.is_ready_event());
+        let mut out = Vec::new();
+        let attachments: [&[u8]; 2] = [b"first", &[0, 1, 2, 255]];
+        let data = json!({"prompt": "a fox", "n": [1, 2.5]});
+        let request = Envelope::request("r-1", "echo", data.clone());
+        codec.encode(&request, &attachments, &mut out).unwrap();
+        let frame = [out.as_slice(), attachments[0], attachments[1]].concat();
+        host.sender.send(&[&frame]).unwrap();
+        host.receiver.recv(&mut buf, None).unwrap();
+        let answer = codec.decode(&buf).unwrap();
+        assert_eq!(answer.envelope.kind, MessageType::Response);
+        assert_eq!(answer.envelope.request_id.as_deref(), Some("r-1"));
+        assert_eq!(answer.envelope.message_id, "w-2");
+        assert_eq!(answer.envelope.data, Some(data));
+        assert!(answer
+            .envelope
+            .metrics
+            .as_ref()
+            .unwrap()
+            .processing_time_ms
+            .is_some());
+        assert_eq!(
+            answer.attachments_owned(&buf),
+            attachments.map(<[u8]>::to_vec)
+        );
+        drop(host);
+        served.join().unwrap().unwrap();
+    }
+}
