@@ -36,7 +36,7 @@ pub fn connect() -> PyResult<Connection> {
     // Ends the Python process within a moment of its host's death, even while a handler
     // holds the GIL in a long step: a Rust thread calls `_exit`, which needs no GIL.
     ferry::worker::watchdog::start();
-    let link = worker_link(&env).map_err(NativeError::from)?;
+    let link = worker_link(env.transport, env.max_frame).map_err(NativeError::from)?;
     let codec = Codec::new(env.codec, link.framing, env.max_frame).map_err(NativeError::from)?;
     Ok(Connection {
         link: Mutex::new(Some((link, codec))),

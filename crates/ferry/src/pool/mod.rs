@@ -25,14 +25,17 @@
 //! # Ok::<(), ferry::pool::PoolError>(())
 //! ```
 
+mod attempt;
 mod backoff;
 mod breaker;
 mod budget;
 mod config;
+mod dispatch;
 mod error;
 mod events;
 mod member;
 mod queue;
+mod retry;
 mod status;
 mod supervisor;
 
@@ -42,27 +45,21 @@ pub use error::PoolError;
 pub use events::{LifecycleEvent, LifecycleKind};
 pub use status::{WorkerState, WorkerStatus};
 
-use crate::connection::{Fill, Incoming, Reservation};
-use crate::protocol::{Envelope, ErrorCode, Priority, Stamp};
+use crate::connection::Fill;
+use crate::protocol::{Envelope, Stamp};
 use crate::worker::{CallError, CallOptions, Response, WorkerSpec};
 use backoff::Backoff;
 use breaker::{Breaker, Transition};
 use budget::RetryBudget;
+use dispatch::Dispatch;
 use member::Member;
 use parking_lot::{Condvar, Mutex};
-use queue::{Ticket, WaitQueue};
+use queue::WaitQueue;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
-
-/// State guarded by the dispatch lock.
-struct Dispatch {
-    queue: WaitQueue,
-    breaker: Breaker,
-    budget: RetryBudget,
-}
 
 pub(crate) struct Inner {
     spec: WorkerSpec,
@@ -222,31 +219,13 @@ impl Pool {
         request: Envelope,
         attachments: &[&[u8]],
         options: &CallOptions,
-        mut on_event: impl FnMut(&Envelope),
+        on_event: impl FnMut(&Envelope),
     ) -> Result<Response, PoolError> {
-        let inner = &self.inner;
-        let (deadline, limit) = inner.deadline_for(&request, options);
-        let priority = request.priority.unwrap_or_default();
-        let retryable_op = inner.may_retry(&request);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let (member, reservation) = inner.acquire_sync(priority, deadline)?;
-            // Sent from a view, so a retry resends the same envelope without a copy.
-            let stamp = request.timestamp.is_none().then(Stamp::now);
-            let result = reservation
-                .send_filled(
-                    &request,
-                    inner.fill(stamp.as_ref()),
-                    attachments,
-                    Some(deadline),
-                )
-                .and_then(|pending| pending.wait(&mut on_event));
-            match inner.after_call(&member, result, retryable_op, attempt, deadline, limit) {
-                Outcome::Done(r) => return r,
-                Outcome::Retry(delay) => std::thread::sleep(delay),
-            }
-        }
+        let mut blocking = attempt::Blocking {
+            attachments,
+            on_event,
+        };
+        attempt::complete_now(attempt::run(&self.inner, &request, options, &mut blocking))
     }
 
     /// Calls a worker from async code; `on_event` sees each event. The request is sent from
@@ -256,55 +235,14 @@ impl Pool {
         request: Envelope,
         attachments: Vec<Vec<u8>>,
         options: CallOptions,
-        mut on_event: impl FnMut(&Envelope) + Send,
+        on_event: impl FnMut(&Envelope) + Send,
     ) -> Result<Response, PoolError> {
-        let inner = &self.inner;
-        let (deadline, limit) = inner.deadline_for(&request, &options);
-        let priority = request.priority.unwrap_or_default();
-        let retryable_op = inner.may_retry(&request);
         let parts: Vec<&[u8]> = attachments.iter().map(Vec::as_slice).collect();
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let (member, reservation) = inner.acquire_async(priority, deadline).await?;
-            let stamp = request.timestamp.is_none().then(Stamp::now);
-            let sent = reservation.send_async_filled(
-                &request,
-                inner.fill(stamp.as_ref()),
-                &parts,
-                Some(deadline),
-            );
-            let result = match sent {
-                Err(e) => Err(e),
-                Ok(mut pending) => {
-                    let waited = tokio::time::timeout_at(deadline.into(), async {
-                        loop {
-                            match pending.next_async().await {
-                                Some(Incoming::Event(e)) => on_event(&e),
-                                Some(Incoming::Done(r)) => return r,
-                                None => {
-                                    return Err(CallError::WorkerCrashed {
-                                        status: "answer stream ended".into(),
-                                    })
-                                }
-                            }
-                        }
-                    })
-                    .await;
-                    match waited {
-                        Ok(r) => r,
-                        Err(_) => {
-                            pending.cancel();
-                            Err(CallError::Timeout(limit))
-                        }
-                    }
-                }
-            };
-            match inner.after_call(&member, result, retryable_op, attempt, deadline, limit) {
-                Outcome::Done(r) => return r,
-                Outcome::Retry(delay) => tokio::time::sleep(delay).await,
-            }
-        }
+        let mut awaiting = attempt::Awaiting {
+            attachments: &parts,
+            on_event,
+        };
+        attempt::run(&self.inner, &request, &options, &mut awaiting).await
     }
 
     /// Stops gracefully: waiting callers get `unavailable`, each worker gets the `shutdown`
@@ -365,14 +303,6 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.stop(false);
     }
-}
-
-// Why allowed: a short-lived stack value returned once per call; boxing the large variant
-// would add an allocation to every call's hot path.
-#[allow(clippy::large_enum_variant)]
-enum Outcome {
-    Done(Result<Response, PoolError>),
-    Retry(Duration),
 }
 
 impl Inner {
@@ -442,245 +372,5 @@ impl Inner {
             timestamp: stamp.map(Stamp::as_str),
             worker_type: Some(&self.spec.worker_type),
         }
-    }
-
-    /// When the call must be answered, and the limit it was given (which a timeout
-    /// reports: the caller's own deadline, not the pool's default).
-    fn deadline_for(&self, request: &Envelope, options: &CallOptions) -> (Instant, Duration) {
-        let timeout = options
-            .timeout
-            .or(request.deadline_ms.map(Duration::from_millis))
-            .unwrap_or_else(|| self.config.request_timeout());
-        (Instant::now() + timeout, timeout)
-    }
-
-    fn may_retry(&self, request: &Envelope) -> bool {
-        self.config.retry_max_attempts > 1
-            && self
-                .config
-                .is_idempotent(request.operation.as_deref().unwrap_or_default())
-    }
-
-    /// The least-loaded ready worker with room, with a place reserved on it.
-    fn try_reserve(&self) -> Option<(Arc<Member>, Reservation)> {
-        let members = self.members.lock();
-        let mut best: Option<(usize, &Arc<Member>, Arc<crate::connection::Connection>)> = None;
-        // Only spreading matters here; no other memory is published through this counter.
-        let start = self.rotation.fetch_add(1, Ordering::Relaxed);
-        let n = members.len().max(1);
-        for m in members.iter().cycle().skip(start % n).take(members.len()) {
-            let st = m.state.lock();
-            if st.state != WorkerState::Ready {
-                continue;
-            }
-            let Some(conn) = &st.conn else { continue };
-            if conn.broken().is_some() {
-                continue;
-            }
-            let load = conn.in_flight();
-            if load < self.config.max_in_flight && best.as_ref().is_none_or(|(l, _, _)| load < *l) {
-                best = Some((load, m, conn.clone()));
-            }
-        }
-        let (_, member, conn) = best?;
-        let reservation = conn.reserve().ok()?;
-        Some((member.clone(), reservation))
-    }
-
-    fn refusal(&self, d: &Dispatch) -> Option<PoolError> {
-        if self.stopping.load(Ordering::Relaxed) {
-            return Some(PoolError::ShuttingDown(self.spec.worker_type.clone()));
-        }
-        if !d.breaker.allows_calls(Instant::now()) {
-            return Some(PoolError::CircuitOpen(self.spec.worker_type.clone()));
-        }
-        None
-    }
-
-    /// Under the dispatch lock: a free worker for a newcomer when nobody queues, else a
-    /// place in the queue.
-    fn admit(&self, d: &mut Dispatch, priority: Priority) -> Result<Admission, PoolError> {
-        if let Some(e) = self.refusal(d) {
-            return Err(e);
-        }
-        if d.queue.is_empty() {
-            if let Some(found) = self.try_reserve() {
-                return Ok(Admission::Served(found));
-            }
-        }
-        d.queue
-            .push(priority)
-            .map(Admission::Queued)
-            .ok_or_else(|| self.overloaded())
-    }
-
-    /// Under the dispatch lock: a free worker for `ticket` if it heads the queue; it then
-    /// leaves the queue and the next head is woken (there may be room for it too).
-    fn take_as_head(
-        &self,
-        d: &mut Dispatch,
-        ticket: &Arc<Ticket>,
-    ) -> Option<(Arc<Member>, Reservation)> {
-        if !d.queue.is_head(ticket) {
-            return None;
-        }
-        let found = self.try_reserve()?;
-        d.queue.remove(ticket);
-        d.queue.wake_head();
-        Some(found)
-    }
-
-    /// Under the dispatch lock: `ticket` gives up its place.
-    fn leave(d: &mut Dispatch, ticket: &Arc<Ticket>) {
-        if d.queue.remove(ticket) {
-            d.queue.wake_head();
-        }
-    }
-
-    fn queue_timeout(&self, started: Instant) -> PoolError {
-        PoolError::QueueTimeout {
-            worker_type: self.spec.worker_type.clone(),
-            waited: started.elapsed(),
-        }
-    }
-
-    fn acquire_sync(
-        &self,
-        priority: Priority,
-        deadline: Instant,
-    ) -> Result<(Arc<Member>, Reservation), PoolError> {
-        let started = Instant::now();
-        let mut d = self.dispatch.lock();
-        let ticket = match self.admit(&mut d, priority)? {
-            Admission::Served(found) => return Ok(found),
-            Admission::Queued(ticket) => ticket,
-        };
-        self.nudge_supervisor();
-        loop {
-            if let Some(e) = self.refusal(&d) {
-                Self::leave(&mut d, &ticket);
-                return Err(e);
-            }
-            if let Some(found) = self.take_as_head(&mut d, &ticket) {
-                return Ok(found);
-            }
-            if ticket.cv.wait_until(&mut d, deadline).timed_out() {
-                if let Some(found) = self.take_as_head(&mut d, &ticket) {
-                    return Ok(found);
-                }
-                Self::leave(&mut d, &ticket);
-                return Err(self.queue_timeout(started));
-            }
-        }
-    }
-
-    async fn acquire_async(
-        self: &Arc<Self>,
-        priority: Priority,
-        deadline: Instant,
-    ) -> Result<(Arc<Member>, Reservation), PoolError> {
-        let started = Instant::now();
-        let ticket = match self.admit(&mut self.dispatch.lock(), priority)? {
-            Admission::Served(found) => return Ok(found),
-            Admission::Queued(ticket) => ticket,
-        };
-        self.nudge_supervisor();
-        let guard = TicketGuard {
-            inner: self.clone(),
-            ticket,
-        };
-        let wait = std::future::poll_fn(|cx| {
-            let mut d = self.dispatch.lock();
-            if let Some(e) = self.refusal(&d) {
-                return std::task::Poll::Ready(Err(e));
-            }
-            if let Some(found) = self.take_as_head(&mut d, &guard.ticket) {
-                return std::task::Poll::Ready(Ok(found));
-            }
-            guard.ticket.set_waker(cx.waker());
-            std::task::Poll::Pending
-        });
-        match tokio::time::timeout_at(deadline.into(), wait).await {
-            Ok(result) => result,
-            Err(_) => Err(self.queue_timeout(started)),
-        }
-    }
-
-    fn overloaded(&self) -> PoolError {
-        PoolError::Overloaded {
-            worker_type: self.spec.worker_type.clone(),
-            capacity: self.config.queue_capacity,
-        }
-    }
-
-    fn after_call(
-        &self,
-        member: &Member,
-        result: Result<Response, CallError>,
-        retryable_op: bool,
-        attempt: u32,
-        deadline: Instant,
-        limit: Duration,
-    ) -> Outcome {
-        // Statistics only: no other memory is published through this counter.
-        member.served.fetch_add(1, Ordering::Relaxed);
-        let mut d = self.dispatch.lock();
-        d.budget.deposit();
-        match result {
-            Ok(r) => {
-                let t = d.breaker.record_success();
-                drop(d);
-                self.publish_transition(t);
-                Outcome::Done(Ok(r))
-            }
-            Err(e) => {
-                let delay = self.config.retry_backoff(attempt - 1);
-                let can_retry = retryable_op
-                    && e.code().is_retryable()
-                    && !matches!(e, CallError::Timeout(_))
-                    && attempt < self.config.retry_max_attempts
-                    && Instant::now() + delay < deadline
-                    && d.budget.withdraw();
-                if can_retry {
-                    tracing::debug!(worker = %member.id, error = %e, attempt, "retrying");
-                    Outcome::Retry(delay)
-                } else {
-                    let e = match e {
-                        CallError::Timeout(_) => CallError::Timeout(limit),
-                        // The worker stopped the request on its own deadline (the protocol's
-                        // `cancelled`; the host sent no cancel) just as the host's ran out:
-                        // one deadline, so one answer for the caller, whichever side noticed
-                        // first.
-                        CallError::Remote(body)
-                            if body.code == ErrorCode::Cancelled && Instant::now() >= deadline =>
-                        {
-                            CallError::Timeout(limit)
-                        }
-                        e => e,
-                    };
-                    Outcome::Done(Err(PoolError::Call(e)))
-                }
-            }
-        }
-    }
-}
-
-/// What a caller gets on arrival.
-enum Admission {
-    /// A worker with a reserved place.
-    Served((Arc<Member>, Reservation)),
-    /// A place in the wait queue.
-    Queued(Arc<Ticket>),
-}
-
-/// Removes an async caller's ticket when its future ends or is dropped.
-struct TicketGuard {
-    inner: Arc<Inner>,
-    ticket: Arc<Ticket>,
-}
-
-impl Drop for TicketGuard {
-    fn drop(&mut self) {
-        Inner::leave(&mut self.inner.dispatch.lock(), &self.ticket);
     }
 }

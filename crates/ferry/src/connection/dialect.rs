@@ -1,0 +1,104 @@
+//! The two dialects a connection speaks: how a request is written and a frame read in
+//! ferry's protocol (any codec) and in the old design's six-line JSON worker protocol.
+
+use super::{CallError, Connection, TxHalf};
+use crate::codec::{with_parts, CodecError, EnvelopeRef, Framing};
+use crate::protocol::{legacy, Dialect, Envelope, ProtocolError, PROTOCOL_VERSION};
+use crate::transport::TransportError;
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+
+impl Connection {
+    pub(super) fn send_request(
+        &self,
+        env: &EnvelopeRef<'_>,
+        attachments: &[&[u8]],
+    ) -> Result<(), CallError> {
+        let mut tx = self.tx.lock();
+        let TxHalf { sender, out } = &mut *tx;
+        let result = match self.dialect {
+            Dialect::Ferry => {
+                self.codec.encode_ref(env, attachments, out)?;
+                let raw = match self.codec.framing() {
+                    Framing::LengthPrefixed => attachments,
+                    Framing::Lines => &[],
+                };
+                with_parts(out, raw, |parts| sender.send(parts))
+            }
+            Dialect::Legacy => {
+                out.clear();
+                legacy::write_request(env.operation, env.message_id, env.data, out).map_err(
+                    |e| CodecError::Header {
+                        codec: crate::codec::CodecKind::Json,
+                        message: e.to_string(),
+                    },
+                )?;
+                sender.send(&[out])
+            }
+        };
+        result.map_err(|e| match e {
+            TransportError::Disconnected => CallError::WorkerCrashed {
+                status: "channel closed while sending".into(),
+            },
+            other => CallError::Transport(other),
+        })
+    }
+
+    /// Decodes one received frame in this connection's dialect. `None`: nothing to route
+    /// (noise that was skipped and counted, or a version switch that failed every pending
+    /// request).
+    pub(super) fn decode_frame(&self, frame: &[u8]) -> Option<(Envelope, Vec<Vec<u8>>)> {
+        Some(match self.dialect {
+            Dialect::Ferry => match self.codec.decode(frame) {
+                Ok(decoded) => {
+                    let attachments = if decoded.attachment_count() > 0 {
+                        decoded.attachments_owned(frame)
+                    } else {
+                        Vec::new()
+                    };
+                    (decoded.envelope, attachments)
+                }
+                Err(e @ CodecError::Protocol(ProtocolError::VersionMismatch { got, .. })) => {
+                    // Every caller hears the version the worker really sent.
+                    self.fail_pending_with(|| {
+                        CallError::Protocol(ProtocolError::VersionMismatch {
+                            expected: PROTOCOL_VERSION,
+                            got,
+                        })
+                    });
+                    tracing::error!(worker = %self.label, error = %e, "worker switched protocol version");
+                    return None;
+                }
+                Err(e) => {
+                    self.skip(frame, &e);
+                    return None;
+                }
+            },
+            Dialect::Legacy => {
+                let decoded = serde_json::from_slice::<Value>(frame)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| {
+                        legacy::decode_answer(v, self.ids.next_id()).map_err(|e| e.to_string())
+                    });
+                match decoded {
+                    Ok(env) => (env, Vec::new()),
+                    Err(e) => {
+                        self.skip(frame, &e);
+                        return None;
+                    }
+                }
+            }
+        })
+    }
+
+    pub(super) fn is_noise(&self, e: &CodecError) -> bool {
+        self.codec.framing() == Framing::Lines
+            && matches!(e, CodecError::NotUtf8 | CodecError::Header { .. })
+    }
+
+    pub(super) fn skip(&self, frame: &[u8], e: &dyn std::fmt::Display) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        let preview = String::from_utf8_lossy(&frame[..frame.len().min(200)]).into_owned();
+        tracing::warn!(worker = %self.label, error = %e, line = %preview, "skipping non-protocol output");
+    }
+}

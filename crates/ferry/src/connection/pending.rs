@@ -1,0 +1,171 @@
+//! One request in flight: its caller waits for events and the answer (leading the read
+//! when the link is free), or polls them from async code; dropping it cancels.
+
+use super::slot::{Incoming, Slot};
+use super::{CallError, Connection, Response};
+use crate::protocol::Envelope;
+use crate::transport::TransportError;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One request in flight: wait for its events and its answer.
+pub struct Pending {
+    pub(super) conn: Arc<Connection>,
+    pub(super) id: String,
+    /// The number of `id`: the request's key in the pending table.
+    pub(super) key: u64,
+    pub(super) slot: Arc<Slot>,
+    pub(super) deadline: Option<Instant>,
+    /// How long the caller gave the request when it was sent (what a timeout reports).
+    pub(super) window: Option<Duration>,
+    pub(super) finished: bool,
+    pub(super) is_async: bool,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// The request's `message_id`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Waits on this thread for the answer; `on_event` sees each event as it arrives.
+    /// Reads the link itself when no one else does (no thread hop).
+    pub fn wait(mut self, mut on_event: impl FnMut(&Envelope)) -> Result<Response, CallError> {
+        loop {
+            // What has arrived, or (in the same look) the nudge count to wait past.
+            let seen = match self.slot.pop_or_nudges() {
+                Ok(Incoming::Event(e)) => {
+                    on_event(&e);
+                    continue;
+                }
+                Ok(Incoming::Done(result)) => {
+                    self.finished = true;
+                    return result;
+                }
+                Err(seen) => seen,
+            };
+            // `Some(outcome)` when this caller led: its answer, or `None` on its deadline.
+            let led = {
+                let conn = &*self.conn;
+                conn.rx.try_lock().map(|mut rx| {
+                    // Frames for this request come back from `read_one` directly; the slot
+                    // holds what other threads delivered (the previous leader, a failure of
+                    // the whole link), looked at with one load before each read.
+                    let outcome = loop {
+                        if self.slot.has_items() {
+                            if let Some(item) = self.slot.pop() {
+                                match item {
+                                    Incoming::Event(e) => on_event(&e),
+                                    Incoming::Done(result) => break Some(result),
+                                }
+                                continue;
+                            }
+                        }
+                        match conn.read_one(&mut rx, self.deadline, Some(&self.slot)) {
+                            Ok(Some(Incoming::Event(e))) => on_event(&e),
+                            Ok(Some(Incoming::Done(result))) => break Some(result),
+                            Ok(None) => {}
+                            // Every pending slot, ours included, now holds its failure.
+                            Err(TransportError::Timeout) => break None,
+                            Err(_) => {}
+                        }
+                    };
+                    drop(rx);
+                    conn.step_down(Some(self.key));
+                    outcome
+                })
+            };
+            match led {
+                Some(Some(result)) => {
+                    self.finished = true;
+                    return result;
+                }
+                Some(None) => return Err(self.time_out()),
+                None => {
+                    if !self.slot.wait(seen, self.deadline) {
+                        return Err(self.time_out());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next event or the answer, for async callers (use a connection's
+    /// [`start_async`](Connection::start_async)). Returns `None` after the answer.
+    pub fn next_async(&mut self) -> impl Future<Output = Option<Incoming>> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.finished {
+                return std::task::Poll::Ready(None);
+            }
+            match self.slot.poll_pop(cx.waker()) {
+                Some(item) => {
+                    if matches!(item, Incoming::Done(_)) {
+                        self.finish_async();
+                    }
+                    std::task::Poll::Ready(Some(item))
+                }
+                None => std::task::Poll::Pending,
+            }
+        })
+    }
+
+    /// The answer if it has arrived, without blocking and without reading the link (use
+    /// with [`Connection::start_async`], whose reader thread reads). Events are dropped.
+    pub fn poll_done(&mut self) -> Option<Result<Response, CallError>> {
+        while let Some(item) = self.slot.pop() {
+            if let Incoming::Done(result) = item {
+                self.finish_async();
+                return Some(result);
+            }
+        }
+        None
+    }
+
+    /// Stops waiting: sends a `cancel` and abandons the slot (the worker's late answer is
+    /// discarded when it comes).
+    pub fn cancel(mut self) {
+        self.abandon();
+    }
+
+    fn finish_async(&mut self) {
+        self.finished = true;
+        if self.is_async {
+            self.is_async = false;
+            self.conn.async_done();
+        }
+    }
+
+    fn abandon(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.slot.abandon();
+            self.conn.send_cancel(&self.id);
+        }
+        if self.is_async {
+            self.is_async = false;
+            self.conn.async_done();
+        }
+    }
+
+    fn time_out(&mut self) -> CallError {
+        // The window the caller gave, not what is left of it (which is zero by now).
+        let limit = self.window.unwrap_or_default();
+        self.abandon();
+        CallError::Timeout(limit)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}

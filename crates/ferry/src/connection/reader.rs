@@ -1,0 +1,189 @@
+//! Reading the link: the leader (a caller, or the async reader thread) reads frames and
+//! routes each to the slot of the request it names; see the module docs for who leads.
+
+use super::slot::{Incoming, Slot};
+use super::{CallError, Connection, Response, RxHalf, READER_SLICE};
+use crate::protocol::{Dialect, Envelope, ErrorBody, ErrorCode, MessageType};
+use crate::transport::TransportError;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Connection {
+    /// Reads one frame as leader and routes it; what is for `own` (the leader's slot) is
+    /// returned instead of delivered. Link failures are returned after every pending
+    /// request (`own` included) has been failed.
+    pub(super) fn read_one(
+        &self,
+        rx: &mut RxHalf,
+        deadline: Option<Instant>,
+        own: Option<&Arc<Slot>>,
+    ) -> Result<Option<Incoming>, TransportError> {
+        match rx.receiver.recv(&mut rx.buf, deadline) {
+            Ok(()) => {}
+            Err(TransportError::Timeout) => return Err(TransportError::Timeout),
+            Err(TransportError::FrameTooLarge { size, max }) => {
+                // The answer it carried is lost and cannot be attributed: fail what waits
+                // rather than let it hang.
+                self.fail_pending_with(|| {
+                    CallError::Transport(TransportError::FrameTooLarge { size, max })
+                });
+                return Ok(None);
+            }
+            Err(e) => {
+                let why = match &e {
+                    TransportError::Disconnected => "worker closed the channel".to_owned(),
+                    other => format!("link failed: {other}"),
+                };
+                self.fail_all(&why);
+                return Err(e);
+            }
+        }
+        match self.decode_frame(&rx.buf) {
+            Some((env, attachments)) => Ok(self.route(env, attachments, own)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn fail_pending_with(&self, make: impl Fn() -> CallError) {
+        let slots: Vec<Arc<Slot>> = self.state.lock().pending.drain().map(|(_, s)| s).collect();
+        for slot in &slots {
+            slot.deliver(Incoming::Done(Err(make())));
+        }
+        if !slots.is_empty() {
+            self.freed();
+        }
+    }
+
+    /// Delivers `env` to the slot of the request it names, or returns it when that slot
+    /// is `own`.
+    pub(super) fn route(
+        &self,
+        mut env: Envelope,
+        attachments: Vec<Vec<u8>>,
+        own: Option<&Arc<Slot>>,
+    ) -> Option<Incoming> {
+        let terminal = env.is_terminal();
+        let slot = {
+            let mut st = self.state.lock();
+            let key = match (env.request_id.as_deref(), self.dialect) {
+                // Not an id this connection made: no request of ours can match it.
+                (Some(id), _) => self.ids.number_of(id),
+                // A legacy answer may omit request_id: it answers the one request in flight.
+                (None, Dialect::Legacy) => st.pending.keys().next().copied(),
+                (None, Dialect::Ferry) => {
+                    drop(st);
+                    tracing::debug!(worker = %self.label, event = ?env.event_name, "worker-wide message");
+                    return None;
+                }
+            };
+            let slot = key.and_then(|key| {
+                if terminal {
+                    st.pending.remove(&key)
+                } else {
+                    st.pending.get(&key).cloned()
+                }
+            });
+            if slot.is_none() {
+                drop(st);
+                tracing::debug!(worker = %self.label, request = ?env.request_id, "message for a request no longer pending");
+            }
+            slot
+        };
+        let slot = slot?;
+        let item = match env.kind {
+            MessageType::Event => Incoming::Event(env),
+            MessageType::Response => Incoming::Done(Ok(Response {
+                // Moved, not cloned: a large `data` is not copied a second time.
+                data: env.data.take().unwrap_or(Value::Null),
+                envelope: env,
+                attachments,
+            })),
+            MessageType::Error => Incoming::Done(Err(match env.error {
+                Some(body) => CallError::Remote(body),
+                None => CallError::Remote(ErrorBody::new(
+                    ErrorCode::Protocol,
+                    "error message without `error`",
+                )),
+            })),
+            other => {
+                tracing::warn!(worker = %self.label, kind = ?other, "worker sent a message only hosts send");
+                return None;
+            }
+        };
+        let mine = own.is_some_and(|own| Arc::ptr_eq(own, &slot));
+        let item = if mine {
+            Some(item)
+        } else {
+            slot.deliver(item);
+            None
+        };
+        if terminal {
+            self.freed();
+        }
+        item
+    }
+
+    /// The leader is done reading: let a follower (or the reader thread) take over.
+    pub(super) fn step_down(&self, own: Option<u64>) {
+        let slots: Vec<Arc<Slot>> = {
+            let mut st = self.state.lock();
+            st.reader_nudges += 1;
+            st.pending
+                .iter()
+                .filter(|(key, _)| Some(**key) != own)
+                .map(|(_, s)| s.clone())
+                .collect()
+        };
+        for slot in slots {
+            slot.nudge();
+        }
+        self.state_cv.notify_all();
+    }
+
+    pub(super) fn reader_loop(self: Arc<Self>) {
+        loop {
+            let seen = {
+                let mut st = self.state.lock();
+                while st.async_waiters == 0 && !st.closing {
+                    self.state_cv.wait(&mut st);
+                }
+                if st.closing {
+                    return;
+                }
+                st.reader_nudges
+            };
+            if let Some(mut rx) = self.rx.try_lock() {
+                loop {
+                    {
+                        let st = self.state.lock();
+                        if st.async_waiters == 0 || st.closing || st.broken.is_some() {
+                            break;
+                        }
+                    }
+                    match self.read_one(&mut rx, Some(Instant::now() + READER_SLICE), None) {
+                        Ok(_) | Err(TransportError::Timeout) => {}
+                        Err(_) => break,
+                    }
+                }
+                drop(rx);
+                self.step_down(None);
+                if self.state.lock().broken.is_some() {
+                    // Nothing more can arrive; wait until async callers drain or close.
+                    let mut st = self.state.lock();
+                    while !st.closing && st.async_waiters > 0 {
+                        self.state_cv.wait_for(&mut st, READER_SLICE);
+                    }
+                    if st.closing {
+                        return;
+                    }
+                }
+            } else {
+                let mut st = self.state.lock();
+                while st.reader_nudges == seen && !st.closing && st.async_waiters > 0 {
+                    self.state_cv.wait(&mut st);
+                }
+            }
+        }
+    }
+}
