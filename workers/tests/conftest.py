@@ -142,7 +142,7 @@ def spawn() -> Iterator[Any]:
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The tiny random-weight SDXL models (ML tests only), built once a session into one folder
     (``models["base"].parent``, the models root the ML tests give as ``FERRY_ML_MODELS``)."""
-    from ferry_worker.ml import tiny
+    from ferry_sdxl import tiny
 
     root = tmp_path_factory.mktemp("tiny-sdxl")
     base = tiny.save_pipeline(root / "base", seed=0)
