@@ -1,7 +1,7 @@
-"""pytest set-up shared by the package's doctests and tests/.
+"""pytest set-up shared by the packages' doctests and tests/.
 
-The ML parts (``ferry_worker.ml``, ``tests/test_ml*.py``) need torch and diffusers, which live
-in the ML environment (scripts/ml-env), not in .venv: without them they are not collected,
+The SDXL worker (``ml/ferry_sdxl``, ``tests/test_ml*.py``) needs torch and diffusers, which
+live in the ML environment (scripts/ml-env), not in .venv: without them it is not collected,
 and ``FERRY_REQUIRE_ML=1`` (set by scripts/test) turns that into an error.
 """
 
@@ -19,7 +19,7 @@ collect_ignore = (
     []
     if HAVE_ML
     else [
-        "python/ferry_worker/ml",
+        "ml/ferry_sdxl",
         "tests/test_ml.py",
         "tests/test_ml_canny.py",
         "tests/test_ml_paths.py",

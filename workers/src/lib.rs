@@ -3,25 +3,47 @@
 //!
 //! Python sees `ferry_worker._native` with [`connect`](serve::connect) (open the channel
 //! the host set up), `Connection.serve` (run the runtime's loop with a Python dispatcher,
-//! the GIL released while it waits) and `NativeContext` (the per-request context handed to
-//! handlers). Everything else of the Python API is pure Python in `python/ferry_worker/`.
+//! the GIL released while it waits), the typed boundary of that loop (`Request` in,
+//! `Reply` or `FerryError` out, see [`message`]), `NativeContext` (the per-request context
+//! handed to handlers) and the closed sets the protocol defines (`ERROR_CODES`,
+//! `PRIORITIES`), read from the Rust enums so that Python holds no copy of them. The rest
+//! of the Python API is pure Python in `python/ferry_worker/`.
 
 mod context;
 mod convert;
 mod error;
 mod logging;
+mod message;
 mod serve;
 
+use ferry::protocol::ErrorCode;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 /// The module `ferry_worker._native`.
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
     m.add_function(wrap_pyfunction!(serve::connect, m)?)?;
     m.add_function(wrap_pyfunction!(to_json_value, m)?)?;
+    m.add_function(wrap_pyfunction!(error_code, m)?)?;
+    m.add_function(wrap_pyfunction!(message::wire_answer, m)?)?;
     m.add_class::<serve::Connection>()?;
     m.add_class::<context::NativeContext>()?;
+    m.add_class::<message::Request>()?;
+    m.add_class::<message::Reply>()?;
+    m.add_class::<error::FerryError>()?;
+    m.add("InvalidRequest", error::invalid_request_type(py)?)?;
+    m.add("Cancelled", error::cancelled_type(py)?)?;
+    m.add(
+        "ERROR_CODES",
+        PyTuple::new(py, ErrorCode::ALL.iter().map(|c| c.as_str()))?,
+    )?;
+    m.add(
+        "PRIORITIES",
+        PyTuple::new(py, message::PRIORITIES.iter().map(|p| p.as_str()))?,
+    )?;
     m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
     m.add(
         "RUST_RUNTIME",
@@ -43,4 +65,10 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyfunction]
 fn to_json_value<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     convert::to_py(py, &convert::from_py(value)?)
+}
+
+/// `code` as the host reads it: itself when it is one of `ERROR_CODES`, else `"internal"`.
+#[pyfunction]
+fn error_code(code: &str) -> &'static str {
+    error::parse_code(code).as_str()
 }

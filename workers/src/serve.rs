@@ -8,16 +8,15 @@
 //! Rust crate has is therefore available here with no Python-side change.
 
 use crate::context::NativeContext;
-use crate::convert;
-use crate::error::NativeError;
+use crate::error::{FerryError, NativeError};
+use crate::message;
 use ferry::codec::Codec;
-use ferry::protocol::{ErrorCode, Metrics, Priority, ReadyInfo};
+use ferry::protocol::ReadyInfo;
 use ferry::transport::{worker_link, Link};
 use ferry::worker::env::WorkerEnv;
 use ferry::worker::{serve_link, Context, Handler, HandlerError, Reply, Request};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
 use std::sync::{Mutex, PoisonError};
 
 /// The worker's end of the link to its host, not yet served.
@@ -61,11 +60,11 @@ impl Connection {
 
     /// Sends `ready`, then serves requests until the host sends `shutdown` or goes away.
     ///
-    /// `dispatch(operation, request_id, data, attachments, deadline_ms, priority, ctx)`
-    /// is called for each request of a served operation and returns
-    /// `(True, data, attachments | None, metrics | None)` or `(False, code, message, None)`.
-    /// A `BaseException` that is not an `Exception` (`SystemExit`, `KeyboardInterrupt`)
-    /// escaping it answers that request `internal`, ends the loop, and is re-raised here.
+    /// `dispatch(request)` is called with a `Request` for each request of a served
+    /// operation and gives back a `Reply` or a `FerryError` (returned or raised). Any other
+    /// `Exception` escaping it is a bug in the dispatcher, answered `internal`. A
+    /// `BaseException` that is not an `Exception` (`SystemExit`, `KeyboardInterrupt`)
+    /// answers that request `internal`, ends the loop, and is re-raised here.
     fn serve(
         &self,
         py: Python<'_>,
@@ -157,98 +156,24 @@ impl PyHandler {
         request: &Request<'_>,
         ctx: &Bound<'_, NativeContext>,
     ) -> Result<Reply, Failure> {
-        let env = request.envelope;
-        let data = convert::to_py(py, request.data())
-            .map_err(|e| Failure::Handler(HandlerError::internal(format!("request data: {e}"))))?;
-        let attachments = PyList::new(py, request.attachments.iter().map(|a| PyBytes::new(py, a)))
-            .map_err(|e| Failure::Handler(HandlerError::internal(e.to_string())))?;
-        let priority = env.priority.map(|p| match p {
-            Priority::High => "high",
-            Priority::Normal => "normal",
-            Priority::Low => "low",
-        });
-        let args = (
-            request.operation(),
-            env.message_id.as_str(),
-            data,
-            attachments,
-            env.deadline_ms,
-            priority,
-            ctx,
-        );
-        let answer = match self.dispatch.bind(py).call1(args) {
-            Ok(answer) => answer,
-            Err(e) if e.is_instance_of::<PyException>(py) => {
-                // The dispatcher turns handler exceptions into answers; one escaping it is
-                // a bug in the SDK, still answered rather than fatal.
-                return Err(Failure::Handler(HandlerError::internal(e.to_string())));
+        let request = message::Request::from_wire(py, request, ctx)
+            .and_then(|r| Bound::new(py, r))
+            .map_err(|e| Failure::Handler(HandlerError::internal(format!("the request: {e}"))))?;
+        match self.dispatch.bind(py).call1((request,)) {
+            Ok(answer) => message::read_answer(&answer).map_err(Failure::Handler),
+            Err(e) => {
+                if let Ok(error) = e.value(py).cast::<FerryError>() {
+                    Err(Failure::Handler(FerryError::to_handler_error(error)))
+                } else if e.is_instance_of::<PyException>(py) {
+                    // The dispatcher turns handler exceptions into answers; one escaping it
+                    // is a bug in the SDK, still answered rather than fatal.
+                    Err(Failure::Handler(HandlerError::internal(format!(
+                        "the dispatcher raised {e}"
+                    ))))
+                } else {
+                    Err(Failure::Exit(e))
+                }
             }
-            Err(e) => return Err(Failure::Exit(e)),
-        };
-        read_answer(&answer).map_err(Failure::Handler)
+        }
     }
-}
-
-/// Reads the dispatcher's `(ok, a, b, c)` tuple.
-fn read_answer(answer: &Bound<'_, PyAny>) -> Result<Reply, HandlerError> {
-    let bad = |what: String| HandlerError::internal(what);
-    let tuple = answer
-        .cast::<PyTuple>()
-        .map_err(|_| bad("dispatcher returned something other than a tuple".into()))?;
-    let item = |i: usize| {
-        tuple
-            .get_item(i)
-            .map_err(|_| bad("dispatcher returned a short tuple".into()))
-    };
-    let ok: bool = item(0)?.is_truthy().unwrap_or(false);
-    if !ok {
-        let code: String = item(1)?.extract().unwrap_or_else(|_| "internal".into());
-        let message: String = item(2)?.extract().unwrap_or_default();
-        let code = ErrorCode::parse(&code).unwrap_or(ErrorCode::Internal);
-        return Err(HandlerError::new(code, message));
-    }
-    let data = convert::from_py(&item(1)?)
-        .map_err(|e| bad(format!("the handler's answer is not JSON: {e}")))?;
-    let attachments = item(2)?;
-    let attachments = if attachments.is_none() {
-        Vec::new()
-    } else {
-        attachments
-            .try_iter()
-            .and_then(|it| it.map(|a| a.and_then(|a| buffer_bytes(&a))).collect())
-            .map_err(|e| bad(format!("the handler's attachments: {e}")))?
-    };
-    let metrics = item(3)?;
-    let metrics = if metrics.is_none() {
-        None
-    } else {
-        let value =
-            convert::from_py(&metrics).map_err(|e| bad(format!("the handler's metrics: {e}")))?;
-        Some(
-            serde_json::from_value::<Metrics>(value)
-                .map_err(|e| bad(format!("the handler's metrics: {e}")))?,
-        )
-    };
-    Ok(Reply {
-        data,
-        attachments,
-        metrics,
-    })
-}
-
-/// The bytes of `bytes`, `bytearray`, or any object exporting a byte buffer (`memoryview`).
-fn buffer_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    if let Ok(b) = obj.cast::<PyBytes>() {
-        return Ok(b.as_bytes().to_vec());
-    }
-    if let Ok(b) = obj.cast::<PyByteArray>() {
-        return Ok(b.to_vec());
-    }
-    let buffer = pyo3::buffer::PyBuffer::<u8>::get(obj).map_err(|e| {
-        pyo3::exceptions::PyTypeError::new_err(format!(
-            "an attachment must be bytes, bytearray or a byte buffer (memoryview(x).cast('B')), got {}: {e}",
-            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
-        ))
-    })?;
-    buffer.to_vec(obj.py())
 }

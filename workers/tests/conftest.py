@@ -26,14 +26,19 @@ WAIT_S = 30.0  # a watchdog for reads, far above any expected time; never a timi
 
 
 class PipeHost:
-    """Spawns ``python ARGS...`` as a ferry worker over stdio (NDJSON) and talks to it."""
+    """Spawns ``python ARGS...`` as a ferry worker over stdio (NDJSON) and talks to it.
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+    ``python`` defaults to this test's interpreter.
+    """
+
+    def __init__(
+        self, args: Sequence[str], env: dict[str, str] | None = None, python: str | None = None
+    ) -> None:
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         full_env = {**os.environ, "FERRY_TRANSPORT": "stdio", "FERRY_CODEC": "json"}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, *args],
+            [python or sys.executable, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -125,11 +130,12 @@ class PipeHost:
 
 @pytest.fixture
 def spawn() -> Iterator[Any]:
-    """``spawn(*args, env=...)`` starts a worker; all are killed at the end of the test."""
+    """``spawn(*args, env=..., python=...)`` starts a worker; all are killed at the end of the
+    test."""
     hosts: list[PipeHost] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> PipeHost:
-        host = PipeHost(args, env)
+    def start(*args: str, env: dict[str, str] | None = None, python: str | None = None) -> PipeHost:
+        host = PipeHost(args, env, python)
         hosts.append(host)
         return host
 
@@ -142,7 +148,7 @@ def spawn() -> Iterator[Any]:
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The tiny random-weight SDXL models (ML tests only), built once a session into one folder
     (``models["base"].parent``, the models root the ML tests give as ``FERRY_ML_MODELS``)."""
-    from ferry_worker.ml import tiny
+    from ferry_sdxl import tiny
 
     root = tmp_path_factory.mktemp("tiny-sdxl")
     base = tiny.save_pipeline(root / "base", seed=0)

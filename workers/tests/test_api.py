@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
+import pickle
 from typing import Any
 
 import ferry_worker
@@ -21,6 +23,7 @@ from ferry_worker import (
     WorkerResponse,
     _native,
     error_answer,
+    error_code,
 )
 from ferry_worker.echo import worker as echo_worker
 
@@ -99,7 +102,8 @@ def test_attachments_reach_the_handler_as_bytes() -> None:
         (TypeError("expected str"), "invalid_request", "expected str"),
         (InvalidRequest("bad seed"), "invalid_request", "bad seed"),
         (FerryError("busy", "overloaded"), "overloaded", "busy"),
-        (FerryError("odd", "no_such_code"), "internal", "odd"),
+        # An untyped caller's unknown code is read as `internal`, as the host reads one.
+        (FerryError("odd", "no_such_code"), "internal", "odd"),  # type: ignore[arg-type]
         (Cancelled("cancelled"), "cancelled", "cancelled"),
         (RuntimeError("boom"), "internal", "RuntimeError: boom"),
         (KeyError("prompt"), "internal", "KeyError: 'prompt'"),
@@ -294,3 +298,109 @@ def test_package_reports_versions_and_transports() -> None:
     assert ferry_worker.PROTOCOL_VERSION == 1
     assert "stdio" in ferry_worker.TRANSPORTS
     assert ferry_worker.RUNTIME.startswith("ferry-python/")
+
+
+# -- the native classes of the boundary -------------------------------------------------------
+
+
+def test_ferry_error_keeps_its_code_through_pickling_and_copying() -> None:
+    error = FerryError("busy", "overloaded")
+    assert (error.code, error.message, error.retryable, str(error)) == (
+        "overloaded",
+        "busy",
+        True,
+        "busy",
+    )
+    assert repr(error) == "FerryError('busy', code='overloaded')"
+    for clone in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert type(clone) is FerryError
+        assert (clone.code, clone.message) == ("overloaded", "busy")
+    invalid = pickle.loads(pickle.dumps(InvalidRequest("bad seed")))
+    assert isinstance(invalid, InvalidRequest) and isinstance(invalid, ValueError)
+    assert (invalid.code, invalid.retryable) == ("invalid_request", False)
+
+
+def test_ferry_error_subclasses_set_a_default_code_and_their_own_init() -> None:
+    class ModelMissing(FerryError):
+        default_code = "unavailable"
+
+        def __init__(self, name: str) -> None:
+            super().__init__(f"{name} is not loaded")
+            self.name = name
+
+    error = ModelMissing("base")
+    assert (error.code, error.message, error.name, error.args) == (
+        "unavailable",
+        "base is not loaded",
+        "base",
+        ("base is not loaded",),
+    )
+    assert ModelMissing.__mro__[1] is FerryError
+    assert error_code("unavailable") == "unavailable"
+    assert error_code("quota_exceeded") == "internal"
+
+
+def test_request_defaults_and_validation() -> None:
+    request = Request("inference")
+    assert (request.operation, request.data, list(request.attachments), request.request_id) == (
+        "inference",
+        None,
+        [],
+        "",
+    )
+    assert (request.deadline_ms, request.priority, request.context) == (None, None, None)
+    assert repr(Request("x", attachments=[b"a"], priority="low")) == (
+        "Request('x', request_id='', attachments=<1 attachment>, deadline_ms=None, priority='low')"
+    )
+    with pytest.raises(ValueError, match="priority"):
+        Request("x", priority="urgent")  # type: ignore[arg-type]
+
+
+def test_reply_keeps_attachments_as_a_list_and_refuses_a_lone_buffer() -> None:
+    chunks = [b"a"]
+    assert Reply(None, chunks).attachments is chunks  # no copy of the handler's list
+    assert Reply(None, (b"a", bytearray(b"b"))).attachments == [b"a", bytearray(b"b")]
+    assert Reply().attachments == [] and Reply().data is None
+    assert Reply(1) == Reply(1, [], None) and Reply(1) != Reply(2)
+    # mypy refuses these too (bytes is no sequence of buffers); the checks are for untyped code.
+    with pytest.raises(TypeError, match="not a single bytes"):
+        Reply(None, b"png bytes")  # type: ignore[arg-type]
+
+
+def test_wire_answer_converts_as_the_serve_loop_does() -> None:
+    reply = _native.wire_answer(
+        Reply({"t": (1, 2)}, [memoryview(b"ab")], {"gpu_utilization": 1, "unknown": 3})
+    )
+    assert reply == Reply({"t": [1, 2]}, [b"ab"], {"gpu_utilization": 1.0})
+    with pytest.raises(FerryError, match="the handler's metrics") as info:
+        _native.wire_answer(Reply(None, [], {"gpu_utilization": "high"}))  # type: ignore[dict-item]
+    assert info.value.code == "internal"
+    error = Cancelled("cancelled")
+    with pytest.raises(Cancelled) as raised:
+        _native.wire_answer(error)
+    assert raised.value is error
+
+
+def test_a_returned_ferry_error_answers_like_a_raised_one() -> None:
+    worker = Worker("t")
+
+    @worker.operation()
+    def busy(request: Request, ctx: Context) -> Any:
+        return FerryError("try later", "overloaded")
+
+    with pytest.raises(FerryError) as info:
+        worker.handle("busy")
+    assert (info.value.code, info.value.message) == ("overloaded", "try later")
+
+
+def test_handle_passes_the_context_in_the_request() -> None:
+    worker = Worker("t")
+    seen: list[tuple[Any, Context]] = []
+
+    @worker.operation()
+    def look(request: Request, ctx: Context) -> None:
+        seen.append((request.context, ctx))
+
+    ctx = LocalContext("r-9")
+    worker.handle("look", ctx=ctx)
+    assert seen == [(ctx, ctx)]

@@ -1,7 +1,7 @@
-"""The SDXL worker (``python -m ferry_worker.main --worker pipeline_manager``) driven over stdio.
+"""The SDXL worker (``python -m ferry_sdxl.main --worker pipeline_manager``) driven over stdio.
 
 A tiny SDXL pipeline with random weights is built in the session's set-up
-(:mod:`ferry_worker.ml.tiny`), saved with ``save_pretrained`` and loaded by the worker from
+(:mod:`ferry_sdxl.tiny`), saved with ``save_pretrained`` and loaded by the worker from
 that folder, as a real model would be. Needs the ML environment (scripts/ml-env).
 """
 
@@ -14,16 +14,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ferry_sdxl import request as genreq
+from ferry_sdxl.router import Router
 from ferry_worker import FerryError, LocalContext
-from ferry_worker.ml import request as genreq
-from ferry_worker.ml.router import Router
 from PIL import Image, ImageDraw
 
 from conftest import PipeHost, attachment
 
 PIPELINE_MANAGER = (
     "-m",
-    "ferry_worker.main",
+    "ferry_sdxl.main",
     "--worker",
     "pipeline_manager",
     "--log-level",
@@ -93,7 +93,7 @@ def test_ready_announces_the_router_prefixes(sdxl: PipeHost) -> None:
 
 
 def genreq_prefixes() -> list[str]:
-    from ferry_worker.ml.router import PREFIXES
+    from ferry_sdxl.router import PREFIXES
 
     return list(PREFIXES)
 
@@ -288,7 +288,7 @@ def test_router_rejects_an_instructor_operation_outside_its_prefix() -> None:
 
 
 def test_cancelled_is_raised_in_process_too(models: Any) -> None:
-    from ferry_worker.ml.worker import build
+    from ferry_sdxl.worker import build
 
     worker, _ = build()
     ctx = LocalContext()
@@ -373,7 +373,7 @@ def test_canny_controlnet_same_seed_same_image_and_the_control_image_steers_it(
 def test_canny_controlnet_takes_a_ready_edge_map_without_preprocess(
     sdxl: PipeHost, models: Any
 ) -> None:
-    from ferry_worker.ml.canny import canny
+    from ferry_sdxl.canny import canny
 
     source = Image.open(io.BytesIO(photo())).resize((96, 64), Image.Resampling.BICUBIC)
     edge_map = png(canny(source))
@@ -587,10 +587,10 @@ def test_model_load_and_unload_with_a_controlnet(sdxl: PipeHost, models: Any) ->
 
 
 def test_cache_keeps_a_controlnet_s_base_and_they_leave_together(models: Any) -> None:
+    from ferry_sdxl.device import GIB, DeviceInfo
+    from ferry_sdxl.inference import InferenceInstructor
+    from ferry_sdxl.models import ModelManager
     from ferry_worker.messages import Request
-    from ferry_worker.ml.device import GIB, DeviceInfo
-    from ferry_worker.ml.inference import InferenceInstructor
-    from ferry_worker.ml.models import ModelManager
 
     # 1 byte free turns every memory saver on; a 1-byte budget keeps only what must stay.
     manager = ModelManager(DeviceInfo("cpu", "cpu", 0, 8 * GIB, 1), budget=1)
@@ -843,10 +843,10 @@ def test_model_load_list_and_unload_an_upscaler(sdxl: PipeHost, models: Any) -> 
 def test_the_default_upscaler_comes_from_ferry_ml_upscaler(
     models: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from ferry_sdxl.device import GIB, DeviceInfo
+    from ferry_sdxl.instructors import PostprocessingInstructor
+    from ferry_sdxl.models import ModelManager
     from ferry_worker.messages import Request
-    from ferry_worker.ml.device import GIB, DeviceInfo
-    from ferry_worker.ml.instructors import PostprocessingInstructor
-    from ferry_worker.ml.models import ModelManager
 
     monkeypatch.setenv("FERRY_ML_MODELS", str(models["base"].parent))
     monkeypatch.setenv("FERRY_ML_UPSCALER", "latent-upscaler")
@@ -876,10 +876,10 @@ def test_the_default_upscaler_comes_from_ferry_ml_upscaler(
 
 
 def test_cache_holds_an_upscaler_within_the_budget(models: Any) -> None:
+    from ferry_sdxl.device import GIB, DeviceInfo
+    from ferry_sdxl.instructors import PostprocessingInstructor
+    from ferry_sdxl.models import ModelManager
     from ferry_worker.messages import Request
-    from ferry_worker.ml.device import GIB, DeviceInfo
-    from ferry_worker.ml.instructors import PostprocessingInstructor
-    from ferry_worker.ml.models import ModelManager
 
     manager = ModelManager(DeviceInfo("cpu", "cpu", 0, 8 * GIB, 8 * GIB), budget=1)
     base = manager.base(str(models["base"]))
@@ -958,10 +958,10 @@ def test_a_request_estimated_beyond_the_ceiling_or_the_deadline_is_refused_up_fr
 def test_the_estimate_ceiling_comes_from_ferry_ml_max_estimate_s(
     models: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from ferry_sdxl.device import GIB, DeviceInfo
+    from ferry_sdxl.inference import InferenceInstructor
+    from ferry_sdxl.models import ModelManager
     from ferry_worker.messages import Request
-    from ferry_worker.ml.device import GIB, DeviceInfo
-    from ferry_worker.ml.inference import InferenceInstructor
-    from ferry_worker.ml.models import ModelManager
 
     manager = ModelManager(DeviceInfo("cpu", "cpu", 0, 8 * GIB, 8 * GIB))
     inference = InferenceInstructor(manager)
@@ -1019,7 +1019,7 @@ def test_image_decoding_is_bounded_and_its_errors_hold_no_object_reprs(
             sdxl.call("postprocessing.convert", {"format": "png"}, attachments=[bomb])
         )
         assert message.startswith("attachments[0]: ") and "67108864 pixels" in message, message
-    from ferry_worker.ml import images
+    from ferry_sdxl import images
 
     monkeypatch.setenv("FERRY_ML_MAX_IMAGE_PIXELS", "100")
     with pytest.raises(FerryError, match=r"^x: (16x8, )?more than the 100 pixels an input image"):

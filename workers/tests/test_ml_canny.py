@@ -1,4 +1,4 @@
-"""The worker's Canny edge detector (:mod:`ferry_worker.ml.canny`) and control image set-up.
+"""The worker's Canny edge detector (:mod:`ferry_sdxl.canny`) and control image set-up.
 
 OpenCV is not installed, so these check the properties that define OpenCV's ``cv2.Canny``
 (aperture 3, L1 gradient, strict thresholds, 8-connected hysteresis, per-channel maximum) on
@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ferry_sdxl import canny, images
+from ferry_sdxl.controlnet import control_image
+from ferry_sdxl.request import ControlNet
 from ferry_worker import FerryError
-from ferry_worker.ml import canny, images
-from ferry_worker.ml.controlnet import control_image
-from ferry_worker.ml.request import ControlNet
 from PIL import Image
 
 

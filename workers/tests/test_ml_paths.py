@@ -1,4 +1,4 @@
-"""The paths a request may name, confined to the worker's roots (``ferry_worker.ml.paths``).
+"""The paths a request may name, confined to the worker's roots (``ferry_sdxl.paths``).
 
 Each attack an HTTP client made on the SDXL worker is a case here, sent over stdio to a
 worker whose roots are folders of this test: ``FERRY_ML_MODELS`` (the tiny models, and a
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ferry_sdxl import paths
 from ferry_worker import FerryError, LocalContext
 from ferry_worker.messages import Request
-from ferry_worker.ml import paths
 from PIL import Image
 
 from conftest import PipeHost, attachment
@@ -37,7 +37,7 @@ DATA_LIMIT = 6 * 1024**3  # far above what the tiny models need, far below the m
 CAPPED = (
     "import resource, sys; "
     "cap = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_DATA, (cap, cap)); "
-    "from ferry_worker.main import main; sys.exit(main(sys.argv[2:]))"
+    "from ferry_sdxl.main import main; sys.exit(main(sys.argv[2:]))"
 )
 SHM_TARGET = Path("/dev/shm") / f"ferry-attack-{uuid.uuid4().hex}"
 
@@ -195,9 +195,9 @@ def test_an_image_inside_the_inputs_root_is_read_relative_or_absolute(
 def test_an_image_file_above_the_byte_limit_gets_the_one_answer(
     models: dict[str, Path], place: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ferry_worker.ml.device import GIB, DeviceInfo
-    from ferry_worker.ml.instructors import PostprocessingInstructor
-    from ferry_worker.ml.models import ModelManager
+    from ferry_sdxl.device import GIB, DeviceInfo
+    from ferry_sdxl.instructors import PostprocessingInstructor
+    from ferry_sdxl.models import ModelManager
 
     monkeypatch.setenv("FERRY_ML_INPUTS", str(place["inputs"]))
     post = PostprocessingInstructor(ModelManager(DeviceInfo("cpu", "cpu", 0, 8 * GIB, 8 * GIB)))
@@ -384,9 +384,9 @@ def test_save_dir_under_the_outputs_root_writes_there(
 def test_save_dir_without_an_outputs_root_is_refused_before_anything_runs(
     models: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from ferry_worker.ml.device import GIB, DeviceInfo
-    from ferry_worker.ml.inference import InferenceInstructor
-    from ferry_worker.ml.models import ModelManager
+    from ferry_sdxl.device import GIB, DeviceInfo
+    from ferry_sdxl.inference import InferenceInstructor
+    from ferry_sdxl.models import ModelManager
 
     monkeypatch.setenv("FERRY_ML_MODELS", str(models["base"].parent))
     monkeypatch.delenv("FERRY_ML_OUTPUTS", raising=False)

@@ -23,9 +23,17 @@ from __future__ import annotations
 from ._native import PROTOCOL_VERSION, TRANSPORTS, VERSION
 from .connection import configure_logging, connect
 from .context import Context, LocalContext
-from .errors import ERROR_CODES, Cancelled, FerryError, InvalidRequest, error_answer
+from .errors import (
+    ERROR_CODES,
+    Cancelled,
+    ErrorCode,
+    FerryError,
+    InvalidRequest,
+    error_answer,
+    error_code,
+)
 from .legacy import WorkerRequest, WorkerResponse
-from .messages import Buffer, Reply, Request
+from .messages import Buffer, Priority, Reply, Request
 from .worker import RUNTIME, Handler, LegacyHandler, Worker
 
 __version__ = VERSION
@@ -38,11 +46,13 @@ __all__ = [
     "Buffer",
     "Cancelled",
     "Context",
+    "ErrorCode",
     "FerryError",
     "Handler",
     "InvalidRequest",
     "LegacyHandler",
     "LocalContext",
+    "Priority",
     "Reply",
     "Request",
     "Worker",
@@ -52,4 +62,5 @@ __all__ = [
     "configure_logging",
     "connect",
     "error_answer",
+    "error_code",
 ]

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from ferry_worker import Context, FerryError, InvalidRequest, Reply, Request, Worker
+from ferry_worker import Context, FerryError, InvalidRequest, Reply, Request, Worker, error_code
 
 worker = Worker("echo")
 
@@ -63,7 +63,8 @@ def fail(request: Request, ctx: Context) -> None:
     exception = data.get("raise")
     if exception is not None:
         raise RAISABLE.get(str(exception), RuntimeError)(message)
-    raise FerryError(message, str(data.get("code", "internal")))
+    # A code outside the closed set is answered `internal`, as the host reads one.
+    raise FerryError(message, error_code(str(data.get("code", "internal"))))
 
 
 @worker.operation("print")

@@ -1,68 +1,48 @@
 """Exceptions a handler raises to answer with a typed error, and how exceptions map to codes.
 
-A handler's exception becomes the request's ``error`` answer:
+The exception classes and the closed set of codes are the native module's (defined in Rust
+over ferry's ``ErrorCode``), re-exported here. A handler's exception becomes the request's
+``error`` answer:
 
 * :class:`FerryError` (and its subclasses) → its ``code``, with its message;
 * ``ValueError`` / ``TypeError`` (bad input) → ``invalid_request``, with ``str(exc)``;
 * anything else → ``internal``, with ``"TypeName: message"`` (the traceback goes to the log).
+
+>>> FerryError("busy", "overloaded").code
+'overloaded'
+>>> error_answer(KeyError("prompt"))
+('internal', "KeyError: 'prompt'")
 """
 
 from __future__ import annotations
 
-# The closed set of protocol error codes (docs/protocol.md, section 4).
-ERROR_CODES: frozenset[str] = frozenset(
-    {
-        "invalid_request",
-        "unknown_operation",
-        "timeout",
-        "cancelled",
-        "overloaded",
-        "worker_crashed",
-        "frame_too_large",
-        "protocol",
-        "version_mismatch",
-        "unavailable",
-        "startup_failed",
-        "internal",
-    }
-)
+from typing import TYPE_CHECKING, Literal
+
+from . import _native
+from ._native import Cancelled, FerryError, InvalidRequest, error_code
+
+if TYPE_CHECKING:
+    from ._native import ErrorCode
+else:
+    # The stub spells the literal out for type checkers; at run time it is built from the
+    # native list, which tests/test_native_types.py checks against the stub.
+    ErrorCode = Literal[_native.ERROR_CODES]
+
+ERROR_CODES: frozenset[ErrorCode] = frozenset(_native.ERROR_CODES)
+"""The closed set of protocol error codes (docs/protocol.md, section 4)."""
+
+__all__ = [
+    "ERROR_CODES",
+    "Cancelled",
+    "ErrorCode",
+    "FerryError",
+    "InvalidRequest",
+    "error_answer",
+    "error_code",
+]
 
 
-class FerryError(Exception):
-    """An error with a protocol error code; raised from a handler, it answers with that code.
-
-    ``FerryError("busy", "overloaded")``. A code outside :data:`ERROR_CODES` becomes
-    ``internal`` (the message is kept).
-    """
-
-    default_code: str = "internal"
-
-    def __init__(self, message: str = "", code: str | None = None) -> None:
-        super().__init__(message)
-        chosen = code if code is not None else self.default_code
-        self.code: str = chosen if chosen in ERROR_CODES else "internal"
-        self.message: str = message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r}, code={self.code!r})"
-
-
-class InvalidRequest(FerryError, ValueError):
-    """The request's data is invalid: answered ``invalid_request`` (never retried)."""
-
-    default_code = "invalid_request"
-
-
-class Cancelled(FerryError):
-    """The request was cancelled or its deadline passed: answered ``cancelled``.
-
-    Raised by ``ctx.check_cancelled()``.
-    """
-
-    default_code = "cancelled"
-
-
-def error_answer(exc: BaseException) -> tuple[str, str]:
+def error_answer(exc: BaseException) -> tuple[ErrorCode, str]:
     """The ``(code, message)`` a handler's exception is answered with."""
     if isinstance(exc, FerryError):
         return exc.code, exc.message or exc.code

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ERROR_CODES
+from .errors import ErrorCode, error_code
 
 
 @dataclass(slots=True)
@@ -82,13 +82,13 @@ class WorkerResponse:
             out["error"] = self.error
         return out
 
-    def error_answer(self) -> tuple[str, str]:
+    def error_answer(self) -> tuple[ErrorCode, str]:
         """The ``(code, message)`` a failed answer is sent as."""
         error = self.error
         if isinstance(error, dict):
-            code = str(error.get("code", "internal"))
+            code = error_code(str(error.get("code", "internal")))
             message = str(error.get("message", "legacy worker reported an error"))
-            return (code if code in ERROR_CODES else "internal"), message
+            return code, message
         if isinstance(error, str):
             return "internal", error
         return "internal", "legacy worker reported failure"

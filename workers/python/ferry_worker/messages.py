@@ -1,39 +1,30 @@
-"""What a handler receives and returns."""
+"""What a handler receives and returns.
+
+:class:`Request` and :class:`Reply` are the native module's classes: the serve loop hands
+the worker a ``Request`` and sends the ``Reply`` it gets back as it is, so neither is
+repacked in Python on the way.
+
+>>> reply = Reply({"images": 1}, [b"\\x89PNG"])
+>>> reply.data, reply.attachments, reply.metrics
+({'images': 1}, [b'\\x89PNG'], None)
+>>> Request("inference", {"prompt": "a fox"}).operation
+'inference'
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Literal
+
+from . import _native
+from ._native import Reply, Request
+
+if TYPE_CHECKING:
+    from ._native import Priority
+else:
+    # Built from the native list at run time (see errors.ErrorCode).
+    Priority = Literal[_native.PRIORITIES]
 
 Buffer = bytes | bytearray | memoryview
 """An attachment: bytes, or anything exporting a byte buffer."""
 
-
-@dataclass(slots=True)
-class Request:
-    """One request as a handler sees it.
-
-    ``data`` is the request's JSON data as Python objects (usually a ``dict``; ``None`` when
-    absent). ``attachments`` are its binary attachments, in order, as ``bytes``.
-    """
-
-    operation: str
-    data: Any = None
-    attachments: Sequence[bytes] = ()
-    request_id: str = ""
-    deadline_ms: int | None = None
-    priority: str | None = None
-
-
-@dataclass(slots=True)
-class Reply:
-    """A handler's answer when it has attachments or metrics; plain data may be returned as is.
-
-    ``metrics`` keys: ``processing_time_ms`` (filled in by the runtime when absent),
-    ``memory_usage_mb``, ``gpu_utilization``.
-    """
-
-    data: Any = None
-    attachments: Sequence[Buffer] = field(default_factory=tuple)
-    metrics: Mapping[str, float] | None = None
+__all__ = ["Buffer", "Priority", "Reply", "Request"]

@@ -14,15 +14,16 @@ from typing import Any, TypeVar
 from . import _native
 from .connection import configure_logging, connect
 from .context import Context, LocalContext
-from .errors import FerryError, error_answer
+from .errors import Cancelled, FerryError, error_answer
 from .legacy import WorkerRequest, WorkerResponse
 from .messages import Buffer, Reply, Request
 
 log = logging.getLogger("ferry_worker")
 
 Handler = Callable[[Request, Context], Any]
-"""``handler(request, ctx)``: returns JSON data, a :class:`Reply` or a
-:class:`WorkerResponse`; may be ``async def``."""
+"""``handler(request, ctx)``: returns JSON data, a :class:`Reply`, a
+:class:`WorkerResponse` or a :class:`FerryError` (answered as if raised), or raises; may be
+``async def``."""
 
 LegacyHandler = Callable[[WorkerRequest], Any]
 """``handler(WorkerRequest)``: returns a :class:`WorkerResponse` or JSON data."""
@@ -30,9 +31,9 @@ LegacyHandler = Callable[[WorkerRequest], Any]
 H = TypeVar("H", bound=Handler)
 L = TypeVar("L", bound=LegacyHandler)
 
-# What the native loop gets back for each request: (True, data, attachments, metrics) or
-# (False, code, message, None).
-Answer = tuple[bool, Any, Any, Any]
+Answer = Reply | FerryError
+"""What the native loop takes back for each request: the reply to send, or the error to
+answer with."""
 
 RUNTIME = (
     f"ferry-python/{_native.VERSION} (CPython {platform.python_version()}; {_native.RUST_RUNTIME})"
@@ -161,45 +162,39 @@ class Worker:
     ) -> Reply:
         """Calls ``operation`` in this process as the host would, for tests and scripts.
 
-        Returns the answer as a :class:`Reply` whose data went through the same JSON
-        conversion as on the wire; raises :class:`FerryError` with the code the host would
-        get. ``ctx`` defaults to a fresh :class:`LocalContext`.
+        Returns the answer as a :class:`Reply` whose data, attachments and metrics went
+        through the serve loop's own conversion (``_native.wire_answer``); raises
+        :class:`FerryError` with the code the host would get. ``ctx`` defaults to a fresh
+        :class:`LocalContext`.
         """
         context = ctx if ctx is not None else LocalContext(request_id, deadline_ms)
         if self.handler_for(operation) is None:
             raise FerryError(self._unknown(operation), "unknown_operation")
-        wire_in = _native.to_json_value(data)
-        as_bytes = [bytes(a) for a in attachments]
-        ok, a, b, c = self._dispatch(
-            operation, context.request_id, wire_in, as_bytes, deadline_ms, None, context
+        request = Request(
+            operation,
+            _native.to_json_value(data),
+            [bytes(a) for a in attachments],
+            context.request_id,
+            deadline_ms,
+            None,
+            context,
         )
-        if not ok:
-            raise FerryError(str(b), str(a))
-        try:
-            wire_data = _native.to_json_value(a)
-        except (TypeError, ValueError) as exc:
-            raise FerryError(f"the handler's answer is not JSON: {exc}", "internal") from exc
-        return Reply(wire_data, [bytes(x) for x in (b or ())], c)
+        return _native.wire_answer(self._dispatch(request))
 
     def _unknown(self, operation: str) -> str:
         return f"operation `{operation}` is not served by worker type `{self.worker_type}`"
 
-    def _dispatch(
-        self,
-        operation: str,
-        request_id: str,
-        data: Any,
-        attachments: list[bytes],
-        deadline_ms: int | None,
-        priority: str | None,
-        ctx: Context,
-    ) -> Answer:
+    def _dispatch(self, request: Request) -> Answer:
         """Runs one request's handler; called by the native loop (and :meth:`handle`)."""
+        operation = request.operation
         entry = self._entry(operation)
         if entry is None:
-            return (False, "unknown_operation", self._unknown(operation), None)
+            return FerryError(self._unknown(operation), "unknown_operation")
         handler, is_async = entry
-        request = Request(operation, data, attachments, request_id, deadline_ms, priority)
+        ctx = request.context
+        if ctx is None:
+            # A request made in-process without a context (the host always gives one).
+            ctx = LocalContext(request.request_id, request.deadline_ms)
         try:
             result = handler(request, ctx)
             # The common answers skip the (slow) awaitable check; a plain function may
@@ -207,12 +202,13 @@ class Worker:
             if is_async or (result.__class__ not in _PLAIN and inspect.isawaitable(result)):
                 result = self._run_async(result)
         except asyncio.CancelledError:
-            return (False, "cancelled", "cancelled", None)
+            return Cancelled("cancelled")
         except Exception as exc:
             code, message = error_answer(exc)
             if code == "internal":
-                log.exception("operation %s (request %s) failed", operation, request_id)
-            return (False, code, message, None)
+                log.exception("operation %s (request %s) failed", operation, request.request_id)
+            # A FerryError answers as itself (the serve loop reads its code and message).
+            return exc if isinstance(exc, FerryError) else FerryError(message, code)
         return _answer(result)
 
     def _run_async(self, awaitable: Any) -> Any:
@@ -227,10 +223,13 @@ _PLAIN = frozenset({dict, list, str, int, float, bool, type(None), Reply, Worker
 
 def _answer(result: Any) -> Answer:
     if isinstance(result, Reply):
-        return (True, result.data, result.attachments or None, result.metrics)
+        return result
     if isinstance(result, WorkerResponse):
         if result.success:
-            return (True, result.data, None, None)
+            return Reply(result.data)
         code, message = result.error_answer()
-        return (False, code, message, None)
-    return (True, result, None, None)
+        return FerryError(message, code)
+    if isinstance(result, FerryError):
+        # Returned rather than raised: answered the same way.
+        return result
+    return Reply(result)

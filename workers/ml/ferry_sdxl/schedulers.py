@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InvalidRequest
+from ferry_worker import InvalidRequest
 
 # name -> (diffusers class name, config overrides)
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -7,10 +7,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .. import _native
-from ..context import Context
-from ..errors import InvalidRequest
-from ..messages import Reply, Request
+from ferry_worker import PROTOCOL_VERSION, TRANSPORTS, Context, InvalidRequest, Reply, Request
+
 from . import controlnet, images, schedulers
 from . import upscale as upscaling
 from .models import ModelManager, resolve_upscaler
@@ -36,8 +34,8 @@ class CommunicationInstructor:
 
     def info(self, request: Request, ctx: Context) -> dict[str, Any]:
         return {
-            "protocol_version": _native.PROTOCOL_VERSION,
-            "transports": list(_native.TRANSPORTS),
+            "protocol_version": PROTOCOL_VERSION,
+            "transports": list(TRANSPORTS),
             "transport": os.environ.get("FERRY_TRANSPORT", "stdio"),
             "codec": os.environ.get("FERRY_CODEC", "json"),
             "pid": os.getpid(),

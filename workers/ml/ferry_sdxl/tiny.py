@@ -1,8 +1,8 @@
 """Tiny pipelines with random weights, built locally (no hub access), for tests and demos.
 
-``python -m ferry_worker.ml.tiny [DIR] [--refiner DIR] [--lora DIR] [--controlnet DIR]
+``python -m ferry_sdxl.tiny [DIR] [--refiner DIR] [--lora DIR] [--controlnet DIR]
 [--upscaler DIR] [--latent-upscaler DIR]`` writes ``save_pretrained`` folders that
-:mod:`ferry_worker.ml.models` loads like any local model. The dimensions fit together
+:mod:`ferry_sdxl.models` loads like any local model. The dimensions fit together
 (docs/ml-workers.md): UNet (32, 64) with ``text_time`` added conditioning, a two-level VAE, two
 CLIP text encoders of width 32 and a CLIP BPE tokenizer over a byte-level vocabulary; the
 ControlNet is made from the UNet (``ControlNetModel.from_unet``). The upscalers are diffusers'
@@ -340,7 +340,7 @@ def save_latent_upscaler(folder: Path, seed: int = 6) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ferry_worker.ml.tiny", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ferry_sdxl.tiny", description=__doc__)
     parser.add_argument("base", type=Path, nargs="?", help="folder for the base pipeline")
     parser.add_argument("--refiner", type=Path, help="folder for a second (refiner) pipeline")
     parser.add_argument("--lora", type=Path, help="folder for a LoRA of the base UNet")

@@ -1,14 +1,13 @@
 """The SDXL worker (worker type ``sdxl``): the seven instructors behind the router.
 
-Start it as ``python -m ferry_worker ferry_worker.ml.worker:worker`` or, as the old design
-did, ``python -m ferry_worker.main --worker pipeline_manager --log-level INFO``.
+Start it as ``python -m ferry_worker ferry_sdxl.worker:worker`` or, as the old design
+did, ``python -m ferry_sdxl.main --worker pipeline_manager --log-level INFO``.
 """
 
 from __future__ import annotations
 
-from ..context import Context
-from ..messages import Reply, Request
-from ..worker import Worker
+from ferry_worker import Context, Reply, Request, Worker
+
 from . import images
 from .device import DeviceInstructor
 from .inference import InferenceInstructor, max_estimate_s

@@ -13,9 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-
-from ..context import Context
-from ..messages import Request
+from ferry_worker import Context, Request
 
 GIB = 1 << 30
 

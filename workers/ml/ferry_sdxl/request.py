@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-
-from ..errors import InvalidRequest
+from ferry_worker import InvalidRequest
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "generation_request.json"
 

@@ -1,7 +1,7 @@
 """``postprocessing.upscale``: a learned upscaler when one is available, else Lanczos.
 
 The learned upscalers are diffusers' pipelines, loaded from local folders and cached by the
-model manager (:meth:`ferry_worker.ml.models.ModelManager.upscaler`):
+model manager (:meth:`ferry_sdxl.models.ModelManager.upscaler`):
 
 - ``sd-x4-upscaler``: ``StableDiffusionUpscalePipeline`` (Stable Diffusion's x4 upscaler),
   which denoises latents at the low-res image's size, conditioned on that image with
@@ -33,10 +33,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from ferry_worker import Cancelled, Context, InvalidRequest
 from PIL import Image
 
-from ..context import Context
-from ..errors import Cancelled, InvalidRequest
 from . import images, models
 from . import request as genreq
 from .paths import is_dir

@@ -7,12 +7,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from ..context import Context
-from ..errors import FerryError
-from ..messages import Request
-from ..worker import Worker
+from ferry_worker import Context, FerryError, Request, Worker
 
-log = logging.getLogger("ferry_worker.ml")
+log = logging.getLogger("ferry_sdxl")
 
 Operation = Callable[[Request, Context], Any]
 

@@ -14,9 +14,8 @@ import warnings
 from typing import Any
 
 import numpy as np
+from ferry_worker import InvalidRequest
 from PIL import Image
-
-from ..errors import InvalidRequest
 
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 

@@ -1,7 +1,9 @@
-"""The old design's entry point: ``python -m ferry_worker.main --worker NAME --log-level LEVEL``.
+"""The old design's entry point: ``python -m ferry_sdxl.main --worker NAME --log-level LEVEL``.
 
-``NAME`` is ``pipeline_manager`` (the SDXL worker, :mod:`ferry_worker.ml.worker`) or ``echo``.
-The channel to the host is opened before the worker's module (and torch) is imported.
+``NAME`` is ``pipeline_manager`` or ``sdxl`` (the SDXL worker, :mod:`ferry_sdxl.worker`), or
+``echo`` (the SDK's :mod:`ferry_worker.echo`). The channel to the host is opened before the
+worker's module (and torch) is imported, so that whatever those imports print goes to the
+host's log, never into the protocol.
 """
 
 from __future__ import annotations
@@ -10,18 +12,18 @@ import argparse
 import logging
 import sys
 
-from .__main__ import load
-from .connection import connect
+from ferry_worker import connect
+from ferry_worker.__main__ import load
 
 WORKERS = {
-    "pipeline_manager": "ferry_worker.ml.worker:worker",
-    "sdxl": "ferry_worker.ml.worker:worker",
+    "pipeline_manager": "ferry_sdxl.worker:worker",
+    "sdxl": "ferry_sdxl.worker:worker",
     "echo": "ferry_worker.echo:worker",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ferry_worker.main")
+    parser = argparse.ArgumentParser(prog="python -m ferry_sdxl.main")
     parser.add_argument("--worker", required=True, choices=sorted(WORKERS))
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]

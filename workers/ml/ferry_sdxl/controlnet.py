@@ -13,7 +13,7 @@ an image file under the ``$FERRY_ML_INPUTS`` roots (:mod:`.paths`). Then:
 - ``depth`` and ``pose``: the image is a ready control map (a depth map, near bright; an
   OpenPose skeleton drawing). Making one from a photo needs an annotator model (a depth or
   pose estimator), and none is available offline, so a request with ``preprocess: true`` is
-  refused (:func:`ferry_worker.ml.request.parse`).
+  refused (:func:`ferry_sdxl.request.parse`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ferry_worker import InvalidRequest
 from PIL import Image
 
-from ..errors import InvalidRequest
 from . import canny, images, models
 from .paths import Roots, is_dir, refuse
 from .request import ANNOTATORS, CONTROLNET_TYPES, PREPROCESSORS, ControlNet

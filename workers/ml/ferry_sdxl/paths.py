@@ -36,9 +36,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InvalidRequest
+from ferry_worker import InvalidRequest
 
-log = logging.getLogger("ferry_worker.ml")
+log = logging.getLogger("ferry_sdxl")
 
 MODELS_ENV = "FERRY_ML_MODELS"
 INPUTS_ENV = "FERRY_ML_INPUTS"

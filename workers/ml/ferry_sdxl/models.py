@@ -27,14 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ferry_worker import Context, InvalidRequest, Request
 
-from ..context import Context
-from ..errors import InvalidRequest
-from ..messages import Request
 from . import device as devices
 from .paths import Roots, is_file
 
-log = logging.getLogger("ferry_worker.ml")
+log = logging.getLogger("ferry_sdxl")
 
 
 @dataclass
@@ -111,7 +109,7 @@ def resolve_controlnet(name: str, what: str = "conditioning.controlnet.model") -
 
 
 # The pipeline classes an upscaler folder's model_index.json may name (how each runs:
-# ferry_worker.ml.upscale.LEARNED).
+# ferry_sdxl.upscale.LEARNED).
 UPSCALER_CLASSES = ("StableDiffusionUpscalePipeline", "StableDiffusionLatentUpscalePipeline")
 
 

@@ -33,17 +33,15 @@ from typing import Any
 
 import jsonschema
 import torch
+from ferry_worker import Cancelled, Context, InvalidRequest, Reply, Request
 
-from ..context import Context
-from ..errors import Cancelled, InvalidRequest
-from ..messages import Reply, Request
 from . import controlnet, images, schedulers
 from . import device as devices
 from . import request as genreq
 from .models import ModelManager, resolve_controlnet
 from .paths import Roots
 
-log = logging.getLogger("ferry_worker.ml")
+log = logging.getLogger("ferry_sdxl")
 
 # Rough activation memory of one image in a batch, per output pixel, in bytes at fp32
 # (UNet activations at 1/64 of the pixels with ~2.5k channels-worth of buffers, plus the VAE
