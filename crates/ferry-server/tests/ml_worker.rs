@@ -1,6 +1,6 @@
-//! The host driving the SDXL worker (`python -m ferry_worker.main --worker pipeline_manager`,
-//! `workers/python/ferry_worker/ml/`) end to end: a tiny SDXL pipeline with random weights is
-//! built in the set-up (`python -m ferry_worker.ml.tiny`), and a generation over every
+//! The host driving the SDXL worker (`python -m ferry_sdxl.main --worker pipeline_manager`,
+//! `workers/ml/ferry_sdxl/`) end to end: a tiny SDXL pipeline with random weights is
+//! built in the set-up (`python -m ferry_sdxl.tiny`), and a generation over every
 //! transport this build has must answer a PNG of the requested size with a progress event
 //! per step; a cancel at step 1 of 50 must stop a generation.
 //!
@@ -32,12 +32,12 @@ fn ml_python_or_skip(what: &str) -> Option<PathBuf> {
         Some(p) => {
             let python = PathBuf::from(p);
             match Command::new(&python)
-                .args(["-c", "import ferry_worker._native, torch, diffusers"])
+                .args(["-c", "import ferry_worker._native, ferry_sdxl, torch, diffusers"])
                 .output()
             {
                 Ok(out) if out.status.success() => Ok(python),
                 Ok(out) => Err(format!(
-                    "{} cannot import ferry_worker, torch and diffusers: {}",
+                    "{} cannot import ferry_worker, ferry_sdxl, torch and diffusers: {}",
                     python.display(),
                     String::from_utf8_lossy(&out.stderr).trim()
                 )),
@@ -61,10 +61,10 @@ fn ml_python_or_skip(what: &str) -> Option<PathBuf> {
 fn tiny_pipeline(python: &Path, dir: &Path) -> PathBuf {
     let base = dir.join("base");
     let out = Command::new(python)
-        .args(["-m", "ferry_worker.ml.tiny"])
+        .args(["-m", "ferry_sdxl.tiny"])
         .arg(&base)
         .output()
-        .expect("run ferry_worker.ml.tiny");
+        .expect("run ferry_sdxl.tiny");
     assert!(
         out.status.success(),
         "building the tiny pipeline failed: {}",
@@ -81,7 +81,7 @@ fn spawn(python: &Path, transport: TransportKind, models: &Path) -> WorkerProces
         python.display().to_string(),
         [
             "-m",
-            "ferry_worker.main",
+            "ferry_sdxl.main",
             "--worker",
             "pipeline_manager",
             "--log-level",

@@ -33,7 +33,7 @@ max_workers = 1
 
 fn schema_path() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .join("workers/python/ferry_worker/ml/schema/generation_request.json")
+        .join("workers/ml/ferry_sdxl/schema/generation_request.json")
 }
 
 fn post(c: &mut Client, path: &str, body: &Value) -> HttpResponse {
@@ -298,15 +298,10 @@ fn generate_and_estimate_refuse_invalid_requests_before_any_worker() {
 /// `fields` names each error as the host does (a missing or unexpected property by itself),
 /// in the worker's order (sorted by the error's path), so the two validators can be compared.
 const PYTHON: &str = r#"
-import json, pathlib, sys, types
-root = pathlib.Path(sys.argv[1])
-for name, path in (("ferry_worker", root), ("ferry_worker.ml", root / "ml")):
-    module = types.ModuleType(name)
-    module.__path__ = [str(path)]
-    sys.modules[name] = module
+import json, sys
 import jsonschema
 from ferry_worker.errors import InvalidRequest
-from ferry_worker.ml import request as r
+from ferry_sdxl import request as r
 
 def fields(nested):
     validator = jsonschema.Draft202012Validator(r.schema())
@@ -424,17 +419,24 @@ fn cases() -> Vec<Value> {
 /// An interpreter with `jsonschema`: `$FERRY_ML_PYTHON` (what `scripts/test` exports), else
 /// `python3`. `None` (after saying why) when there is none, a failure under
 /// `FERRY_REQUIRE_PYTHON=1`.
+/// The SDK's and the SDXL package's sources, for a `PYTHONPATH`.
+fn workers_path() -> std::ffi::OsString {
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../workers"));
+    std::env::join_paths([root.join("ml"), root.join("python")]).unwrap()
+}
+
 fn python_with_jsonschema() -> Option<String> {
     let python = std::env::var("FERRY_ML_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&python)
-        .args(["-c", "import jsonschema"])
+        .args(["-c", "import jsonschema, ferry_sdxl.request"])
+        .env("PYTHONPATH", workers_path())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if ok {
         return Some(python);
     }
-    let why = format!("{python} cannot import jsonschema");
+    let why = format!("{python} cannot import jsonschema and ferry_sdxl");
     if std::env::var("FERRY_REQUIRE_PYTHON").as_deref() == Ok("1") {
         panic!("the flat form against request.py: {why}");
     }
@@ -448,10 +450,9 @@ fn flat_form_and_validation_agree_with_the_python_worker() {
         return;
     };
     let cases = cases();
-    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .join("workers/python/ferry_worker");
     let mut child = Command::new(python)
-        .args(["-c", PYTHON, root.to_str().unwrap()])
+        .args(["-c", PYTHON])
+        .env("PYTHONPATH", workers_path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,7 +1,7 @@
 //! The old design's flat request form and its conversion to the nested form.
 //!
 //! A port of `to_nested`, `is_flat` and `FLAT_KEYS` in
-//! `workers/python/ferry_worker/ml/request.py`: the same keys, the same targets, the same
+//! `workers/ml/ferry_sdxl/request.py`: the same keys, the same targets, the same
 //! test for flatness. The Python worker and this module must agree; `tests/sdxl_schema.rs`
 //! runs both over the same cases when a Python with `jsonschema` is at hand.
 //!
@@ -373,7 +373,7 @@ mod tests {
     fn the_table_matches_the_worker_table() {
         // FLAT_KEYS of request.py, one line per key, read from the worker's source so that a
         // key added there and not here fails this test.
-        let source = include_str!("../../../../workers/python/ferry_worker/ml/request.py");
+        let source = include_str!("../../../../workers/ml/ferry_sdxl/request.py");
         let start = source.find("FLAT_KEYS").unwrap();
         let body = &source[start..source[start..].find("\n}\n").unwrap() + start];
         // Every line with a quoted key: the key, then each part of its path.

@@ -1,7 +1,7 @@
 //! The SDXL generation request, checked on the host.
 //!
 //! The request's JSON Schema is the worker's own file,
-//! `workers/python/ferry_worker/ml/schema/generation_request.json`, embedded at build time
+//! `workers/ml/ferry_sdxl/schema/generation_request.json`, embedded at build time
 //! ([`SCHEMA_JSON`]), so the host and the worker validate against one source. A request in the
 //! old design's flat form is converted to the nested form first ([`flat`], a port of
 //! `request.py`'s conversion), then validated with the `jsonschema` crate (draft 2020-12).

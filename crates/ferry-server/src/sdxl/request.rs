@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 /// The generation request's JSON Schema (draft 2020-12), the worker's file verbatim.
 pub const SCHEMA_JSON: &str =
-    include_str!("../../../../workers/python/ferry_worker/ml/schema/generation_request.json");
+    include_str!("../../../../workers/ml/ferry_sdxl/schema/generation_request.json");
 
 /// The field named for an error about the request as a whole, as the worker names it.
 const WHOLE_REQUEST: &str = "(request)";

@@ -10,9 +10,9 @@ use std::time::Duration;
 ///
 /// ```
 /// use ferry::worker::WorkerSpec;
-/// let spec = WorkerSpec::new("sdxl", "python3", ["-m", "ferry_worker.main"])
+/// let spec = WorkerSpec::new("sdxl", "python3", ["-m", "ferry_sdxl.main"])
 ///     .env("CUDA_VISIBLE_DEVICES", "0");
-/// assert_eq!(spec.args, ["-m", "ferry_worker.main"]);
+/// assert_eq!(spec.args, ["-m", "ferry_sdxl.main"]);
 /// ```
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
