@@ -144,9 +144,15 @@ impl Pool {
         &self.inner.spec.worker_type
     }
 
-    /// The transport its workers are reached by.
+    /// The built-in transport its workers are reached by (the spec's `transport`; a pool
+    /// of a custom transport reports its name in [`transport_name`](Self::transport_name)).
     pub fn transport(&self) -> crate::transport::TransportKind {
         self.inner.spec.transport
+    }
+
+    /// The name of the transport its workers are reached by, custom ones included.
+    pub fn transport_name(&self) -> &str {
+        self.inner.spec.effective_transport().name()
     }
 
     /// The pool's settings.

@@ -1,8 +1,10 @@
 //! The transport contract: moving frames between the host and one worker.
 //!
 //! A transport gives a [`Link`]: a [`FrameSender`] and a [`FrameReceiver`] that may be
-//! used from two threads at once. Every implementation (memory, stdio, and the ones later
-//! issues add) keeps this contract, and `tests/conformance.rs` (with `tests/suite/`) checks it for each:
+//! used from two threads at once. Every implementation (the built-in ones and a third
+//! party's [`Transport`]) keeps this contract, and the conformance suite checks it for each
+//! (`ferry::transport::conformance`, behind the cargo feature `conformance`; ferry runs it
+//! on its own transports in `crates/ferry/tests/conformance.rs`):
 //!
 //! 1. **Whole frames, in order.** A frame sent is received whole, once, after every frame
 //!    sent before it on the same link (FIFO per direction). Frames never merge or split.
@@ -21,11 +23,15 @@
 //! The calls block the calling thread: a synchronous caller does its I/O on its own
 //! thread with no hop, which is the point of the hot path (see `docs/architecture.md`).
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod fd_io;
 mod framed;
 mod framing;
 mod handshake;
+#[cfg(unix)]
+pub mod inherit;
 pub mod local_socket;
 pub mod memory;
 pub mod private_dir;
@@ -41,7 +47,8 @@ mod wiring;
 pub use error::TransportError;
 pub use framing::Framing;
 pub use handshake::Token;
-pub use wiring::{prepare, worker_link, PendingLink, TransportOptions};
+pub(crate) use wiring::check_custom_name;
+pub use wiring::{prepare, worker_link, PendingLink, Transport, TransportOptions};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

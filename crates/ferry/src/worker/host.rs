@@ -89,9 +89,17 @@ impl WorkerProcess {
     /// Like [`spawn`](Self::spawn), with callbacks for a supervisor.
     pub fn spawn_with_hooks(spec: WorkerSpec, hooks: WorkerHooks) -> Result<Self, CallError> {
         let WorkerHooks { on_freed, on_exit } = hooks;
-        let codec = Codec::new(spec.codec, spec.transport.framing(), spec.max_frame)?;
+        // The built-in kind, or the custom transport the spec carries: one path for both.
+        let chosen = spec.effective_transport();
+        if spec.custom_transport.is_some() {
+            transport::check_custom_name(chosen.name()).map_err(CallError::Transport)?;
+        }
+        let framing = chosen.framing();
+        let codec = Codec::new(spec.codec, framing, spec.max_frame)?;
         if spec.dialect == Dialect::Legacy
-            && (spec.transport != TransportKind::Stdio || spec.codec != CodecKind::Json)
+            && (spec.custom_transport.is_some()
+                || spec.transport != TransportKind::Stdio
+                || spec.codec != CodecKind::Json)
         {
             return Err(CallError::Transport(TransportError::InvalidOption {
                 option: "dialect",
@@ -101,7 +109,7 @@ impl WorkerProcess {
         let mut cmd = Command::new(&spec.command);
         cmd.args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .env(FERRY_TRANSPORT, spec.transport.as_str())
+            .env(FERRY_TRANSPORT, chosen.name())
             .env(FERRY_CODEC, spec.codec.as_str())
             .env(FERRY_MAX_FRAME, spec.max_frame.to_string())
             .env(FERRY_WORKER_ID, &spec.worker_id)
@@ -127,20 +135,34 @@ impl WorkerProcess {
         } else {
             None
         };
-        let mut pending =
-            transport::prepare(spec.transport, &spec.transport_options, spec.max_frame)
-                .map_err(CallError::Transport)?;
+        let mut pending = chosen
+            .prepare(&spec.transport_options, spec.max_frame)
+            .map_err(CallError::Transport)?;
         pending.configure(&mut cmd).map_err(CallError::Transport)?;
         let mut child = cmd.spawn().map_err(|source| CallError::Spawn {
             command: spec.command.clone(),
             source,
         })?;
+        // The command may hold descriptors passed to the child (`transport::inherit`):
+        // close the host's copies now, so the child's are the only ones.
+        drop(cmd);
         let stderr_thread = child
             .stderr
             .take()
             .and_then(|e| stderr_log::forward(e, spec.worker_id.clone(), on_exit));
         let deadline = Instant::now() + spec.startup_timeout;
-        let link = match pending.connect(&mut child, deadline) {
+        let connected = pending.connect(&mut child, deadline).and_then(|link| {
+            if link.framing == framing {
+                Ok(link)
+            } else {
+                Err(TransportError::Internal(format!(
+                    "transport {} announced {framing:?} framing but made a {:?} link",
+                    chosen.name(),
+                    link.framing
+                )))
+            }
+        });
+        let link = match connected {
             Ok(link) => link,
             Err(e) => {
                 let _ = child.kill();

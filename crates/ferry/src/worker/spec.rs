@@ -2,8 +2,9 @@
 
 use crate::codec::{CodecKind, DEFAULT_MAX_FRAME};
 use crate::protocol::Dialect;
-use crate::transport::{TransportKind, TransportOptions};
+use crate::transport::{Transport, TransportKind, TransportOptions};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How to start one worker process and reach it.
@@ -47,6 +48,10 @@ pub struct WorkerSpec {
     /// `TMPDIR` when `env` sets one), removed when the worker ends, however it ends
     /// (default: on).
     pub private_tmpdir: bool,
+    /// A transport defined outside ferry; when set, it is used instead of `transport`
+    /// (which then only matters to code that reads it). See
+    /// [`custom_transport`](Self::custom_transport).
+    pub custom_transport: Option<Arc<dyn Transport>>,
 }
 
 impl WorkerSpec {
@@ -72,6 +77,7 @@ impl WorkerSpec {
             shutdown_grace: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
             private_tmpdir: true,
+            custom_transport: None,
         }
     }
 
@@ -79,5 +85,31 @@ impl WorkerSpec {
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self
+    }
+}
+
+impl WorkerSpec {
+    /// Reaches the worker by `transport`, a [`Transport`] implemented outside ferry, instead
+    /// of a built-in one. Its worker builds the other end of the link itself and serves it
+    /// with [`serve_link`](crate::worker::serve_link). See `docs/transports.md`, "Writing
+    /// your own transport", and [`Transport`] for an example.
+    pub fn custom_transport(mut self, transport: impl Transport + 'static) -> Self {
+        self.custom_transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// The transport the worker is reached by: the custom one if set, else the built-in
+    /// `transport`.
+    ///
+    /// ```
+    /// use ferry::worker::WorkerSpec;
+    /// let spec = WorkerSpec::new("echo", "ferry", ["worker", "echo"]);
+    /// assert_eq!(spec.effective_transport().name(), "stdio");
+    /// ```
+    pub fn effective_transport(&self) -> &dyn Transport {
+        match &self.custom_transport {
+            Some(custom) => custom.as_ref(),
+            None => &self.transport,
+        }
     }
 }

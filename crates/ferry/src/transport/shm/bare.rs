@@ -113,7 +113,7 @@ impl BareHost {
         cmd.args(args)
             .stdin(Stdio::null())
             .env(FERRY_SHM_FD, fd.as_raw_fd().to_string());
-        super::spawn::inherit_in_child(&mut cmd, fd.as_raw_fd());
+        crate::transport::inherit::inherit_in_child(&mut cmd, fd.as_raw_fd());
         let child = cmd.spawn()?;
         drop(fd);
         Ok(BareHost {

@@ -6,6 +6,7 @@ use super::liveness::Liveness;
 use super::segment::{normalize_capacity, Segment, Side};
 use super::{ShmOptions, WaitStrategy};
 use crate::protocol::env::FERRY_HOST_PID;
+use crate::transport::inherit::inherit_in_child;
 use crate::transport::{Link, PendingLink, TransportError};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command};
@@ -83,27 +84,6 @@ impl PendingLink for ShmPending {
             self.max_frame,
         )
         .into_link())
-    }
-}
-
-/// Lets the child inherit `fd`: the host's copy stays close-on-exec (so workers spawned
-/// concurrently from other threads do not inherit it), and the flag is cleared in the
-/// child only, between `fork` and `exec`.
-#[cfg(unix)]
-pub(crate) fn inherit_in_child(cmd: &mut Command, fd: RawFd) {
-    use std::os::unix::process::CommandExt;
-    let clear_cloexec = move || {
-        // SAFETY: `fd` is open in the child (fork copied the parent's table, where the
-        // segment's descriptor is open until `connect`); clearing its flags is a plain
-        // `fcntl`, which is async-signal-safe and allocates nothing.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())
-            .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
-    };
-    // SAFETY: the closure only makes one async-signal-safe system call (see above), as
-    // `pre_exec` requires of code running in the forked child.
-    unsafe {
-        cmd.pre_exec(clear_cloexec);
     }
 }
 

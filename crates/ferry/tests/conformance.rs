@@ -1,75 +1,68 @@
-//! Every transport against the one contract (see `tests/suite/mod.rs`).
+//! Every built-in transport against the one contract: the conformance suite
+//! (`ferry::transport::conformance`, feature `conformance`), one `conformance_tests!` line
+//! per transport and configuration, then what only the stdio link can show.
 
-mod common;
-#[macro_use]
-mod suite;
-
+use ferry::transport::conformance::MAX_FRAME;
 use ferry::transport::{local_socket, memory, shm, stdio, tcp, Link};
-use suite::MAX;
 
-fn memory_pair() -> (Link, Link) {
-    memory::pair(MAX)
+fn stdio_pair(max: usize) -> (Link, Link) {
+    stdio::pipe_pair(max).expect("pipes")
 }
 
-fn stdio_pair() -> (Link, Link) {
-    stdio::pipe_pair(MAX).expect("pipes")
+fn local_socket_pair(max: usize) -> (Link, Link) {
+    local_socket::pair(&local_socket::SocketOptions::default(), max).expect("socket pair")
 }
 
-fn local_socket_pair() -> (Link, Link) {
-    local_socket::pair(&local_socket::SocketOptions::default(), MAX).expect("socket pair")
-}
-
-fn local_socket_abstract_pair() -> (Link, Link) {
+fn local_socket_abstract_pair(max: usize) -> (Link, Link) {
     let options = local_socket::SocketOptions {
         abstract_namespace: true,
         ..Default::default()
     };
-    local_socket::pair(&options, MAX).expect("abstract socket pair")
+    local_socket::pair(&options, max).expect("abstract socket pair")
 }
 
-fn tcp_pair() -> (Link, Link) {
-    tcp::pair(MAX).expect("tcp pair")
+fn tcp_pair(max: usize) -> (Link, Link) {
+    tcp::pair(max).expect("tcp pair")
 }
 
-fn shm_pair_with(options: shm::ShmOptions) -> (Link, Link) {
-    let (host, worker) = shm::pair(&options, MAX).expect("shm segment");
+fn shm_pair_with(options: shm::ShmOptions, max: usize) -> (Link, Link) {
+    let (host, worker) = shm::pair(&options, max).expect("shm segment");
     (host.into_link(), worker.into_link())
 }
 
-fn shm_pair() -> (Link, Link) {
-    shm_pair_with(shm::ShmOptions::default())
+fn shm_pair(max: usize) -> (Link, Link) {
+    shm_pair_with(shm::ShmOptions::default(), max)
 }
 
 /// An 8 KiB ring: frames over 4 KiB are chunked and records wrap often. (The suite sends
 /// a few frames of up to 5000 bytes before reading them on the same thread, so a frame
 /// must fit in the ring whole.)
-fn shm_small_ring_pair() -> (Link, Link) {
-    shm_pair_with(shm::ShmOptions {
+fn shm_small_ring_pair(max: usize) -> (Link, Link) {
+    let options = shm::ShmOptions {
         capacity: 8192,
         ..Default::default()
-    })
+    };
+    shm_pair_with(options, max)
 }
 
 /// Always sleeping on the futex: exercises the wake-up protocol on every frame.
-fn shm_block_pair() -> (Link, Link) {
-    shm_pair_with(shm::ShmOptions {
+fn shm_block_pair(max: usize) -> (Link, Link) {
+    let options = shm::ShmOptions {
         capacity: 64 * 1024,
         wait: shm::WaitStrategy::Block,
         ..Default::default()
-    })
+    };
+    shm_pair_with(options, max)
 }
 
-conformance_tests!(memory_transport, crate::memory_pair);
-conformance_tests!(stdio_transport, crate::stdio_pair);
-conformance_tests!(local_socket_transport, crate::local_socket_pair);
-conformance_tests!(
-    local_socket_abstract_transport,
-    crate::local_socket_abstract_pair
-);
-conformance_tests!(tcp_transport, crate::tcp_pair);
-conformance_tests!(shm_transport, crate::shm_pair);
-conformance_tests!(shm_small_ring_transport, crate::shm_small_ring_pair);
-conformance_tests!(shm_block_transport, crate::shm_block_pair);
+ferry::conformance_tests!(memory_transport, memory::pair);
+ferry::conformance_tests!(stdio_transport, stdio_pair);
+ferry::conformance_tests!(local_socket_transport, local_socket_pair);
+ferry::conformance_tests!(local_socket_abstract_transport, local_socket_abstract_pair);
+ferry::conformance_tests!(tcp_transport, tcp_pair);
+ferry::conformance_tests!(shm_transport, shm_pair);
+ferry::conformance_tests!(shm_small_ring_transport, shm_small_ring_pair);
+ferry::conformance_tests!(shm_block_transport, shm_block_pair);
 
 mod stdio_specific {
     use super::*;
@@ -126,7 +119,7 @@ mod stdio_specific {
 
     #[test]
     fn newline_inside_a_frame_is_refused() {
-        let (mut host, _worker) = stdio::pipe_pair(MAX).unwrap();
+        let (mut host, _worker) = stdio::pipe_pair(MAX_FRAME).unwrap();
         let err = host.sender.send(&[b"a\nb"]).unwrap_err();
         assert!(
             matches!(err, TransportError::InvalidFrame(_)),
