@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod python;
 
 use std::sync::mpsc;
 use std::time::Duration;

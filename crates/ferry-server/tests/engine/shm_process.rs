@@ -4,7 +4,7 @@
 //! The child is this test binary run again with `FERRY_SHM_TEST_ROLE` set: the test
 //! `child_role` then plays that role instead of returning at once.
 
-mod common;
+use crate::common;
 
 use common::{ferry_bin, with_watchdog};
 use ferry::transport::shm::{self, ShmOptions};
@@ -94,7 +94,7 @@ fn spawn_role(role: &str, options: ShmOptions) -> (Child, Link) {
     };
     let mut pending = ferry::transport::prepare(TransportKind::Shm, &options, MAX).unwrap();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
+    cmd.args(["--exact", "shm_process::child_role", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
         .env(
             ferry::worker::env::FERRY_HOST_PID,
@@ -194,7 +194,7 @@ fn worker_killed_mid_frame_gives_disconnected_on_receive() {
 fn killing_the_host_makes_the_worker_exit() {
     with_watchdog(LIMIT, || {
         let mut host = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "shm_process::child_role", "--nocapture", "--test-threads=1"])
             .env(ROLE, "host")
             .stdout(Stdio::piped())
             .spawn()

@@ -1,7 +1,7 @@
 //! The worker pool with real worker processes: dispatch, crashes, hangs, the breaker,
 //! priorities, cancellation, scaling, shutdown.
 
-mod common;
+use crate::common;
 
 use common::{fault_bin, ferry_bin, process_exists, with_watchdog, WATCHDOG};
 use ferry::pool::{BreakerState, LifecycleKind, Pool, PoolConfig, PoolError, WorkerState};

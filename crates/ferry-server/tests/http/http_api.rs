@@ -1,6 +1,6 @@
 //! The HTTP API against a real `ferry serve` on loopback with real worker processes.
 
-mod common;
+use crate::common;
 
 use common::http::{Client, Server};
 use common::{with_watchdog, WATCHDOG};

@@ -2,7 +2,7 @@
 //! ring, ending exactly at the wrap point), in-place receive, and the Rust echo worker
 //! over shm with every codec.
 
-mod common;
+use crate::common;
 
 use common::{ferry_bin, with_watchdog, WATCHDOG};
 use ferry::codec::CodecKind;

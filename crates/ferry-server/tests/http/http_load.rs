@@ -2,7 +2,7 @@
 //! clients to 2 workers, one of which is killed midway. Every request must be answered
 //! exactly once. Throughput and latency percentiles are printed, not asserted.
 
-mod common;
+use crate::common;
 
 use common::http::Server;
 use common::{with_watchdog, WATCHDOG};

@@ -1,9 +1,8 @@
 //! The pool with the Python echo worker (`python -m ferry_worker.echo`): a worker killed
 //! during 1,000 in-flight requests, each answered exactly once, and the replacement serving.
 
-mod common;
-#[path = "common/python.rs"]
-mod python_env;
+use crate::common;
+use crate::common::python as python_env;
 
 use common::{with_watchdog, WATCHDOG};
 use ferry::pool::{LifecycleKind, Pool, PoolConfig, WorkerState};
