@@ -1,7 +1,7 @@
 """A minimal ferry host in Python, speaking the protocol over a worker's stdin/stdout.
 
 It exists to test the worker side from pytest without the Rust host; the Rust host drives
-the same worker in tests/python_worker.rs at the repository root.
+the same worker in crates/ferry-server/tests/python/python_worker.rs.
 """
 
 from __future__ import annotations

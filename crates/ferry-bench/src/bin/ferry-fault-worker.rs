@@ -17,11 +17,37 @@
 //! | `slow` | echo worker that sleeps N ms (default 50) before each answer, ignoring cancels |
 //! | `stuck-step` | echo worker whose every request writes `$TMPDIR/started` (its pid), then sleeps N s (default 60) without looking at the link |
 //! | `flaky-start` | `flaky-start FILE N`: the first N starts (counted in FILE) exit before `ready`, later ones serve echo |
+//! | `gated` | `gated DIR [fail-starts=N] [hold-ready]`: echo worker whose steps wait for the test (below) |
+//!
+//! ## `gated DIR`: steps the test releases
+//!
+//! For tests that must not depend on timing: instead of sleeping and hoping the other side
+//! got somewhere in the meantime, the test waits for what the worker records and releases
+//! the worker when it is ready to.
+//!
+//! - Every start takes the next number `n` (files `DIR/start-n`, created exclusively, so
+//!   concurrent starts never share one) and logs `start n <pid>`. With `fail-starts=N` the
+//!   first `N` starts log `exit n` and exit with status 3 before `ready`; with
+//!   `hold-ready` every other start first waits at the gate `ready-n`.
+//! - A request whose data has a string `label` logs `started LABEL` before it runs and
+//!   `finished LABEL` after; requests without one are not logged.
+//! - The operation `gate` (data `{"label": "..."}`) waits until the file
+//!   `DIR/release-LABEL` or `DIR/release-all` exists, then answers its data. While it
+//!   waits it looks at the link (so `health` is answered and cancels are seen): a cancel,
+//!   a passed deadline or a vanished host ends it with `cancelled LABEL` logged and the
+//!   error `cancelled`. With `"deaf": true` it does not look at the link while it waits:
+//!   a hung worker on demand (no `health` answers, cancels unseen).
+//! - The other operations are the echo handler's.
+//!
+//! `DIR/log` is appended one whole line per write, so the lines of all the workers sharing
+//! `DIR` are in the order they happened. The wait polls the release file every 2 ms; that
+//! interval is the worker's own business, not a time window any test relies on.
 
 use ferry::protocol::{Envelope, ReadyInfo};
 use ferry::worker::{echo, serve, Context, HandlerError, Reply, Request};
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -176,6 +202,7 @@ fn main() -> ExitCode {
                 echo::handle(req, ctx)
             })
         }
+        "gated" => gated(&args[1..]),
         "stuck-step" => {
             let secs = if n == 0 { 60 } else { n };
             run(move |req: &Request<'_>, ctx: &mut Context<'_>| {
@@ -193,6 +220,157 @@ fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
+    }
+}
+
+/// The operations of the `gated` mode: the echo handler's and `gate`.
+const GATED_OPERATIONS: [&str; 5] = ["echo", "sleep", "fail", "print", "gate"];
+
+/// The folder of a `gated` worker and its log.
+struct GateDir(PathBuf);
+
+impl GateDir {
+    /// Appends `line` to `DIR/log` in one write (`O_APPEND`: lines of several workers
+    /// never interleave).
+    fn log(&self, line: &str) -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.0.join("log"))?;
+        file.write_all(format!("{line}\n").as_bytes())
+    }
+
+    fn released(&self, label: &str) -> bool {
+        self.0.join(format!("release-{label}")).exists() || self.0.join("release-all").exists()
+    }
+
+    /// Takes the next start number: the first `start-n` this process creates.
+    fn next_start(&self) -> std::io::Result<u64> {
+        for n in 1.. {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(self.0.join(format!("start-{n}")))
+            {
+                Ok(_) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("u64 start numbers ran out")
+    }
+}
+
+/// A label names a file: letters, digits, `-`, `_` and `.` only.
+fn valid_label(label: &str) -> bool {
+    !label.is_empty()
+        && !label.starts_with('.')
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn gated(args: &[String]) -> ExitCode {
+    let Some(dir) = args.first() else {
+        eprintln!("ferry-fault-worker: gated DIR [fail-starts=N] [hold-ready]");
+        return ExitCode::from(2);
+    };
+    let dir = GateDir(PathBuf::from(dir));
+    let mut fail_starts = 0u64;
+    let mut hold_ready = false;
+    for option in &args[1..] {
+        match option.split_once('=') {
+            Some(("fail-starts", n)) if n.parse::<u64>().is_ok() => {
+                fail_starts = n.parse().unwrap_or(0);
+            }
+            None if option == "hold-ready" => hold_ready = true,
+            _ => {
+                eprintln!("ferry-fault-worker: gated: unknown option `{option}`");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let started = dir.next_start().and_then(|n| {
+        dir.log(&format!("start {n} {}", std::process::id()))
+            .map(|()| n)
+    });
+    let n = match started {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("ferry-fault-worker: gated: {}: {e}", dir.0.display());
+            return ExitCode::from(4);
+        }
+    };
+    if n <= fail_starts {
+        let _ = dir.log(&format!("exit {n}"));
+        return ExitCode::from(3);
+    }
+    if hold_ready {
+        // Before `ready` there is no link to watch: the host's startup timeout or its
+        // death (this process is then killed, or sees end-of-file later) ends the wait.
+        let label = format!("ready-{n}");
+        let _ = dir.log(&format!("started {label}"));
+        while !dir.released(&label) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = dir.log(&format!("finished {label}"));
+    }
+    let handler = move |req: &Request<'_>, ctx: &mut Context<'_>| {
+        let label = req.data().get("label").and_then(Value::as_str);
+        if let Some(label) = label {
+            if !valid_label(label) {
+                return Err(HandlerError::invalid_request(format!(
+                    "data.label: `{label}` is not a file name part"
+                )));
+            }
+            dir.log(&format!("started {label}"))
+                .map_err(|e| HandlerError::internal(e.to_string()))?;
+        }
+        let result = if req.operation() == "gate" {
+            let Some(label) = label else {
+                return Err(HandlerError::invalid_request("data.label: required"));
+            };
+            gate(&dir, label, req, ctx)
+        } else {
+            echo::handle(req, ctx)
+        };
+        if let Some(label) = label {
+            let outcome = match &result {
+                Ok(_) => "finished",
+                Err(e) if e.code == ferry::protocol::ErrorCode::Cancelled => "cancelled",
+                Err(_) => "failed",
+            };
+            dir.log(&format!("{outcome} {label}"))
+                .map_err(|e| HandlerError::internal(e.to_string()))?;
+        }
+        result
+    };
+    match serve("fault", &GATED_OPERATIONS, handler) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Waits until `label` is released (answers the request's data) or the request is
+/// cancelled.
+fn gate(
+    dir: &GateDir,
+    label: &str,
+    req: &Request<'_>,
+    ctx: &mut Context<'_>,
+) -> Result<Reply, HandlerError> {
+    let deaf = req.data().get("deaf").and_then(Value::as_bool) == Some(true);
+    loop {
+        if dir.released(label) {
+            return Ok(Reply::data(req.data().clone()));
+        }
+        if !deaf {
+            ctx.check_cancelled()?;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

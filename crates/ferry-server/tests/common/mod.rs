@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod gates;
 pub mod http;
+pub mod kill9;
+pub mod python;
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -68,6 +71,20 @@ pub fn fault_bin() -> &'static str {
 /// The repository's root folder (fixtures, docs and workers live there).
 pub fn repo_root() -> &'static std::path::Path {
     std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// Waits (bounded by the test's watchdog) until `cond` holds: for events the test cannot
+/// be told of directly (a pool's status, a process's end). Says what it waits for now and
+/// then, so a hang shows where.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let mut polls = 0u64;
+    while !cond() {
+        polls += 1;
+        if polls % 1_000 == 0 {
+            eprintln!("still waiting: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Whether process `pid` still exists (as anything but a reaped pid).

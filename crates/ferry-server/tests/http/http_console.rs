@@ -2,7 +2,7 @@
 //! content types), `GET /api/events` (lifecycle events as server-sent events) and
 //! `GET /api/bench/latest`. The page itself is tested in a browser: tests/browser/.
 
-mod common;
+use crate::common;
 
 use common::http::Server;
 use common::{with_watchdog, WATCHDOG};

@@ -4,9 +4,8 @@
 //! worker's watchdog can notice; the test waits for the worker to be gone (an event, with
 //! a watchdog far below the step's length) and prints how long it took.
 
-mod common;
-#[path = "common/python.rs"]
-mod python_env;
+use crate::common;
+use crate::common::python as python_env;
 
 use common::with_watchdog;
 use python_env::python_or_skip;

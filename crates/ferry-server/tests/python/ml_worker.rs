@@ -8,7 +8,7 @@
 //! `$FERRY_ML_PYTHON`. Without it these tests print a notice and pass as skipped;
 //! `FERRY_REQUIRE_PYTHON=1` (as `scripts/test` sets) makes its absence a failure.
 
-mod common;
+use crate::common;
 
 use common::with_watchdog;
 use ferry::codec::{Codec, CodecKind, DEFAULT_MAX_FRAME};

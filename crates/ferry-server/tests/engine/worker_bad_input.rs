@@ -1,6 +1,6 @@
 //! Workers that misbehave: each yields its typed error, never a panic or a hang.
 
-mod common;
+use crate::common;
 
 use common::{fault_bin, with_watchdog, WATCHDOG};
 use ferry::protocol::{ErrorCode, ProtocolError};

@@ -1,7 +1,7 @@
 //! The host calling real worker processes over stdio: the Rust echo worker and the
 //! old design's Python legacy worker.
 
-mod common;
+use crate::common;
 
 use common::{ferry_bin, process_exists, with_watchdog, WATCHDOG};
 use ferry::protocol::{Envelope, ErrorCode, MessageType};

@@ -4,9 +4,9 @@
 //! The child is this test binary run again with `FERRY_SHM_TEST_ROLE` set: the test
 //! `child_role` then plays that role instead of returning at once.
 
-mod common;
+use crate::common;
 
-use common::{ferry_bin, with_watchdog};
+use common::{eventually, ferry_bin, with_watchdog};
 use ferry::transport::shm::{self, ShmOptions};
 use ferry::transport::{FrameSender, Link, TransportError, TransportKind, TransportOptions};
 use std::io::{BufRead, BufReader};
@@ -60,7 +60,10 @@ fn child_role() {
     match role.as_str() {
         "stall" => std::thread::sleep(Duration::from_secs(120)),
         "big-send" => {
-            let _ = ends.sender.send(&[&vec![9u8; MAX]]);
+            let frame = vec![9u8; MAX];
+            // The host waits for this thread to sleep in the send below.
+            println!("sending {}", rustix::thread::gettid().as_raw_nonzero());
+            let _ = ends.sender.send(&[&frame]);
             std::thread::sleep(Duration::from_secs(120));
         }
         "echo-check" => {
@@ -94,13 +97,18 @@ fn spawn_role(role: &str, options: ShmOptions) -> (Child, Link) {
     };
     let mut pending = ferry::transport::prepare(TransportKind::Shm, &options, MAX).unwrap();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env(
-            ferry::worker::env::FERRY_HOST_PID,
-            std::process::id().to_string(),
-        )
-        .stdout(Stdio::null());
+    cmd.args([
+        "--exact",
+        "shm_process::child_role",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE, role)
+    .env(
+        ferry::worker::env::FERRY_HOST_PID,
+        std::process::id().to_string(),
+    )
+    .stdout(Stdio::piped());
     pending.configure(&mut cmd).unwrap();
     let mut child = cmd.spawn().unwrap();
     let link = pending
@@ -112,6 +120,33 @@ fn spawn_role(role: &str, options: ShmOptions) -> (Child, Link) {
 fn kill9(child: &mut Child) {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+}
+
+/// Waits until thread `tid` of process `pid` sleeps in the kernel (state `S`). For a
+/// thread that does nothing but one blocking send, that means the send is waiting for room
+/// in the ring: an event the test can wait for instead of guessing how long it takes.
+fn wait_until_asleep(pid: u32, tid: i32) {
+    let path = format!("/proc/{pid}/task/{tid}/stat");
+    eventually("the thread sleeps in its send", || {
+        let stat = std::fs::read_to_string(&path).expect("the thread exists");
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            == Some('S')
+    });
+}
+
+/// Reads the child's output up to its line `sending TID` and returns `TID`.
+fn sending_thread(child: &mut Child) -> i32 {
+    let out = BufReader::new(child.stdout.take().expect("stdout piped"));
+    out.lines()
+        .map_while(Result::ok)
+        // After libtest's `test child_role ... ` on the same line.
+        .find_map(|l| {
+            l.split("sending ")
+                .nth(1)
+                .map(|t| t.trim().parse().unwrap())
+        })
+        .expect("the child said which thread sends")
 }
 
 /// Gone, or a zombie nobody has reaped yet: either way it has exited.
@@ -163,9 +198,16 @@ fn sender_blocked_mid_frame_gets_disconnected_when_the_worker_is_killed() {
     with_watchdog(LIMIT, || {
         let (mut child, link) = spawn_role("stall", small_ring());
         let mut sender = link.sender;
+        let frame = vec![2u8; MAX];
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         // 1 MiB into a 64 KiB ring nobody reads: blocks after the first chunks.
-        let blocked = std::thread::spawn(move || sender.send(&[&vec![2u8; MAX]]));
-        std::thread::sleep(Duration::from_millis(200));
+        let blocked = std::thread::spawn(move || {
+            tid_tx
+                .send(rustix::thread::gettid().as_raw_nonzero().get())
+                .unwrap();
+            sender.send(&[&frame])
+        });
+        wait_until_asleep(std::process::id(), tid_rx.recv().unwrap());
         kill9(&mut child);
         let result = blocked.join().unwrap();
         assert!(
@@ -180,7 +222,8 @@ fn worker_killed_mid_frame_gives_disconnected_on_receive() {
     with_watchdog(LIMIT, || {
         let (mut child, mut link) = spawn_role("big-send", small_ring());
         // The child is stuck half-way through a 1 MiB frame (we do not read yet).
-        std::thread::sleep(Duration::from_millis(200));
+        let tid = sending_thread(&mut child);
+        wait_until_asleep(child.id(), tid);
         kill9(&mut child);
         let mut buf = Vec::new();
         let err = link.receiver.recv(&mut buf, None).unwrap_err();
@@ -194,7 +237,12 @@ fn worker_killed_mid_frame_gives_disconnected_on_receive() {
 fn killing_the_host_makes_the_worker_exit() {
     with_watchdog(LIMIT, || {
         let mut host = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "shm_process::child_role",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ROLE, "host")
             .stdout(Stdio::piped())
             .spawn()

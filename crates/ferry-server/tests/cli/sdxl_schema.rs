@@ -3,7 +3,7 @@
 //! (against a real `ferry serve` on loopback with the Rust echo worker), and the Rust port of
 //! the flat form checked against the Python worker's `request.py` over the same cases.
 
-mod common;
+use crate::common;
 
 use common::http::{Client, HttpResponse, Server};
 use common::{with_watchdog, WATCHDOG};

@@ -1,39 +1,24 @@
 //! The worker pool with real worker processes: dispatch, crashes, hangs, the breaker,
 //! priorities, cancellation, scaling, shutdown.
 
-mod common;
+use crate::common;
 
-use common::{fault_bin, ferry_bin, process_exists, with_watchdog, WATCHDOG};
+use common::gates::Gates;
+use common::kill9::{kill_9_during_1000_requests, Calls};
+use common::{eventually, fault_bin, ferry_bin, process_exists, with_watchdog, WATCHDOG};
 use ferry::pool::{BreakerState, LifecycleKind, Pool, PoolConfig, PoolError, WorkerState};
 use ferry::protocol::{Envelope, ErrorCode, Priority};
 use ferry::worker::{CallOptions, WorkerSpec};
 use serde_json::json;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 fn echo_spec() -> WorkerSpec {
     WorkerSpec::new("echo", ferry_bin(), ["worker", "echo"])
 }
 
-/// One answer as the tests record it: the echoed data or the error code.
-type Answer = Result<serde_json::Value, ErrorCode>;
-
 fn request(op: &str, data: serde_json::Value) -> Envelope {
     Envelope::request("", op, data)
-}
-
-/// Waits (bounded by the test's watchdog) until `cond` holds.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let limit = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < limit, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn kill9(pid: u32) {
-    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
 }
 
 #[test]
@@ -77,194 +62,51 @@ fn calls_are_spread_over_workers() {
     });
 }
 
-fn crash_config() -> PoolConfig {
-    PoolConfig {
-        min_workers: 2,
-        max_workers: 2,
-        max_in_flight: 4,
-        queue_capacity: 2_000,
-        request_timeout_ms: 60_000,
-        idempotent_operations: vec!["echo".into()],
-        retry_max_attempts: 3,
-        retry_budget_min: 2_000,
-        restart_backoff_ms: 10,
-        ..Default::default()
-    }
-}
-
-/// Every one of `results` is the echo of its index or `worker_crashed`; returns how many
-/// were crashes.
-fn check_exactly_one_answer_each(results: &[Answer]) -> usize {
-    assert_eq!(results.len(), 1_000);
-    let mut crashed = 0;
-    for (i, r) in results.iter().enumerate() {
-        match r {
-            Ok(data) => assert_eq!(data, &json!(i)),
-            Err(ErrorCode::WorkerCrashed) => crashed += 1,
-            Err(other) => panic!("request {i}: unexpected {other}"),
-        }
-    }
-    crashed
-}
-
-fn replacement_serves(pool: &Pool, killed_id: &str, old_pid: u32) {
-    eventually("the killed worker is replaced", || {
-        pool.status().iter().any(|s| {
-            s.id == killed_id
-                && s.state == WorkerState::Ready
-                && s.pid.is_some_and(|p| p != old_pid)
-                && s.restarts >= 1
-        })
-    });
-    let before = pool
-        .status()
-        .iter()
-        .find(|s| s.id == killed_id)
-        .unwrap()
-        .requests_served;
-    eventually("the replacement serves", || {
-        pool.call(request("echo", json!("again")), &[], |_| {})
-            .unwrap();
-        pool.status()
-            .iter()
-            .find(|s| s.id == killed_id)
-            .unwrap()
-            .requests_served
-            > before
+#[test]
+fn kill_9_of_a_rust_worker_during_1000_async_requests_answers_each_exactly_once() {
+    with_watchdog(WATCHDOG * 2, || {
+        kill_9_during_1000_requests(echo_spec(), Calls::AsyncWithRetries);
     });
 }
 
 #[test]
-fn kill_9_during_1000_async_requests_answers_each_exactly_once() {
+fn kill_9_of_a_rust_worker_during_1000_sync_requests_answers_each_exactly_once() {
     with_watchdog(WATCHDOG * 2, || {
-        let pool = Arc::new(Pool::start(echo_spec(), crash_config()).unwrap());
-        let victim = pool.status()[0].clone();
-        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let results = rt.block_on(async {
-            let tasks: Vec<_> = (0..1_000)
-                .map(|i| {
-                    let pool = pool.clone();
-                    let done = done.clone();
-                    tokio::spawn(async move {
-                        // A short sleep keeps many requests in flight when the kill lands.
-                        let op = if i % 10 == 0 { "sleep" } else { "echo" };
-                        let data = if op == "sleep" {
-                            json!({"ms": 5, "steps": 1})
-                        } else {
-                            json!(i)
-                        };
-                        let r = pool
-                            .call_async(
-                                request(op, data),
-                                Vec::new(),
-                                CallOptions::default(),
-                                |_| {},
-                            )
-                            .await;
-                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        match r {
-                            Ok(_) if op == "sleep" => Ok(json!(i)),
-                            Ok(resp) => Ok(resp.data),
-                            Err(e) => Err(e.code()),
-                        }
-                    })
-                })
-                .collect();
-            let killer_pool = pool.clone();
-            let killer_done = done.clone();
-            let killer = tokio::task::spawn_blocking(move || {
-                while killer_done.load(std::sync::atomic::Ordering::Relaxed) < 200 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                let _ = killer_pool;
-                kill9(victim.pid.unwrap());
-            });
-            let mut results = Vec::new();
-            for t in tasks {
-                results.push(t.await.unwrap());
-            }
-            killer.await.unwrap();
-            results
-        });
-        let crashed = check_exactly_one_answer_each(&results);
-        // `sleep` is not idempotent: those in flight on the killed worker fail; echo retries.
-        println!(
-            "async kill -9: {} ok, {crashed} worker_crashed",
-            1_000 - crashed
-        );
-        replacement_serves(&pool, &victim.id, victim.pid.unwrap());
-    });
-}
-
-#[test]
-fn kill_9_during_1000_sync_requests_answers_each_exactly_once() {
-    with_watchdog(WATCHDOG * 2, || {
-        let mut config = crash_config();
-        config.idempotent_operations.clear();
-        let pool = Arc::new(Pool::start(echo_spec(), config).unwrap());
-        let victim = pool.status()[1].clone();
-        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let results: Arc<Mutex<Vec<Option<Answer>>>> = Arc::new(Mutex::new(vec![None; 1_000]));
-        let threads: Vec<_> = (0..100)
-            .map(|t| {
-                let (pool, done, results) = (pool.clone(), done.clone(), results.clone());
-                std::thread::spawn(move || {
-                    for k in 0..10 {
-                        let i = t * 10 + k;
-                        let r = pool.call(request("echo", json!(i)), &[], |_| {});
-                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let mut all = results.lock().unwrap();
-                        assert!(all[i].is_none(), "request {i} answered twice");
-                        all[i] = Some(r.map(|r| r.data).map_err(|e| e.code()));
-                    }
-                })
-            })
-            .collect();
-        while done.load(std::sync::atomic::Ordering::Relaxed) < 300 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        kill9(victim.pid.unwrap());
-        for t in threads {
-            t.join().unwrap();
-        }
-        let results: Vec<_> = results
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| r.clone().expect("every request answered"))
-            .collect();
-        let crashed = check_exactly_one_answer_each(&results);
-        println!(
-            "sync kill -9 (no retries): {} ok, {crashed} worker_crashed",
-            1_000 - crashed
-        );
-        replacement_serves(&pool, &victim.id, victim.pid.unwrap());
+        kill_9_during_1000_requests(echo_spec(), Calls::SyncNoRetries);
     });
 }
 
 #[test]
 fn hung_worker_is_detected_and_replaced() {
     with_watchdog(WATCHDOG, || {
-        let spec = WorkerSpec::new("hang", fault_bin(), ["hang"]);
+        let gates = Gates::new();
         let config = PoolConfig {
             health_interval_ms: 50,
             health_timeout_ms: 300,
             restart_backoff_ms: 10,
             ..Default::default()
         };
-        let pool = Pool::start(spec, config).unwrap();
+        let pool = Arc::new(Pool::start(gates.spec("gated", &[]), config).unwrap());
         let mut events = pool.events();
         let first_pid = pool.status()[0].pid.unwrap();
+        // The worker hangs only now, once the test listens: a step that never looks at the
+        // link (so no health answer) and is never released.
+        let hung = {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                pool.call(
+                    request("gate", json!({"label": "hung", "deaf": true})),
+                    &[],
+                    |_| {},
+                )
+            })
+        };
         let mut seen = Vec::new();
         while !seen.contains(&LifecycleKind::Ready) {
             let e = events.blocking_recv().unwrap();
             if e.kind == LifecycleKind::Unhealthy {
                 assert!(e.detail.contains("health check"), "{}", e.detail);
+                assert_eq!(e.pid, Some(first_pid));
             }
             seen.push(e.kind);
         }
@@ -276,6 +118,11 @@ fn hung_worker_is_detected_and_replaced() {
                 LifecycleKind::Started
             ]
         );
+        // Killing the hung process ended the request on it.
+        let err = hung.join().unwrap().unwrap_err();
+        assert_eq!(err.code(), ErrorCode::WorkerCrashed, "{err}");
+        assert_eq!(gates.labels("started"), ["hung"]);
+        assert!(gates.labels("finished").is_empty());
         assert!(
             !process_exists(first_pid),
             "the hung process was killed and reaped"
@@ -288,36 +135,46 @@ fn hung_worker_is_detected_and_replaced() {
 #[test]
 fn breaker_opens_on_repeated_start_failures_and_closes_after_a_good_probe() {
     with_watchdog(WATCHDOG, || {
-        let counter = std::env::temp_dir().join(format!("ferry-flaky-{}", std::process::id()));
-        let _ = std::fs::remove_file(&counter);
-        let spec = WorkerSpec::new(
-            "flaky",
-            fault_bin(),
-            [
-                "flaky-start".to_owned(),
-                counter.display().to_string(),
-                "3".into(),
-            ],
-        );
+        // Starts 1 to 3 fail before `ready`; every later start waits at the gate
+        // `ready-N` until the test releases it, so the breaker cannot close behind the
+        // test's back.
+        let gates = Gates::new();
+        let mut spec = gates.spec("flaky", &["fail-starts=3", "hold-ready"]);
+        // The probe waits for the test, which the watchdog bounds, not a startup timeout.
+        spec.startup_timeout = Duration::from_secs(600);
         let config = PoolConfig {
             breaker_failure_threshold: 3,
-            breaker_open_ms: 400,
+            breaker_open_ms: 50,
             restart_backoff_ms: 10,
             ..Default::default()
         };
         let pool = Pool::start(spec, config).unwrap();
-        let mut events = pool.events();
-        eventually("breaker opens", || {
-            pool.breaker_state() != BreakerState::Closed
+        // The probe (start 4) is waiting: three failures opened the breaker and its open
+        // time ran out.
+        let log = gates.wait_until("the probe waits before ready", |log| {
+            log.iter().any(|l| l == "started ready-4")
         });
+        let starts: Vec<&str> = log
+            .iter()
+            .filter(|l| l.starts_with("exit ") || l.starts_with("started "))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            starts,
+            ["exit 1", "exit 2", "exit 3", "started ready-4"],
+            "no start while open, one probe: {log:?}"
+        );
+        assert_eq!(pool.breaker_state(), BreakerState::HalfOpen);
         let err = pool
             .call(request("echo", json!(1)), &[], |_| {})
             .unwrap_err();
         assert!(
             matches!(err, PoolError::CircuitOpen(_)),
-            "fail fast while open, got {err:?}"
+            "fail fast until the probe is ready, got {err:?}"
         );
         assert_eq!(err.code(), ErrorCode::Unavailable);
+        let mut events = pool.events();
+        gates.release("ready-4");
         loop {
             let e = events.blocking_recv().unwrap();
             if e.kind == LifecycleKind::BreakerClosed {
@@ -331,32 +188,29 @@ fn breaker_opens_on_repeated_start_failures_and_closes_after_a_good_probe() {
                 .data,
             json!(2)
         );
-        let _ = std::fs::remove_file(&counter);
+        pool.shutdown();
     });
 }
 
 #[test]
 fn priorities_are_honoured_under_a_full_queue() {
     with_watchdog(WATCHDOG, || {
+        let gates = Gates::new();
         let config = PoolConfig {
             max_in_flight: 1,
             queue_capacity: 6,
             ..Default::default()
         };
-        let pool = Arc::new(Pool::start(echo_spec(), config).unwrap());
+        let pool = Arc::new(Pool::start(gates.spec("gated", &[]), config).unwrap());
+        // The only worker is held in a step until every caller below is queued.
         let blocker = {
             let pool = pool.clone();
             std::thread::spawn(move || {
-                pool.call(
-                    request("sleep", json!({"ms": 400, "steps": 1})),
-                    &[],
-                    |_| {},
-                )
-                .unwrap()
+                pool.call(request("gate", json!({"label": "blocker"})), &[], |_| {})
+                    .unwrap()
             })
         };
-        eventually("the worker is busy", || pool.status()[0].in_flight == 1);
-        let order = Arc::new(Mutex::new(Vec::new()));
+        gates.wait_for("started blocker");
         let mut waiters = Vec::new();
         for (n, p) in [
             Priority::Low,
@@ -369,12 +223,12 @@ fn priorities_are_honoured_under_a_full_queue() {
         .into_iter()
         .enumerate()
         {
-            let (caller_pool, order) = (pool.clone(), order.clone());
+            let caller_pool = pool.clone();
             waiters.push(std::thread::spawn(move || {
-                let mut r = request("sleep", json!({"ms": 30, "steps": 1}));
+                let label = format!("{n}-{}", p.as_str());
+                let mut r = request("echo", json!({ "label": label }));
                 r.priority = Some(p);
                 caller_pool.call(r, &[], |_| {}).unwrap();
-                order.lock().unwrap().push(p);
             }));
             eventually("the caller queues", || pool.queue_depth() == n + 1);
         }
@@ -386,14 +240,16 @@ fn priorities_are_honoured_under_a_full_queue() {
             ErrorCode::Overloaded,
             "a full queue answers at once: {err}"
         );
+        gates.release("blocker");
         blocker.join().unwrap();
         for w in waiters {
             w.join().unwrap();
         }
-        use Priority::*;
+        // One request at a time: the order the worker ran them is the order they left
+        // the queue. By priority, first come first served within one.
         assert_eq!(
-            *order.lock().unwrap(),
-            vec![High, High, Normal, Normal, Low, Low]
+            gates.labels("started"),
+            ["blocker", "2-high", "4-high", "1-normal", "5-normal", "0-low", "3-low"]
         );
     });
 }
@@ -401,26 +257,31 @@ fn priorities_are_honoured_under_a_full_queue() {
 #[test]
 fn cancellation_reaches_the_worker() {
     with_watchdog(WATCHDOG, || {
-        let pool = Pool::start(echo_spec(), PoolConfig::default()).unwrap();
+        let gates = Gates::new();
+        let config = PoolConfig {
+            // Only the cancel can end the step: no restart takes it away, however slow.
+            cancel_grace_ms: 600_000,
+            ..Default::default()
+        };
+        let pool = Pool::start(gates.spec("gated", &[]), config).unwrap();
         let options = CallOptions {
             timeout: Some(Duration::from_millis(200)),
         };
         let err = pool
             .call_with(
-                request("sleep", json!({"ms": 40_000, "steps": 4_000})),
+                request("gate", json!({"label": "held"})),
                 &[],
                 &options,
                 |_| {},
             )
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::Timeout);
-        // One request at a time: this one is served only once the worker has stopped the
-        // cancelled sleep (40 s) and answered it; allowed 20 s.
-        let options = CallOptions {
-            timeout: Some(Duration::from_secs(20)),
-        };
+        // The step is never released: only the cancel the timeout sent can end it.
+        gates.wait_for("cancelled held");
+        // One request at a time: this one is served once the worker has answered the
+        // cancelled one.
         let reply = pool
-            .call_with(request("echo", json!("after")), &[], &options, |_| {})
+            .call(request("echo", json!("after")), &[], |_| {})
             .unwrap();
         assert_eq!(reply.data, json!("after"));
         assert_eq!(
@@ -484,6 +345,7 @@ fn async_call_streams_progress_events() {
 #[test]
 fn pool_grows_under_queueing_and_shrinks_when_idle() {
     with_watchdog(WATCHDOG, || {
+        let gates = Gates::new();
         let config = PoolConfig {
             min_workers: 1,
             max_workers: 3,
@@ -491,13 +353,15 @@ fn pool_grows_under_queueing_and_shrinks_when_idle() {
             idle_timeout_ms: 300,
             ..Default::default()
         };
-        let pool = Arc::new(Pool::start(echo_spec(), config).unwrap());
+        let pool = Arc::new(Pool::start(gates.spec("gated", &[]), config).unwrap());
+        // Twelve steps that stay in the worker until released: callers queue for as long
+        // as the test needs.
         let callers: Vec<_> = (0..12)
-            .map(|_| {
+            .map(|i| {
                 let pool = pool.clone();
                 std::thread::spawn(move || {
                     pool.call(
-                        request("sleep", json!({"ms": 100, "steps": 1})),
+                        request("gate", json!({ "label": format!("c{i}") })),
                         &[],
                         |_| {},
                     )
@@ -505,16 +369,22 @@ fn pool_grows_under_queueing_and_shrinks_when_idle() {
                 })
             })
             .collect();
-        eventually("the pool grows to 3", || {
-            pool.status()
-                .iter()
-                .filter(|s| s.state == WorkerState::Ready)
-                .count()
-                == 3
+        eventually("the pool grows to 3, each worker in a step", || {
+            let status = pool.status();
+            status.len() == 3
+                && status
+                    .iter()
+                    .all(|s| s.state == WorkerState::Ready && s.in_flight == 1)
         });
+        gates.wait_until("three steps started", |log| {
+            log.iter().filter(|l| l.starts_with("started ")).count() == 3
+        });
+        eventually("the other nine callers queue", || pool.queue_depth() == 9);
+        gates.release_all();
         for c in callers {
             c.join().unwrap();
         }
+        assert_eq!(gates.labels("finished").len(), 12);
         eventually("idle workers are stopped down to min_workers", || {
             pool.status().len() == 1
         });

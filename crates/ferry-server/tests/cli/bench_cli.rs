@@ -1,7 +1,7 @@
 //! `ferry bench` as a user runs it, with tiny iteration counts: the JSON's shape and fields
 //! (never its values: no timing is asserted), skips, and CLI errors.
 
-mod common;
+use crate::common;
 
 use common::{ferry_bin, with_watchdog};
 use serde_json::Value;

@@ -6,9 +6,8 @@
 //! Needs the project's virtual environment (see `tests/common/python.rs`): `scripts/test`
 //! sets it up; without it these tests print a notice and pass as skipped.
 
-mod common;
-#[path = "common/python.rs"]
-mod python_env;
+use crate::common;
+use crate::common::python as python_env;
 
 use common::{ferry_bin, process_exists, with_watchdog};
 use ferry::codec::CodecKind;

@@ -1,6 +1,6 @@
 //! Multiplexing over one link: many callers, sync and async, one terminal answer each.
 
-mod common;
+use crate::common;
 
 use common::{with_watchdog, WATCHDOG};
 use ferry::codec::{Codec, CodecKind, Framing};

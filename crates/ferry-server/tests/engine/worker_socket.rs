@@ -1,7 +1,7 @@
 //! The host calling the real Rust echo worker over the local socket and TCP transports,
 //! with every codec; startup failures; the socket directory's life.
 
-mod common;
+use crate::common;
 
 use common::{fault_bin, ferry_bin, with_watchdog, WATCHDOG};
 use ferry::codec::CodecKind;

@@ -1,7 +1,8 @@
 //! The HTTP API against a real `ferry serve` on loopback with real worker processes.
 
-mod common;
+use crate::common;
 
+use common::gates::Gates;
 use common::http::{Client, Server};
 use common::{with_watchdog, WATCHDOG};
 use serde_json::{json, Value};
@@ -36,25 +37,46 @@ name = "second"
 worker_type = "echo"
 operation = "echo"
 input = {{ wrapped = "$steps.first", prompt = "$request.prompt" }}
+"#,
+        ferry = common::ferry_bin()
+    )
+}
+
+/// [`config`] with the gated worker (`ferry-fault-worker gated`, see `common/gates.rs`) as
+/// the worker type `gated`, and the workflow `gated`: steps `one` and `two` wait at the
+/// gates named by the request's `one` and `two`, then `three` echoes.
+fn gated_config(gates: &Gates, extra_server: &str) -> String {
+    let args: Vec<String> = gates.args(&[]).iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        r#"{base}
+[workers.gated]
+command = "{fault}"
+args = [{args}]
+[workers.gated.pool]
+min_workers = 1
+max_workers = 4
+max_in_flight = 1
 
 [[workflows]]
-id = "slow"
+id = "gated"
 [[workflows.steps]]
 name = "one"
-worker_type = "echo"
-operation = "sleep"
-input = {{ ms = "$request.ms", steps = 10 }}
+worker_type = "gated"
+operation = "gate"
+input = {{ label = "$request.one" }}
 [[workflows.steps]]
 name = "two"
-worker_type = "echo"
-operation = "sleep"
-input = {{ ms = "$request.ms", steps = 10 }}
+worker_type = "gated"
+operation = "gate"
+input = {{ label = "$request.two" }}
 [[workflows.steps]]
 name = "three"
 worker_type = "echo"
 operation = "echo"
 "#,
-        ferry = common::ferry_bin()
+        base = config(extra_server),
+        fault = common::fault_bin(),
+        args = args.join(", ")
     )
 }
 
@@ -182,7 +204,8 @@ fn workers_status_and_restart() {
 #[test]
 fn workflows_sessions_and_their_control() {
     with_watchdog(WATCHDOG, || {
-        let server = Server::start(&config(""));
+        let gates = Gates::new();
+        let server = Server::start(&gated_config(&gates, ""));
         let mut c = server.client();
         let list = c.request("GET", "/api/processing/workflows", None).json();
         assert_eq!(list["workflows"].as_array().unwrap().len(), 2);
@@ -233,54 +256,64 @@ fn workflows_sessions_and_their_control() {
         );
         assert!(done["steps"][0]["duration_ms"].as_f64().is_some());
 
-        // Pause takes effect between steps; resume finishes it.
+        // Pause takes effect between steps: asked for while step one is held in the
+        // worker, it waits for that step to end and stops before step two.
         let s = c
             .request(
                 "POST",
-                "/api/processing/workflows/slow/execute",
-                Some(r#"{"ms":300}"#),
+                "/api/processing/workflows/gated/execute",
+                Some(r#"{"one":"pause-1","two":"pause-2"}"#),
             )
             .json();
         let path = format!("/api/processing/sessions/{}", s["id"].as_str().unwrap());
         let control = format!("{path}/control");
-        wait_for(&mut c, &path, "step one running", |v| {
-            v["steps"][0]["status"] == "running"
-        });
+        gates.wait_for("started pause-1");
         assert_eq!(
             c.request("POST", &control, Some(r#"{"action":"pause"}"#))
                 .status,
             200
         );
+        let pausing = c.request("GET", &path, None).json();
+        assert_eq!(
+            (&pausing["status"], &pausing["steps"][0]["status"]),
+            (&json!("running"), &json!("running")),
+            "step one is still in the worker: {pausing}"
+        );
+        assert_eq!(pausing["pause_requested"], true, "{pausing}");
+        gates.release("pause-1");
         let paused = wait_for(&mut c, &path, "paused", |v| v["status"] == "paused");
         assert_eq!(paused["steps"][0]["status"], "completed");
         assert_eq!(paused["steps"][1]["status"], "pending");
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(
-            c.request("GET", &path, None).json()["status"],
-            "paused",
-            "stays paused"
+        assert!(
+            !gates.labels("started").contains(&"pause-2".to_owned()),
+            "step two did not start while paused: {:?}",
+            gates.log()
         );
         assert_eq!(
             c.request("POST", &control, Some(r#"{"action":"resume"}"#))
                 .status,
             200
         );
-        wait_for(&mut c, &path, "completion after resume", |v| {
+        gates.wait_for("started pause-2");
+        gates.release("pause-2");
+        let done = wait_for(&mut c, &path, "completion after resume", |v| {
             v["status"] == "completed"
         });
+        assert_eq!(done["result"], json!({"label": "pause-2"}));
         let r = c.request("POST", &control, Some(r#"{"action":"pause"}"#));
         assert_eq!((r.status, r.error_code().as_str()), (409, "invalid_state"));
 
-        // Cancel stops the running step (a 30 s sleep) at once.
+        // Cancel stops the running step (held in the worker until cancelled) at once, and
+        // the cancel reaches the worker.
         let s = c
             .request(
                 "POST",
-                "/api/processing/workflows/slow/execute",
-                Some(r#"{"ms":30000}"#),
+                "/api/processing/workflows/gated/execute",
+                Some(r#"{"one":"cancel-1","two":"cancel-2"}"#),
             )
             .json();
         let path = format!("/api/processing/sessions/{}", s["id"].as_str().unwrap());
-        wait_for(&mut c, &path, "running", |v| v["status"] == "running");
+        gates.wait_for("started cancel-1");
         assert_eq!(
             c.request(
                 "POST",
@@ -292,6 +325,7 @@ fn workflows_sessions_and_their_control() {
         );
         let cancelled = wait_for(&mut c, &path, "cancelled", |v| v["status"] == "cancelled");
         assert_eq!(cancelled["steps"][0]["status"], "cancelled");
+        gates.wait_for("cancelled cancel-1");
 
         // Restart runs it again from the first step.
         let r = c
@@ -302,9 +336,14 @@ fn workflows_sessions_and_their_control() {
             )
             .json();
         assert_eq!(r["steps"][0]["status"], "pending");
+        gates.wait_until("step one runs again", |log| {
+            log.iter().filter(|l| *l == "started cancel-1").count() == 2
+        });
         wait_for(&mut c, &path, "running again", |v| v["status"] == "running");
         assert_eq!(c.request("DELETE", &path, None).status, 204);
         assert_eq!(c.request("GET", &path, None).status, 404);
+        // Whatever the deleted session left in the worker may end now.
+        gates.release_all();
         assert!(
             c.request("GET", "/api/processing/sessions", None).json()["sessions"]
                 .as_array()
@@ -324,14 +363,22 @@ fn workflows_sessions_and_their_control() {
 #[test]
 fn batch_of_200_with_10_cancelled_midway() {
     with_watchdog(WATCHDOG, || {
+        let gates = Gates::new();
         let server = Server::start(
-            &config("").replace("body_limit_bytes = 4096", "body_limit_bytes = 1048576"),
+            &gated_config(&gates, "")
+                .replace("body_limit_bytes = 4096", "body_limit_bytes = 1048576"),
         );
         let mut c = server.client();
+        // Every item waits at its own gate; all are released but the ten to be cancelled,
+        // which therefore cannot finish before the cancel, however the items are scheduled.
         let items: Vec<Value> = (0..200)
-            .map(|i| json!({"ms": 10, "steps": 1, "i": i}))
+            .map(|i| json!({"label": format!("b{i}")}))
             .collect();
-        let spec = json!({"worker_type": "echo", "operation": "sleep", "items": items, "parallelism": 4, "priority": "low"});
+        let to_cancel: Vec<usize> = (180..190).collect();
+        for i in (0..200).filter(|i| !to_cancel.contains(i)) {
+            gates.release(&format!("b{i}"));
+        }
+        let spec = json!({"worker_type": "gated", "operation": "gate", "items": items, "parallelism": 4, "priority": "low"});
         let b = c.request("POST", "/api/processing/batches", Some(&spec.to_string()));
         assert_eq!(b.status, 201, "{}", b.body);
         let id = b.json()["id"].as_str().unwrap().to_owned();
@@ -341,14 +388,18 @@ fn batch_of_200_with_10_cancelled_midway() {
             c.request("POST", &format!("{path}/execute"), None).status,
             202
         );
+        // Midway: twenty done, or one of the ten already running (held at its gate, which
+        // may hold up the rest).
         wait_for(&mut c, &path, "some progress", |v| {
             v["counts"]["completed"].as_u64().unwrap_or(0) >= 20
+                || to_cancel
+                    .iter()
+                    .any(|&i| v["items"][i]["status"] == "running")
         });
-        let cancel: Vec<usize> = (180..190).collect();
         let r = c.request(
             "POST",
             &format!("{path}/cancel"),
-            Some(&json!({"items": cancel}).to_string()),
+            Some(&json!({ "items": to_cancel }).to_string()),
         );
         assert_eq!(r.status, 200, "{}", r.body);
         let done = wait_for(&mut c, &path, "batch completion", |v| {
@@ -357,10 +408,26 @@ fn batch_of_200_with_10_cancelled_midway() {
         assert_eq!(done["counts"]["completed"], 190, "{done}");
         assert_eq!(done["counts"]["cancelled"], 10);
         assert_eq!(done["progress"], 1.0);
-        for i in 180..190 {
+        for &i in &to_cancel {
             assert_eq!(done["items"][i]["status"], "cancelled");
         }
-        assert_eq!(done["items"][0]["result"]["slept_ms"], 10);
+        assert_eq!(done["items"][0]["result"]["label"], "b0");
+        // Those of the ten that had reached a worker were cancelled there; none finished.
+        let started = gates.labels("started");
+        for &i in &to_cancel {
+            let label = format!("b{i}");
+            if started.contains(&label) {
+                gates.wait_for(&format!("cancelled {label}"));
+            }
+        }
+        let finished = gates.labels("finished");
+        assert_eq!(finished.len(), 190, "{finished:?}");
+        assert!(
+            to_cancel
+                .iter()
+                .all(|i| !finished.contains(&format!("b{i}"))),
+            "{finished:?}"
+        );
         let r = c.request("POST", &format!("{path}/execute"), None);
         assert_eq!((r.status, r.error_code().as_str()), (409, "invalid_state"));
         assert_eq!(c.request("DELETE", &path, None).status, 204);

@@ -4,7 +4,7 @@
 //! Every wait is on an event (an answer, the server closing the connection); the
 //! watchdogs only turn a hang into a failure.
 
-mod common;
+use crate::common;
 
 use common::http::Server;
 use common::with_watchdog;

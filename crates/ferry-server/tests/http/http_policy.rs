@@ -3,7 +3,7 @@
 //! keep, progress streams bounded for clients that do not read, and requests cancelled
 //! at the worker when their client goes away.
 
-mod common;
+use crate::common;
 
 use common::http::{Client, Server};
 use common::{with_watchdog, WATCHDOG};

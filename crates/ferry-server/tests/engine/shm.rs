@@ -2,7 +2,7 @@
 //! ring, ending exactly at the wrap point), in-place receive, and the Rust echo worker
 //! over shm with every codec.
 
-mod common;
+use crate::common;
 
 use common::{ferry_bin, with_watchdog, WATCHDOG};
 use ferry::codec::CodecKind;
@@ -301,19 +301,23 @@ fn worker_killed_during_a_call_over_shm_is_worker_crashed() {
     with_watchdog(WATCHDOG, || {
         let mut w = shm_echo_worker(CodecKind::MsgPack);
         let pid = rustix::process::Pid::from_raw(w.pid() as i32).unwrap();
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
-        });
-        // The handler sleeps a minute; the host waits for its answer in the ring.
+        // The handler works for ten minutes in 100 ms steps; at its first progress event
+        // the call is surely under way, and the worker is killed from the event callback
+        // while the host waits for the answer in the ring.
+        let mut killed = false;
         let err = w
-            .call("sleep", json!({"ms": 60_000, "steps": 1}), |_| {})
+            .call("sleep", json!({"ms": 600_000, "steps": 6_000}), |_| {
+                if !killed {
+                    killed = true;
+                    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+                }
+            })
             .unwrap_err();
+        assert!(killed, "no progress before the answer: {err}");
         assert_eq!(
             err.code(),
             ferry::protocol::ErrorCode::WorkerCrashed,
             "{err}"
         );
-        killer.join().unwrap();
     });
 }

@@ -2,7 +2,7 @@
 //! killed mid-frame, truncated and oversized frames, wrong tokens, a host killed with
 //! SIGKILL before and after its worker connected.
 
-mod common;
+use crate::common;
 
 use common::{fault_bin, ferry_bin, with_watchdog, WATCHDOG};
 use ferry::transport::{local_socket, tcp, Link, Token, TransportError};

@@ -1,6 +1,6 @@
 //! `ferry call` as a user runs it.
 
-mod common;
+use crate::common;
 
 use common::ferry_bin;
 use std::process::Command;

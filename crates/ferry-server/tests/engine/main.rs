@@ -1,0 +1,19 @@
+//! The engine against real processes and links: codecs, the connection, shm, socket
+//! faults, workers over each transport, and the pool. (The transport contract is
+//! `tests/conformance.rs`, on its way into the engine crate with the transport work.)
+//!
+//! One test binary (the modules share `tests/common`); run one module with
+//! `cargo test -p ferry-server --test engine pool::`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod codec;
+mod connection;
+mod pool;
+mod shm;
+mod shm_process;
+mod socket_faults;
+mod worker_bad_input;
+mod worker_socket;
+mod worker_stdio;

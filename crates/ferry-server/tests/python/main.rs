@@ -1,0 +1,10 @@
+//! Python workers from the Rust host: the echo worker over every transport, the pool with
+//! Python workers, and the ML (SDXL) worker. They skip without a Python that has
+//! `ferry_worker`, unless `FERRY_REQUIRE_PYTHON=1` (as `scripts/test` sets).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod ml_worker;
+mod pool_python;
+mod python_worker;
