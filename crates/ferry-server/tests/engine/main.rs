@@ -1,6 +1,6 @@
 //! The engine against real processes and links: codecs, the connection, shm, socket
 //! faults, workers over each transport, and the pool. (The transport contract is
-//! `tests/conformance.rs`, on its way into the engine crate with the transport work.)
+//! checked in the engine crate: `crates/ferry/tests/conformance.rs`.)
 //!
 //! One test binary (the modules share `tests/common`); run one module with
 //! `cargo test -p ferry-server --test engine pool::`.
