@@ -32,7 +32,10 @@ fn ml_python_or_skip(what: &str) -> Option<PathBuf> {
         Some(p) => {
             let python = PathBuf::from(p);
             match Command::new(&python)
-                .args(["-c", "import ferry_worker._native, ferry_sdxl, torch, diffusers"])
+                .args([
+                    "-c",
+                    "import ferry_worker._native, ferry_sdxl, torch, diffusers",
+                ])
                 .output()
             {
                 Ok(out) if out.status.success() => Ok(python),

@@ -59,11 +59,7 @@ impl Inner {
 
     /// Under the dispatch lock: a free worker for a newcomer when nobody queues, else a
     /// place in the queue.
-    fn admit(
-        &self,
-        d: &mut Dispatch,
-        priority: Priority,
-    ) -> Result<Admission, PoolError> {
+    fn admit(&self, d: &mut Dispatch, priority: Priority) -> Result<Admission, PoolError> {
         if let Some(e) = self.refusal(d) {
             return Err(e);
         }

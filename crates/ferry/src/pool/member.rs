@@ -5,7 +5,7 @@ use super::status::{WorkerState, WorkerStatus};
 use crate::connection::{Connection, Pending};
 use crate::worker::WorkerProcess;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,10 +39,15 @@ pub(crate) struct Member {
     pub(crate) state: Mutex<MemberState>,
     /// Requests answered, all processes of this slot (statistics only).
     pub(crate) served: AtomicU64,
-    /// Set by the exit hook when the current process's stderr closed; the supervisor
-    /// (woken at the same time) replaces it. Set and cleared under no lock: the worst a
-    /// stale read costs is one tick of delay.
-    pub(crate) exited: AtomicBool,
+    /// The number of the slot's current process (1 for the first spawn, then one more per
+    /// spawn), so a late exit notice of a replaced process cannot be taken for the new one.
+    pub(crate) generation: AtomicU64,
+    /// The generation whose stderr closed (0: none), set by that process's exit hook; the
+    /// supervisor (woken at the same time) replaces the worker when it is the current one.
+    /// A restart kills the old process and spawns the new one at once, so the old one's
+    /// end-of-file may arrive after the new one is ready: without the generation it would
+    /// have the healthy new worker replaced.
+    pub(crate) exited: AtomicU64,
 }
 
 impl Member {
@@ -65,7 +70,8 @@ impl Member {
                 busy_at: now,
             }),
             served: AtomicU64::new(0),
-            exited: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            exited: AtomicU64::new(0),
         })
     }
 

@@ -73,8 +73,12 @@ fn inspect(inner: &Arc<Inner>, member: &Arc<Member>, now: Instant, live: usize) 
         WorkerState::Ready => {
             let exited = st.process.as_mut().and_then(|p| p.has_exited());
             let broken = st.conn.as_ref().and_then(|c| c.broken());
-            // Relaxed: a hint to look now; the exit status itself comes from the process.
-            let stderr_closed = member.exited.swap(false, Ordering::Relaxed);
+            // SeqCst, with the spawn thread's `generation` increment and the exit hook's
+            // store: if the hook of a replaced process stored after the increment, this
+            // load of `generation` sees the increment, so the stale notice is ignored.
+            let exited_generation = member.exited.swap(0, Ordering::SeqCst);
+            let stderr_closed = exited_generation != 0
+                && exited_generation == member.generation.load(Ordering::SeqCst);
             if exited.is_some() || broken.is_some() || stderr_closed {
                 let detail = match (exited, broken) {
                     (Some(status), _) => format!("process exited: {status}"),
@@ -280,15 +284,16 @@ pub(super) fn spawn_member(inner: &Arc<Inner>, member: Arc<Member>) -> Option<Jo
                     inner.capacity_changed();
                 }
             });
+            // SeqCst: ordered with the supervisor's check (see there).
+            let generation = member.generation.fetch_add(1, Ordering::SeqCst) + 1;
             let (exit_target, exit_member) = (weak.clone(), Arc::downgrade(&member));
             let on_exit: crate::worker::ExitHook = Arc::new(move || {
                 if let (Some(inner), Some(member)) = (exit_target.upgrade(), exit_member.upgrade())
                 {
-                    member.exited.store(true, Ordering::Relaxed);
+                    member.exited.store(generation, Ordering::SeqCst);
                     inner.nudge_supervisor();
                 }
             });
-            member.exited.store(false, Ordering::Relaxed);
             let hooks = crate::worker::WorkerHooks {
                 on_freed: Some(on_freed),
                 on_exit: Some(on_exit),

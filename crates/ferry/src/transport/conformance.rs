@@ -497,6 +497,9 @@ pub fn blocked_receiver_wakes_with_disconnected_when_peer_closes(make: &MakePair
         let mut buf = Vec::new();
         worker.receiver.recv(&mut buf, None)
     });
+    // Not a time window the result depends on: a peer closed before the receive starts
+    // gives `Disconnected` too (clause 3). The pause only makes the blocked case, the one
+    // this check is about, the likely one on a portable suite that cannot see the thread.
     std::thread::sleep(Duration::from_millis(50));
     drop(host);
     let result = waiter.join().unwrap();
