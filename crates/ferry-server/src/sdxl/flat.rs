@@ -2,7 +2,7 @@
 //!
 //! A port of `to_nested`, `is_flat` and `FLAT_KEYS` in
 //! `workers/ml/ferry_sdxl/request.py`: the same keys, the same targets, the same
-//! test for flatness. The Python worker and this module must agree; `tests/sdxl_schema.rs`
+//! test for flatness. The Python worker and this module must agree; `tests/cli/sdxl_schema.rs`
 //! runs both over the same cases when a Python with `jsonschema` is at hand.
 //!
 //! One difference, about requests both refuse: a request with several unknown flat keys is
