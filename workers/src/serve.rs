@@ -162,11 +162,7 @@ impl PyHandler {
             .map_err(|e| Failure::Handler(HandlerError::internal(format!("request data: {e}"))))?;
         let attachments = PyList::new(py, request.attachments.iter().map(|a| PyBytes::new(py, a)))
             .map_err(|e| Failure::Handler(HandlerError::internal(e.to_string())))?;
-        let priority = env.priority.map(|p| match p {
-            Priority::High => "high",
-            Priority::Normal => "normal",
-            Priority::Low => "low",
-        });
+        let priority = env.priority.map(Priority::as_str);
         let args = (
             request.operation(),
             env.message_id.as_str(),

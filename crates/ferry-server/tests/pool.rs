@@ -39,12 +39,10 @@ fn kill9(pid: u32) {
 #[test]
 fn calls_are_spread_over_workers() {
     with_watchdog(WATCHDOG, || {
-        let config = PoolConfig {
-            min_workers: 2,
-            max_workers: 2,
-            max_in_flight: 1,
-            ..Default::default()
-        };
+        let mut config = PoolConfig::default();
+        config.min_workers = 2;
+        config.max_workers = 2;
+        config.max_in_flight = 1;
         let pool = Arc::new(Pool::start(echo_spec(), config).unwrap());
         let threads: Vec<_> = (0..8)
             .map(|t| {
@@ -78,18 +76,17 @@ fn calls_are_spread_over_workers() {
 }
 
 fn crash_config() -> PoolConfig {
-    PoolConfig {
-        min_workers: 2,
-        max_workers: 2,
-        max_in_flight: 4,
-        queue_capacity: 2_000,
-        request_timeout_ms: 60_000,
-        idempotent_operations: vec!["echo".into()],
-        retry_max_attempts: 3,
-        retry_budget_min: 2_000,
-        restart_backoff_ms: 10,
-        ..Default::default()
-    }
+    let mut c = PoolConfig::default();
+    c.min_workers = 2;
+    c.max_workers = 2;
+    c.max_in_flight = 4;
+    c.queue_capacity = 2_000;
+    c.request_timeout = Duration::from_millis(60_000);
+    c.idempotent_operations = vec!["echo".into()];
+    c.retry_max_attempts = 3;
+    c.retry_budget_min = 2_000;
+    c.restart_backoff = Duration::from_millis(10);
+    c
 }
 
 /// Every one of `results` is the echo of its index or `worker_crashed`; returns how many
@@ -251,12 +248,10 @@ fn kill_9_during_1000_sync_requests_answers_each_exactly_once() {
 fn hung_worker_is_detected_and_replaced() {
     with_watchdog(WATCHDOG, || {
         let spec = WorkerSpec::new("hang", fault_bin(), ["hang"]);
-        let config = PoolConfig {
-            health_interval_ms: 50,
-            health_timeout_ms: 300,
-            restart_backoff_ms: 10,
-            ..Default::default()
-        };
+        let mut config = PoolConfig::default();
+        config.health_interval = Duration::from_millis(50);
+        config.health_timeout = Duration::from_millis(300);
+        config.restart_backoff = Duration::from_millis(10);
         let pool = Pool::start(spec, config).unwrap();
         let mut events = pool.events();
         let first_pid = pool.status()[0].pid.unwrap();
@@ -299,12 +294,10 @@ fn breaker_opens_on_repeated_start_failures_and_closes_after_a_good_probe() {
                 "3".into(),
             ],
         );
-        let config = PoolConfig {
-            breaker_failure_threshold: 3,
-            breaker_open_ms: 400,
-            restart_backoff_ms: 10,
-            ..Default::default()
-        };
+        let mut config = PoolConfig::default();
+        config.breaker_failure_threshold = 3;
+        config.breaker_open = Duration::from_millis(400);
+        config.restart_backoff = Duration::from_millis(10);
         let pool = Pool::start(spec, config).unwrap();
         let mut events = pool.events();
         eventually("breaker opens", || {
@@ -338,11 +331,9 @@ fn breaker_opens_on_repeated_start_failures_and_closes_after_a_good_probe() {
 #[test]
 fn priorities_are_honoured_under_a_full_queue() {
     with_watchdog(WATCHDOG, || {
-        let config = PoolConfig {
-            max_in_flight: 1,
-            queue_capacity: 6,
-            ..Default::default()
-        };
+        let mut config = PoolConfig::default();
+        config.max_in_flight = 1;
+        config.queue_capacity = 6;
         let pool = Arc::new(Pool::start(echo_spec(), config).unwrap());
         let blocker = {
             let pool = pool.clone();
@@ -402,9 +393,7 @@ fn priorities_are_honoured_under_a_full_queue() {
 fn cancellation_reaches_the_worker() {
     with_watchdog(WATCHDOG, || {
         let pool = Pool::start(echo_spec(), PoolConfig::default()).unwrap();
-        let options = CallOptions {
-            timeout: Some(Duration::from_millis(200)),
-        };
+        let options = CallOptions::default().timeout(Duration::from_millis(200));
         let err = pool
             .call_with(
                 request("sleep", json!({"ms": 40_000, "steps": 4_000})),
@@ -416,9 +405,7 @@ fn cancellation_reaches_the_worker() {
         assert_eq!(err.code(), ErrorCode::Timeout);
         // One request at a time: this one is served only once the worker has stopped the
         // cancelled sleep (40 s) and answered it; allowed 20 s.
-        let options = CallOptions {
-            timeout: Some(Duration::from_secs(20)),
-        };
+        let options = CallOptions::default().timeout(Duration::from_secs(20));
         let reply = pool
             .call_with(request("echo", json!("after")), &[], &options, |_| {})
             .unwrap();
@@ -435,16 +422,12 @@ fn cancellation_reaches_the_worker() {
 fn worker_ignoring_a_cancel_is_restarted_after_the_grace_period() {
     with_watchdog(WATCHDOG, || {
         let spec = WorkerSpec::new("slow", fault_bin(), ["slow", "60000"]);
-        let config = PoolConfig {
-            cancel_grace_ms: 200,
-            restart_backoff_ms: 10,
-            ..Default::default()
-        };
+        let mut config = PoolConfig::default();
+        config.cancel_grace = Duration::from_millis(200);
+        config.restart_backoff = Duration::from_millis(10);
         let pool = Pool::start(spec, config).unwrap();
         let mut events = pool.events();
-        let options = CallOptions {
-            timeout: Some(Duration::from_millis(100)),
-        };
+        let options = CallOptions::default().timeout(Duration::from_millis(100));
         let err = pool
             .call_with(request("echo", json!(1)), &[], &options, |_| {})
             .unwrap_err();
@@ -484,13 +467,11 @@ fn async_call_streams_progress_events() {
 #[test]
 fn pool_grows_under_queueing_and_shrinks_when_idle() {
     with_watchdog(WATCHDOG, || {
-        let config = PoolConfig {
-            min_workers: 1,
-            max_workers: 3,
-            max_in_flight: 1,
-            idle_timeout_ms: 300,
-            ..Default::default()
-        };
+        let mut config = PoolConfig::default();
+        config.min_workers = 1;
+        config.max_workers = 3;
+        config.max_in_flight = 1;
+        config.idle_timeout = Duration::from_millis(300);
         let pool = Arc::new(Pool::start(echo_spec(), config).unwrap());
         let callers: Vec<_> = (0..12)
             .map(|_| {
@@ -545,14 +526,12 @@ fn retries_carry_idempotent_requests_over_crashes() {
     with_watchdog(WATCHDOG, || {
         // Each process aborts on its 3rd request; `echo` is idempotent, so callers see none of it.
         let spec = WorkerSpec::new("crashy", fault_bin(), ["crash-on-nth", "3"]);
-        let config = PoolConfig {
-            min_workers: 2,
-            max_workers: 2,
-            idempotent_operations: vec!["echo".into()],
-            restart_backoff_ms: 5,
-            breaker_failure_threshold: 1_000,
-            ..Default::default()
-        };
+        let mut config = PoolConfig::default();
+        config.min_workers = 2;
+        config.max_workers = 2;
+        config.idempotent_operations = vec!["echo".into()];
+        config.restart_backoff = Duration::from_millis(5);
+        config.breaker_failure_threshold = 1_000;
         let pool = Pool::start(spec, config).unwrap();
         for i in 0..20 {
             assert_eq!(
@@ -569,11 +548,9 @@ fn retries_carry_idempotent_requests_over_crashes() {
 #[test]
 fn shutdown_leaves_no_child_process() {
     with_watchdog(WATCHDOG, || {
-        let config = PoolConfig {
-            min_workers: 3,
-            max_workers: 3,
-            ..Default::default()
-        };
+        let mut config = PoolConfig::default();
+        config.min_workers = 3;
+        config.max_workers = 3;
         let pool = Pool::start(echo_spec(), config).unwrap();
         let pids: Vec<u32> = pool.status().iter().filter_map(|s| s.pid).collect();
         assert_eq!(pids.len(), 3);
@@ -587,15 +564,7 @@ fn shutdown_leaves_no_child_process() {
 #[test]
 fn dropping_a_pool_leaves_no_child_process() {
     with_watchdog(WATCHDOG, || {
-        let pool = Pool::start(
-            echo_spec(),
-            PoolConfig {
-                min_workers: 2,
-                max_workers: 2,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let pool = Pool::start(echo_spec(), PoolConfig::default().workers(2, 2)).unwrap();
         let pids: Vec<u32> = pool.status().iter().filter_map(|s| s.pid).collect();
         drop(pool);
         for pid in pids {
@@ -606,14 +575,7 @@ fn dropping_a_pool_leaves_no_child_process() {
 
 #[test]
 fn invalid_config_is_refused_with_its_key() {
-    let err = Pool::start(
-        echo_spec(),
-        PoolConfig {
-            max_workers: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap_err();
+    let err = Pool::start(echo_spec(), PoolConfig::default().workers(1, 0)).unwrap_err();
     assert!(
         matches!(&err, PoolError::Config(c) if c.key == "max_workers"),
         "got {err:?}"
@@ -629,12 +591,10 @@ fn a_legacy_worker_is_not_killed_for_working_longer_than_the_health_timeout() {
         );
         let mut spec = WorkerSpec::new("legacy", "python3", [script]);
         spec.dialect = ferry::worker::Dialect::Legacy;
-        let config = PoolConfig {
-            max_in_flight: 1,
-            health_interval_ms: 20,
-            health_timeout_ms: 100,
-            ..PoolConfig::default()
-        };
+        let mut config = PoolConfig::default();
+        config.max_in_flight = 1;
+        config.health_interval = Duration::from_millis(20);
+        config.health_timeout = Duration::from_millis(100);
         let pool = Pool::start(spec, config).unwrap();
         let pid = pool.status()[0].pid;
         // A request twenty health timeouts long: probes must wait for it, not kill it.

@@ -28,16 +28,14 @@ fn python_worker_killed_during_1000_requests_each_answered_once() {
         return;
     };
     with_watchdog(WATCHDOG * 2, move || {
-        let config = PoolConfig {
-            min_workers: 2,
-            max_workers: 2,
-            max_in_flight: 4,
-            queue_capacity: 2_000,
-            idempotent_operations: vec!["echo".into()],
-            retry_budget_min: 2_000,
-            restart_backoff_ms: 10,
-            ..Default::default()
-        };
+        let mut config = PoolConfig::default();
+        config.min_workers = 2;
+        config.max_workers = 2;
+        config.max_in_flight = 4;
+        config.queue_capacity = 2_000;
+        config.idempotent_operations = vec!["echo".into()];
+        config.retry_budget_min = 2_000;
+        config.restart_backoff = Duration::from_millis(10);
         let pool = Arc::new(Pool::start(python_spec(&python), config).unwrap());
         let mut events = pool.events();
         let victim = pool.status()[0].clone();

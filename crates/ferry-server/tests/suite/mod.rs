@@ -20,7 +20,7 @@ pub fn payload(framing: Framing, len: usize, seed: usize) -> Vec<u8> {
             match framing {
                 // Lines carry text without newlines.
                 Framing::Lines => b'a' + x % 26,
-                Framing::LengthPrefixed => x,
+                _ => x,
             }
         })
         .collect()
