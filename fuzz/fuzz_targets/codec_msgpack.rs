@@ -31,8 +31,8 @@ fuzz_target!(|data: &[u8]| {
     match (&ours, &reference) {
         (Ok(d), Ok(r)) => assert_eq!(canon(&d.envelope), canon(r), "fast reader vs rmp_serde"),
         (Ok(d), Err(e)) => panic!("accepted what rmp_serde refuses ({e}): {:#?}", d.envelope),
-        (Err(CodecError::Header { message, .. }), Ok(r)) => {
-            panic!("refused ({message}) what rmp_serde reads: {r:#?}")
+        (Err(CodecError::Header { source, .. }), Ok(r)) => {
+            panic!("refused ({source}) what rmp_serde reads: {r:#?}")
         }
         (Err(CodecError::Protocol(ProtocolError::VersionMismatch { got, .. })), Ok(r)) => {
             assert_eq!(*got, r.version)

@@ -16,7 +16,7 @@ use ferry::codec::{CodecError, Framing};
 use ferry::connection::Connection;
 use ferry::protocol::{ProtocolError, ReadyInfo, OP_HEALTH, OP_SHUTDOWN, PROTOCOL_VERSION};
 use ferry::transport::memory;
-use ferry::worker::{CallError, Dialect};
+use ferry::worker::{Dialect, SpawnError};
 use ferry_fuzz::{all_codecs, reads_a_file};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .collect(),
-        Framing::LengthPrefixed => vec![rest].into_iter().filter(|f| !f.is_empty()).collect(),
+        _ => vec![rest].into_iter().filter(|f| !f.is_empty()).collect(),
     };
     if frames.iter().any(|f| f.len() > MAX_FRAME)
         || (codec.framing() == Framing::Lines && frames.iter().any(|f| reads_a_file(f)))
@@ -115,13 +115,13 @@ fuzz_target!(|data: &[u8]| {
                 assert!(info.serves(op));
             }
         }
-        (Expected::Codec, Err(CallError::Codec(_)))
-        | (Expected::Exited, Err(CallError::ExitedBeforeReady { .. }))
-        | (Expected::NotReady, Err(CallError::Protocol(ProtocolError::NotReady(_))))
-        | (Expected::InvalidReady, Err(CallError::Protocol(ProtocolError::InvalidReady(_)))) => {}
+        (Expected::Codec, Err(SpawnError::Codec(_)))
+        | (Expected::Exited, Err(SpawnError::ExitedBeforeReady { .. }))
+        | (Expected::NotReady, Err(SpawnError::Protocol(ProtocolError::NotReady(_))))
+        | (Expected::InvalidReady, Err(SpawnError::Protocol(ProtocolError::InvalidReady(_)))) => {}
         (
             Expected::Version(v),
-            Err(CallError::Protocol(ProtocolError::VersionMismatch { got, .. })),
+            Err(SpawnError::Protocol(ProtocolError::VersionMismatch { got, .. })),
         ) => {
             assert_eq!(v, got)
         }

@@ -211,7 +211,7 @@ pub fn encode_frame(codec: &Codec, e: &Envelope, attachments: &[Vec<u8>]) -> Vec
                 "a JSON line frame contains a newline"
             );
         }
-        Framing::LengthPrefixed => {
+        _ => {
             let header_len = u32::from_le_bytes(out[..4].try_into().unwrap()) as usize;
             assert_eq!(header_len + 4, out.len(), "header length prefix");
             for a in attachments {

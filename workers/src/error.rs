@@ -262,9 +262,7 @@ impl NativeError {
             NativeError::Env(_) => ErrorCode::StartupFailed,
             NativeError::Transport(e) => e.code(),
             NativeError::Codec(_) => ErrorCode::Protocol,
-            NativeError::Serve(ServeError::Env(_)) => ErrorCode::StartupFailed,
-            NativeError::Serve(ServeError::Codec(_)) => ErrorCode::Protocol,
-            NativeError::Serve(ServeError::Transport(e)) => e.code(),
+            NativeError::Serve(e) => e.code(),
             NativeError::AlreadyServed => ErrorCode::Internal,
         }
     }

@@ -93,11 +93,9 @@ fn crash_bench(c: &mut Criterion, name: &str, spec: WorkerSpec) {
     let mut group = c.benchmark_group("crash_to_replacement_ready");
     group.sample_size(10);
     // Every kill counts as a failure: keep the breaker out of the measurement.
-    let config = PoolConfig {
-        restart_backoff_ms: 0,
-        breaker_failure_threshold: u32::MAX,
-        ..Default::default()
-    };
+    let mut config = PoolConfig::default();
+    config.restart_backoff = Duration::ZERO;
+    config.breaker_failure_threshold = u32::MAX;
     let pool = Pool::start(spec, config).expect("pool");
     let mut events = pool.events();
     group.bench_function(name, |b| {

@@ -55,7 +55,7 @@ impl FromStr for WorkerLang {
 pub fn codec_for(transport: TransportKind) -> CodecKind {
     match transport.framing() {
         Framing::Lines => CodecKind::Json,
-        Framing::LengthPrefixed => CodecKind::MsgPack,
+        _ => CodecKind::MsgPack,
     }
 }
 

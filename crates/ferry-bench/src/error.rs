@@ -1,6 +1,6 @@
 //! Errors of the benchmark suite.
 
-use ferry::worker::CallError;
+use ferry::worker::{CallError, SpawnError};
 
 /// Why a benchmark case (or the whole run) failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,10 @@ pub enum BenchError {
         /// CPUs in this process's affinity mask.
         available: usize,
     },
-    /// An engine call failed (spawn, handshake, round trip).
+    /// A worker could not be started (spawn, handshake).
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// An engine call failed (a round trip).
     #[error(transparent)]
     Call(#[from] CallError),
     /// A bare peer, the HTTP server, or a file failed.

@@ -14,10 +14,8 @@ fn local_socket_pair(max: usize) -> (Link, Link) {
 }
 
 fn local_socket_abstract_pair(max: usize) -> (Link, Link) {
-    let options = local_socket::SocketOptions {
-        abstract_namespace: true,
-        ..Default::default()
-    };
+    let mut options = local_socket::SocketOptions::default();
+    options.abstract_namespace = true;
     local_socket::pair(&options, max).expect("abstract socket pair")
 }
 
@@ -38,21 +36,17 @@ fn shm_pair(max: usize) -> (Link, Link) {
 /// a few frames of up to 5000 bytes before reading them on the same thread, so a frame
 /// must fit in the ring whole.)
 fn shm_small_ring_pair(max: usize) -> (Link, Link) {
-    let options = shm::ShmOptions {
-        capacity: 8192,
-        ..Default::default()
-    };
-    shm_pair_with(options, max)
+    shm_pair_with(shm::ShmOptions::default().capacity(8192), max)
 }
 
 /// Always sleeping on the futex: exercises the wake-up protocol on every frame.
 fn shm_block_pair(max: usize) -> (Link, Link) {
-    let options = shm::ShmOptions {
-        capacity: 64 * 1024,
-        wait: shm::WaitStrategy::Block,
-        ..Default::default()
-    };
-    shm_pair_with(options, max)
+    shm_pair_with(
+        shm::ShmOptions::default()
+            .capacity(64 * 1024)
+            .wait(shm::WaitStrategy::Block),
+        max,
+    )
 }
 
 ferry::conformance_tests!(memory_transport, memory::pair);

@@ -89,7 +89,9 @@ impl ApiError {
             }
             ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unavailable | ErrorCode::StartupFailed => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            // `ErrorCode` is non-exhaustive: a code a newer engine adds is a 500 until it
+            // is mapped here.
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

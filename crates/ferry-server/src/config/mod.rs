@@ -18,10 +18,12 @@
 //! ```
 
 mod lines;
+mod pool;
 mod validate;
 
+pub use pool::PoolSection;
+
 use ferry::codec::{CodecKind, DEFAULT_MAX_FRAME};
-use ferry::pool::PoolConfig;
 use ferry::protocol::Priority;
 use ferry::transport::shm::WaitStrategy;
 use ferry::transport::TransportKind;
@@ -266,7 +268,7 @@ pub struct WorkerTypeConfig {
     pub api_operations: Option<Vec<String>>,
     /// The pool's settings.
     #[serde(default)]
-    pub pool: PoolConfig,
+    pub pool: PoolSection,
 }
 
 fn default_startup_timeout_ms() -> u64 {

@@ -79,7 +79,7 @@ impl Orchestrator {
     pub fn start(config: &FerryConfig) -> Result<Arc<Self>, OrchestratorError> {
         let mut pools = BTreeMap::new();
         for (name, w) in &config.workers {
-            let pool = Pool::start(w.spec(name), w.pool.clone())
+            let pool = Pool::start(w.spec(name), w.pool.to_config())
                 .map_err(|e| OrchestratorError::Pool(name.clone(), e))?;
             pools.insert(name.clone(), Arc::new(pool));
         }

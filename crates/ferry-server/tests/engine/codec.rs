@@ -82,7 +82,7 @@ proptest! {
                     prop_assert!(!header.contains(&b'\n'), "a line frame must not contain a newline");
                     header.clone()
                 }
-                Framing::LengthPrefixed => [vec![header.clone()], attachments.clone()].concat().concat(),
+                _ => [vec![header.clone()], attachments.clone()].concat().concat(),
             };
             let decoded = codec.decode(&frame).unwrap();
             let mut expected = env.clone();

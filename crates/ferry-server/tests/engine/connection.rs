@@ -81,7 +81,7 @@ fn async_callers_are_served_by_the_reader() {
                         loop {
                             match p.next_async().await {
                                 Some(Incoming::Done(r)) => return r.unwrap().data,
-                                Some(Incoming::Event(_)) => continue,
+                                Some(_) => continue,
                                 None => panic!("stream ended without an answer"),
                             }
                         }
@@ -146,6 +146,7 @@ fn progress_events_reach_an_async_caller_in_order() {
                         r.unwrap();
                         break;
                     }
+                    Some(other) => panic!("unexpected {other:?}"),
                     None => panic!("no answer"),
                 }
             }

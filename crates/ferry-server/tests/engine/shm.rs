@@ -17,11 +17,9 @@ use std::time::{Duration, Instant};
 const CAP: usize = 4096;
 
 fn small_pair(wait: WaitStrategy) -> (shm::ShmEnds, shm::ShmEnds) {
-    let options = ShmOptions {
-        capacity: CAP,
-        wait,
-        ..Default::default()
-    };
+    let mut options = ShmOptions::default();
+    options.capacity = CAP;
+    options.wait = wait;
     shm::pair(&options, 1 << 20).expect("segment")
 }
 
@@ -198,11 +196,9 @@ fn chunked_frame_cut_by_a_receive_timeout_is_kept_for_the_next_call() {
 #[test]
 fn send_timeout_mid_chunked_frame_is_aborted_and_the_link_goes_on() {
     with_watchdog(WATCHDOG, || {
-        let options = ShmOptions {
-            capacity: CAP,
-            send_timeout: Some(Duration::from_millis(30)),
-            ..Default::default()
-        };
+        let mut options = ShmOptions::default();
+        options.capacity = CAP;
+        options.send_timeout = Some(Duration::from_millis(30));
         let (mut host, mut worker) = shm::pair(&options, 1 << 20).unwrap();
         // Nobody reads: the big frame times out after its first chunks.
         let err = host.sender.send(&[&frame(0, 4 * CAP)]).unwrap_err();
@@ -285,9 +281,7 @@ fn progress_events_and_cancel_work_over_shm() {
             .unwrap();
         assert_eq!(seen, 3);
         assert_eq!(reply.data["steps"], 3);
-        let options = CallOptions {
-            timeout: Some(Duration::from_millis(50)),
-        };
+        let options = CallOptions::default().timeout(Duration::from_millis(50));
         let request = Envelope::request("", "sleep", json!({"ms": 5000, "steps": 100}));
         assert!(w.call_with(request, &[], &options, |_| {}).is_err());
         // The worker stays usable after the cancel.

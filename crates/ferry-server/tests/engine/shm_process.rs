@@ -90,11 +90,9 @@ fn child_role() {
 }
 
 /// Spawns this binary in `role` as a shm worker of ours.
-fn spawn_role(role: &str, options: ShmOptions) -> (Child, Link) {
-    let options = TransportOptions {
-        shm: options,
-        ..Default::default()
-    };
+fn spawn_role(role: &str, shm: ShmOptions) -> (Child, Link) {
+    let mut options = TransportOptions::default();
+    options.shm = shm;
     let mut pending = ferry::transport::prepare(TransportKind::Shm, &options, MAX).unwrap();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
@@ -161,19 +159,14 @@ fn exited(pid: u32) -> bool {
 }
 
 fn small_ring() -> ShmOptions {
-    ShmOptions {
-        capacity: 64 * 1024,
-        ..Default::default()
-    }
+    ShmOptions::default().capacity(64 * 1024)
 }
 
 #[test]
 fn worker_that_stops_reading_blocks_the_sender_within_the_ring() {
     with_watchdog(LIMIT, || {
-        let options = ShmOptions {
-            send_timeout: Some(Duration::from_millis(100)),
-            ..small_ring()
-        };
+        let mut options = small_ring();
+        options.send_timeout = Some(Duration::from_millis(100));
         let (mut child, mut link) = spawn_role("stall", options);
         let frame = vec![1u8; 8 * 1024];
         let mut sent = 0;

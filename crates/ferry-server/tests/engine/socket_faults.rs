@@ -67,10 +67,9 @@ fn accept_half_frame_peer_then_kill_it(
 fn peer_killed_mid_frame_returns_disconnected() {
     with_watchdog(WATCHDOG, || {
         let dir = tempfile::tempdir().unwrap();
-        let options = local_socket::SocketOptions {
-            dir: Some(dir.path().to_owned()),
-            abstract_namespace: false,
-        };
+        let mut options = local_socket::SocketOptions::default();
+        options.dir = Some(dir.path().to_owned());
+        options.abstract_namespace = false;
         let listener =
             local_socket::SocketListener::bind(&options, Token::random().unwrap(), MAX).unwrap();
         let (name, token) = (listener.name().to_owned(), listener.token().clone());
@@ -176,10 +175,8 @@ fn wrong_token_is_refused_and_the_right_worker_still_gets_in() {
         let right = Token::new("the right token").unwrap();
         let wrong = Token::new("a guess").unwrap();
 
-        let options = local_socket::SocketOptions {
-            abstract_namespace: true,
-            ..Default::default()
-        };
+        let mut options = local_socket::SocketOptions::default();
+        options.abstract_namespace = true;
         let listener = local_socket::SocketListener::bind(&options, right.clone(), MAX).unwrap();
         let name = listener.name().to_owned();
         let (n, r) = (name.clone(), right.clone());

@@ -4,7 +4,7 @@ use crate::common;
 
 use common::{fault_bin, with_watchdog, WATCHDOG};
 use ferry::protocol::{ErrorCode, ProtocolError};
-use ferry::worker::{CallError, WorkerProcess, WorkerSpec};
+use ferry::worker::{CallError, SpawnError, WorkerProcess, WorkerSpec};
 use serde_json::json;
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ fn worker_exiting_before_ready_is_exited_before_ready() {
     with_watchdog(WATCHDOG, || {
         let err = WorkerProcess::spawn(fault_spec("exit-before-ready")).unwrap_err();
         match &err {
-            CallError::ExitedBeforeReady { status } => {
+            SpawnError::ExitedBeforeReady { status } => {
                 assert!(status.contains('3'), "status {status}")
             }
             other => panic!("expected ExitedBeforeReady, got {other:?}"),
@@ -71,7 +71,7 @@ fn worker_never_sending_ready_hits_the_startup_timeout() {
         spec.startup_timeout = Duration::from_millis(300);
         let err = WorkerProcess::spawn(spec).unwrap_err();
         assert!(
-            matches!(err, CallError::StartupTimeout(_)),
+            matches!(err, SpawnError::StartupTimeout(_)),
             "expected StartupTimeout, got {err:?}"
         );
         assert_eq!(err.code(), ErrorCode::StartupFailed);
@@ -104,7 +104,7 @@ fn wrong_protocol_version_is_version_mismatch() {
         assert!(
             matches!(
                 err,
-                CallError::Codec(ferry::codec::CodecError::Protocol(
+                SpawnError::Codec(ferry::codec::CodecError::Protocol(
                     ProtocolError::VersionMismatch {
                         expected: 1,
                         got: 2
@@ -139,9 +139,7 @@ fn hung_worker_times_out_and_is_killed_on_drop() {
     with_watchdog(WATCHDOG, || {
         let mut w = WorkerProcess::spawn(fault_spec("hang")).unwrap();
         let request = ferry::protocol::Envelope::request("", "echo", json!({}));
-        let options = ferry::worker::CallOptions {
-            timeout: Some(Duration::from_millis(200)),
-        };
+        let options = ferry::worker::CallOptions::default().timeout(Duration::from_millis(200));
         let err = w.call_with(request, &[], &options, |_| {}).unwrap_err();
         assert_eq!(err.code(), ErrorCode::Timeout);
         let pid = w.pid();
@@ -158,7 +156,7 @@ fn missing_program_is_a_spawn_error() {
         Vec::<String>::new(),
     ))
     .unwrap_err();
-    assert!(matches!(err, CallError::Spawn { .. }), "got {err:?}");
+    assert!(matches!(err, SpawnError::CannotStart { .. }), "got {err:?}");
     assert_eq!(err.code(), ErrorCode::StartupFailed);
 }
 
@@ -170,7 +168,7 @@ fn binary_codec_on_stdio_is_refused_up_front() {
     assert!(
         matches!(
             err,
-            CallError::Codec(ferry::codec::CodecError::CodecNotLineSafe(_))
+            SpawnError::Codec(ferry::codec::CodecError::CodecNotLineSafe(_))
         ),
         "got {err:?}"
     );

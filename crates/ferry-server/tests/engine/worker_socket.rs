@@ -7,7 +7,7 @@ use common::{fault_bin, ferry_bin, with_watchdog, WATCHDOG};
 use ferry::codec::CodecKind;
 use ferry::protocol::{Envelope, ErrorCode};
 use ferry::transport::{local_socket, tcp, Token, TransportKind, TransportOptions};
-use ferry::worker::{CallError, CallOptions, WorkerProcess, WorkerSpec};
+use ferry::worker::{CallOptions, SpawnError, WorkerProcess, WorkerSpec};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -118,9 +118,7 @@ fn progress_and_cancel_work_over_socket_and_tcp() {
             .unwrap();
             assert_eq!(seen.len(), 3, "{name}");
             let request = Envelope::request("", "sleep", json!({"ms": 40_000, "steps": 4_000}));
-            let options = CallOptions {
-                timeout: Some(Duration::from_millis(100)),
-            };
+            let options = CallOptions::default().timeout(Duration::from_millis(100));
             let err = w.call_with(request, &[], &options, |_| {}).unwrap_err();
             assert_eq!(err.code(), ErrorCode::Timeout, "{name}");
             let reply = w.call("echo", json!({"after": "cancel"}), |_| {}).unwrap();
@@ -138,7 +136,7 @@ fn worker_exiting_before_connecting_fails_the_start() {
             spec.transport = kind;
             let err = WorkerProcess::spawn(spec).unwrap_err();
             assert!(
-                matches!(err, CallError::ExitedBeforeReady { .. }),
+                matches!(err, SpawnError::ExitedBeforeReady { .. }),
                 "{kind}: got {err:?}"
             );
         }
@@ -156,7 +154,7 @@ fn worker_never_connecting_times_out_at_startup() {
             spec.startup_timeout = Duration::from_millis(300);
             let err = WorkerProcess::spawn(spec).unwrap_err();
             assert!(
-                matches!(err, CallError::StartupTimeout(_)),
+                matches!(err, SpawnError::StartupTimeout(_)),
                 "{kind}: got {err:?}"
             );
             assert!(ferry_entries(dir.path()).is_empty(), "{kind}");
@@ -181,10 +179,9 @@ fn configured_tcp_address_and_token_are_used() {
 #[test]
 fn socket_directory_is_private_and_removed_with_the_listener() {
     let base = tempfile::tempdir().unwrap();
-    let options = local_socket::SocketOptions {
-        dir: Some(base.path().to_owned()),
-        abstract_namespace: false,
-    };
+    let mut options = local_socket::SocketOptions::default();
+    options.dir = Some(base.path().to_owned());
+    options.abstract_namespace = false;
     let listener =
         local_socket::SocketListener::bind(&options, Token::random().unwrap(), 1024).unwrap();
     let dir = listener.dir().expect("a directory").to_owned();
@@ -203,10 +200,9 @@ fn socket_directory_is_private_and_removed_with_the_listener() {
 
 #[test]
 fn tcp_listener_advertises_loopback_for_an_unspecified_address() {
-    let options = tcp::TcpOptions {
-        listen: Some("0.0.0.0:0".parse().unwrap()),
-        advertise: None,
-    };
+    let mut options = tcp::TcpOptions::default();
+    options.listen = Some("0.0.0.0:0".parse().unwrap());
+    options.advertise = None;
     let listener = tcp::TcpListener::bind(&options, Token::random().unwrap(), 1024).unwrap();
     let port = listener.local_addr().unwrap().port();
     assert_eq!(listener.address(), format!("127.0.0.1:{port}"));

@@ -72,17 +72,13 @@ fn cancel_on_timeout_reaches_the_running_handler() {
     with_watchdog(WATCHDOG, || {
         let mut w = echo_worker();
         let request = Envelope::request("", "sleep", json!({"ms": 40_000, "steps": 4_000}));
-        let options = CallOptions {
-            timeout: Some(Duration::from_millis(200)),
-        };
+        let options = CallOptions::default().timeout(Duration::from_millis(200));
         let err = w.call_with(request, &[], &options, |_| {}).unwrap_err();
         assert_eq!(err.code(), ErrorCode::Timeout);
         // Had the cancel not reached the handler, the worker would be busy sleeping for
         // 40 s and this call (allowed 20 s) could not be answered.
         let request = Envelope::request("", "echo", json!({"after": "cancel"}));
-        let options = CallOptions {
-            timeout: Some(Duration::from_secs(20)),
-        };
+        let options = CallOptions::default().timeout(Duration::from_secs(20));
         let reply = w.call_with(request, &[], &options, |_| {}).unwrap();
         assert_eq!(reply.data, json!({"after": "cancel"}));
         w.shutdown().unwrap();
@@ -96,9 +92,7 @@ fn deadline_in_the_request_cancels_at_the_worker() {
         let mut request = Envelope::request("", "sleep", json!({"ms": 40_000, "steps": 4_000}));
         request.deadline_ms = Some(100);
         // The host waits longer than the deadline, so the worker's own answer arrives.
-        let options = CallOptions {
-            timeout: Some(Duration::from_secs(20)),
-        };
+        let options = CallOptions::default().timeout(Duration::from_secs(20));
         let err = w.call_with(request, &[], &options, |_| {}).unwrap_err();
         assert_eq!(err.code(), ErrorCode::Cancelled, "got {err}");
         w.shutdown().unwrap();

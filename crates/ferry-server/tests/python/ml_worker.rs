@@ -188,9 +188,7 @@ fn cancel_at_step_1_of_50_stops_the_generation() {
             .call_with(
                 Envelope::request("", "inference.generate", big(50)),
                 &[],
-                &CallOptions {
-                    timeout: Some(step * 3),
-                },
+                &CallOptions::default().timeout(step * 3),
                 |_| seen += 1,
             )
             .expect_err("a 50-step generation cannot finish in the time of 3 steps");

@@ -64,9 +64,7 @@ fn call_with_timeout(
     attachments: &[&[u8]],
     timeout: Duration,
 ) -> Result<ferry::worker::Response, CallError> {
-    let options = CallOptions {
-        timeout: Some(timeout),
-    };
+    let options = CallOptions::default().timeout(timeout);
     w.call_with(request, attachments, &options, |_| {})
 }
 

@@ -5,6 +5,7 @@
 //! carries the free-form JSON parts (`data`, `metrics`, `attachments`) as JSON text.
 
 use super::view::EnvelopeRef;
+use super::HeaderError;
 use crate::protocol::{Envelope, ErrorBody, ErrorCode, MessageType, Priority};
 use serde::{Deserialize, Serialize};
 
@@ -63,23 +64,23 @@ fn kind_to_u8(k: MessageType) -> u8 {
     }
 }
 
-fn kind_from_u8(k: u8) -> Result<MessageType, String> {
+fn kind_from_u8(k: u8) -> Result<MessageType, HeaderError> {
     Ok(match k {
         0 => MessageType::Request,
         1 => MessageType::Response,
         2 => MessageType::Event,
         3 => MessageType::Error,
         4 => MessageType::Cancel,
-        other => return Err(format!("unknown message type tag {other}")),
+        other => return Err(HeaderError::UnknownMessageType(other)),
     })
 }
 
-fn priority_from_u8(p: u8) -> Result<Priority, String> {
+fn priority_from_u8(p: u8) -> Result<Priority, HeaderError> {
     Ok(match p {
         0 => Priority::High,
         1 => Priority::Normal,
         2 => Priority::Low,
-        other => return Err(format!("unknown priority tag {other}")),
+        other => return Err(HeaderError::UnknownPriority(other)),
     })
 }
 
@@ -114,15 +115,15 @@ pub(super) fn reference_wire(e: &Envelope) -> Wire {
     }
 }
 
-fn to_json<T: Serialize>(v: &T) -> Result<String, String> {
-    serde_json::to_string(v).map_err(|e| e.to_string())
+fn to_json<T: Serialize>(v: &T) -> Result<String, HeaderError> {
+    serde_json::to_string(v).map_err(HeaderError::serde)
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
-    serde_json::from_str(s).map_err(|e| e.to_string())
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, HeaderError> {
+    serde_json::from_str(s).map_err(HeaderError::serde)
 }
 
-pub(super) fn encode(e: &EnvelopeRef<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+pub(super) fn encode(e: &EnvelopeRef<'_>, out: &mut Vec<u8>) -> Result<(), HeaderError> {
     let wire = WireRef {
         version: e.version,
         message_id: e.message_id,
@@ -146,10 +147,10 @@ pub(super) fn encode(e: &EnvelopeRef<'_>, out: &mut Vec<u8>) -> Result<(), Strin
             .then(|| to_json(&e.attachments))
             .transpose()?,
     };
-    bincode::serialize_into(out, &wire).map_err(|e| e.to_string())
+    bincode::serialize_into(out, &wire).map_err(HeaderError::serde)
 }
 
-pub(super) fn decode(bytes: &[u8]) -> Result<Envelope, String> {
+pub(super) fn decode(bytes: &[u8]) -> Result<Envelope, HeaderError> {
     use bincode::Options as _;
     // Why explicit options: the default `deserialize` trusts length prefixes and can be
     // made to allocate gigabytes; the limit bounds every allocation by the header size.
@@ -158,7 +159,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Envelope, String> {
         .allow_trailing_bytes()
         .with_limit(bytes.len() as u64)
         .deserialize(bytes)
-        .map_err(|e| e.to_string())?;
+        .map_err(HeaderError::serde)?;
     Ok(Envelope {
         version: wire.version,
         message_id: wire.message_id,

@@ -1,7 +1,7 @@
 //! Frame bodies: the header plus attachments, for both framings.
 
 use super::view::{EnvelopeRef, Metas};
-use super::{bincode_wire, msgpack, CodecError, CodecKind};
+use super::{bincode_wire, msgpack, AttachmentError, CodecError, CodecKind, HeaderError};
 use crate::protocol::{AttachmentMeta, Envelope, MessageType};
 use base64::Engine as _;
 use std::ops::Range;
@@ -81,7 +81,7 @@ pub(super) fn encode_line(
 ) -> Result<(), CodecError> {
     let header_err = |e: serde_json::Error| CodecError::Header {
         codec: CodecKind::Json,
-        message: e.to_string(),
+        source: HeaderError::serde(e),
     };
     if attachments.is_empty() {
         return serde_json::to_writer(out, envelope).map_err(header_err);
@@ -119,7 +119,7 @@ pub(super) fn decode_line(frame: &[u8]) -> Result<DecodedFrame, CodecError> {
     let text = std::str::from_utf8(frame).map_err(|_| CodecError::NotUtf8)?;
     let mut envelope: Envelope = serde_json::from_str(text).map_err(|e| CodecError::Header {
         codec: CodecKind::Json,
-        message: e.to_string(),
+        source: HeaderError::serde(e),
     })?;
     envelope.check_version()?;
     let mut inline = Vec::with_capacity(envelope.attachments.len());
@@ -129,25 +129,24 @@ pub(super) fn decode_line(frame: &[u8]) -> Result<DecodedFrame, CodecError> {
                 .decode(b64.as_bytes())
                 .map_err(|e| CodecError::Attachment {
                     index,
-                    message: e.to_string(),
+                    source: AttachmentError::Base64(Box::new(e)),
                 })?,
-            (None, Some(path)) => {
-                read_attachment_file(path, meta.size).map_err(|message| CodecError::Attachment {
-                    index,
-                    message: format!("reading {path}: {message}"),
-                })?
-            }
+            (None, Some(path)) => read_attachment_file(path, meta.size)
+                .map_err(|source| CodecError::Attachment { index, source })?,
             (None, None) => {
                 return Err(CodecError::Attachment {
                     index,
-                    message: "neither data_base64 nor path is set".into(),
+                    source: AttachmentError::NoData,
                 })
             }
         };
         if bytes.len() as u64 != meta.size {
             return Err(CodecError::Attachment {
                 index,
-                message: format!("size says {} bytes, data has {}", meta.size, bytes.len()),
+                source: AttachmentError::SizeMismatch {
+                    announced: meta.size,
+                    actual: bytes.len() as u64,
+                },
             });
         }
         inline.push(bytes);
@@ -162,22 +161,29 @@ pub(super) fn decode_line(frame: &[u8]) -> Result<DecodedFrame, CodecError> {
 /// The bytes of an attachment sent by `path`: a regular file (a FIFO or a device such as
 /// `/dev/zero` would block the reader or grow without end), read up to one byte past the
 /// announced `size`, so a file longer than announced costs no more than that.
-fn read_attachment_file(path: &str, size: u64) -> Result<Vec<u8>, String> {
+fn read_attachment_file(path: &str, size: u64) -> Result<Vec<u8>, AttachmentError> {
     use std::io::Read as _;
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let file_err = |source| AttachmentError::File {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(file_err)?;
     if !meta.is_file() {
-        return Err("not a regular file".into());
+        return Err(AttachmentError::NotAFile {
+            path: path.to_owned(),
+        });
     }
     if meta.len() != size {
-        return Err(format!(
-            "size says {size} bytes, the file has {}",
-            meta.len()
-        ));
+        return Err(AttachmentError::FileSizeMismatch {
+            path: path.to_owned(),
+            announced: size,
+            actual: meta.len(),
+        });
     }
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(size.saturating_add(1)).read_to_end(&mut bytes))
-        .map_err(|e| e.to_string())?;
+        .map_err(file_err)?;
     Ok(bytes)
 }
 
@@ -189,18 +195,17 @@ pub(super) fn encode_framed(
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
     out.extend_from_slice(&[0; 4]);
-    let header_err = |message: String| CodecError::Header {
+    let header_err = |source: HeaderError| CodecError::Header {
         codec: kind,
-        message,
+        source,
     };
     let sized = || EnvelopeRef {
         attachments: *attachments,
         ..*envelope
     };
     match kind {
-        CodecKind::Json => {
-            serde_json::to_writer(&mut *out, &sized()).map_err(|e| header_err(e.to_string()))?
-        }
+        CodecKind::Json => serde_json::to_writer(&mut *out, &sized())
+            .map_err(|e| header_err(HeaderError::serde(e)))?,
         CodecKind::MsgPack => msgpack::encode(envelope, attachments, out).map_err(header_err)?,
         CodecKind::Bincode => bincode_wire::encode(&sized(), out).map_err(header_err)?,
     }
@@ -221,9 +226,9 @@ pub(super) fn decode_framed(kind: CodecKind, frame: &[u8]) -> Result<DecodedFram
     let header = frame
         .get(4..4usize.saturating_add(header_len))
         .ok_or(CodecError::Truncated("header shorter than announced"))?;
-    let header_err = |message: String| CodecError::Header {
+    let header_err = |source: HeaderError| CodecError::Header {
         codec: kind,
-        message,
+        source,
     };
     // Decoded in place where the codec allows: an envelope is large, and every move of
     // one is a copy.
@@ -235,7 +240,7 @@ pub(super) fn decode_framed(kind: CodecKind, frame: &[u8]) -> Result<DecodedFram
     match kind {
         CodecKind::Json => {
             decoded.envelope =
-                serde_json::from_slice(header).map_err(|e| header_err(e.to_string()))?
+                serde_json::from_slice(header).map_err(|e| header_err(HeaderError::serde(e)))?
         }
         CodecKind::MsgPack => {
             msgpack::decode_into(header, &mut decoded.envelope).map_err(header_err)?

@@ -22,7 +22,7 @@ mod view;
 /// the codec follows.
 pub use crate::transport::Framing;
 pub use body::DecodedFrame;
-pub use error::CodecError;
+pub use error::{AttachmentError, CodecError, HeaderError};
 pub(crate) use view::{EnvelopeRef, Metas};
 
 use crate::protocol::Envelope;
@@ -74,6 +74,7 @@ pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 /// The serialization used for envelopes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CodecKind {
     /// JSON: every language, every transport.
     #[default]

@@ -14,6 +14,7 @@
 //! paths against `rmp_serde` on random envelopes and on corrupted ones.
 
 use super::view::{EnvelopeRef, MetaRef, Metas};
+use super::HeaderError;
 use crate::protocol::{AttachmentMeta, Envelope, MessageType, Metrics, Priority};
 use serde_json::Value;
 
@@ -86,7 +87,7 @@ fn put_uint(out: &mut Vec<u8>, v: u64) {
 }
 
 #[inline]
-fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), String> {
+fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), HeaderError> {
     let n = s.len();
     if n < 32 {
         out.push(0xa0 | n as u8);
@@ -99,7 +100,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), String> {
         out.push(0xdb);
         out.extend_from_slice(&n.to_be_bytes());
     } else {
-        return Err("string longer than 4 GiB".into());
+        return Err(HeaderError::StringTooLong);
     }
     out.extend_from_slice(s.as_bytes());
     Ok(())
@@ -112,7 +113,7 @@ fn put_f64(out: &mut Vec<u8>, v: f64) {
 }
 
 #[inline(always)]
-fn put_opt_str(out: &mut Vec<u8>, key: &[u8], v: Option<&str>) -> Result<(), String> {
+fn put_opt_str(out: &mut Vec<u8>, key: &[u8], v: Option<&str>) -> Result<(), HeaderError> {
     if let Some(v) = v {
         out.extend_from_slice(key);
         put_str(out, v)?;
@@ -120,11 +121,11 @@ fn put_opt_str(out: &mut Vec<u8>, key: &[u8], v: Option<&str>) -> Result<(), Str
     Ok(())
 }
 
-fn put_serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(), String> {
-    rmp_serde::encode::write_named(out, v).map_err(|e| e.to_string())
+fn put_serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(), HeaderError> {
+    rmp_serde::encode::write_named(out, v).map_err(HeaderError::serde)
 }
 
-fn put_meta(out: &mut Vec<u8>, m: &MetaRef<'_>) -> Result<(), String> {
+fn put_meta(out: &mut Vec<u8>, m: &MetaRef<'_>) -> Result<(), HeaderError> {
     let n = 1
         + usize::from(m.name.is_some())
         + usize::from(m.content_type.is_some())
@@ -159,7 +160,7 @@ pub(super) fn encode(
     e: &EnvelopeRef<'_>,
     attachments: &Metas<'_>,
     out: &mut Vec<u8>,
-) -> Result<(), String> {
+) -> Result<(), HeaderError> {
     let data = e.present_data();
     let count = 3
         + usize::from(e.request_id.is_some())
@@ -621,7 +622,7 @@ impl<'a> Reader<'a> {
 
 /// Reads one MessagePack envelope header into `e`, a fresh envelope (the fast reader only
 /// sets fields; `rmp_serde`, when it takes over, replaces the whole envelope).
-pub(super) fn decode_into(header: &[u8], e: &mut Envelope) -> Result<(), String> {
+pub(super) fn decode_into(header: &[u8], e: &mut Envelope) -> Result<(), HeaderError> {
     let mut reader = Reader {
         bytes: header,
         pos: 0,
@@ -629,7 +630,7 @@ pub(super) fn decode_into(header: &[u8], e: &mut Envelope) -> Result<(), String>
     match reader.envelope(e) {
         Ok(()) => Ok(()),
         Err(Unusual) => {
-            *e = rmp_serde::from_slice(header).map_err(|e| e.to_string())?;
+            *e = rmp_serde::from_slice(header).map_err(HeaderError::serde)?;
             Ok(())
         }
     }
@@ -637,7 +638,7 @@ pub(super) fn decode_into(header: &[u8], e: &mut Envelope) -> Result<(), String>
 
 /// Reads one MessagePack envelope header.
 #[cfg(test)]
-pub(super) fn decode(header: &[u8]) -> Result<Envelope, String> {
+pub(super) fn decode(header: &[u8]) -> Result<Envelope, HeaderError> {
     let mut e = Envelope::new(MessageType::Request, String::new());
     decode_into(header, &mut e).map(|()| e)
 }
@@ -723,7 +724,7 @@ mod tests {
 
     /// Both readers' answers, comparable (`Debug`, so that a NaN equals itself).
     fn both(bytes: &[u8]) -> (String, String) {
-        let ours = decode(bytes);
+        let ours = decode(bytes).map_err(|e| e.to_string());
         let theirs = rmp_serde::from_slice::<Envelope>(bytes).map_err(|e| e.to_string());
         (format!("{ours:?}"), format!("{theirs:?}"))
     }

@@ -5,29 +5,25 @@ use crate::protocol::{ErrorBody, ErrorCode, ProtocolError};
 use crate::transport::TransportError;
 use std::process::ExitStatus;
 
-/// Why a call (or starting a worker) failed. Every variant maps to a stable [`ErrorCode`].
+/// Why a call to a running worker failed. Every variant maps to a stable [`ErrorCode`].
+///
+/// Starting a worker fails with [`SpawnError`](super::SpawnError) instead.
+///
+/// ```
+/// use ferry::prelude::*;
+/// use ferry::protocol::ErrorBody;
+///
+/// let err = CallError::Remote(ErrorBody::new(ErrorCode::InvalidRequest, "prompt: required"));
+/// assert_eq!(err.code(), ErrorCode::InvalidRequest);
+/// assert!(!err.code().is_retryable());
+/// assert_eq!(err.to_string(), "invalid_request: prompt: required");
+/// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError {
     /// The worker answered with an error message.
     #[error("{}: {}", .0.code, .0.message)]
     Remote(ErrorBody),
-    /// The worker process could not be started.
-    #[error("cannot start `{command}`: {source}")]
-    Spawn {
-        /// The command.
-        command: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The worker exited (or closed its channel) before sending `ready`.
-    #[error("worker exited before ready ({status})")]
-    ExitedBeforeReady {
-        /// How it ended, as far as known.
-        status: String,
-    },
-    /// The worker sent nothing valid within the startup timeout.
-    #[error("worker sent no ready event within {0:?}")]
-    StartupTimeout(std::time::Duration),
     /// The worker died (or closed its channel) while a request was in flight.
     #[error("worker crashed ({status})")]
     WorkerCrashed {
@@ -53,9 +49,6 @@ impl CallError {
     pub fn code(&self) -> ErrorCode {
         match self {
             CallError::Remote(body) => body.code,
-            CallError::Spawn { .. }
-            | CallError::ExitedBeforeReady { .. }
-            | CallError::StartupTimeout(_) => ErrorCode::StartupFailed,
             CallError::WorkerCrashed { .. } => ErrorCode::WorkerCrashed,
             CallError::Timeout(_) => ErrorCode::Timeout,
             CallError::Codec(e) => e.code(),

@@ -30,7 +30,7 @@ impl Connection {
                 legacy::write_request(env.operation, env.message_id, env.data, out).map_err(
                     |e| CodecError::Header {
                         codec: crate::codec::CodecKind::Json,
-                        message: e.to_string(),
+                        source: crate::codec::HeaderError::serde(e),
                     },
                 )?;
                 sender.send(&[out])

@@ -22,6 +22,7 @@
 //! slot pending until the worker answers, so [`Connection::in_flight`] counts what the
 //! worker is really busy with.
 
+mod call;
 mod call_error;
 mod coalesce;
 mod dialect;
@@ -30,14 +31,18 @@ mod reader;
 mod reservation;
 mod response;
 mod slot;
+mod spawn_error;
 
 pub use pending::Pending;
 use reservation::Claim;
 pub(crate) use reservation::Fill;
 pub use reservation::Reservation;
+pub(crate) use call::envelope_events;
+pub use call::{Call, EventHandler};
 
 pub use call_error::CallError;
 pub use response::Response;
+pub use spawn_error::SpawnError;
 
 pub use coalesce::{Coalescing, DEFAULT_EVENT_CAPACITY};
 pub use slot::Incoming;
@@ -195,22 +200,22 @@ impl Connection {
         &self,
         deadline: Instant,
         startup_timeout: Duration,
-    ) -> Result<ReadyInfo, CallError> {
+    ) -> Result<ReadyInfo, SpawnError> {
         let mut guard = self.rx.lock();
         let rx = &mut *guard;
         let env = loop {
             match rx.receiver.recv(&mut rx.buf, Some(deadline)) {
                 Ok(()) => {}
                 Err(TransportError::Timeout) => {
-                    return Err(CallError::StartupTimeout(startup_timeout))
+                    return Err(SpawnError::StartupTimeout(startup_timeout))
                 }
                 Err(TransportError::Disconnected) => {
                     self.mark_broken("worker exited before ready");
-                    return Err(CallError::ExitedBeforeReady {
+                    return Err(SpawnError::ExitedBeforeReady {
                         status: "channel closed".into(),
                     });
                 }
-                Err(e) => return Err(CallError::Transport(e)),
+                Err(e) => return Err(SpawnError::Transport(e)),
             }
             match self.codec.decode(&rx.buf) {
                 Ok(decoded) => break decoded.envelope,

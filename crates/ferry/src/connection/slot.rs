@@ -10,6 +10,7 @@ use std::time::Instant;
 
 /// What arrives for a request.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Incoming {
     /// A non-terminal event (progress, ...).
     Event(Envelope),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 /// The breaker's state, as reported in status and events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BreakerState {
     /// Requests flow; failures are counted.
     Closed,

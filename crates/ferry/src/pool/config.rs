@@ -1,11 +1,12 @@
-//! Settings of one worker type's pool. Durations are milliseconds, as in `ferry.toml`.
+//! Settings of one worker type's pool.
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// What the pool does when a cancelled request is not answered within `cancel_grace_ms`.
+/// What the pool does when a cancelled request is not answered within `cancel_grace`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CancelEscalation {
     /// Restart the worker: it is presumed stuck.
     #[default]
@@ -16,12 +17,28 @@ pub enum CancelEscalation {
 
 /// Settings of one worker type's pool.
 ///
+/// Build it from [`Default`] with the builder methods, or assign fields (a
+/// `#[non_exhaustive]` struct cannot be written as a literal outside this crate):
+///
 /// ```
-/// let config = ferry::pool::PoolConfig { min_workers: 2, max_workers: 4, ..Default::default() };
+/// use ferry::pool::PoolConfig;
+/// use std::time::Duration;
+///
+/// let config = PoolConfig::default()
+///     .workers(2, 4)
+///     .max_in_flight(8)
+///     .request_timeout(Duration::from_secs(10));
+/// assert!(config.validate().is_ok());
+///
+/// let mut config = PoolConfig::default();
+/// config.health_interval = Duration::from_secs(1);
 /// assert!(config.validate().is_ok());
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+///
+/// `ferry.toml` spells the durations in milliseconds (`request_timeout_ms`); the server
+/// converts.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct PoolConfig {
     /// Workers kept running even when idle.
     pub min_workers: usize,
@@ -32,26 +49,26 @@ pub struct PoolConfig {
     /// Callers that may wait for a worker; one more is answered `overloaded` at once.
     pub queue_capacity: usize,
     /// Deadline of a request that carries none (queueing included).
-    pub request_timeout_ms: u64,
+    pub request_timeout: Duration,
     /// Time between health checks of a worker.
-    pub health_interval_ms: u64,
+    pub health_interval: Duration,
     /// A health check not answered in this time marks the worker hung: it is replaced.
-    pub health_timeout_ms: u64,
+    pub health_timeout: Duration,
     /// First restart delay after a crash; doubles with each consecutive crash.
-    pub restart_backoff_ms: u64,
+    pub restart_backoff: Duration,
     /// Largest restart delay.
-    pub restart_backoff_max_ms: u64,
+    pub restart_backoff_max: Duration,
     /// A worker healthy this long has its restart delay reset.
-    pub restart_reset_after_ms: u64,
+    pub restart_reset_after: Duration,
     /// Consecutive worker failures (crash, failed start) that open the circuit breaker.
     pub breaker_failure_threshold: u32,
     /// How long the breaker stays open before one probe worker is tried.
-    pub breaker_open_ms: u64,
+    pub breaker_open: Duration,
     /// Attempts per request, the first included (retries happen only for retryable errors
     /// of idempotent operations).
     pub retry_max_attempts: u32,
     /// Delay before the first retry; doubles with each further one.
-    pub retry_backoff_ms: u64,
+    pub retry_backoff: Duration,
     /// Retries allowed per request served, on average (the retry budget's refill rate).
     pub retry_budget_ratio: f64,
     /// Retries always allowed in a burst, whatever the ratio.
@@ -60,13 +77,19 @@ pub struct PoolConfig {
     /// `capabilities` always are.
     pub idempotent_operations: Vec<String>,
     /// A worker idle this long is stopped when more than `min_workers` run.
-    pub idle_timeout_ms: u64,
+    pub idle_timeout: Duration,
     /// Waiting callers that make the pool start another worker (up to `max_workers`).
     pub scale_up_queue_depth: usize,
     /// How long a cancelled request may stay unanswered before `cancel_escalation`.
-    pub cancel_grace_ms: u64,
+    pub cancel_grace: Duration,
     /// What to do with a worker that ignores a cancel.
     pub cancel_escalation: CancelEscalation,
+    /// Whether [`Pool::start`](super::Pool::start) fails, with the first worker's
+    /// [`SpawnError`](crate::worker::SpawnError), when none of its `min_workers` workers
+    /// gets ready. Off (the default), a pool whose workers fail to start is returned all
+    /// the same and its supervisor keeps restarting them (calls wait, or fail fast once the
+    /// breaker opens): what a server with several worker types wants.
+    pub strict_start: bool,
 }
 
 impl Default for PoolConfig {
@@ -76,24 +99,69 @@ impl Default for PoolConfig {
             max_workers: 1,
             max_in_flight: 1,
             queue_capacity: 1024,
-            request_timeout_ms: 60_000,
-            health_interval_ms: 5_000,
-            health_timeout_ms: 2_000,
-            restart_backoff_ms: 100,
-            restart_backoff_max_ms: 10_000,
-            restart_reset_after_ms: 30_000,
+            request_timeout: ms(60_000),
+            health_interval: ms(5_000),
+            health_timeout: ms(2_000),
+            restart_backoff: ms(100),
+            restart_backoff_max: ms(10_000),
+            restart_reset_after: ms(30_000),
             breaker_failure_threshold: 5,
-            breaker_open_ms: 5_000,
+            breaker_open: ms(5_000),
             retry_max_attempts: 3,
-            retry_backoff_ms: 10,
+            retry_backoff: ms(10),
             retry_budget_ratio: 0.2,
             retry_budget_min: 10,
             idempotent_operations: Vec::new(),
-            idle_timeout_ms: 60_000,
+            idle_timeout: ms(60_000),
             scale_up_queue_depth: 1,
-            cancel_grace_ms: 5_000,
+            cancel_grace: ms(5_000),
             cancel_escalation: CancelEscalation::Restart,
+            strict_start: false,
         }
+    }
+}
+
+/// Builder methods for the settings an embedder sets most; the others are fields.
+impl PoolConfig {
+    /// Sets [`min_workers`](Self::min_workers) and [`max_workers`](Self::max_workers).
+    pub fn workers(mut self, min: usize, max: usize) -> Self {
+        self.min_workers = min;
+        self.max_workers = max;
+        self
+    }
+
+    /// Sets [`max_in_flight`](Self::max_in_flight).
+    pub fn max_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = requests;
+        self
+    }
+
+    /// Sets [`queue_capacity`](Self::queue_capacity).
+    pub fn queue_capacity(mut self, callers: usize) -> Self {
+        self.queue_capacity = callers;
+        self
+    }
+
+    /// Sets [`request_timeout`](Self::request_timeout).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets [`idempotent_operations`](Self::idempotent_operations).
+    pub fn idempotent_operations<I, S>(mut self, operations: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.idempotent_operations = operations.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`strict_start`](Self::strict_start).
+    pub fn strict_start(mut self, strict: bool) -> Self {
+        self.strict_start = strict;
+        self
     }
 }
 
@@ -107,7 +175,7 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-fn ms(v: u64) -> Duration {
+const fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
@@ -138,9 +206,9 @@ impl PoolConfig {
         if self.breaker_failure_threshold == 0 {
             return bad("breaker_failure_threshold", "must be at least 1");
         }
-        if self.health_interval_ms == 0 || self.health_timeout_ms == 0 {
+        if self.health_interval.is_zero() || self.health_timeout.is_zero() {
             return bad(
-                "health_interval_ms",
+                "health_interval",
                 "health interval and timeout must be positive",
             );
         }
@@ -162,23 +230,9 @@ impl PoolConfig {
                 })
     }
 
-    pub(crate) fn request_timeout(&self) -> Duration {
-        ms(self.request_timeout_ms)
-    }
-    pub(crate) fn health_interval(&self) -> Duration {
-        ms(self.health_interval_ms)
-    }
-    pub(crate) fn health_timeout(&self) -> Duration {
-        ms(self.health_timeout_ms)
-    }
-    pub(crate) fn idle_timeout(&self) -> Duration {
-        ms(self.idle_timeout_ms)
-    }
-    pub(crate) fn cancel_grace(&self) -> Duration {
-        ms(self.cancel_grace_ms)
-    }
-    pub(crate) fn retry_backoff(&self, retry: u32) -> Duration {
-        ms(self.retry_backoff_ms.saturating_mul(1u64 << retry.min(16)))
+    /// The delay before retry number `retry` (0 for the first).
+    pub(crate) fn retry_delay(&self, retry: u32) -> Duration {
+        self.retry_backoff.saturating_mul(1u32 << retry.min(16))
     }
 }
 
@@ -193,25 +247,20 @@ mod tests {
 
     #[test]
     fn impossible_settings_name_their_key() {
-        let c = PoolConfig {
-            min_workers: 3,
-            max_workers: 2,
-            ..Default::default()
-        };
+        let c = PoolConfig::default().workers(3, 2);
         assert_eq!(c.validate().unwrap_err().key, "min_workers");
-        let c = PoolConfig {
-            max_in_flight: 0,
-            ..Default::default()
-        };
+        let c = PoolConfig::default().max_in_flight(0);
         assert_eq!(c.validate().unwrap_err().key, "max_in_flight");
+        let c = PoolConfig {
+            health_timeout: Duration::ZERO,
+            ..PoolConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "health_interval");
     }
 
     #[test]
     fn idempotent_patterns_match_prefixes() {
-        let c = PoolConfig {
-            idempotent_operations: vec!["echo".into(), "model.*".into()],
-            ..Default::default()
-        };
+        let c = PoolConfig::default().idempotent_operations(["echo", "model.*"]);
         assert!(
             c.is_idempotent("echo") && c.is_idempotent("model.list") && c.is_idempotent("health")
         );
@@ -219,8 +268,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_refused() {
-        let err = serde_json::from_str::<PoolConfig>(r#"{"max_workerz": 2}"#).unwrap_err();
-        assert!(err.to_string().contains("max_workerz"));
+    fn retry_delays_double_and_saturate() {
+        let c = PoolConfig::default();
+        assert_eq!(c.retry_delay(0), ms(10));
+        assert_eq!(c.retry_delay(2), ms(40));
+        let mut c = c;
+        c.retry_backoff = Duration::MAX;
+        assert_eq!(c.retry_delay(3), Duration::MAX);
     }
 }

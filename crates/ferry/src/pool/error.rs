@@ -1,11 +1,22 @@
 //! Errors of calling through a pool.
 
 use crate::protocol::{ErrorBody, ErrorCode};
-use crate::worker::CallError;
+use crate::worker::{CallError, SpawnError};
 use std::time::Duration;
 
-/// Why a pool call failed. Every variant maps to a stable [`ErrorCode`].
+/// Why a pool call (or starting a pool) failed. Every variant maps to a stable
+/// [`ErrorCode`]; a worker's own failures keep theirs ([`CallError::code`],
+/// [`SpawnError::code`]).
+///
+/// ```
+/// use ferry::prelude::*;
+///
+/// let err = PoolError::CircuitOpen("sdxl".into());
+/// assert_eq!(err.code(), ErrorCode::Unavailable);
+/// assert!(err.code().is_retryable());
+/// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PoolError {
     /// The wait queue is full.
     #[error("overloaded: {capacity} callers already wait for a {worker_type} worker")]
@@ -32,6 +43,9 @@ pub enum PoolError {
     /// The call reached a worker and failed there (or its link broke).
     #[error(transparent)]
     Call(#[from] CallError),
+    /// No worker could be started ([`PoolConfig::strict_start`](super::PoolConfig::strict_start)).
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
     /// The pool's settings are invalid.
     #[error("invalid pool configuration: {0}")]
     Config(#[from] super::ConfigError),
@@ -45,6 +59,7 @@ impl PoolError {
             PoolError::CircuitOpen(_) | PoolError::ShuttingDown(_) => ErrorCode::Unavailable,
             PoolError::QueueTimeout { .. } => ErrorCode::Timeout,
             PoolError::Call(e) => e.code(),
+            PoolError::Spawn(e) => e.code(),
             PoolError::Config(_) => ErrorCode::InvalidRequest,
         }
     }

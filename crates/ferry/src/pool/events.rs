@@ -5,6 +5,7 @@ use serde::Serialize;
 /// What happened to a worker (or to the worker type's breaker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LifecycleKind {
     /// Its process was started.
     Started,

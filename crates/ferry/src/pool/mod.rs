@@ -14,12 +14,11 @@
 //!
 //! ```no_run
 //! use ferry::pool::{Pool, PoolConfig};
-//! use ferry::protocol::Envelope;
-//! use ferry::worker::WorkerSpec;
+//! use ferry::worker::{Call, WorkerSpec};
 //!
 //! let spec = WorkerSpec::new("echo", "ferry", ["worker", "echo"]);
-//! let pool = Pool::start(spec, PoolConfig { min_workers: 2, max_workers: 2, ..Default::default() })?;
-//! let reply = pool.call(Envelope::request("", "echo", serde_json::json!({"x": 1})), &[], |_| {})?;
+//! let pool = Pool::start(spec, PoolConfig::default().workers(2, 2))?;
+//! let reply = pool.send(Call::new("echo").data(serde_json::json!({"x": 1})))?;
 //! assert_eq!(reply.data["x"], 1);
 //! pool.shutdown();
 //! # Ok::<(), ferry::pool::PoolError>(())
@@ -36,6 +35,7 @@ mod events;
 mod member;
 mod queue;
 mod retry;
+mod send;
 mod status;
 mod supervisor;
 
@@ -93,17 +93,16 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// Starts `config.min_workers` workers from `spec` (waiting until each is ready or has
-    /// failed to start) and the supervisor. Failed workers are retried by the supervisor.
+    /// failed to start) and the supervisor. Failed workers are retried by the supervisor,
+    /// unless none got ready under [`PoolConfig::strict_start`]: then this fails with
+    /// [`PoolError::Spawn`].
     pub fn start(spec: WorkerSpec, config: PoolConfig) -> Result<Pool, PoolError> {
         config.validate()?;
         let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
             dispatch: Mutex::new(Dispatch {
                 queue: WaitQueue::new(config.queue_capacity),
-                breaker: Breaker::new(
-                    config.breaker_failure_threshold,
-                    Duration::from_millis(config.breaker_open_ms),
-                ),
+                breaker: Breaker::new(config.breaker_failure_threshold, config.breaker_open),
                 budget: RetryBudget::new(config.retry_budget_ratio, config.retry_budget_min),
             }),
             members: Mutex::new(Vec::new()),
@@ -121,8 +120,19 @@ impl Pool {
                 supervisor::spawn_member(&inner, member)
             })
             .collect();
+        let mut ready = 0;
+        let mut first_failure = None;
         for handle in starts.into_iter().flatten() {
-            let _ = handle.join();
+            match handle.join() {
+                Ok(None) => ready += 1,
+                Ok(Some(e)) => first_failure = first_failure.or(Some(e)),
+                Err(_) => {}
+            }
+        }
+        if inner.config.strict_start && ready == 0 {
+            if let Some(e) = first_failure {
+                return Err(PoolError::Spawn(e));
+            }
         }
         let sup = inner.clone();
         let supervisor = std::thread::Builder::new()
@@ -209,7 +219,7 @@ impl Pool {
 
     /// Calls a worker synchronously: dispatch, send and receive happen on this thread.
     /// `request.priority` and `request.deadline_ms` are honoured (the pool's
-    /// `request_timeout_ms` when absent); `on_event` sees each event.
+    /// `request_timeout` when absent); `on_event` sees each event.
     pub fn call(
         &self,
         request: Envelope,
@@ -316,9 +326,9 @@ impl Inner {
         let index = self.next_index.fetch_add(1, Ordering::Relaxed);
         let c = &self.config;
         let backoff = Backoff::new(
-            Duration::from_millis(c.restart_backoff_ms),
-            Duration::from_millis(c.restart_backoff_max_ms),
-            Duration::from_millis(c.restart_reset_after_ms),
+            c.restart_backoff,
+            c.restart_backoff_max,
+            c.restart_reset_after,
         );
         let member = Member::new(format!("{}-{index}", self.spec.worker_type), backoff);
         self.members.lock().push(member.clone());

@@ -27,7 +27,7 @@ impl Inner {
         let timeout = options
             .timeout
             .or(request.deadline_ms.map(Duration::from_millis))
-            .unwrap_or_else(|| self.config.request_timeout());
+            .unwrap_or(self.config.request_timeout);
         (Instant::now() + timeout, timeout)
     }
 
@@ -59,7 +59,7 @@ impl Inner {
                 Outcome::Done(Ok(r))
             }
             Err(e) => {
-                let delay = self.config.retry_backoff(attempt - 1);
+                let delay = self.config.retry_delay(attempt - 1);
                 let can_retry = retryable_op
                     && e.code().is_retryable()
                     && !matches!(e, CallError::Timeout(_))

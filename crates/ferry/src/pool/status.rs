@@ -5,6 +5,7 @@ use serde::Serialize;
 /// Where a worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum WorkerState {
     /// Its process is starting (before `ready`).
     Starting,

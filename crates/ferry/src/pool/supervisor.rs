@@ -6,7 +6,7 @@ use super::member::{HealthCheck, Member};
 use super::status::WorkerState;
 use super::{CancelEscalation, Inner, LifecycleKind};
 use crate::protocol::Envelope;
-use crate::worker::{WorkerProcess, WorkerSpec};
+use crate::worker::{SpawnError, WorkerProcess, WorkerSpec};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -100,13 +100,13 @@ fn inspect(inner: &Arc<Inner>, member: &Arc<Member>, now: Instant, live: usize) 
             }
             if c.cancel_escalation == CancelEscalation::Restart {
                 if let Some(age) = conn.oldest_abandoned() {
-                    if age > c.cancel_grace() {
+                    if age > c.cancel_grace {
                         st.state = WorkerState::Unhealthy;
                         st.conn = None;
                         st.health = None;
                         let detail = format!(
                             "a cancelled request was not answered within {:?}",
-                            c.cancel_grace()
+                            c.cancel_grace
                         );
                         return Some(Action::Replace {
                             process: st.process.take(),
@@ -120,7 +120,7 @@ fn inspect(inner: &Arc<Inner>, member: &Arc<Member>, now: Instant, live: usize) 
                 match check.pending.poll_done() {
                     Some(Ok(_)) => {
                         st.health = None;
-                        st.next_health = now + c.health_interval();
+                        st.next_health = now + c.health_interval;
                     }
                     Some(Err(e)) => {
                         st.state = WorkerState::Unhealthy;
@@ -133,14 +133,12 @@ fn inspect(inner: &Arc<Inner>, member: &Arc<Member>, now: Instant, live: usize) 
                             detail,
                         });
                     }
-                    None if now.saturating_duration_since(check.started) > c.health_timeout() => {
+                    None if now.saturating_duration_since(check.started) > c.health_timeout => {
                         st.state = WorkerState::Unhealthy;
                         st.conn = None;
                         st.health = None;
-                        let detail = format!(
-                            "no answer to a health check within {:?}",
-                            c.health_timeout()
-                        );
+                        let detail =
+                            format!("no answer to a health check within {:?}", c.health_timeout);
                         return Some(Action::Replace {
                             process: st.process.take(),
                             kind: LifecycleKind::Unhealthy,
@@ -153,19 +151,19 @@ fn inspect(inner: &Arc<Inner>, member: &Arc<Member>, now: Instant, live: usize) 
             }
             if live > c.min_workers
                 && conn.in_flight() == 0
-                && now.saturating_duration_since(st.busy_at) > c.idle_timeout()
+                && now.saturating_duration_since(st.busy_at) > c.idle_timeout
             {
                 st.state = WorkerState::Stopping;
                 st.conn = None;
                 return Some(Action::Retire(st.process.take()));
             }
             if now >= st.next_health {
-                st.next_health = now + c.health_interval();
+                st.next_health = now + c.health_interval;
                 // A legacy worker reads one line at a time and answers in order: a probe
                 // sent while it works waits behind the request, and a long request would
                 // look like a hang. So it is probed only while idle; a legacy worker hung
                 // on a request is replaced when the request's deadline passes and it
-                // ignores the cancel for `cancel_grace_ms`.
+                // ignores the cancel for `cancel_grace`.
                 if conn.dialect() == crate::worker::Dialect::Legacy && conn.in_flight() > 0 {
                     return None;
                 }
@@ -207,7 +205,7 @@ fn act(inner: &Arc<Inner>, member: &Arc<Member>, action: Action, now: Instant) {
         Action::CheckHealth(conn) => {
             let request =
                 Envelope::request("", crate::protocol::OP_HEALTH, serde_json::Value::Null);
-            let deadline = Instant::now() + inner.config.health_timeout();
+            let deadline = Instant::now() + inner.config.health_timeout;
             match conn.start_async(request, &[], Some(deadline)) {
                 Ok(pending) => {
                     let mut st = member.state.lock();
@@ -269,7 +267,11 @@ fn schedule_restart(
 }
 
 /// Starts `member`'s process on its own thread (the handshake can take a while).
-pub(super) fn spawn_member(inner: &Arc<Inner>, member: Arc<Member>) -> Option<JoinHandle<()>> {
+/// The thread returns the start's failure, if it failed.
+pub(super) fn spawn_member(
+    inner: &Arc<Inner>,
+    member: Arc<Member>,
+) -> Option<JoinHandle<Option<SpawnError>>> {
     let weak: Weak<Inner> = Arc::downgrade(inner);
     let mut spec: WorkerSpec = inner.spec.clone();
     spec.worker_id = member.id.clone();
@@ -304,7 +306,7 @@ pub(super) fn spawn_member(inner: &Arc<Inner>, member: Arc<Member>) -> Option<Jo
                     inner.publish(&member.id, LifecycleKind::Started, Some(pid), String::new());
                     if inner.stopping.load(Ordering::Relaxed) {
                         drop(process);
-                        return;
+                        return None;
                     }
                     {
                         let mut st = member.state.lock();
@@ -315,12 +317,13 @@ pub(super) fn spawn_member(inner: &Arc<Inner>, member: Arc<Member>) -> Option<Jo
                         st.state = WorkerState::Ready;
                         st.ready_since = Some(now);
                         st.busy_at = now;
-                        st.next_health = now + inner.config.health_interval();
+                        st.next_health = now + inner.config.health_interval;
                     }
                     inner.publish(&member.id, LifecycleKind::Ready, Some(pid), String::new());
                     let transition = inner.dispatch.lock().breaker.record_ready();
                     inner.publish_transition(transition);
                     inner.capacity_changed();
+                    None
                 }
                 Err(e) => {
                     let now = Instant::now();
@@ -330,6 +333,7 @@ pub(super) fn spawn_member(inner: &Arc<Inner>, member: Arc<Member>) -> Option<Jo
                     inner.publish_transition(transition);
                     schedule_restart(&inner, &member, detail, now, false);
                     inner.dispatch.lock().queue.wake_all();
+                    Some(e)
                 }
             }
         })

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Which message format the worker speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Dialect {
     /// The ferry protocol: `ready` handshake, envelopes, events, cancel.
     #[default]

@@ -7,6 +7,7 @@ use serde_json::Value;
 /// What kind of message an envelope is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum MessageType {
     /// Host to worker: run `operation` on `data`.
     Request,
@@ -38,6 +39,7 @@ impl MessageType {
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Priority {
     /// Served first.
     High,
@@ -189,6 +191,7 @@ fn is_absent(data: &Option<Value>) -> bool {
 
 /// A message that is well-formed but breaks the protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// The peer speaks another protocol version.
     #[error("protocol version mismatch: this side speaks {expected}, the peer sent {got}")]

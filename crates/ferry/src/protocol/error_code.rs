@@ -15,6 +15,7 @@ use std::fmt;
 /// assert!(!ErrorCode::InvalidRequest.is_retryable());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// The request's data failed validation; sending it again will fail again.
     InvalidRequest,

@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 
 /// Why a legacy line could not be read as an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LegacyError {
     /// The line is JSON but not an object.
     #[error("legacy answer is not a JSON object")]

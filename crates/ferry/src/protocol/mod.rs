@@ -12,6 +12,7 @@ mod dialect;
 pub mod env;
 mod envelope;
 mod error_code;
+mod event;
 mod ids;
 pub mod legacy;
 mod ops;
@@ -22,6 +23,7 @@ pub use envelope::{
     AttachmentMeta, Envelope, ErrorBody, MessageType, Metrics, Priority, ProtocolError,
 };
 pub use error_code::ErrorCode;
+pub use event::{Event, Progress};
 pub(crate) use ids::Stamp;
 pub use ids::{now_timestamp, IdGenerator};
 pub use ops::{Operation, EVENT_PROGRESS, EVENT_READY, OP_CAPABILITIES, OP_HEALTH, OP_SHUTDOWN};

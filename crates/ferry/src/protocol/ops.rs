@@ -19,6 +19,7 @@ pub const EVENT_PROGRESS: &str = "progress";
 /// assert_eq!(Operation::classify("inference"), Operation::Custom("inference"));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Operation<'a> {
     /// `health`.
     Health,

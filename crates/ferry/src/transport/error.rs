@@ -4,6 +4,7 @@ use crate::protocol::ErrorCode;
 
 /// Why a frame could not be moved.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransportError {
     /// The peer closed the link or died.
     #[error("peer disconnected")]

@@ -2,6 +2,7 @@
 
 /// How frames are delimited on the link; fixed by the transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Framing {
     /// One JSON text line per frame (stdio).
     Lines,

@@ -46,6 +46,7 @@ const SOCKET_FILE: &str = "s";
 
 /// Host-side settings of the local socket transport.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SocketOptions {
     /// Where private socket directories are created (default: `$XDG_RUNTIME_DIR`, else the
     /// temp dir). Created if missing.

@@ -93,6 +93,7 @@ impl fmt::Debug for Link {
 /// Which transport a worker is reached by, as named in configuration and flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TransportKind {
     /// The worker's stdin and stdout, NDJSON.
     #[default]

@@ -33,6 +33,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Host-side settings of the tcp transport.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TcpOptions {
     /// The address the host listens on (default `127.0.0.1:0`, any free port).
     pub listen: Option<SocketAddr>,

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 /// Host-side settings of a transport beyond its kind, from the worker's spec.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TransportOptions {
     /// `socket`: where the socket lives.
     pub local_socket: local_socket::SocketOptions,

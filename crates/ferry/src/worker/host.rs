@@ -7,7 +7,7 @@ use super::env::{
 use super::spec::WorkerSpec;
 use super::stderr_log::{self, ExitHook};
 use crate::codec::{Codec, CodecKind};
-use crate::connection::{CallError, Response};
+use crate::connection::{Call, CallError, Response, SpawnError};
 use crate::connection::{Connection, Fill, FreedHook};
 use crate::protocol::Dialect;
 use crate::protocol::{Envelope, ReadyInfo, Stamp, OP_SHUTDOWN};
@@ -20,7 +20,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Options of one call.
+///
+/// ```
+/// use ferry::worker::CallOptions;
+/// use std::time::Duration;
+/// let options = CallOptions::default().timeout(Duration::from_secs(5));
+/// assert_eq!(options.timeout, Some(Duration::from_secs(5)));
+/// ```
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct CallOptions {
     /// Give up (and cancel) after this long. Defaults to the request's `deadline_ms`, or
     /// no limit when neither is set.
@@ -28,6 +36,12 @@ pub struct CallOptions {
 }
 
 impl CallOptions {
+    /// Sets [`timeout`](Self::timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
     /// The deadline for `request` under these options, from now.
     pub fn deadline_for(&self, request: &Envelope) -> Option<Instant> {
         self.timeout
@@ -38,6 +52,7 @@ impl CallOptions {
 
 /// Callbacks a supervisor attaches to a worker it spawns.
 #[derive(Default, Clone)]
+#[non_exhaustive]
 pub struct WorkerHooks {
     /// Runs whenever one of its requests ends (it has room again).
     pub on_freed: Option<FreedHook>,
@@ -82,17 +97,21 @@ impl std::fmt::Debug for WorkerProcess {
 
 impl WorkerProcess {
     /// Starts the worker and, in the ferry dialect, waits for its `ready` event.
-    pub fn spawn(spec: WorkerSpec) -> Result<Self, CallError> {
+    ///
+    /// Fails with a [`SpawnError`]: the program could not be started, it exited or
+    /// timed out before `ready`, or its handshake broke the protocol. Either way no process
+    /// is left behind.
+    pub fn spawn(spec: WorkerSpec) -> Result<Self, SpawnError> {
         Self::spawn_with_hooks(spec, WorkerHooks::default())
     }
 
     /// Like [`spawn`](Self::spawn), with callbacks for a supervisor.
-    pub fn spawn_with_hooks(spec: WorkerSpec, hooks: WorkerHooks) -> Result<Self, CallError> {
+    pub fn spawn_with_hooks(spec: WorkerSpec, hooks: WorkerHooks) -> Result<Self, SpawnError> {
         let WorkerHooks { on_freed, on_exit } = hooks;
         // The built-in kind, or the custom transport the spec carries: one path for both.
         let chosen = spec.effective_transport();
         if spec.custom_transport.is_some() {
-            transport::check_custom_name(chosen.name()).map_err(CallError::Transport)?;
+            transport::check_custom_name(chosen.name()).map_err(SpawnError::Transport)?;
         }
         let framing = chosen.framing();
         let codec = Codec::new(spec.codec, framing, spec.max_frame)?;
@@ -101,10 +120,10 @@ impl WorkerProcess {
                 || spec.transport != TransportKind::Stdio
                 || spec.codec != CodecKind::Json)
         {
-            return Err(CallError::Transport(TransportError::InvalidOption {
+            return Err(SpawnError::InvalidSpec {
                 option: "dialect",
                 reason: "the legacy dialect runs over stdio with json only".into(),
-            }));
+            });
         }
         let mut cmd = Command::new(&spec.command);
         cmd.args(&spec.args)
@@ -124,7 +143,7 @@ impl WorkerProcess {
             cmd.current_dir(dir);
         }
         let tmpdir = if spec.private_tmpdir {
-            let dir = private_tmpdir(&spec).map_err(|e| CallError::Spawn {
+            let dir = private_tmpdir(&spec).map_err(|e| SpawnError::CannotStart {
                 command: spec.command.clone(),
                 source: e,
             })?;
@@ -137,9 +156,9 @@ impl WorkerProcess {
         };
         let mut pending = chosen
             .prepare(&spec.transport_options, spec.max_frame)
-            .map_err(CallError::Transport)?;
-        pending.configure(&mut cmd).map_err(CallError::Transport)?;
-        let mut child = cmd.spawn().map_err(|source| CallError::Spawn {
+            .map_err(SpawnError::Transport)?;
+        pending.configure(&mut cmd).map_err(SpawnError::Transport)?;
+        let mut child = cmd.spawn().map_err(|source| SpawnError::CannotStart {
             command: spec.command.clone(),
             source,
         })?;
@@ -168,11 +187,9 @@ impl WorkerProcess {
                 let _ = child.kill();
                 let status = child.wait().ok();
                 return Err(match e {
-                    TransportError::Disconnected => CallError::ExitedBeforeReady {
-                        status: CallError::status_text(status),
-                    },
-                    TransportError::Timeout => CallError::StartupTimeout(spec.startup_timeout),
-                    other => CallError::Transport(other),
+                    TransportError::Disconnected => SpawnError::exited(status),
+                    TransportError::Timeout => SpawnError::StartupTimeout(spec.startup_timeout),
+                    other => SpawnError::Transport(other),
                 });
             }
         };
@@ -198,9 +215,9 @@ impl WorkerProcess {
                 Ok(info) => worker.ready = Some(info),
                 Err(e) => {
                     let e = match e {
-                        CallError::ExitedBeforeReady { .. } => CallError::ExitedBeforeReady {
-                            status: CallError::status_text(worker.exit_status_soon()),
-                        },
+                        SpawnError::ExitedBeforeReady { .. } => {
+                            SpawnError::exited(worker.exit_status_soon())
+                        }
                         other => other,
                     };
                     worker.kill();
@@ -240,6 +257,36 @@ impl WorkerProcess {
     /// Whether the process has exited (it is reaped if so).
     pub fn has_exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// Sends `call` and waits for the answer on this thread; the call's event handler sees
+    /// each event as it arrives. The connection assigns the message id; the spec's worker
+    /// type and the send time are filled in on the wire.
+    ///
+    /// With a worker in the old design's legacy dialect, one line of shell (a ferry worker
+    /// is spawned the same way, without `.dialect(..)`):
+    ///
+    /// ```
+    /// use ferry::prelude::*;
+    /// use serde_json::json;
+    ///
+    /// let script = r#"while read -r _; do echo '{"success": true, "data": {"x": 1}}'; done"#;
+    /// let spec = WorkerSpec::new("echo", "sh", ["-c", script]).dialect(Dialect::Legacy);
+    /// let mut worker = WorkerProcess::spawn(spec)?;
+    /// let reply = worker.send(Call::new("echo").data(json!({"x": 1})))?;
+    /// assert_eq!(reply.data, json!({"x": 1}));
+    /// worker.shutdown()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send(&mut self, call: Call<'_>) -> Result<Response, CallError> {
+        let (request, attachments, mut on_event) = call.into_parts();
+        let parts: Vec<&[u8]> = attachments.iter().map(|a| &a[..]).collect();
+        self.call_with(
+            request,
+            &parts,
+            &CallOptions::default(),
+            crate::connection::envelope_events(&mut on_event),
+        )
     }
 
     /// Calls `operation` with `data` and waits for the answer; `on_event` sees each event.

@@ -8,17 +8,20 @@
 pub mod echo;
 pub mod env;
 mod handler;
+mod handler_fn;
 mod host;
 mod runtime;
 mod spec;
 mod stderr_log;
 pub mod watchdog;
 
-/// Defined by the connection layer (a call's outcome), re-exported where callers meet them.
-pub use crate::connection::{CallError, Response};
+/// Defined by the connection layer (a call, its outcome, a failed start), re-exported where
+/// callers meet them.
+pub use crate::connection::{Call, CallError, Response, SpawnError};
 /// Defined by the protocol (the wire format), re-exported beside [`WorkerSpec`].
 pub use crate::protocol::Dialect;
 pub use handler::{Context, Handler, HandlerError, Reply, ReplyRef, Request};
+pub use handler_fn::{handler_fn, HandlerFn};
 pub use host::{CallOptions, WorkerHooks, WorkerProcess};
 pub use runtime::{serve, serve_link, ServeError};
 pub use spec::WorkerSpec;

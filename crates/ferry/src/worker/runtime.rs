@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 /// Why a worker's serve loop stopped abnormally.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServeError {
     /// The environment the host set is unusable.
     #[error("worker environment: {0}")]
@@ -29,6 +30,18 @@ pub enum ServeError {
     /// The link failed other than by the host closing it.
     #[error(transparent)]
     Transport(#[from] TransportError),
+}
+
+impl ServeError {
+    /// The stable error code: `startup_failed` for an unusable environment, `protocol`
+    /// for a codec that does not fit the transport, the transport's code otherwise.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServeError::Env(_) => ErrorCode::StartupFailed,
+            ServeError::Codec(_) => ErrorCode::Protocol,
+            ServeError::Transport(e) => e.code(),
+        }
+    }
 }
 
 /// A request taken off the link while another was running.

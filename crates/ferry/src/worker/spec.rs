@@ -2,11 +2,13 @@
 
 use crate::codec::{CodecKind, DEFAULT_MAX_FRAME};
 use crate::protocol::Dialect;
+use crate::transport::shm::ShmOptions;
 use crate::transport::{Transport, TransportKind, TransportOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[non_exhaustive]
 /// How to start one worker process and reach it.
 ///
 /// ```
@@ -111,5 +113,119 @@ impl WorkerSpec {
             Some(custom) => custom.as_ref(),
             None => &self.transport,
         }
+    }
+}
+
+/// Builder methods: each sets one field and returns the spec.
+///
+/// ```
+/// use ferry::prelude::*;
+/// use ferry::transport::shm::ShmOptions;
+/// use std::time::Duration;
+///
+/// let spec = WorkerSpec::new("echo", ".venv/bin/python", ["-m", "ferry_worker.echo"])
+///     .shm(ShmOptions::default())
+///     .codec(CodecKind::MsgPack)
+///     .startup_timeout(Duration::from_secs(10))
+///     .env("PYTHONUNBUFFERED", "1")
+///     .arg("--verbose");
+/// assert_eq!(spec.transport, TransportKind::Shm);
+/// assert_eq!(spec.args, ["-m", "ferry_worker.echo", "--verbose"]);
+/// ```
+impl WorkerSpec {
+    /// Sets the worker id (default `<worker_type>-0`; a pool names its workers itself).
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = id.into();
+        self
+    }
+
+    /// Appends one argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds environment variables.
+    pub fn envs<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.env
+            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sets the transport (default stdio). A binary codec needs a framed one (not stdio).
+    pub fn transport(mut self, transport: TransportKind) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Sets the transport's settings beyond its kind.
+    pub fn transport_options(mut self, options: TransportOptions) -> Self {
+        self.transport_options = options;
+        self
+    }
+
+    /// Uses the `shm` transport with these settings (`ShmOptions::default()`: 4 MiB rings,
+    /// adaptive waiting).
+    pub fn shm(mut self, options: ShmOptions) -> Self {
+        self.transport = TransportKind::Shm;
+        self.transport_options.shm = options;
+        self
+    }
+
+    /// Sets the codec (default JSON).
+    pub fn codec(mut self, codec: CodecKind) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Sets the dialect (default ferry).
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
+    }
+
+    /// Sets how long the worker may take to send `ready` (default 30 s).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// Sets how long each shutdown step waits before escalating (default 5 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets the maximum frame size, both directions (default 64 MiB).
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Gives the worker a private temp folder or not (default on).
+    pub fn private_tmpdir(mut self, on: bool) -> Self {
+        self.private_tmpdir = on;
+        self
     }
 }

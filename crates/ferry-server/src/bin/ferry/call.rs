@@ -163,9 +163,8 @@ pub fn run(args: CallArgs) -> ExitCode {
         Err(e) => return fail(e.code(), e),
     };
     let request = Envelope::request(String::new(), args.operation, data);
-    let options = CallOptions {
-        timeout: args.timeout_ms.map(Duration::from_millis),
-    };
+    let mut options = CallOptions::default();
+    options.timeout = args.timeout_ms.map(Duration::from_millis);
     let result = worker.call_with(request, &[], &options, print_event);
     let exit = match result {
         Ok(response) => {

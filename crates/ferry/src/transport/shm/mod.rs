@@ -93,6 +93,7 @@ use std::time::Duration;
 
 /// Settings of the shm transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShmOptions {
     /// Data bytes of each ring; rounded up to a power of two between 4 KiB and 1 GiB.
     /// Frames up to half of it travel as one record (readable in place); larger ones in
@@ -124,6 +125,33 @@ impl Default for ShmOptions {
             liveness_interval: Duration::from_millis(20),
             send_timeout: None,
         }
+    }
+}
+
+/// Builder methods for the settings most often changed; the others are fields.
+///
+/// ```
+/// use ferry::transport::shm::{ShmOptions, WaitStrategy};
+/// let options = ShmOptions::default().capacity(1 << 20).wait(WaitStrategy::Block);
+/// assert_eq!(options.capacity, 1 << 20);
+/// ```
+impl ShmOptions {
+    /// Sets [`capacity`](Self::capacity).
+    pub fn capacity(mut self, bytes: usize) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// Sets [`wait`](Self::wait).
+    pub fn wait(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Sets [`send_timeout`](Self::send_timeout).
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = Some(timeout);
+        self
     }
 }
 

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 /// How an end of the shm transport waits for the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum WaitStrategy {
     /// Busy-poll only, never sleep: the lowest latency when each process has a core of its
     /// own, a full core burnt per waiting end, and timeslice-long waits (milliseconds) when

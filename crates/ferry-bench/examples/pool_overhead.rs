@@ -4,7 +4,8 @@
 //!
 //! Alternates rounds of N direct `WorkerProcess::call`s and N `Pool::call`s to the Rust
 //! echo worker over stdio (64 B payload) and prints wall and caller-CPU microseconds per
-//! call for each. Run: `cargo run --release --example pool_overhead -- target/release/ferry`
+//! call for each. Run from the workspace root, after `cargo build --release -p ferry-server`:
+//! `cargo run --release -p ferry-bench --example pool_overhead -- target/release/ferry`
 //! (`FERRY_BENCH_TRANSPORT=socket` for another transport).
 
 use ferry::pool::{Pool, PoolConfig};
