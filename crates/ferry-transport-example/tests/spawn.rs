@@ -5,7 +5,7 @@ use ferry::codec::CodecKind;
 use ferry::pool::{Pool, PoolConfig, WorkerState};
 use ferry::protocol::Envelope;
 use ferry::transport::{PendingLink, Transport, TransportError, TransportOptions};
-use ferry::worker::{CallError, CallOptions, WorkerProcess, WorkerSpec};
+use ferry::worker::{CallOptions, SpawnError, WorkerProcess, WorkerSpec};
 use ferry_transport_example::PipeTransport;
 use serde_json::json;
 use std::sync::Arc;
@@ -65,12 +65,7 @@ fn attachments_cross_with_a_binary_codec() {
 
 #[test]
 fn a_pool_of_workers_over_the_pipes() {
-    let config = PoolConfig {
-        min_workers: 2,
-        max_workers: 2,
-        max_in_flight: 2,
-        ..Default::default()
-    };
+    let config = PoolConfig::default().workers(2, 2).max_in_flight(2);
     let pool = Arc::new(Pool::start(spec(), config).expect("pool"));
     assert_eq!(pool.transport_name(), "pipes");
     let threads: Vec<_> = (0..4)
@@ -103,7 +98,7 @@ fn a_pool_of_workers_over_the_pipes() {
 fn a_worker_that_exits_before_ready_fails_the_start() {
     let spec = WorkerSpec::new("echo", "true", [] as [&str; 0]).custom_transport(PipeTransport);
     match WorkerProcess::spawn(spec) {
-        Err(CallError::ExitedBeforeReady { .. }) => {}
+        Err(SpawnError::ExitedBeforeReady { .. }) => {}
         other => panic!("expected ExitedBeforeReady, got {other:?}"),
     }
 }
@@ -133,7 +128,7 @@ fn a_custom_transport_cannot_take_a_builtin_or_malformed_name() {
     for name in ["tcp", "socket", "local_socket", "", "two words", "a=b"] {
         let spec = spec().custom_transport(Named(name));
         match WorkerProcess::spawn(spec) {
-            Err(CallError::Transport(TransportError::InvalidOption { option, .. })) => {
+            Err(SpawnError::Transport(TransportError::InvalidOption { option, .. })) => {
                 assert_eq!(option, "transport")
             }
             other => panic!("{name:?}: expected InvalidOption, got {other:?}"),
@@ -165,6 +160,6 @@ fn a_codec_that_does_not_fit_the_framing_is_refused_before_the_spawn() {
     spec.codec = CodecKind::MsgPack;
     assert!(matches!(
         WorkerProcess::spawn(spec),
-        Err(CallError::Codec(_))
+        Err(SpawnError::Codec(_))
     ));
 }

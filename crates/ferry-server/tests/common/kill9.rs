@@ -35,22 +35,20 @@ const TOTAL: usize = 1_000;
 const KILL_AFTER: usize = 200;
 
 fn config(calls: Calls) -> PoolConfig {
-    PoolConfig {
-        min_workers: 2,
-        max_workers: 2,
-        max_in_flight: 4,
-        queue_capacity: 2_000,
+    let mut config = PoolConfig::default()
+        .workers(2, 2)
+        .max_in_flight(4)
+        .queue_capacity(2_000)
         // The watchdog bounds the test; no request may time out while it runs.
-        request_timeout_ms: 600_000,
-        idempotent_operations: match calls {
-            Calls::AsyncWithRetries => vec!["echo".into()],
+        .request_timeout(Duration::from_secs(600))
+        .idempotent_operations(match calls {
+            Calls::AsyncWithRetries => vec!["echo".to_owned()],
             Calls::SyncNoRetries => Vec::new(),
-        },
-        retry_max_attempts: 3,
-        retry_budget_min: 2_000,
-        restart_backoff_ms: 10,
-        ..Default::default()
-    }
+        });
+    config.retry_max_attempts = 3;
+    config.retry_budget_min = 2_000;
+    config.restart_backoff = Duration::from_millis(10);
+    config
 }
 
 /// Request `i` of the 1,000: `(operation, data)`.

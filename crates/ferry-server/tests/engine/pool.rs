@@ -24,11 +24,12 @@ fn request(op: &str, data: serde_json::Value) -> Envelope {
 #[test]
 fn calls_are_spread_over_workers() {
     with_watchdog(WATCHDOG, || {
-        let config = PoolConfig {
-            min_workers: 2,
-            max_workers: 2,
-            max_in_flight: 1,
-            ..Default::default()
+        let config = {
+            let mut c = PoolConfig::default();
+            c.min_workers = 2;
+            c.max_workers = 2;
+            c.max_in_flight = 1;
+            c
         };
         let pool = Arc::new(Pool::start(echo_spec(), config).unwrap());
         let threads: Vec<_> = (0..8)
@@ -80,11 +81,12 @@ fn kill_9_of_a_rust_worker_during_1000_sync_requests_answers_each_exactly_once()
 fn hung_worker_is_detected_and_replaced() {
     with_watchdog(WATCHDOG, || {
         let gates = Gates::new();
-        let config = PoolConfig {
-            health_interval_ms: 50,
-            health_timeout_ms: 300,
-            restart_backoff_ms: 10,
-            ..Default::default()
+        let config = {
+            let mut c = PoolConfig::default();
+            c.health_interval = Duration::from_millis(50);
+            c.health_timeout = Duration::from_millis(300);
+            c.restart_backoff = Duration::from_millis(10);
+            c
         };
         let pool = Arc::new(Pool::start(gates.spec("gated", &[]), config).unwrap());
         let mut events = pool.events();
@@ -142,11 +144,12 @@ fn breaker_opens_on_repeated_start_failures_and_closes_after_a_good_probe() {
         let mut spec = gates.spec("flaky", &["fail-starts=3", "hold-ready"]);
         // The probe waits for the test, which the watchdog bounds, not a startup timeout.
         spec.startup_timeout = Duration::from_secs(600);
-        let config = PoolConfig {
-            breaker_failure_threshold: 3,
-            breaker_open_ms: 50,
-            restart_backoff_ms: 10,
-            ..Default::default()
+        let config = {
+            let mut c = PoolConfig::default();
+            c.breaker_failure_threshold = 3;
+            c.breaker_open = Duration::from_millis(50);
+            c.restart_backoff = Duration::from_millis(10);
+            c
         };
         let pool = Pool::start(spec, config).unwrap();
         // The probe (start 4) is waiting: three failures opened the breaker and its open
@@ -196,10 +199,11 @@ fn breaker_opens_on_repeated_start_failures_and_closes_after_a_good_probe() {
 fn priorities_are_honoured_under_a_full_queue() {
     with_watchdog(WATCHDOG, || {
         let gates = Gates::new();
-        let config = PoolConfig {
-            max_in_flight: 1,
-            queue_capacity: 6,
-            ..Default::default()
+        let config = {
+            let mut c = PoolConfig::default();
+            c.max_in_flight = 1;
+            c.queue_capacity = 6;
+            c
         };
         let pool = Arc::new(Pool::start(gates.spec("gated", &[]), config).unwrap());
         // The only worker is held in a step until every caller below is queued.
@@ -258,15 +262,14 @@ fn priorities_are_honoured_under_a_full_queue() {
 fn cancellation_reaches_the_worker() {
     with_watchdog(WATCHDOG, || {
         let gates = Gates::new();
-        let config = PoolConfig {
+        let config = {
+            let mut c = PoolConfig::default();
             // Only the cancel can end the step: no restart takes it away, however slow.
-            cancel_grace_ms: 600_000,
-            ..Default::default()
+            c.cancel_grace = Duration::from_millis(600_000);
+            c
         };
         let pool = Pool::start(gates.spec("gated", &[]), config).unwrap();
-        let options = CallOptions {
-            timeout: Some(Duration::from_millis(200)),
-        };
+        let options = CallOptions::default().timeout(Duration::from_millis(200));
         let err = pool
             .call_with(
                 request("gate", json!({"label": "held"})),
@@ -296,16 +299,15 @@ fn cancellation_reaches_the_worker() {
 fn worker_ignoring_a_cancel_is_restarted_after_the_grace_period() {
     with_watchdog(WATCHDOG, || {
         let spec = WorkerSpec::new("slow", fault_bin(), ["slow", "60000"]);
-        let config = PoolConfig {
-            cancel_grace_ms: 200,
-            restart_backoff_ms: 10,
-            ..Default::default()
+        let config = {
+            let mut c = PoolConfig::default();
+            c.cancel_grace = Duration::from_millis(200);
+            c.restart_backoff = Duration::from_millis(10);
+            c
         };
         let pool = Pool::start(spec, config).unwrap();
         let mut events = pool.events();
-        let options = CallOptions {
-            timeout: Some(Duration::from_millis(100)),
-        };
+        let options = CallOptions::default().timeout(Duration::from_millis(100));
         let err = pool
             .call_with(request("echo", json!(1)), &[], &options, |_| {})
             .unwrap_err();
@@ -346,12 +348,13 @@ fn async_call_streams_progress_events() {
 fn pool_grows_under_queueing_and_shrinks_when_idle() {
     with_watchdog(WATCHDOG, || {
         let gates = Gates::new();
-        let config = PoolConfig {
-            min_workers: 1,
-            max_workers: 3,
-            max_in_flight: 1,
-            idle_timeout_ms: 300,
-            ..Default::default()
+        let config = {
+            let mut c = PoolConfig::default();
+            c.min_workers = 1;
+            c.max_workers = 3;
+            c.max_in_flight = 1;
+            c.idle_timeout = Duration::from_millis(300);
+            c
         };
         let pool = Arc::new(Pool::start(gates.spec("gated", &[]), config).unwrap());
         // Twelve steps that stay in the worker until released: callers queue for as long
@@ -415,13 +418,14 @@ fn retries_carry_idempotent_requests_over_crashes() {
     with_watchdog(WATCHDOG, || {
         // Each process aborts on its 3rd request; `echo` is idempotent, so callers see none of it.
         let spec = WorkerSpec::new("crashy", fault_bin(), ["crash-on-nth", "3"]);
-        let config = PoolConfig {
-            min_workers: 2,
-            max_workers: 2,
-            idempotent_operations: vec!["echo".into()],
-            restart_backoff_ms: 5,
-            breaker_failure_threshold: 1_000,
-            ..Default::default()
+        let config = {
+            let mut c = PoolConfig::default();
+            c.min_workers = 2;
+            c.max_workers = 2;
+            c.idempotent_operations = vec!["echo".into()];
+            c.restart_backoff = Duration::from_millis(5);
+            c.breaker_failure_threshold = 1_000;
+            c
         };
         let pool = Pool::start(spec, config).unwrap();
         for i in 0..20 {
@@ -439,10 +443,11 @@ fn retries_carry_idempotent_requests_over_crashes() {
 #[test]
 fn shutdown_leaves_no_child_process() {
     with_watchdog(WATCHDOG, || {
-        let config = PoolConfig {
-            min_workers: 3,
-            max_workers: 3,
-            ..Default::default()
+        let config = {
+            let mut c = PoolConfig::default();
+            c.min_workers = 3;
+            c.max_workers = 3;
+            c
         };
         let pool = Pool::start(echo_spec(), config).unwrap();
         let pids: Vec<u32> = pool.status().iter().filter_map(|s| s.pid).collect();
@@ -457,14 +462,12 @@ fn shutdown_leaves_no_child_process() {
 #[test]
 fn dropping_a_pool_leaves_no_child_process() {
     with_watchdog(WATCHDOG, || {
-        let pool = Pool::start(
-            echo_spec(),
-            PoolConfig {
-                min_workers: 2,
-                max_workers: 2,
-                ..Default::default()
-            },
-        )
+        let pool = Pool::start(echo_spec(), {
+            let mut c = PoolConfig::default();
+            c.min_workers = 2;
+            c.max_workers = 2;
+            c
+        })
         .unwrap();
         let pids: Vec<u32> = pool.status().iter().filter_map(|s| s.pid).collect();
         drop(pool);
@@ -476,13 +479,11 @@ fn dropping_a_pool_leaves_no_child_process() {
 
 #[test]
 fn invalid_config_is_refused_with_its_key() {
-    let err = Pool::start(
-        echo_spec(),
-        PoolConfig {
-            max_workers: 0,
-            ..Default::default()
-        },
-    )
+    let err = Pool::start(echo_spec(), {
+        let mut c = PoolConfig::default();
+        c.max_workers = 0;
+        c
+    })
     .unwrap_err();
     assert!(
         matches!(&err, PoolError::Config(c) if c.key == "max_workers"),
@@ -499,11 +500,12 @@ fn a_legacy_worker_is_not_killed_for_working_longer_than_the_health_timeout() {
         );
         let mut spec = WorkerSpec::new("legacy", "python3", [script]);
         spec.dialect = ferry::worker::Dialect::Legacy;
-        let config = PoolConfig {
-            max_in_flight: 1,
-            health_interval_ms: 20,
-            health_timeout_ms: 100,
-            ..PoolConfig::default()
+        let config = {
+            let mut c = PoolConfig::default();
+            c.max_in_flight = 1;
+            c.health_interval = Duration::from_millis(20);
+            c.health_timeout = Duration::from_millis(100);
+            c
         };
         let pool = Pool::start(spec, config).unwrap();
         let pid = pool.status()[0].pid;

@@ -33,12 +33,12 @@ mod response;
 mod slot;
 mod spawn_error;
 
+pub(crate) use call::envelope_events;
+pub use call::{Call, EventHandler};
 pub use pending::Pending;
 use reservation::Claim;
 pub(crate) use reservation::Fill;
 pub use reservation::Reservation;
-pub(crate) use call::envelope_events;
-pub use call::{Call, EventHandler};
 
 pub use call_error::CallError;
 pub use response::Response;

@@ -51,6 +51,10 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// Every priority, in the protocol's order (high first). The match in
+    /// [`as_str`](Self::as_str) is exhaustive here, so a new variant is noticed in this file.
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
     /// The name on the wire (`priority`).
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -2,7 +2,6 @@
 
 use crate::codec::{CodecKind, DEFAULT_MAX_FRAME};
 use crate::protocol::Dialect;
-use crate::transport::shm::ShmOptions;
 use crate::transport::{Transport, TransportKind, TransportOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -187,7 +186,7 @@ impl WorkerSpec {
 
     /// Uses the `shm` transport with these settings (`ShmOptions::default()`: 4 MiB rings,
     /// adaptive waiting).
-    pub fn shm(mut self, options: ShmOptions) -> Self {
+    pub fn shm(mut self, options: crate::transport::shm::ShmOptions) -> Self {
         self.transport = TransportKind::Shm;
         self.transport_options.shm = options;
         self
