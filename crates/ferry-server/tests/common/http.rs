@@ -30,6 +30,7 @@ impl HttpResponse {
 
 /// A keep-alive connection.
 pub struct Client {
+    addr: String,
     reader: BufReader<TcpStream>,
     writer: TcpStream,
     token: Option<String>,
@@ -38,16 +39,22 @@ pub struct Client {
 impl Client {
     /// Connects to `addr` (`127.0.0.1:PORT`).
     pub fn connect(addr: &str) -> Client {
+        let (reader, writer) = Self::open(addr);
+        Client {
+            addr: addr.to_owned(),
+            reader,
+            writer,
+            token: None,
+        }
+    }
+
+    fn open(addr: &str) -> (BufReader<TcpStream>, TcpStream) {
         let stream = TcpStream::connect(addr).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         stream.set_nodelay(true).unwrap();
-        Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-            token: None,
-        }
+        (BufReader::new(stream.try_clone().unwrap()), stream)
     }
 
     /// Sends `Authorization: Bearer token` from now on.
@@ -81,16 +88,34 @@ impl Client {
             ));
         }
         head.push_str("\r\n");
-        self.writer.write_all(head.as_bytes()).unwrap();
-        self.writer.write_all(body).unwrap();
-        self.read_response()
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        if let Some(response) = self.exchange(&request) {
+            return response;
+        }
+        // A server may close a keep-alive connection between requests (hyper does after an
+        // error answered before the body was read): the request never reached it, so it
+        // goes again on a new connection, as an HTTP client's retry of a stale one does.
+        (self.reader, self.writer) = Self::open(&self.addr);
+        self.exchange(&request)
+            .expect("the server closed a fresh connection without answering")
     }
 
-    fn read_response(&mut self) -> HttpResponse {
+    /// Sends `request` and reads the response; `None` when the connection was closed
+    /// before any of the response arrived.
+    fn exchange(&mut self, request: &[u8]) -> Option<HttpResponse> {
+        self.writer.write_all(request).ok()?;
         let mut status_line = String::new();
-        self.reader
-            .read_line(&mut status_line)
-            .expect("status line");
+        match self.reader.read_line(&mut status_line) {
+            Ok(0) => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("status line: {e}"),
+            Ok(_) => {}
+        }
+        Some(self.read_response(status_line))
+    }
+
+    fn read_response(&mut self, status_line: String) -> HttpResponse {
         let status: u16 = status_line
             .split_whitespace()
             .nth(1)
