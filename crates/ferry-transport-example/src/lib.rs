@@ -28,7 +28,7 @@
 //! let reply = worker.call("echo", serde_json::json!({"hello": "pipes"}), |_| {})?;
 //! assert_eq!(reply.data["hello"], "pipes");
 //! worker.shutdown()?;
-//! # Ok::<(), ferry::worker::CallError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![forbid(unsafe_code)]
