@@ -127,13 +127,16 @@ fuzz_target!(|data: &[u8]| {
         "/api/sdxl/enhanced/validate" => match &json {
             Some(v) => {
                 assert_eq!(status, StatusCode::OK);
-                let report = serde_json::to_value(ferry_server::sdxl::validate(v).unwrap()).unwrap();
+                let report =
+                    serde_json::to_value(ferry_server::sdxl::validate(v).unwrap()).unwrap();
                 assert_eq!(answer, report);
             }
             None => assert_eq!(status, StatusCode::BAD_REQUEST),
         },
         "/api/sdxl/enhanced/generate" | "/api/sdxl/enhanced/estimate" => {
-            let valid = json.as_ref().is_some_and(|v| ferry_server::sdxl::check(v).is_ok());
+            let valid = json
+                .as_ref()
+                .is_some_and(|v| ferry_server::sdxl::check(v).is_ok());
             let want = if valid {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
