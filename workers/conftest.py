@@ -23,6 +23,7 @@ collect_ignore = (
         "tests/test_ml.py",
         "tests/test_ml_canny.py",
         "tests/test_ml_paths.py",
+        "tests/test_ml_legacy.py",
     ]
 )
 

@@ -24,6 +24,7 @@ fn empty_config() -> FerryConfig {
         workers: BTreeMap::new(),
         workflows: Vec::new(),
         limits: Default::default(),
+        sdxl: Default::default(),
     }
 }
 

@@ -67,6 +67,7 @@ fn app() -> &'static axum::Router {
             workers: BTreeMap::new(),
             workflows: Vec::new(),
             limits: Default::default(),
+            sdxl: Default::default(),
         };
         let orch = Orchestrator::with_pools(BTreeMap::new(), &config);
         ferry_server::api::router(orch, &config.server)

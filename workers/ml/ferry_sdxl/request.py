@@ -27,6 +27,7 @@ FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "model": ("model", "base"),
     "base": ("model", "base"),
     "model_path": ("model", "base"),
+    "model_name": ("model", "base"),
     "refiner": ("model", "refiner"),
     "vae": ("model", "vae"),
     "scheduler": ("scheduler", "type"),
@@ -133,25 +134,164 @@ class GenerationRequest:
     save_dir: str | None = None
 
 
+# The nested form's sections: in an old request, a lowercase one holding an object is read key
+# by key (the direct protocol's `hyperparameters`, `dimensions`, ...).
+SECTIONS = ("model", "scheduler", "hyperparameters", "conditioning", "dimensions", "output")
+
+# The C# client's (EnhancedSDXLRequest) sections, each with its nested-form name.
+CSHARP_SECTIONS: dict[str, str] = {
+    "Model": "model",
+    "Scheduler": "scheduler",
+    "Hyperparameters": "hyperparameters",
+    "Conditioning": "conditioning",
+    "Dimensions": "dimensions",
+    "Output": "output",
+}
+
+# Keys of a section that live elsewhere in the nested form; any other key stays in its section.
+SECTION_ALIASES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("hyperparameters", "num_inference_steps"): ("scheduler", "steps"),
+    ("hyperparameters", "steps"): ("scheduler", "steps"),
+    ("hyperparameters", "high_noise_frac"): ("hyperparameters", "refiner_fraction"),
+    ("scheduler", "num_inference_steps"): ("scheduler", "steps"),
+    ("model", "model_name"): ("model", "base"),
+}
+
+# C# keys whose snake_case is not the mechanical one.
+SNAKE_SPECIAL = {
+    "LoRAs": "loras",
+    "LoRA": "lora",
+    "ControlNet": "controlnet",
+    "VAE": "vae",
+    "SaveDir": "save_dir",
+}
+
+# The C# client's scheduler names that are not the worker's.
+SCHEDULER_NAMES = {
+    "DPM++": "DPM++ 2M",
+    "DPM++ Karras": "DPM++ 2M Karras",
+    "DPMPlusPlus2M": "DPM++ 2M",
+    "EulerA": "Euler a",
+    "Euler A": "Euler a",
+    "EulerAncestral": "Euler a",
+}
+
+
+def section_target(section: str, key: str) -> tuple[str, ...]:
+    """Where ``key`` of ``section`` goes in the nested form."""
+    return SECTION_ALIASES.get((section, key), (section, key))
+
+
+def snake(key: str) -> str:
+    """A C# key in snake_case (``GuidanceScale`` -> ``guidance_scale``, ``LoRAs`` -> ``loras``)."""
+    if key in SNAKE_SPECIAL:
+        return SNAKE_SPECIAL[key]
+    out = []
+    for i, c in enumerate(key):
+        if "A" <= c <= "Z" and i > 0:
+            prev = key[i - 1]
+            next_lower = i + 1 < len(key) and "a" <= key[i + 1] <= "z"
+            if ("a" <= prev <= "z") or prev.isdigit() or ("A" <= prev <= "Z" and next_lower):
+                out.append("_")
+        out.append(c.lower() if "A" <= c <= "Z" else c)
+    return "".join(out)
+
+
+def scheduler_name(value: Any) -> Any:
+    """The worker's name for a C# scheduler name (others are kept)."""
+    return SCHEDULER_NAMES.get(value, value) if isinstance(value, str) else value
+
+
+def is_csharp_key(key: str) -> bool:
+    """Whether a top-level key is the C# client's (a capital first letter)."""
+    return bool(key) and "A" <= key[0] <= "Z"
+
+
+def snake_keys(value: Any, at: str) -> Any:
+    """A C# value with every object key in snake_case, at any depth; two spellings of one key
+    are an error naming the later by its C# path."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key in sorted(value):
+            name = snake(key)
+            here = f"{at}.{key}"
+            if name in out:
+                raise InvalidRequest(f"{here}: {name} is already given")
+            out[name] = snake_keys(value[key], here)
+        return out
+    if isinstance(value, list):
+        return [snake_keys(v, f"{at}.{i}") for i, v in enumerate(value)]
+    return value
+
+
 def is_flat(data: dict[str, Any]) -> bool:
-    """Whether ``data`` is in the old design's flat form (a top-level ``prompt``)."""
-    return "prompt" in data or isinstance(data.get("model"), str)
+    """Whether ``data`` is in one of the old forms (converted by :func:`to_nested`): a top-level
+    ``prompt``, a string ``model``, or a C# key (``Model``, ``Conditioning``, ...)."""
+    return (
+        "prompt" in data
+        or isinstance(data.get("model"), str)
+        or any(is_csharp_key(k) for k in data)
+    )
+
+
+def _entries(data: dict[str, Any]) -> list[tuple[str, Any, tuple[str, ...]]]:
+    """(key as sent, value, target path) of every value of an old request."""
+    out: list[tuple[str, Any, tuple[str, ...]]] = []
+    for key, value in data.items():
+        if is_csharp_key(key):
+            section = CSHARP_SECTIONS.get(key)
+            if section is None:
+                continue  # refused in to_nested, in name order with the flat keys
+            converted = snake_keys(value, key)
+            if isinstance(converted, dict):
+                originals = {snake(k): k for k in value}
+                for sub, v in converted.items():
+                    if section == "scheduler" and sub == "type":
+                        v = scheduler_name(v)
+                    out.append((f"{key}.{originals[sub]}", v, section_target(section, sub)))
+            elif section == "model":
+                out.append((key, converted, ("model", "base")))
+            elif section == "scheduler":
+                out.append((key, scheduler_name(converted), ("scheduler", "type")))
+            else:
+                out.append((key, converted, (section,)))
+        elif key in SECTIONS and isinstance(value, dict):
+            out.extend((f"{key}.{sub}", v, section_target(key, sub)) for sub, v in value.items())
+        elif key in FLAT_KEYS:
+            out.append((key, value, FLAT_KEYS[key]))
+        elif key in SECTIONS:
+            out.append((key, value, (key,)))
+    return out
+
+
+def _unknown(data: dict[str, Any]) -> None:
+    """Refuses the first key (in name order) the conversion does not know."""
+    for key in sorted(data):
+        if is_csharp_key(key):
+            if key not in CSHARP_SECTIONS:
+                known = ", ".join(sorted(CSHARP_SECTIONS))
+                raise InvalidRequest(
+                    f"{key}: not a field of the EnhancedSDXLRequest form (known: {known})"
+                )
+        elif key not in FLAT_KEYS and key not in SECTIONS:
+            known = ", ".join(sorted(set(FLAT_KEYS) | set(SECTIONS)))
+            raise InvalidRequest(f"{key}: not a field of the flat request form (known: {known})")
 
 
 def to_nested(data: dict[str, Any]) -> dict[str, Any]:
-    """Converts the flat form to the nested form; unknown keys are an error naming them, and so
-    is a field given twice (``steps`` and ``num_inference_steps``, or ``controlnet_type`` and a
-    ``controlnet`` object holding ``type``)."""
+    """Converts an old request to the nested form: the flat form, the direct protocol's
+    section objects (``hyperparameters.num_inference_steps`` is ``scheduler.steps``) and the
+    C# ``EnhancedSDXLRequest`` (PascalCase; ``"DPM++"`` is ``"DPM++ 2M"``). Values are kept.
+    Unknown keys are an error naming them, and so is a field given twice (``steps`` and
+    ``num_inference_steps``, or ``controlnet_type`` and a ``controlnet`` object holding
+    ``type``, or ``steps`` and ``hyperparameters.num_inference_steps``)."""
+    _unknown(data)
     nested: dict[str, Any] = {}
     given: dict[tuple[str, ...], str] = {}
     # Shorter paths first, so that `controlnet_*` keys join a `controlnet` object; then by
     # name, so that which of two keys is refused does not depend on the codec's key order.
-    order = sorted(data.items(), key=lambda kv: (len(FLAT_KEYS.get(kv[0], ())), kv[0]))
-    for key, value in order:
-        target = FLAT_KEYS.get(key)
-        if target is None:
-            known = ", ".join(sorted(FLAT_KEYS))
-            raise InvalidRequest(f"{key}: not a field of the flat request form (known: {known})")
+    order = sorted(_entries(data), key=lambda e: (len(e[2]), e[0]))
+    for key, value, target in order:
         node = nested
         for depth, part in enumerate(target[:-1]):
             child = node.setdefault(part, {})
@@ -162,12 +302,53 @@ def to_nested(data: dict[str, Any]) -> dict[str, Any]:
         leaf = target[-1]
         if leaf in node:
             first = next(
-                given[target[:n]] for n in range(len(target), 0, -1) if target[:n] in given
+                (given[target[:n]] for n in range(len(target), 0, -1) if target[:n] in given),
+                leaf,
             )
             raise InvalidRequest(f"{key}: {'.'.join(target)} is already given (by {first})")
         node[leaf] = dict(value) if isinstance(value, dict) else value
         given[target] = key
     return nested
+
+
+# `model.load`'s keys, and the old names the load aliases (`load_model`, ...) take for them.
+LOAD_KEYS: dict[str, str] = {
+    "base": "base",
+    "model": "base",
+    "model_name": "base",
+    "model_path": "base",
+    "refiner": "refiner",
+    "vae": "vae",
+    "controlnet": "controlnet",
+    "upscaler": "upscaler",
+}
+
+
+def load_data(data: Any) -> Any:
+    """The data of an old load request (``load_model``, ``model_load``, ``model_load_request``)
+    as ``model.load`` reads it: ``{"model_name": ...}`` or ``{"model_path": ...}``, and the C#
+    ``{"Model": {"Base", "Refiner", "Vae"}}`` or ``{"Base", ...}``, become ``{"base", "refiner",
+    "vae", ...}``; values are kept, a field given twice is an error naming the later key, and a
+    key of neither shape is left for ``model.load`` to refuse."""
+    if not isinstance(data, dict):
+        return data
+    flat: list[tuple[str, Any, str]] = []  # (key as sent, value, model.load key)
+    for key, value in data.items():
+        if key == "Model" and isinstance(value, dict):
+            flat.extend((f"Model.{k}", v, snake(k)) for k, v in value.items())
+        else:
+            flat.append((key, value, snake(key)))
+    out: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for key, value, name in sorted(flat, key=lambda e: e[0]):
+        target = LOAD_KEYS.get(name, name)
+        if name == "model" and isinstance(value, dict):
+            target = name  # left for model.load to refuse
+        if target in out:
+            raise InvalidRequest(f"{key}: {target} is already given (by {given[target]})")
+        out[target] = value
+        given[target] = key
+    return out
 
 
 def error_field(error: Any) -> str:

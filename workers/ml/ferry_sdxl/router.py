@@ -1,5 +1,11 @@
 """The router: requests go by operation prefix (``device.*``, ``model.*``, ...) to one of the
-seven instructors; ``status`` aggregates their state and ``cleanup`` releases their resources."""
+seven instructors; ``status`` aggregates their state and ``cleanup`` releases their resources.
+
+The old system's operation names are aliases (:data:`ALIASES`): ``inference_request`` and
+``generate_sdxl_enhanced`` generate, ``load_model``, ``model_load`` and
+``model_load_request`` load (their data in the old shapes too, :func:`.request.load_data`),
+``capability_query`` answers ``inference.capabilities``, ``status_request`` ``status`` and
+``health_check`` a health answer with the instructors' status."""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ferry_worker import Context, FerryError, Request, Worker
+
+from .request import load_data
 
 log = logging.getLogger("ferry_sdxl")
 
@@ -22,6 +30,20 @@ PREFIXES = (
     "scheduler",
     "postprocessing",
 )
+
+
+# The old system's operation names -> the operation each stands for ("status" and "health" are
+# the router's own answers).
+ALIASES: dict[str, str] = {
+    "inference_request": "inference.generate",
+    "generate_sdxl_enhanced": "inference.generate",
+    "load_model": "model.load",
+    "model_load": "model.load",
+    "model_load_request": "model.load",
+    "capability_query": "inference.capabilities",
+    "status_request": "status",
+    "health_check": "health",
+}
 
 
 class Instructor(Protocol):
@@ -80,10 +102,45 @@ class Router:
                 failed[name] = f"{type(exc).__name__}: {exc}"
         return {"cleaned": done, "failed": failed}
 
+    def health(self, request: Request, ctx: Context) -> dict[str, Any]:
+        """``health_check`` (the old name): healthy, with every instructor's status."""
+        return {"status": "healthy", "instructors": self.status(request, ctx)}
+
+    def alias(self, name: str) -> Operation:
+        """The operation an old name (:data:`ALIASES`) stands for."""
+        target = ALIASES[name]
+        if target == "status":
+            return self.status
+        if target == "health":
+            return self.health
+        op = self.table.get(target)
+        if op is None:
+            raise ValueError(f"alias {name!r}: no instructor serves {target!r}")
+        if target == "model.load":
+            load = op
+
+            def load_old(request: Request, ctx: Context) -> Any:
+                converted = Request(
+                    "model.load",
+                    load_data(request.data),
+                    request.attachments,
+                    request.request_id,
+                    request.deadline_ms,
+                    request.priority,
+                    request.context,
+                )
+                return load(converted, ctx)
+
+            return load_old
+        return op
+
     def register(self, worker: Worker) -> Worker:
-        """Serves every prefix, ``status`` and ``cleanup`` on ``worker``."""
+        """Serves every prefix, ``status``, ``cleanup`` and the old names on ``worker``."""
         for prefix in self.instructors:
             worker.add_operation(prefix + ".*", self.route)
         worker.add_operation("status", self.status)
         worker.add_operation("cleanup", self.cleanup)
+        for name, target in ALIASES.items():
+            if target in ("status", "health") or target in self.table:
+                worker.add_operation(name, self.alias(name))
         return worker

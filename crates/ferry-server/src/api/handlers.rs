@@ -153,16 +153,20 @@ async fn sdxl(st: &AppState, operation: &str, data: Value) -> ApiResult {
 }
 
 pub async fn sdxl_generate(State(st): State<AppState>, ApiJson(data): ApiJson<Value>) -> ApiResult {
-    sdxl::check(&data)?;
+    let data = st.orch.styles().prepare(&data)?;
     sdxl(&st, "inference.generate", data).await
 }
 pub async fn sdxl_estimate(State(st): State<AppState>, ApiJson(data): ApiJson<Value>) -> ApiResult {
-    sdxl::check(&data)?;
+    let data = st.orch.styles().prepare(&data)?;
     sdxl(&st, "inference.estimate", data).await
 }
 /// Validated here, against the embedded schema: no worker is called.
-pub async fn sdxl_validate(ApiJson(data): ApiJson<Value>) -> ApiResult {
-    let report = sdxl::validate(&data).map_err(sdxl::RequestError::from)?;
+pub async fn sdxl_validate(State(st): State<AppState>, ApiJson(data): ApiJson<Value>) -> ApiResult {
+    let report = st
+        .orch
+        .styles()
+        .validate(&data)
+        .map_err(sdxl::RequestError::from)?;
     Ok(Json(report).into_response())
 }
 /// The schema file, as embedded.

@@ -13,6 +13,7 @@ mod extract;
 mod handlers;
 mod limits;
 mod relay;
+mod sdxl_routes;
 mod server;
 
 pub use console::{with_console, ConsoleOptions};
@@ -66,6 +67,11 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
         .route(
             "/sdxl/enhanced/controlnet-types",
             get(h::sdxl_controlnet_types),
+        )
+        .route("/sdxl/enhanced/styles", get(sdxl_routes::sdxl_styles))
+        .route(
+            "/sdxl/enhanced/recommend",
+            post(sdxl_routes::sdxl_recommend),
         )
         .route("/inference/generate", post(h::generate))
         .route("/inference/stream", post(h::stream))

@@ -19,6 +19,7 @@
 
 mod lines;
 mod pool;
+mod sdxl;
 mod validate;
 
 pub use pool::PoolSection;
@@ -66,6 +67,9 @@ pub struct FerryConfig {
     /// Caps on what HTTP clients may make the server hold.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Style presets and the quality boost of the SDXL routes (`[sdxl]`).
+    #[serde(default)]
+    pub sdxl: crate::sdxl::SdxlConfig,
 }
 
 /// `[limits]`: caps on what clients may make the server keep in memory. A request that
@@ -108,7 +112,18 @@ pub const BUILT_IN_OPERATIONS: [&str; 3] = ["health", "capabilities", "shutdown"
 
 /// Operations (or `prefix.*` families) that are administrative by convention: refused
 /// over HTTP unless a worker type's `api_operations` names them exactly.
-pub const ADMIN_OPERATIONS: [&str; 4] = ["cleanup", "status", "model.*", "device.*"];
+/// The old system's names for administrative operations (`load_model`, `status_request`,
+/// ...) are administrative too.
+pub const ADMIN_OPERATIONS: [&str; 8] = [
+    "cleanup",
+    "status",
+    "model.*",
+    "device.*",
+    "load_model",
+    "model_load",
+    "model_load_request",
+    "status_request",
+];
 
 /// `[server]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -312,6 +327,11 @@ pub struct StepConfig {
     /// Pass the attachments of this earlier step (or `request`) along.
     #[serde(default)]
     pub attachments_from: Option<String>,
+    /// Run the step once per element of this list (a reference: `"$request.prompts"`), the
+    /// template seeing the element as `$item` and its index as `$index`; the step's output
+    /// is the list of the outputs, its attachments those of every run, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<String>,
     /// Priority of this step's request.
     #[serde(default)]
     pub priority: Option<Priority>,
@@ -347,7 +367,9 @@ impl FerryConfig {
             key: lines::key_of_parse_error(&e),
             reason: e.message().to_owned(),
         })?;
-        validate::validate(&config).map_err(|(key, reason)| ConfigError {
+        validate::validate(&config)
+            .and_then(|()| sdxl::validate(&config.sdxl))
+            .map_err(|(key, reason)| ConfigError {
             file: file.to_owned(),
             line: lines::line_of_key(text, &key),
             key,

@@ -141,6 +141,22 @@ pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
             if let Err(reason) = check_references(step, &names) {
                 return bad(skey("input"), &reason);
             }
+            if let Some(list) = &step.for_each {
+                let probe = StepConfig {
+                    input: Value::String(list.clone()),
+                    for_each: None,
+                    ..step.clone()
+                };
+                if !list.starts_with('$') {
+                    return bad(
+                        skey("for_each"),
+                        "expected a reference to a list ($request.NAME, $previous..., $steps.NAME...)",
+                    );
+                }
+                if let Err(reason) = check_references(&probe, &names) {
+                    return bad(skey("for_each"), &reason);
+                }
+            }
             names.push(&step.name);
         }
     }
@@ -180,12 +196,13 @@ fn check_operation_pattern(op: &str) -> Result<(), String> {
 
 /// Every `$steps.NAME` in the template names an earlier step.
 fn check_references(step: &StepConfig, earlier: &[&str]) -> Result<(), String> {
-    fn walk(v: &Value, earlier: &[&str]) -> Result<(), String> {
+    fn walk(v: &Value, earlier: &[&str], each: bool) -> Result<(), String> {
         match v {
             Value::String(s) if s.starts_with('$') => {
-                let mut parts = s[1..].split('.');
+                let mut parts = s[1..].trim_end_matches('?').split('.');
                 match parts.next() {
                     Some("request") | Some("previous") => Ok(()),
+                    Some("item") | Some("index") if each => Ok(()),
                     Some("steps") => match parts.next() {
                         Some(name) if earlier.contains(&name) => Ok(()),
                         Some(name) => Err(format!(
@@ -194,14 +211,15 @@ fn check_references(step: &StepConfig, earlier: &[&str]) -> Result<(), String> {
                         None => Err(format!("`{s}` names no step")),
                     },
                     _ => Err(format!(
-                        "`{s}`: references start with $request, $previous or $steps.NAME"
+                        "`{s}`: references start with $request, $previous or $steps.NAME \
+                         ($item and $index in a step with for_each)"
                     )),
                 }
             }
-            Value::Array(items) => items.iter().try_for_each(|i| walk(i, earlier)),
-            Value::Object(map) => map.values().try_for_each(|i| walk(i, earlier)),
+            Value::Array(items) => items.iter().try_for_each(|i| walk(i, earlier, each)),
+            Value::Object(map) => map.values().try_for_each(|i| walk(i, earlier, each)),
             _ => Ok(()),
         }
     }
-    walk(&step.input, earlier)
+    walk(&step.input, earlier, step.for_each.is_some())
 }

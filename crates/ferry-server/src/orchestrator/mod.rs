@@ -19,6 +19,7 @@ pub use metrics::{known_operations, Metrics};
 pub use session::{Control, Session, SessionStatus, SessionView, StepRecord};
 
 use crate::config::{FerryConfig, LimitsConfig, WorkerTypeConfig, WorkflowConfig};
+use crate::sdxl;
 use ferry::pool::{Pool, WorkerStatus};
 use ferry::protocol::Envelope;
 use ferry::worker::{CallOptions, Response};
@@ -41,6 +42,10 @@ pub struct Orchestrator {
     metrics: Metrics,
     next_id: AtomicU64,
     limits: LimitsConfig,
+    /// The worker type of the SDXL routes (`server.sdxl_worker_type`).
+    sdxl_worker_type: String,
+    /// The style presets and the quality boost (`[sdxl]`).
+    styles: sdxl::Styles,
 }
 
 /// The workflows: from the configuration file (trusted, fixed) and made through the API.
@@ -117,6 +122,8 @@ impl Orchestrator {
             metrics: Metrics::new(metrics::known_operations(config)),
             next_id: AtomicU64::new(1),
             limits,
+            sdxl_worker_type: config.server.sdxl_worker_type.clone(),
+            styles: sdxl::Styles::new(&config.sdxl),
         })
     }
 
@@ -181,17 +188,46 @@ impl Orchestrator {
         self.call(worker_type, request, attachments, on_event).await
     }
 
+    /// The style presets and the quality boost of the SDXL routes (`[sdxl]`).
+    pub fn styles(&self) -> &sdxl::Styles {
+        &self.styles
+    }
+
+    /// A generation request for the SDXL worker type that asks for a `style` or a
+    /// `quality` becomes the plain nested request the worker reads
+    /// ([`sdxl::Styles::prepare`]); any other request is left as it is.
+    fn apply_styles(&self, worker_type: &str, request: &mut Envelope) -> Result<(), OrchestratorError> {
+        let generation = request
+            .operation
+            .as_deref()
+            .is_some_and(|op| sdxl::GENERATION_OPERATIONS.contains(&op));
+        if worker_type != self.sdxl_worker_type || !generation {
+            return Ok(());
+        }
+        if let Some(data) = request.data.as_mut() {
+            if sdxl::Styles::asks(data) {
+                *data = self
+                    .styles
+                    .prepare(data)
+                    .map_err(|e| OrchestratorError::Invalid(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `operation` on a worker of `worker_type`; events reach `on_event`. Trusted:
     /// no `api_operations` check (workflow steps from the configuration, the SDXL routes'
-    /// fixed operations).
+    /// fixed operations). A generation request for the SDXL worker type that names a
+    /// `style` or `quality` gets them applied first ([`styles`](Self::styles)).
     pub async fn call(
         &self,
         worker_type: &str,
-        request: Envelope,
+        mut request: Envelope,
         attachments: Vec<Vec<u8>>,
         on_event: impl FnMut(&Envelope) + Send,
     ) -> Result<Response, OrchestratorError> {
         let pool = self.pool(worker_type)?;
+        self.apply_styles(worker_type, &mut request)?;
         let operation = request.operation.clone().unwrap_or_default();
         let started = Instant::now();
         let result = pool
@@ -309,6 +345,7 @@ impl Orchestrator {
                 .collect(),
             workflows: vec![workflow.clone()],
             limits: Default::default(),
+            sdxl: Default::default(),
         };
         let text =
             toml::to_string(&probe).map_err(|e| OrchestratorError::Invalid(e.to_string()))?;

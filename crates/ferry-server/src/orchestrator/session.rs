@@ -170,64 +170,123 @@ pub(crate) async fn run_workflow(
             request: input,
             previous: &previous,
             steps: &outputs,
+            item: None,
         };
-        let data = render(&step.input, &scope);
-        let mut request = Envelope::request("", step.operation.clone(), data);
-        request.priority = step.priority.or(priority);
-        request.deadline_ms = step.deadline_ms;
         let atts = match step.attachments_from.as_deref() {
             Some(from) => attachments.get(from).cloned().unwrap_or_default(),
             None => Vec::new(),
         };
+        // The inputs of the step's calls: one, or one per element of its `for_each` list.
+        let inputs: Vec<Value> = match &step.for_each {
+            None => vec![render(&step.input, &scope)],
+            Some(list) => match render(&Value::String(list.clone()), &scope) {
+                Value::Array(items) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(k, item)| {
+                        render(
+                            &step.input,
+                            &Scope {
+                                item: Some((item, k)),
+                                ..scope
+                            },
+                        )
+                    })
+                    .collect(),
+                other => {
+                    let body = ErrorBody::new(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "step `{}`: for_each `{list}` is not a list (it is {})",
+                            step.name,
+                            kind_of(&other)
+                        ),
+                    );
+                    on_step(StepEvent::Finished(i, Err(&body), 0.0));
+                    return Err(WorkflowEnd::Failed(body));
+                }
+            },
+        };
         let started = Instant::now();
-        // The latest progress reported by the step, picked up by the ticker below.
-        let progress_cell: Mutex<Option<f64>> = Mutex::new(None);
-        let call = orch.call(&step.worker_type, request, atts, |e| {
-            if e.event_name.as_deref() == Some(EVENT_PROGRESS) {
-                if let Some(p) = e
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get("progress"))
-                    .and_then(Value::as_f64)
-                {
-                    *progress_cell.lock() = Some(p);
-                }
-            }
-        });
-        let cancelled = wait_cancel(ctl.clone());
-        tokio::pin!(call, cancelled);
-        let result = loop {
-            tokio::select! {
-                r = &mut call => break r,
-                () = &mut cancelled => {
-                    on_step(StepEvent::Cancelled(i));
-                    return Err(WorkflowEnd::Cancelled);
-                }
-                () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {
-                    let latest = progress_cell.lock().take();
-                    if let Some(p) = latest {
-                        on_step(StepEvent::Progress(i, p));
+        let runs = inputs.len();
+        let mut datas = Vec::with_capacity(runs);
+        let mut step_attachments = Vec::new();
+        for (k, data) in inputs.into_iter().enumerate() {
+            let mut request = Envelope::request("", step.operation.clone(), data);
+            request.priority = step.priority.or(priority);
+            request.deadline_ms = step.deadline_ms;
+            // The latest progress reported by the call, picked up by the ticker below.
+            let progress_cell: Mutex<Option<f64>> = Mutex::new(None);
+            let call = orch.call(&step.worker_type, request, atts.clone(), |e| {
+                if e.event_name.as_deref() == Some(EVENT_PROGRESS) {
+                    if let Some(p) = e
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get("progress"))
+                        .and_then(Value::as_f64)
+                    {
+                        *progress_cell.lock() = Some(p);
                     }
                 }
-            }
-        };
-        let took = started.elapsed().as_secs_f64() * 1000.0;
-        match result {
-            Ok(response) => {
-                on_step(StepEvent::Finished(i, Ok(()), took));
-                outputs.insert(step.name.clone(), response.data.clone());
-                attachments.insert(step.name.clone(), response.attachments.clone());
-                previous = response.data;
-                last_attachments = response.attachments;
-            }
-            Err(e) => {
-                let body = e.to_body();
-                on_step(StepEvent::Finished(i, Err(&body), took));
-                return Err(WorkflowEnd::Failed(body));
+            });
+            let cancelled = wait_cancel(ctl.clone());
+            tokio::pin!(call, cancelled);
+            let result = loop {
+                tokio::select! {
+                    r = &mut call => break r,
+                    () = &mut cancelled => {
+                        on_step(StepEvent::Cancelled(i));
+                        return Err(WorkflowEnd::Cancelled);
+                    }
+                    () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {
+                        let latest = progress_cell.lock().take();
+                        if let Some(p) = latest {
+                            let p = (k as f64 + p.clamp(0.0, 1.0)) / runs as f64;
+                            on_step(StepEvent::Progress(i, p));
+                        }
+                    }
+                }
+            };
+            match result {
+                Ok(response) => {
+                    datas.push(response.data);
+                    step_attachments.extend(response.attachments);
+                }
+                Err(e) => {
+                    let took = started.elapsed().as_secs_f64() * 1000.0;
+                    let mut body = e.to_body();
+                    if step.for_each.is_some() {
+                        body.message = format!("item {k}: {}", body.message);
+                    }
+                    on_step(StepEvent::Finished(i, Err(&body), took));
+                    return Err(WorkflowEnd::Failed(body));
+                }
             }
         }
+        let took = started.elapsed().as_secs_f64() * 1000.0;
+        on_step(StepEvent::Finished(i, Ok(()), took));
+        let data = match step.for_each {
+            Some(_) => Value::Array(datas),
+            None => datas.pop().unwrap_or(Value::Null),
+        };
+        outputs.insert(step.name.clone(), data.clone());
+        attachments.insert(step.name.clone(), step_attachments.clone());
+        previous = data;
+        last_attachments = step_attachments;
     }
     Ok((previous, last_attachments))
+}
+
+/// What a JSON value is, for an error.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null or missing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
 }
 
 async fn wait_cancel(mut ctl: watch::Receiver<Flag>) {

@@ -10,14 +10,16 @@
 //! (one field given by two keys) quotes the value in JSON where the worker uses Python's
 //! `repr` for lists and objects.
 
+use super::legacy;
 use serde_json::{Map, Value};
 use std::fmt;
 
 /// Flat key -> its path in the nested form, as `FLAT_KEYS` in `request.py`.
-pub const FLAT_KEYS: [(&str, &[&str]); 30] = [
+pub const FLAT_KEYS: [(&str, &[&str]); 31] = [
     ("model", &["model", "base"]),
     ("base", &["model", "base"]),
     ("model_path", &["model", "base"]),
+    ("model_name", &["model", "base"]),
     ("refiner", &["model", "refiner"]),
     ("vae", &["model", "vae"]),
     ("scheduler", &["scheduler", "type"]),
@@ -73,7 +75,9 @@ pub fn target(key: &str) -> Option<&'static [&'static str]> {
         .map(|(_, target)| *target)
 }
 
-/// Whether `data` is in the flat form: a top-level `prompt`, or a `model` that is a string.
+/// Whether `data` is in one of the old forms (so [`to_nested`] converts it): a top-level
+/// `prompt`, a `model` that is a string, or a key of the C# client's (a capital first
+/// letter: `Model`, `Conditioning`, ...).
 ///
 /// ```
 /// use ferry_server::sdxl::flat::is_flat;
@@ -81,11 +85,15 @@ pub fn target(key: &str) -> Option<&'static [&'static str]> {
 ///
 /// let flat = json!({"model": "/models/sdxl", "prompt": "a fox"});
 /// assert!(is_flat(flat.as_object().unwrap()));
+/// let csharp = json!({"Model": {"Base": "/models/sdxl"}, "Conditioning": {"Prompt": "a fox"}});
+/// assert!(is_flat(csharp.as_object().unwrap()));
 /// let nested = json!({"model": {"base": "/models/sdxl"}, "conditioning": {"prompt": "a fox"}});
 /// assert!(!is_flat(nested.as_object().unwrap()));
 /// ```
 pub fn is_flat(data: &Map<String, Value>) -> bool {
-    data.contains_key("prompt") || matches!(data.get("model"), Some(Value::String(_)))
+    data.contains_key("prompt")
+        || matches!(data.get("model"), Some(Value::String(_)))
+        || data.keys().any(|k| legacy::is_csharp_key(k))
 }
 
 /// Why a flat request cannot be converted.
@@ -96,11 +104,17 @@ pub enum FlatError {
     /// every unknown key before the colon.
     #[error("{}: {}", .0.join(", "), unknown_key_message())]
     Unknown(Vec<String>),
+    /// Capitalized keys that are not a section of the C# `EnhancedSDXLRequest`
+    /// (`RequestId: not a field of the EnhancedSDXLRequest form (known: Conditioning, ...)`).
+    #[error("{}: {}", .0.join(", "), unknown_csharp_message())]
+    UnknownCSharp(Vec<String>),
     /// One field given twice (`steps` and `num_inference_steps`; `controlnet_type` and a
-    /// `controlnet` object holding `type`), or a key under a field that is not an object.
+    /// `controlnet` object holding `type`; `steps` and `hyperparameters.num_inference_steps`),
+    /// or a key under a field that is not an object.
     #[error("{key}: {reason}")]
     Conflict {
-        /// The flat key refused (the later one in the worker's order).
+        /// The key refused (the later one in the worker's order), as sent: a section's key
+        /// is dotted (`hyperparameters.seed`, `Hyperparameters.Seed`).
         key: String,
         /// What it clashes with.
         reason: String,
@@ -111,10 +125,12 @@ impl FlatError {
     /// The stable error code: the worker answers the same cases `invalid_request`.
     pub const CODE: &'static str = "invalid_request";
 
-    /// The flat keys the error is about.
+    /// The keys the error is about.
     pub fn keys(&self) -> Vec<&str> {
         match self {
-            FlatError::Unknown(keys) => keys.iter().map(String::as_str).collect(),
+            FlatError::Unknown(keys) | FlatError::UnknownCSharp(keys) => {
+                keys.iter().map(String::as_str).collect()
+            }
             FlatError::Conflict { key, .. } => vec![key.as_str()],
         }
     }
@@ -123,6 +139,7 @@ impl FlatError {
     pub fn reason(&self) -> String {
         match self {
             FlatError::Unknown(_) => unknown_key_message(),
+            FlatError::UnknownCSharp(_) => unknown_csharp_message(),
             FlatError::Conflict { reason, .. } => reason.clone(),
         }
     }
@@ -134,22 +151,127 @@ pub fn unknown_key_message() -> String {
     format!("not a field of the flat request form (known: {KnownKeys})")
 }
 
-/// The flat keys, sorted and comma separated, as the worker lists them.
+/// What is wrong with an unknown capitalized key, after its name.
+pub fn unknown_csharp_message() -> String {
+    let mut known: Vec<&str> = legacy::CSHARP_SECTIONS.iter().map(|(c, _)| *c).collect();
+    known.sort_unstable();
+    format!(
+        "not a field of the EnhancedSDXLRequest form (known: {})",
+        known.join(", ")
+    )
+}
+
+/// The flat keys and the sections, sorted and comma separated, as the worker lists them.
 struct KnownKeys;
 
 impl fmt::Display for KnownKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut keys: Vec<&str> = FLAT_KEYS.iter().map(|(k, _)| *k).collect();
+        keys.extend(legacy::SECTIONS);
         keys.sort_unstable();
+        keys.dedup();
         f.write_str(&keys.join(", "))
     }
 }
 
-/// Converts the flat form to the nested form; a key the conversion does not know, or a
-/// field given twice, is an error naming the key.
+/// One value of an old request and where it goes.
+struct Entry<'a> {
+    /// The key as sent (dotted under a section), to name it in errors.
+    key: String,
+    value: std::borrow::Cow<'a, Value>,
+    path: Vec<String>,
+}
+
+/// The entries of an old request: flat keys, the keys of section objects, the C# sections.
+fn entries(data: &Map<String, Value>) -> Result<Vec<Entry<'_>>, FlatError> {
+    use std::borrow::Cow;
+    let mut out = Vec::new();
+    let mut unknown = Vec::new();
+    let mut unknown_csharp = Vec::new();
+    for (key, value) in data {
+        if legacy::is_csharp_key(key) {
+            let Some((_, section)) = legacy::CSHARP_SECTIONS.iter().find(|(c, _)| c == key) else {
+                unknown_csharp.push(key.clone());
+                continue;
+            };
+            let converted = legacy::snake_keys(value, key)
+                .map_err(|(key, reason)| FlatError::Conflict { key, reason })?;
+            match converted {
+                Value::Object(map) => {
+                    for (sub, v) in map {
+                        let original = data[key]
+                            .as_object()
+                            .and_then(|m| m.keys().find(|k| legacy::snake(k) == sub))
+                            .cloned()
+                            .unwrap_or_else(|| sub.clone());
+                        let v = if *section == "scheduler" && sub == "type" {
+                            legacy::scheduler_name(&v)
+                        } else {
+                            v
+                        };
+                        out.push(Entry {
+                            key: format!("{key}.{original}"),
+                            path: legacy::section_target(section, &sub),
+                            value: Cow::Owned(v),
+                        });
+                    }
+                }
+                other => {
+                    let (path, v) = match *section {
+                        "model" => (vec!["model".into(), "base".into()], other),
+                        "scheduler" => (
+                            vec!["scheduler".into(), "type".into()],
+                            legacy::scheduler_name(&other),
+                        ),
+                        s => (vec![s.to_owned()], other),
+                    };
+                    out.push(Entry {
+                        key: key.clone(),
+                        path,
+                        value: Cow::Owned(v),
+                    });
+                }
+            }
+        } else if let (true, Some(map)) = (legacy::SECTIONS.contains(&key.as_str()), value.as_object())
+        {
+            for (sub, v) in map {
+                out.push(Entry {
+                    key: format!("{key}.{sub}"),
+                    path: legacy::section_target(key, sub),
+                    value: Cow::Borrowed(v),
+                });
+            }
+        } else if let Some(path) = target(key) {
+            out.push(Entry {
+                key: key.clone(),
+                path: path.iter().map(|p| (*p).to_owned()).collect(),
+                value: Cow::Borrowed(value),
+            });
+        } else if legacy::SECTIONS.contains(&key.as_str()) {
+            out.push(Entry {
+                key: key.clone(),
+                path: vec![key.clone()],
+                value: Cow::Borrowed(value),
+            });
+        } else {
+            unknown.push(key.clone());
+        }
+    }
+    if !unknown_csharp.is_empty() {
+        return Err(FlatError::UnknownCSharp(unknown_csharp));
+    }
+    if !unknown.is_empty() {
+        return Err(FlatError::Unknown(unknown));
+    }
+    Ok(out)
+}
+
+/// Converts an old request (the flat form, the direct protocol's sections, the C#
+/// `EnhancedSDXLRequest`; see [`legacy`]) to the nested form; a key the conversion does not
+/// know, or a field given twice, is an error naming the key.
 ///
 /// Keys are taken in the worker's order: shorter paths first (so `controlnet_*` keys join a
-/// `controlnet` object), then by name.
+/// `controlnet` object), then by name (as sent, dotted under a section).
 ///
 /// ```
 /// use ferry_server::sdxl::flat::{to_nested, FlatError};
@@ -168,66 +290,57 @@ impl fmt::Display for KnownKeys {
 /// );
 /// let err = to_nested(json!({"prompt": "x", "widht": 512}).as_object().unwrap()).unwrap_err();
 /// assert_eq!(err.keys(), ["widht"]);
-/// let twice = json!({"prompt": "x", "steps": 9, "num_inference_steps": 9});
+/// let twice = json!({"prompt": "x", "steps": 9, "hyperparameters": {"num_inference_steps": 9}});
 /// let err = to_nested(twice.as_object().unwrap()).unwrap_err();
 /// assert!(matches!(err, FlatError::Conflict { ref key, .. } if key == "steps"));
 /// ```
+///
+/// [`legacy`]: super::legacy
 pub fn to_nested(flat: &Map<String, Value>) -> Result<Map<String, Value>, FlatError> {
-    let unknown: Vec<String> = flat
-        .keys()
-        .filter(|k| target(k).is_none())
-        .cloned()
-        .collect();
-    if !unknown.is_empty() {
-        return Err(FlatError::Unknown(unknown));
-    }
-    let mut order: Vec<(&str, &Value, &'static [&'static str])> = flat
-        .iter()
-        .filter_map(|(k, v)| target(k).map(|path| (k.as_str(), v, path)))
-        .collect();
-    order.sort_by(|a, b| (a.2.len(), a.0).cmp(&(b.2.len(), b.0)));
+    let mut order = entries(flat)?;
+    order.sort_by(|a, b| (a.path.len(), &a.key).cmp(&(b.path.len(), &b.key)));
 
     let mut nested = Map::new();
-    // Which flat key set each path, to name it in a conflict.
-    let mut given: Vec<(&[&str], &str)> = Vec::new();
-    let given_by = |given: &[(&[&str], &str)], path: &[&str]| {
+    // Which key set each path, to name it in a conflict.
+    let mut given: Vec<(Vec<String>, String)> = Vec::new();
+    let given_by = |given: &[(Vec<String>, String)], path: &[String]| {
         given
             .iter()
-            .find(|(p, _)| *p == path)
-            .map(|(_, k)| k.to_string())
+            .find(|(p, _)| p.as_slice() == path)
+            .map(|(_, k)| k.clone())
     };
-    for (key, value, path) in order {
+    for entry in order {
+        let Entry { key, value, path } = entry;
         let Some((leaf, parents)) = path.split_last() else {
             continue;
         };
         let mut node = &mut nested;
         for (depth, part) in parents.iter().enumerate() {
             let child = node
-                .entry(*part)
+                .entry(part.clone())
                 .or_insert_with(|| Value::Object(Map::new()));
             match child {
                 Value::Object(map) => node = map,
                 other => {
-                    let whose =
-                        given_by(&given, &path[..=depth]).unwrap_or_else(|| (*part).to_owned());
+                    let whose = given_by(&given, &path[..=depth]).unwrap_or_else(|| part.clone());
                     return Err(FlatError::Conflict {
-                        key: key.to_owned(),
+                        key,
                         reason: format!("cannot be combined with {whose} = {}", py_repr(other)),
                     });
                 }
             }
         }
-        if node.contains_key(*leaf) {
+        if node.contains_key(leaf) {
             let first = (1..=path.len())
                 .rev()
                 .find_map(|n| given_by(&given, &path[..n]))
-                .unwrap_or_else(|| (*leaf).to_owned());
+                .unwrap_or_else(|| leaf.clone());
             return Err(FlatError::Conflict {
-                key: key.to_owned(),
+                key,
                 reason: format!("{} is already given (by {first})", path.join(".")),
             });
         }
-        node.insert((*leaf).to_owned(), value.clone());
+        node.insert(leaf.clone(), value.into_owned());
         given.push((path, key));
     }
     Ok(nested)
@@ -307,8 +420,13 @@ mod tests {
     fn values_are_moved_unchecked() {
         // The conversion only moves values; the schema judges them afterwards.
         assert_eq!(
-            nested(json!({"prompt": 5, "width": "wide", "model": {"base": "/m"}})).unwrap(),
-            json!({"conditioning": {"prompt": 5}, "dimensions": {"width": "wide"}, "model": {"base": {"base": "/m"}}})
+            nested(json!({"prompt": 5, "width": "wide", "model": {"base": {"x": 1}}})).unwrap(),
+            json!({"conditioning": {"prompt": 5}, "dimensions": {"width": "wide"}, "model": {"base": {"x": 1}}})
+        );
+        // A section that is not an object stays where it is, for the schema to name.
+        assert_eq!(
+            nested(json!({"prompt": "x", "dimensions": "512x512"})).unwrap(),
+            json!({"conditioning": {"prompt": "x"}, "dimensions": "512x512"})
         );
         assert_eq!(nested(json!({})).unwrap(), json!({}));
     }
@@ -323,7 +441,7 @@ mod tests {
         let msg = unknown_key_message();
         assert!(
             msg.starts_with(
-                "not a field of the flat request form (known: base, control_guidance_end, control_guidance_start, controlnet, controlnet_conditioning_scale,"
+                "not a field of the flat request form (known: base, conditioning, control_guidance_end, control_guidance_start, controlnet, controlnet_conditioning_scale,"
             ),
             "{msg}"
         );
@@ -358,6 +476,45 @@ mod tests {
         );
     }
 
+    /// The shared cases (`workers/tests/fixtures/sdxl_legacy_requests.json`), which the
+    /// worker's tests read too.
+    #[test]
+    fn the_old_systems_requests_become_the_nested_form() {
+        let fixture: Value = serde_json::from_str(include_str!(
+            "../../../../workers/tests/fixtures/sdxl_legacy_requests.json"
+        ))
+        .unwrap();
+        let cases = fixture["cases"].as_array().unwrap();
+        assert!(cases.len() >= 10);
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let request = case["request"].as_object().unwrap();
+            assert!(is_flat(request), "{name}");
+            match case.get("error_field").and_then(Value::as_str) {
+                None => {
+                    let got = Value::Object(to_nested(request).unwrap_or_else(|e| panic!("{name}: {e}")));
+                    assert_eq!(got, case["normalized"], "{name}");
+                    super::super::check(&got).unwrap_or_else(|e| panic!("{name}: {e}"));
+                }
+                Some(field) => {
+                    let err = to_nested(request).unwrap_err();
+                    assert_eq!(err.keys(), [field], "{name}: {err}");
+                    assert!(err.to_string().starts_with(&format!("{field}: ")), "{name}: {err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn csharp_keys_that_are_no_section_are_named_as_such() {
+        let err = nested(json!({"Model": "m", "Conditioning": {"Prompt": "x"}, "Extra": 1, "Other": 2}))
+            .unwrap_err();
+        assert_eq!(err.keys(), ["Extra", "Other"]);
+        assert!(err.to_string().starts_with(
+            "Extra, Other: not a field of the EnhancedSDXLRequest form (known: Conditioning, Dimensions, Hyperparameters, Model, Output, Scheduler)"
+        ));
+    }
+
     #[test]
     fn flatness_is_a_top_level_prompt_or_a_string_model() {
         let flat = |v: Value| is_flat(v.as_object().unwrap());
@@ -366,6 +523,7 @@ mod tests {
         assert!(flat(json!({"prompt": null, "model": {"base": "/m"}})));
         assert!(!flat(json!({"model": {"base": "/m"}})));
         assert!(!flat(json!({"model": null, "width": 512})));
+        assert!(flat(json!({"Model": {"Base": "/m"}})));
         assert!(!flat(json!({})));
     }
 

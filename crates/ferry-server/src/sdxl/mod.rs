@@ -10,6 +10,11 @@
 //! [{field, message}], normalized}`; [`check`] is the same judgement as a `Result`, for the
 //! routes that refuse an invalid request before calling a worker.
 //!
+//! The old system's other shapes are read too ([`legacy`]): the direct protocol's inference
+//! data (section objects in a flat request) and the C# client's `EnhancedSDXLRequest`
+//! (PascalCase). [`styles`] applies named style presets and the quality boost on the host;
+//! [`recommend`] finds settings that fit a time or memory budget from the worker's estimate.
+//!
 //! ```
 //! use ferry_server::sdxl;
 //! use serde_json::json;
@@ -24,7 +29,23 @@
 //! ```
 
 pub mod flat;
+pub mod legacy;
+pub mod recommend;
 mod request;
+pub mod styles;
+
+pub use styles::{SdxlConfig, StylePreset, Styles};
+
+/// The operations that generate (or estimate a generation) from a request: a `style` or
+/// `quality` in their data is applied on the host before the worker gets it. The first two are
+/// the worker's names, the others the old system's aliases.
+pub const GENERATION_OPERATIONS: [&str; 5] = [
+    "inference.generate",
+    "inference.estimate",
+    "inference",
+    "inference_request",
+    "generate_sdxl_enhanced",
+];
 
 pub use request::{
     check, schema, validate, FieldError, RequestError, SchemaError, Validation, SCHEMA_JSON,

@@ -153,7 +153,7 @@ fn validate_answers_field_named_errors_without_any_worker() {
         .json();
         assert_eq!(r["errors"][0]["field"], "widht", "{r}");
         assert!(r["errors"][0]["message"].as_str().unwrap().starts_with(
-            "not a field of the flat request form (known: base, control_guidance_end,"
+            "not a field of the flat request form (known: base, conditioning, control_guidance_end,"
         ));
         // JSON that is not an object is still a validation answer ...
         assert_eq!(invalid_fields(&mut c, json!(["a fox"])), ["(request)"]);
