@@ -46,9 +46,11 @@ pub async fn sdxl_recommend(
     State(st): State<AppState>,
     ApiJson(body): ApiJson<RecommendRequest>,
 ) -> ApiResult {
-    let request = st.orch.styles().prepare(&body.request).map_err(|e| {
-        ApiError::invalid(format!("request.{e}"))
-    })?;
+    let request = st
+        .orch
+        .styles()
+        .prepare(&body.request)
+        .map_err(|e| ApiError::invalid(format!("request.{e}")))?;
     let worker_type = st.sdxl_worker_type.clone();
     if st.orch.pool(&worker_type).is_err() {
         return Err(ApiError::new(

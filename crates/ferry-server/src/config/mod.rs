@@ -370,11 +370,11 @@ impl FerryConfig {
         validate::validate(&config)
             .and_then(|()| sdxl::validate(&config.sdxl))
             .map_err(|(key, reason)| ConfigError {
-            file: file.to_owned(),
-            line: lines::line_of_key(text, &key),
-            key,
-            reason,
-        })?;
+                file: file.to_owned(),
+                line: lines::line_of_key(text, &key),
+                key,
+                reason,
+            })?;
         Ok(config)
     }
 

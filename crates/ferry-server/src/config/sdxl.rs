@@ -11,7 +11,8 @@ use crate::sdxl::SdxlConfig;
 pub(super) fn validate(c: &SdxlConfig) -> Result<(), (String, String)> {
     let mut names = std::collections::BTreeSet::new();
     for (i, preset) in c.styles.iter().enumerate() {
-        check_preset(preset).map_err(|(field, reason)| (format!("sdxl.styles.{i}.{field}"), reason))?;
+        check_preset(preset)
+            .map_err(|(field, reason)| (format!("sdxl.styles.{i}.{field}"), reason))?;
         if !names.insert(preset.name.as_str()) {
             return Err((
                 format!("sdxl.styles.{i}.name"),
@@ -59,10 +60,14 @@ mod tests {
         assert_eq!(c.sdxl.styles[0].name, "noir");
         assert_eq!(c.sdxl.boost_refiner.as_deref(), Some("refiner"));
         assert!(FerryConfig::parse("", "t").unwrap().sdxl.builtin_styles);
-        assert!(err("[[sdxl.styles]]\nname = \"noir\"\nprompt = \"film noir\"\n")
-            .starts_with("sdxl.styles.0.prompt: the template must hold `{prompt}`"));
-        assert!(err("[[sdxl.styles]]\nname = \"noir\"\nprompt = \"{prompt}\"\nsteps = 0\n")
-            .starts_with("sdxl.styles.0.steps: "));
+        assert!(
+            err("[[sdxl.styles]]\nname = \"noir\"\nprompt = \"film noir\"\n")
+                .starts_with("sdxl.styles.0.prompt: the template must hold `{prompt}`")
+        );
+        assert!(
+            err("[[sdxl.styles]]\nname = \"noir\"\nprompt = \"{prompt}\"\nsteps = 0\n")
+                .starts_with("sdxl.styles.0.steps: ")
+        );
         assert!(err("[[sdxl.styles]]\nname = \"a\"\nprompt = \"{prompt}\"\n[[sdxl.styles]]\nname = \"a\"\nprompt = \"{prompt}\"\n")
             .starts_with("sdxl.styles.1.name: `a` is defined twice"));
         assert!(err("[sdxl]\nboost_min_steps = 0\n").starts_with("sdxl.boost_min_steps: "));

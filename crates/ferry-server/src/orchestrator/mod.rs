@@ -196,7 +196,11 @@ impl Orchestrator {
     /// A generation request for the SDXL worker type that asks for a `style` or a
     /// `quality` becomes the plain nested request the worker reads
     /// ([`sdxl::Styles::prepare`]); any other request is left as it is.
-    fn apply_styles(&self, worker_type: &str, request: &mut Envelope) -> Result<(), OrchestratorError> {
+    fn apply_styles(
+        &self,
+        worker_type: &str,
+        request: &mut Envelope,
+    ) -> Result<(), OrchestratorError> {
         let generation = request
             .operation
             .as_deref()

@@ -110,7 +110,10 @@ mod tests {
             render(&template, &scope),
             json!({"prompt": "a fox", "i": 2, "style": "anime", "seed": null, "height": null})
         );
-        let none = Scope { item: None, ..scope };
+        let none = Scope {
+            item: None,
+            ..scope
+        };
         assert_eq!(render(&json!("$item"), &none), Value::Null);
     }
 }

@@ -232,7 +232,8 @@ fn entries(data: &Map<String, Value>) -> Result<Vec<Entry<'_>>, FlatError> {
                     });
                 }
             }
-        } else if let (true, Some(map)) = (legacy::SECTIONS.contains(&key.as_str()), value.as_object())
+        } else if let (true, Some(map)) =
+            (legacy::SECTIONS.contains(&key.as_str()), value.as_object())
         {
             for (sub, v) in map {
                 out.push(Entry {
@@ -492,14 +493,18 @@ mod tests {
             assert!(is_flat(request), "{name}");
             match case.get("error_field").and_then(Value::as_str) {
                 None => {
-                    let got = Value::Object(to_nested(request).unwrap_or_else(|e| panic!("{name}: {e}")));
+                    let got =
+                        Value::Object(to_nested(request).unwrap_or_else(|e| panic!("{name}: {e}")));
                     assert_eq!(got, case["normalized"], "{name}");
                     super::super::check(&got).unwrap_or_else(|e| panic!("{name}: {e}"));
                 }
                 Some(field) => {
                     let err = to_nested(request).unwrap_err();
                     assert_eq!(err.keys(), [field], "{name}: {err}");
-                    assert!(err.to_string().starts_with(&format!("{field}: ")), "{name}: {err}");
+                    assert!(
+                        err.to_string().starts_with(&format!("{field}: ")),
+                        "{name}: {err}"
+                    );
                 }
             }
         }
@@ -507,8 +512,9 @@ mod tests {
 
     #[test]
     fn csharp_keys_that_are_no_section_are_named_as_such() {
-        let err = nested(json!({"Model": "m", "Conditioning": {"Prompt": "x"}, "Extra": 1, "Other": 2}))
-            .unwrap_err();
+        let err =
+            nested(json!({"Model": "m", "Conditioning": {"Prompt": "x"}, "Extra": 1, "Other": 2}))
+                .unwrap_err();
         assert_eq!(err.keys(), ["Extra", "Other"]);
         assert!(err.to_string().starts_with(
             "Extra, Other: not a field of the EnhancedSDXLRequest form (known: Conditioning, Dimensions, Hyperparameters, Model, Output, Scheduler)"

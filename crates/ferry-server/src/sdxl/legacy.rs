@@ -46,7 +46,11 @@ pub const CSHARP_SECTIONS: [(&str, &str); 6] = [
 /// Keys of a section that live elsewhere in the nested form: (section, key, target).
 /// Any other key of a section stays in it.
 pub const SECTION_ALIASES: [(&str, &str, &[&str]); 5] = [
-    ("hyperparameters", "num_inference_steps", &["scheduler", "steps"]),
+    (
+        "hyperparameters",
+        "num_inference_steps",
+        &["scheduler", "steps"],
+    ),
     ("hyperparameters", "steps", &["scheduler", "steps"]),
     (
         "hyperparameters",
@@ -198,7 +202,11 @@ mod tests {
     #[test]
     fn snake_keys_reaches_lists_and_refuses_a_key_given_twice() {
         assert_eq!(
-            snake_keys(&json!([{"Path": "/l", "Weight": 0.5}]), "Conditioning.LoRAs").unwrap(),
+            snake_keys(
+                &json!([{"Path": "/l", "Weight": 0.5}]),
+                "Conditioning.LoRAs"
+            )
+            .unwrap(),
             json!([{"path": "/l", "weight": 0.5}])
         );
         let (key, why) =
@@ -213,7 +221,13 @@ mod tests {
             section_target("hyperparameters", "num_inference_steps"),
             ["scheduler", "steps"]
         );
-        assert_eq!(section_target("dimensions", "width"), ["dimensions", "width"]);
-        assert_eq!(section_target("hyperparameters", "nope"), ["hyperparameters", "nope"]);
+        assert_eq!(
+            section_target("dimensions", "width"),
+            ["dimensions", "width"]
+        );
+        assert_eq!(
+            section_target("hyperparameters", "nope"),
+            ["hyperparameters", "nope"]
+        );
     }
 }

@@ -266,36 +266,88 @@ mod tests {
 
     #[test]
     fn a_budget_that_fits_the_request_keeps_it() {
-        let r = recommend(&basis(), &Budget { seconds: Some(60.0), memory_mb: None }).unwrap();
+        let r = recommend(
+            &basis(),
+            &Budget {
+                seconds: Some(60.0),
+                memory_mb: None,
+            },
+        )
+        .unwrap();
         assert!(r.fits);
-        assert_eq!((r.setting.width, r.setting.steps, r.setting.num_images), (1024, 30, 2));
+        assert_eq!(
+            (r.setting.width, r.setting.steps, r.setting.num_images),
+            (1024, 30, 2)
+        );
     }
 
     #[test]
     fn a_tighter_time_budget_gives_fewer_steps_then_smaller_sizes() {
         // Half the time: 30 steps of one image, or fewer steps of two.
-        let r = recommend(&basis(), &Budget { seconds: Some(30.0), memory_mb: None }).unwrap();
+        let r = recommend(
+            &basis(),
+            &Budget {
+                seconds: Some(30.0),
+                memory_mb: None,
+            },
+        )
+        .unwrap();
         assert!(r.fits);
         assert_eq!((r.setting.width, r.setting.height), (1024, 1024));
         assert!(r.setting.estimated_seconds.unwrap() <= 30.0);
         assert!(r.setting.steps >= 20, "{:?}", r.setting);
         // Far less: the size shrinks before steps go under 20.
-        let r = recommend(&basis(), &Budget { seconds: Some(5.0), memory_mb: None }).unwrap();
+        let r = recommend(
+            &basis(),
+            &Budget {
+                seconds: Some(5.0),
+                memory_mb: None,
+            },
+        )
+        .unwrap();
         assert!(r.fits);
-        assert!(r.setting.width < 1024 && r.setting.steps >= 20, "{:?}", r.setting);
+        assert!(
+            r.setting.width < 1024 && r.setting.steps >= 20,
+            "{:?}",
+            r.setting
+        );
         // Impossible: the cheapest setting, marked as not fitting.
-        let r = recommend(&basis(), &Budget { seconds: Some(0.001), memory_mb: None }).unwrap();
+        let r = recommend(
+            &basis(),
+            &Budget {
+                seconds: Some(0.001),
+                memory_mb: None,
+            },
+        )
+        .unwrap();
         assert!(!r.fits);
-        assert_eq!((r.setting.width, r.setting.steps, r.setting.num_images), (256, 4, 1));
+        assert_eq!(
+            (r.setting.width, r.setting.steps, r.setting.num_images),
+            (256, 4, 1)
+        );
     }
 
     #[test]
     fn a_memory_budget_sets_the_batch_and_the_size() {
         // One 1024² image takes 1000 MB: 2500 MiB hold two at once.
-        let r = recommend(&basis(), &Budget { seconds: None, memory_mb: Some(2500.0) }).unwrap();
+        let r = recommend(
+            &basis(),
+            &Budget {
+                seconds: None,
+                memory_mb: Some(2500.0),
+            },
+        )
+        .unwrap();
         assert_eq!((r.setting.width, r.setting.batch_size), (1024, 2));
         // 500 MiB hold no 1024² image: a smaller one.
-        let r = recommend(&basis(), &Budget { seconds: None, memory_mb: Some(500.0) }).unwrap();
+        let r = recommend(
+            &basis(),
+            &Budget {
+                seconds: None,
+                memory_mb: Some(500.0),
+            },
+        )
+        .unwrap();
         assert!(r.fits);
         assert!(r.setting.width < 1024);
         assert!(r.setting.estimated_memory_bytes <= 500 * 1024 * 1024);
@@ -307,11 +359,32 @@ mod tests {
         assert_eq!(err.code(), "invalid_request");
         let mut b = basis();
         b.seconds_per_step_mp = None;
-        let err = recommend(&b, &Budget { seconds: Some(9.0), memory_mb: None }).unwrap_err();
+        let err = recommend(
+            &b,
+            &Budget {
+                seconds: Some(9.0),
+                memory_mb: None,
+            },
+        )
+        .unwrap_err();
         assert_eq!(err, RecommendError::NotMeasured);
         assert_eq!(err.code(), "invalid_state");
-        assert!(recommend(&b, &Budget { seconds: None, memory_mb: Some(9000.0) }).is_ok());
-        let err = recommend(&b, &Budget { seconds: Some(-1.0), memory_mb: None }).unwrap_err();
+        assert!(recommend(
+            &b,
+            &Budget {
+                seconds: None,
+                memory_mb: Some(9000.0)
+            }
+        )
+        .is_ok());
+        let err = recommend(
+            &b,
+            &Budget {
+                seconds: Some(-1.0),
+                memory_mb: None,
+            },
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "invalid_request");
     }
 }

@@ -314,7 +314,8 @@ impl Styles {
                 Value::Null => {}
                 Value::String(name) => {
                     let preset = self.get(&name).ok_or_else(|| {
-                        let known: Vec<&str> = self.styles.iter().map(|s| s.name.as_str()).collect();
+                        let known: Vec<&str> =
+                            self.styles.iter().map(|s| s.name.as_str()).collect();
                         invalid(
                             &key,
                             format!(
@@ -580,7 +581,9 @@ mod tests {
         let err = styles()
             .prepare(&json!({"model": "/m", "prompt": "x", "quality": "boost"}))
             .unwrap_err();
-        assert!(err.to_string().starts_with("quality: boost needs a refiner"));
+        assert!(err
+            .to_string()
+            .starts_with("quality: boost needs a refiner"));
         let out = styles()
             .prepare(&json!({"model": "/m", "refiner": "/r", "prompt": "x", "steps": 30, "quality": "boost"}))
             .unwrap();

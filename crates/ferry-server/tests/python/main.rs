@@ -8,3 +8,4 @@ mod common;
 mod ml_worker;
 mod pool_python;
 mod python_worker;
+mod sdxl_http;
