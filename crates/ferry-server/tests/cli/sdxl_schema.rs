@@ -414,6 +414,32 @@ fn cases() -> Vec<Value> {
         json!("a fox"),
         json!(null),
     ]
+    .into_iter()
+    // The old system's shapes (the direct protocol, the C# request), shared with the
+    // worker's own tests.
+    .chain(legacy_cases())
+    .collect()
+}
+
+fn legacy_cases() -> Vec<Value> {
+    let text = std::fs::read_to_string(
+        common::repo_root().join("workers/tests/fixtures/sdxl_legacy_requests.json"),
+    )
+    .unwrap();
+    let fixture: Value = serde_json::from_str(&text).unwrap();
+    let mut cases: Vec<Value> = fixture["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["request"].clone())
+        .collect();
+    cases.extend([
+        json!({"Model": "/m", "Conditioning": {"Prompt": "x"}, "Dimensions": {"Width": 70}}),
+        json!({"Model": {"Base": "/m", "Colour": 1}, "Conditioning": {"Prompt": "x"}}),
+        json!({"prompt": "x", "model": "/m", "hyperparameters": {"nope": 1}}),
+        json!({"prompt": "x", "model": "/m", "dimensions": "512x512", "width": 512}),
+    ]);
+    cases
 }
 
 /// An interpreter with `jsonschema`: `$FERRY_ML_PYTHON` (what `scripts/test` exports), else
