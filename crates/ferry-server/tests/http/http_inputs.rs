@@ -68,7 +68,10 @@ fn wait_idle(c: &mut Client, worker_type: &str) {
     }
 }
 
-fn multipart(boundary: &str, parts: &[(&str, Option<&str>, Option<&str>, &[u8])]) -> Vec<u8> {
+/// One part of a multipart body: its name, file name, content type and bytes.
+type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+fn multipart(boundary: &str, parts: &[Part<'_>]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, file_name, content_type, bytes) in parts {
         write!(
