@@ -20,7 +20,8 @@
 //! whole link (`worker_crashed` to every pending request), is delivered to it once and the
 //! slot leaves the pending table. A caller that stops waiting (deadline, drop) leaves its
 //! slot pending until the worker answers, so [`Connection::in_flight`] counts what the
-//! worker is really busy with.
+//! worker is really busy with. An abandoned async request keeps the reader thread reading
+//! until then, so that answer is read (and the place freed) with no other caller waiting.
 
 mod call;
 mod call_error;
