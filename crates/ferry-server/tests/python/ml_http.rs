@@ -141,13 +141,13 @@ fn upscale_route_and_controlnet_take_images_over_http() {
             (400, "invalid_request")
         );
 
-        // ControlNet: the control image is attachment 0, sent as a file part.
+        // ControlNet: the control image is attachment 0 (`{"attachment": 0}`), a file part.
         let request = json!({
             "model": {"base": base},
             "scheduler": {"type": "Euler", "steps": 2},
             "hyperparameters": {"guidance_scale": 5.0, "seed": 3},
             "conditioning": {"prompt": "a cat", "controlnet":
-                {"type": "canny", "model": control, "image": 0}},
+                {"type": "canny", "model": control, "image": {"attachment": 0}}},
             "dimensions": {"width": 64, "height": 64}
         });
         let r = c.raw(
