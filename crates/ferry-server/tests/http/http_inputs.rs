@@ -219,6 +219,25 @@ fn attachments_reach_the_worker_from_json_and_multipart() {
             (413, "payload_too_large")
         );
 
+        // Chunked (no Content-Length to refuse up front): the multipart reader stops at the
+        // limit.
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut raw = format!(
+            "POST /api/inference/generate HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=B\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&body);
+        raw.extend_from_slice(b"\r\n0\r\n\r\n");
+        // The server may answer (and close) before it has read everything.
+        let _ = s.write_all(&raw);
+        let mut answer = BufReader::new(s);
+        assert_eq!(read_head(&mut answer), 413);
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut answer, &mut rest);
+        assert!(rest.contains("payload_too_large"), "{rest}");
+
         // The server is fine after all that.
         let mut c = server.client();
         let r = c.request(
