@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 /// per worker, and far longer on a busy 2-core machine.
 const LIMIT: Duration = Duration::from_secs(900);
 
-fn ml_python_or_skip(what: &str) -> Option<PathBuf> {
+pub(crate) fn ml_python_or_skip(what: &str) -> Option<PathBuf> {
     let found = match std::env::var_os("FERRY_ML_PYTHON") {
         None => {
             Err("FERRY_ML_PYTHON is unset (scripts/test sets it up with scripts/ml-env)".into())
