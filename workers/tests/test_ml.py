@@ -1026,3 +1026,29 @@ def test_image_decoding_is_bounded_and_its_errors_hold_no_object_reprs(
         images.decode(png(Image.new("RGB", (16, 8))), "x")
     monkeypatch.setenv("FERRY_ML_MAX_IMAGE_PIXELS", "128")
     assert images.decode(png(Image.new("RGB", (16, 8))), "x").size == (16, 8)
+
+
+def test_controlnet_image_by_attachment_object_names_that_attachment(
+    sdxl: PipeHost, models: Any
+) -> None:
+    """``"image": {"attachment": 1}`` is the second attachment, as ``1`` is."""
+    two = [png(Image.new("RGB", (64, 64))), photo()]
+    by_object = sdxl.call(
+        "inference.generate", with_controlnet(models, image={"attachment": 1}), attachments=two
+    )
+    assert by_object["type"] == "response", by_object
+    assert by_object["data"]["controlnet"]["source"] == "attachment 1"
+    by_index = sdxl.call("inference.generate", with_controlnet(models, image=1), attachments=two)
+    assert attachment(by_index, 0) == attachment(by_object, 0)
+    missing = sdxl.call(
+        "inference.generate", with_controlnet(models, image={"attachment": 2}), attachments=two
+    )
+    assert error_of(missing).startswith(
+        "conditioning.controlnet.image: attachment 2 is not in the request"
+    ), error_of(missing)
+    extra = sdxl.call(
+        "inference.generate",
+        with_controlnet(models, image={"attachment": 0, "page": 1}),
+        attachments=two,
+    )
+    assert error_of(extra).startswith("conditioning.controlnet.image"), error_of(extra)

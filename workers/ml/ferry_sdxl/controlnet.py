@@ -1,7 +1,8 @@
 """ControlNet conditioning: the control image of a request, and what the worker offers.
 
 A request's ``conditioning.controlnet`` names a ControlNet model, its type (``canny``,
-``depth``, ``pose``) and a control image, one of the request's attachments or a path. The
+``depth``, ``pose``) and a control image, one of the request's attachments (its index, or
+``{"attachment": index}``) or a path. The
 image is read, made 8-bit RGB (:func:`images.to_rgb`) and resized to the output size (an
 ordinary image bicubically, a ready map bilinearly, which keeps its values); a path must name
 an image file under the ``$FERRY_ML_INPUTS`` roots (:mod:`.paths`). Then:
@@ -58,16 +59,27 @@ class ControlImage:
         }
 
 
+def attachment_index(image: object) -> int | None:
+    """The attachment an ``image`` field names: an index, or ``{"attachment": index}`` (the
+    schema has checked both); ``None`` for a path."""
+    if isinstance(image, dict):
+        image = image.get("attachment")
+    return image if isinstance(image, int) and not isinstance(image, bool) else None
+
+
 def _read(spec: ControlNet, attachments: Sequence[bytes]) -> tuple[Any, str]:
     """The control image's decoded source image, and where it came from."""
-    if isinstance(spec.image, int):
-        if spec.image >= len(attachments):
+    index = attachment_index(spec.image)
+    if index is not None:
+        if index >= len(attachments):
             have = f"{len(attachments)} attachment" + ("" if len(attachments) == 1 else "s")
             raise InvalidRequest(
-                f"{FIELD}: attachment {spec.image} is not in the request (it has {have})"
+                f"{FIELD}: attachment {index} is not in the request (it has {have})"
             )
-        source = f"attachment {spec.image}"
-        return images.decode(bytes(attachments[spec.image]), f"{FIELD} ({source})"), source
+        source = f"attachment {index}"
+        return images.decode(bytes(attachments[index]), f"{FIELD} ({source})"), source
+    if not isinstance(spec.image, str):
+        raise InvalidRequest(f"{FIELD}: expected an attachment index or a path")
     data, path = Roots.from_env().read_input(spec.image, FIELD)
     try:
         return images.decode(data, FIELD), str(path)

@@ -102,7 +102,7 @@ class ControlNet:
 
     type: str
     model: str
-    image: int | str  # an attachment index, or a path
+    image: int | str | dict[str, int]  # an attachment index (or {"attachment": index}), or a path
     preprocess: bool
     conditioning_scale: float = 1.0
     low_threshold: float = 100.0

@@ -77,6 +77,21 @@ impl ApiError {
         self.status
     }
 
+    /// The stable code (`invalid_request`, `not_found`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether trying again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
     /// The HTTP status of a protocol error code.
     pub fn status_of(code: ErrorCode) -> StatusCode {
         match code {

@@ -23,7 +23,7 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(reject(rejection)),
+            Err(rejection) => Err(reject_json(rejection)),
         }
     }
 }
@@ -50,7 +50,7 @@ where
 }
 
 /// Whether `error` or one of its sources is the body deadline passing.
-fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(super) fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(e) = next {
         if e.is::<BodyTimeout>() {
@@ -61,7 +61,17 @@ fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn reject(r: JsonRejection) -> ApiError {
+/// `413 payload_too_large`: the body passed `server.body_limit_bytes`.
+pub(super) fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "request body exceeds the server's limit",
+    )
+}
+
+/// A JSON body's rejection as an API error.
+pub(super) fn reject_json(r: JsonRejection) -> ApiError {
     if is_body_timeout(&r) {
         return ApiError::from_status(
             StatusCode::REQUEST_TIMEOUT,
@@ -70,11 +80,7 @@ fn reject(r: JsonRejection) -> ApiError {
     }
     let status = r.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            status,
-            "payload_too_large",
-            "request body exceeds the server's limit",
-        );
+        return too_large();
     }
     let message = match &r {
         JsonRejection::JsonDataError(_) => format!("wrong types: {}", r.body_text()),

@@ -1,12 +1,14 @@
 //! Route handlers: parse, call the orchestrator, map the result. Nothing else.
 
+use super::cancel::Registration;
 use super::error::ApiError;
 use super::extract::ApiJson;
 use super::extract::Path;
+use super::inputs::{self, Attachment, WithAttachments};
 use super::relay;
 use super::AppState;
 use crate::config::WorkflowConfig;
-use crate::orchestrator::{BatchSpec, Control};
+use crate::orchestrator::{BatchSpec, Control, OrchestratorError};
 use crate::sdxl;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,7 +16,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
-use ferry::protocol::{Envelope, Priority};
+use ferry::protocol::{Envelope, ErrorBody, ErrorCode, Priority};
 use ferry::worker::Response as WorkerResponse;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -22,7 +24,8 @@ use std::convert::Infallible;
 
 type ApiResult = Result<Response, ApiError>;
 
-/// Body of `/api/inference/{generate,stream}`.
+/// Body of `/api/inference/{generate,stream}` (its `attachments` are taken out first: see
+/// [`inputs`](super::inputs)).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceRequest {
@@ -39,6 +42,10 @@ pub struct InferenceRequest {
     /// Deadline in milliseconds.
     #[serde(default)]
     pub deadline_ms: Option<u64>,
+    /// The client's name for the request, for `DELETE /api/inference/{request_id}`; the
+    /// server makes one when absent.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 impl InferenceRequest {
@@ -68,56 +75,83 @@ fn response_json(r: &WorkerResponse) -> Value {
     json!({"data": r.data, "metrics": r.envelope.metrics, "attachments": attachments})
 }
 
-pub async fn generate(
-    State(st): State<AppState>,
-    ApiJson(body): ApiJson<InferenceRequest>,
-) -> ApiResult {
-    let (worker_type, request) = body.envelope();
-    // A client that drops the connection drops this future, and with it the pool call,
-    // which cancels the request at the worker.
-    let r = st
-        .orch
-        .call_api(&worker_type, request, Vec::new(), |_| {})
-        .await?;
-    Ok(Json(response_json(&r)).into_response())
+/// The answer to a request cancelled by `DELETE /api/inference/{request_id}`.
+fn cancelled(id: &str) -> ApiError {
+    ErrorBody::new(
+        ErrorCode::Cancelled,
+        format!("request `{id}` was cancelled by DELETE /api/inference/{id}"),
+    )
+    .into()
 }
 
-pub async fn stream(
-    State(st): State<AppState>,
-    ApiJson(body): ApiJson<InferenceRequest>,
-) -> ApiResult {
-    let (worker_type, request) = body.envelope();
+/// Runs `call` until it ends or `registration`'s request is cancelled (which drops the
+/// call: the engine then sends the worker a `cancel`).
+async fn unless_cancelled<T>(
+    registration: &mut Registration,
+    call: impl std::future::Future<Output = Result<T, OrchestratorError>>,
+) -> Result<T, ApiError> {
+    tokio::select! {
+        result = call => Ok(result?),
+        _ = &mut registration.cancelled => Err(cancelled(registration.id())),
+    }
+}
+
+pub async fn generate(State(st): State<AppState>, input: WithAttachments) -> ApiResult {
+    let (body, attachments) = input.parse::<InferenceRequest>()?;
+    let mut registration = st.live.register(body.request_id.clone())?;
+    let (worker_type, mut request) = body.envelope();
+    let attachments = inputs::attach(&mut request, attachments);
+    // A client that drops the connection drops this future, and with it the pool call,
+    // which cancels the request at the worker.
+    let call = st.orch.call_api(&worker_type, request, attachments, |_| {});
+    let r = unless_cancelled(&mut registration, call).await?;
+    let mut answer = response_json(&r);
+    answer["request_id"] = json!(registration.id());
+    Ok(Json(answer).into_response())
+}
+
+pub async fn stream(State(st): State<AppState>, input: WithAttachments) -> ApiResult {
+    let (body, attachments) = input.parse::<InferenceRequest>()?;
+    let mut registration = st.live.register(body.request_id.clone())?;
+    let (worker_type, mut request) = body.envelope();
+    let attachments = inputs::attach(&mut request, attachments);
     // Refused before the stream starts, so the client gets a plain JSON error.
     st.orch.check_api_call(
         &worker_type,
         request.operation.as_deref().unwrap_or_default(),
     )?;
     let (tx, mut rx) = relay::relay();
+    // The first event names the request, for `DELETE /api/inference/{request_id}`.
+    tx.event(
+        Event::default()
+            .event("request")
+            .data(json!({"request_id": registration.id()}).to_string()),
+        false,
+    );
     let orch = st.orch.clone();
     let task = tokio::spawn(async move {
         let events = tx.clone();
-        let result = orch
-            // Checked above, before the stream started.
-            .call(&worker_type, request, Vec::new(), move |e| {
-                let name = e.event_name.as_deref().unwrap_or("event");
-                let data = e.data.as_ref().unwrap_or(&Value::Null);
-                let progress = name == ferry::protocol::EVENT_PROGRESS;
-                events.event(
-                    Event::default().event(name).data(data.to_string()),
-                    progress,
-                );
-            })
-            .await;
+        // Checked above, before the stream started.
+        let call = orch.call(&worker_type, request, attachments, move |e| {
+            let name = e.event_name.as_deref().unwrap_or("event");
+            let data = e.data.as_ref().unwrap_or(&Value::Null);
+            let progress = name == ferry::protocol::EVENT_PROGRESS;
+            events.event(
+                Event::default().event(name).data(data.to_string()),
+                progress,
+            );
+        });
+        let result = unless_cancelled(&mut registration, call).await;
         let last = match result {
-            Ok(r) => Event::default()
-                .event("result")
-                .data(response_json(&r).to_string()),
-            Err(e) => {
-                let b = e.to_body();
-                Event::default()
-                    .event("error")
-                    .data(json!({"error": {"code": b.code, "message": b.message, "retryable": b.retryable}}).to_string())
+            Ok(r) => {
+                let mut answer = response_json(&r);
+                answer["request_id"] = json!(registration.id());
+                Event::default().event("result").data(answer.to_string())
             }
+            Err(e) => Event::default().event("error").data(
+                json!({"error": {"code": e.code(), "message": e.message(), "retryable": e.is_retryable()}})
+                    .to_string(),
+            ),
         };
         tx.finish(last);
     });
@@ -130,8 +164,28 @@ pub async fn stream(
         .into_response())
 }
 
+/// `DELETE /api/inference/{request_id}`: cancels a request in progress.
+pub async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    st.live.cancel(&id)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"request_id": id, "cancelled": true})),
+    )
+        .into_response())
+}
+
 /// Forwards an SDXL route to the configured SDXL worker type.
 async fn sdxl(st: &AppState, operation: &str, data: Value) -> ApiResult {
+    sdxl_with(st, operation, data, Vec::new()).await
+}
+
+/// [`sdxl`] with attachments.
+async fn sdxl_with(
+    st: &AppState,
+    operation: &str,
+    data: Value,
+    attachments: Vec<Attachment>,
+) -> ApiResult {
     let worker_type = st.sdxl_worker_type.clone();
     if st.orch.pool(&worker_type).is_err() {
         return Err(ApiError::new(
@@ -140,25 +194,44 @@ async fn sdxl(st: &AppState, operation: &str, data: Value) -> ApiResult {
             format!("no `{worker_type}` worker type is configured for the SDXL routes"),
         ));
     }
+    let mut request = Envelope::request("", operation, data);
+    let attachments = inputs::attach(&mut request, attachments);
     let r = st
         .orch
-        .call(
-            &worker_type,
-            Envelope::request("", operation, data),
-            Vec::new(),
-            |_| {},
-        )
+        .call(&worker_type, request, attachments, |_| {})
         .await?;
     Ok(Json(response_json(&r)).into_response())
 }
 
-pub async fn sdxl_generate(State(st): State<AppState>, ApiJson(data): ApiJson<Value>) -> ApiResult {
-    let data = st.orch.styles().prepare(&data)?;
-    sdxl(&st, "inference.generate", data).await
+pub async fn sdxl_generate(State(st): State<AppState>, input: WithAttachments) -> ApiResult {
+    let data = st.orch.styles().prepare(&input.body)?;
+    sdxl_with(&st, "inference.generate", data, input.attachments).await
 }
-pub async fn sdxl_estimate(State(st): State<AppState>, ApiJson(data): ApiJson<Value>) -> ApiResult {
-    let data = st.orch.styles().prepare(&data)?;
-    sdxl(&st, "inference.estimate", data).await
+pub async fn sdxl_estimate(State(st): State<AppState>, input: WithAttachments) -> ApiResult {
+    let data = st.orch.styles().prepare(&input.body)?;
+    sdxl_with(&st, "inference.estimate", data, input.attachments).await
+}
+/// `POST /api/sdxl/enhanced/upscale`: the image (one attachment, or `path`) upscaled by
+/// the worker's `postprocessing.upscale`, with the JSON's settings (`factor`, `method`,
+/// `format`, ...).
+pub async fn sdxl_upscale(State(st): State<AppState>, input: WithAttachments) -> ApiResult {
+    let WithAttachments { body, attachments } = input;
+    let body = match body {
+        Value::Null => json!({}),
+        Value::Object(o) => Value::Object(o),
+        _ => {
+            return Err(ApiError::invalid(
+                "expected a JSON object (factor, method, format, ...)",
+            ))
+        }
+    };
+    if attachments.len() > 1 {
+        return Err(ApiError::invalid(format!(
+            "attachments: the upscale route takes one image, not {}",
+            attachments.len()
+        )));
+    }
+    sdxl_with(&st, "postprocessing.upscale", body, attachments).await
 }
 /// Validated here, against the embedded schema: no worker is called.
 pub async fn sdxl_validate(State(st): State<AppState>, ApiJson(data): ApiJson<Value>) -> ApiResult {

@@ -6,11 +6,13 @@
 //! configured (`/metrics` not when `server.public_metrics` is set); `/health` never does.
 //! [`serve`] runs the router with the server's connection cap and timeouts.
 
+mod cancel;
 mod console;
 mod error;
 mod events;
 mod extract;
 mod handlers;
+mod inputs;
 mod limits;
 mod relay;
 mod sdxl_routes;
@@ -27,7 +29,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use std::sync::Arc;
 
@@ -37,6 +39,8 @@ pub struct AppState {
     orch: Arc<Orchestrator>,
     token: Option<Arc<str>>,
     sdxl_worker_type: String,
+    /// Inference requests in progress, by `request_id`.
+    live: Arc<cancel::LiveRequests>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -54,6 +58,7 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
         orch,
         token: server.effective_token().map(Arc::from),
         sdxl_worker_type: server.sdxl_worker_type.clone(),
+        live: Arc::default(),
     };
     let api = Router::new()
         .route("/events", get(events::events))
@@ -75,6 +80,8 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
         )
         .route("/inference/generate", post(h::generate))
         .route("/inference/stream", post(h::stream))
+        .route("/inference/{request_id}", delete(h::cancel))
+        .route("/sdxl/enhanced/upscale", post(h::sdxl_upscale))
         .route("/workers/status", get(h::workers_status))
         .route("/workers/restart/{id}", post(h::worker_restart))
         .route(

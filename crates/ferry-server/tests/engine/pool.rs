@@ -520,3 +520,56 @@ fn a_legacy_worker_is_not_killed_for_working_longer_than_the_health_timeout() {
         pool.shutdown();
     });
 }
+
+#[test]
+fn dropping_an_async_call_cancels_it_at_the_worker_and_frees_its_place() {
+    with_watchdog(WATCHDOG, || {
+        let gates = Gates::new();
+        let config = {
+            let mut c = PoolConfig::default();
+            c.max_in_flight = 1;
+            // Only the cancel can end the step: no restart takes it away, however slow.
+            c.cancel_grace = Duration::from_secs(600);
+            // No health probe reads the link on the dropped call's behalf.
+            c.health_interval = Duration::from_secs(3600);
+            c
+        };
+        let pool = Arc::new(Pool::start(gates.spec("gated", &[]), config).unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let caller = pool.clone();
+        let call = rt.spawn(async move {
+            caller
+                .call_async(
+                    request("gate", json!({"label": "dropped"})),
+                    Vec::new(),
+                    CallOptions::default(),
+                    |_| {},
+                )
+                .await
+        });
+        gates.wait_for("started dropped");
+        assert_eq!(pool.status()[0].in_flight, 1);
+        // Dropping the call's future (as a server does when its client goes away).
+        call.abort();
+        gates.wait_for("cancelled dropped");
+        // The worker's answer to the cancel is read with nobody waiting for it: the request
+        // leaves the worker, whose one place is free again.
+        while pool.status()[0].in_flight != 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let reply = rt
+            .block_on(pool.call_async(
+                request("echo", json!("after")),
+                Vec::new(),
+                CallOptions::default(),
+                |_| {},
+            ))
+            .unwrap();
+        assert_eq!(reply.data, json!("after"));
+        assert_eq!(pool.status()[0].restarts, 0, "cancelled, not restarted");
+    });
+}

@@ -159,16 +159,20 @@ fn stream_sends_progress_in_order_then_the_result() {
         let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["progress", "progress", "progress", "progress", "result"],
+            ["request", "progress", "progress", "progress", "progress", "result"],
             "{}",
             r.body
         );
-        let fractions: Vec<f64> = events[..4]
+        // The first event names the request (for DELETE /api/inference/{request_id}).
+        let id = events[0].1["request_id"].as_str().unwrap();
+        assert!(id.starts_with("req-"), "{id}");
+        let fractions: Vec<f64> = events[1..5]
             .iter()
             .map(|(_, d)| d["progress"].as_f64().unwrap())
             .collect();
         assert_eq!(fractions, [0.25, 0.5, 0.75, 1.0]);
-        assert_eq!(events[4].1["data"]["steps"], 4);
+        assert_eq!(events[5].1["data"]["steps"], 4);
+        assert_eq!(events[5].1["request_id"], id);
     });
 }
 

@@ -7,5 +7,6 @@ mod common;
 mod http_api;
 mod http_console;
 mod http_hardening;
+mod http_inputs;
 mod http_load;
 mod http_policy;

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod ml_http;
 mod ml_worker;
 mod pool_python;
 mod python_worker;

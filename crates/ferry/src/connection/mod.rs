@@ -20,7 +20,8 @@
 //! whole link (`worker_crashed` to every pending request), is delivered to it once and the
 //! slot leaves the pending table. A caller that stops waiting (deadline, drop) leaves its
 //! slot pending until the worker answers, so [`Connection::in_flight`] counts what the
-//! worker is really busy with.
+//! worker is really busy with. An abandoned async request keeps the reader thread reading
+//! until then, so that answer is read (and the place freed) with no other caller waiting.
 
 mod call;
 mod call_error;
@@ -53,7 +54,7 @@ use crate::protocol::{Dialect, Envelope, IdGenerator, ProtocolError, ReadyInfo, 
 use crate::transport::{FrameReceiver, FrameSender, Link, TransportError};
 use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -76,7 +77,12 @@ struct RxHalf {
 struct State {
     /// Requests waiting for their answer, by the number of their id (`r-<n>`).
     pending: HashMap<u64, Arc<Slot>, BuildHasherDefault<IdHasher>>,
+    /// Async callers waiting, and async requests abandoned (their future dropped, or
+    /// timed out) whose answer to the `cancel` has not arrived yet: the reader thread reads
+    /// while there are any, so that answer is read and the request leaves the table.
     async_waiters: usize,
+    /// The keys of those abandoned async requests still pending.
+    held: HashSet<u64, BuildHasherDefault<IdHasher>>,
     /// Why the link is unusable, once it is.
     broken: Option<String>,
     reader_started: bool,
@@ -348,6 +354,7 @@ impl Connection {
             if st.broken.is_none() {
                 st.broken = Some(why.to_owned());
             }
+            st.release_held();
             st.pending.drain().map(|(_, s)| s).collect()
         };
         for slot in &slots {
@@ -389,6 +396,35 @@ impl Connection {
     fn async_done(&self) {
         let mut st = self.state.lock();
         st.async_waiters = st.async_waiters.saturating_sub(1);
+    }
+
+    /// An async caller stops waiting for request `key`: while the request is pending its
+    /// waiter count stays (the reader thread keeps reading for the worker's answer to the
+    /// cancel) and is released when the answer comes ([`State::forget`]); once it is not
+    /// pending, at once.
+    fn async_abandoned(&self, key: u64) {
+        let mut st = self.state.lock();
+        if st.pending.contains_key(&key) {
+            st.held.insert(key);
+        } else {
+            st.async_waiters = st.async_waiters.saturating_sub(1);
+        }
+    }
+}
+
+impl State {
+    /// Request `key` left the pending table: an abandoned async request held the reader
+    /// thread for it until now.
+    fn forget(&mut self, key: u64) {
+        if self.held.remove(&key) {
+            self.async_waiters = self.async_waiters.saturating_sub(1);
+        }
+    }
+
+    /// Every request is leaving the pending table: none holds the reader thread any more.
+    fn release_held(&mut self) {
+        self.async_waiters = self.async_waiters.saturating_sub(self.held.len());
+        self.held.clear();
     }
 }
 
@@ -440,5 +476,58 @@ mod tests {
                 MessageType::Cancel
             );
         }
+    }
+
+    #[test]
+    fn the_reader_reads_on_for_an_abandoned_async_request_until_the_worker_answers() {
+        let (host, mut worker) = memory::pair(1 << 20);
+        let codec = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, 1 << 20).unwrap();
+        let conn = Connection::new(host, codec, Dialect::Ferry, "t", None);
+        let waiters = |conn: &Connection| conn.state.lock().async_waiters;
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+
+        // Abandoned while pending: the reader thread keeps reading for it.
+        let pending = conn
+            .start_async(Envelope::request("", "op", Value::Null), &[], None)
+            .unwrap();
+        let id = pending.id().to_owned();
+        drop(pending);
+        worker.receiver.recv(&mut buf, None).unwrap();
+        worker.receiver.recv(&mut buf, None).unwrap();
+        assert_eq!(
+            codec.decode(&buf).unwrap().envelope.kind,
+            MessageType::Cancel
+        );
+        assert_eq!((conn.in_flight(), waiters(&conn)), (1, 1));
+        // The worker answers the cancel; the reader thread reads it, with no caller waiting.
+        let answer = Envelope::error(
+            "w-1",
+            &id,
+            crate::protocol::ErrorBody::new(crate::protocol::ErrorCode::Cancelled, "cancelled"),
+        );
+        codec.encode(&answer, &[], &mut out).unwrap();
+        worker.sender.send(&[&out]).unwrap();
+        while conn.in_flight() != 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(waiters(&conn), 0);
+
+        // Abandoned after its answer arrived (not taken yet): nothing is held.
+        let pending = conn
+            .start_async(Envelope::request("", "op", Value::Null), &[], None)
+            .unwrap();
+        worker.receiver.recv(&mut buf, None).unwrap();
+        let request = codec.decode(&buf).unwrap().envelope;
+        let answer = Envelope::response("w-2", request.message_id, Value::Null);
+        codec.encode(&answer, &[], &mut out).unwrap();
+        worker.sender.send(&[&out]).unwrap();
+        while conn.in_flight() != 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(waiters(&conn), 1);
+        drop(pending);
+        assert_eq!(waiters(&conn), 0);
+        conn.close();
     }
 }

@@ -152,7 +152,10 @@ impl Pending {
         }
         if self.is_async {
             self.is_async = false;
-            self.conn.async_done();
+            // The reader thread reads on until the worker has answered the cancel: with
+            // no caller left to read, the answer would wait on the link, and the request
+            // keep its place on the worker, until some later call read it.
+            self.conn.async_abandoned(self.key);
         }
     }
 

@@ -46,7 +46,11 @@ impl Connection {
     }
 
     pub(super) fn fail_pending_with(&self, make: impl Fn() -> CallError) {
-        let slots: Vec<Arc<Slot>> = self.state.lock().pending.drain().map(|(_, s)| s).collect();
+        let slots: Vec<Arc<Slot>> = {
+            let mut st = self.state.lock();
+            st.release_held();
+            st.pending.drain().map(|(_, s)| s).collect()
+        };
         for slot in &slots {
             slot.deliver(Incoming::Done(Err(make())));
         }
@@ -79,6 +83,7 @@ impl Connection {
             };
             let slot = key.and_then(|key| {
                 if terminal {
+                    st.forget(key);
                     st.pending.remove(&key)
                 } else {
                     st.pending.get(&key).cloned()

@@ -15,7 +15,7 @@
 //! - Small frames come through a 64 KiB read-ahead buffer (one `read` gets the prefix and
 //!   the body); the rest of a large frame is read straight into the frame's buffer.
 
-use super::{parts_len, FrameReceiver, FrameSender, Link, TransportError};
+use super::{checked_frame_len, FrameReceiver, FrameSender, Link, TransportError};
 use crate::transport::Framing;
 use std::io::IoSlice;
 use std::time::Instant;
@@ -78,16 +78,7 @@ impl<W: WireWrite> FramedSender<W> {
 
 impl<W: WireWrite> FrameSender for FramedSender<W> {
     fn send(&mut self, parts: &[&[u8]]) -> Result<(), TransportError> {
-        let size = parts_len(parts);
-        if size > frame_limit(self.max_frame) {
-            return Err(TransportError::FrameTooLarge {
-                size,
-                max: self.max_frame,
-            });
-        }
-        if size == 0 {
-            return Err(TransportError::InvalidFrame("empty frame"));
-        }
+        let size = checked_frame_len(parts, frame_limit(self.max_frame))?;
         let prefix = (size as u32).to_le_bytes();
         if parts.len() < INLINE_PARTS {
             let mut iov = [IoSlice::new(&[]); INLINE_PARTS];

@@ -1,7 +1,7 @@
 //! In-process transport: two channels. Used to test the layers above fast and
 //! deterministically, and as the reference implementation of the contract.
 
-use super::{parts_len, FrameReceiver, FrameSender, Link, TransportError};
+use super::{checked_frame_len, FrameReceiver, FrameSender, Link, TransportError};
 use crate::transport::Framing;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::Instant;
@@ -17,16 +17,7 @@ struct MemoryReceiver {
 
 impl FrameSender for MemorySender {
     fn send(&mut self, parts: &[&[u8]]) -> Result<(), TransportError> {
-        let size = parts_len(parts);
-        if size > self.max_frame {
-            return Err(TransportError::FrameTooLarge {
-                size,
-                max: self.max_frame,
-            });
-        }
-        if size == 0 {
-            return Err(TransportError::InvalidFrame("empty frame"));
-        }
+        checked_frame_len(parts, self.max_frame)?;
         self.tx
             .send(parts.concat())
             .map_err(|_| TransportError::Disconnected)

@@ -168,7 +168,22 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> Option<std::time::Duration
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
-/// The total length of a frame given as parts.
-pub(crate) fn parts_len(parts: &[&[u8]]) -> usize {
-    parts.iter().map(|p| p.len()).sum()
+/// The total length of a frame given as parts, checked against the contract every sender
+/// keeps: at least one byte ([`TransportError::InvalidFrame`]) and at most `max_frame`
+/// ([`TransportError::FrameTooLarge`]).
+pub(crate) fn checked_frame_len(
+    parts: &[&[u8]],
+    max_frame: usize,
+) -> Result<usize, TransportError> {
+    let size = parts.iter().map(|p| p.len()).sum();
+    if size > max_frame {
+        return Err(TransportError::FrameTooLarge {
+            size,
+            max: max_frame,
+        });
+    }
+    if size == 0 {
+        return Err(TransportError::InvalidFrame("empty frame"));
+    }
+    Ok(size)
 }

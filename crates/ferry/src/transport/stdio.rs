@@ -7,7 +7,7 @@
 //! [`TransportError::FrameTooLarge`] at once, with the stream still in sync.
 
 use super::fd_io::{read_deadline, write_all};
-use super::{parts_len, FrameReceiver, FrameSender, Link, TransportError};
+use super::{checked_frame_len, FrameReceiver, FrameSender, Link, TransportError};
 use crate::transport::Framing;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
@@ -22,16 +22,7 @@ struct LineSender {
 
 impl FrameSender for LineSender {
     fn send(&mut self, parts: &[&[u8]]) -> Result<(), TransportError> {
-        let size = parts_len(parts);
-        if size > self.max_frame {
-            return Err(TransportError::FrameTooLarge {
-                size,
-                max: self.max_frame,
-            });
-        }
-        if size == 0 {
-            return Err(TransportError::InvalidFrame("empty frame"));
-        }
+        checked_frame_len(parts, self.max_frame)?;
         self.line.clear();
         for part in parts {
             if memchr::memchr(b'\n', part).is_some() {

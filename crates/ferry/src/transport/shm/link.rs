@@ -11,7 +11,7 @@ use super::sync::{Ordering, Shared};
 use super::wait::{WaitConfig, Waiter, Words};
 use super::ShmOptions;
 use crate::transport::Framing;
-use crate::transport::{parts_len, FrameReceiver, FrameSender, Link, TransportError};
+use crate::transport::{checked_frame_len, FrameReceiver, FrameSender, Link, TransportError};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -154,16 +154,7 @@ impl FrameSender for ShmSender {
     /// (backpressure) until the receiver frees space, its end closes or its process dies,
     /// or the send timeout of [`ShmOptions`] (if set) passes: [`TransportError::Timeout`].
     fn send(&mut self, parts: &[&[u8]]) -> Result<(), TransportError> {
-        let size = parts_len(parts);
-        if size > self.max_frame {
-            return Err(TransportError::FrameTooLarge {
-                size,
-                max: self.max_frame,
-            });
-        }
-        if size == 0 {
-            return Err(TransportError::InvalidFrame("empty frame"));
-        }
+        let size = checked_frame_len(parts, self.max_frame)?;
         if consumer_closed(&self.ctl) {
             return Err(TransportError::Disconnected);
         }
