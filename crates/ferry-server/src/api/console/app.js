@@ -423,7 +423,6 @@ async function loadSdxlOptions() {
     const pick = $('#sdxl-form select[name="style"]');
     pick.replaceChildren(h('option', { value: '' }, 'none'),
       ...styles.map((s) => h('option', { value: s.name }, s.name)));
-    run.styles = new Map(styles.map((s) => [s.name, s]));
     $('#style-row').hidden = styles.length === 0;
   }).catch(() => { $('#style-row').hidden = true; });
   try {
@@ -448,14 +447,8 @@ async function loadSdxlOptions() {
 function sdxlRequest(form) {
   const v = (name) => form.elements[name].value.trim();
   const num = (name) => (v(name) === '' ? undefined : Number(v(name)));
-  let prompt = v('prompt');
-  let negative = v('negative_prompt');
-  const style = run.styles && run.styles.get(v('style'));
-  if (style) {
-    // The common SDXL style-preset form: templates with a {prompt} placeholder.
-    if (style.prompt) prompt = style.prompt.includes('{prompt}') ? style.prompt.replace('{prompt}', prompt) : `${prompt}, ${style.prompt}`;
-    if (style.negative_prompt) negative = [negative, style.negative_prompt].filter(Boolean).join(', ');
-  }
+  const prompt = v('prompt');
+  const negative = v('negative_prompt');
   const request = {
     model: { base: v('model') },
     scheduler: { steps: num('steps') },
@@ -466,6 +459,8 @@ function sdxlRequest(form) {
   if (v('scheduler')) request.scheduler.type = v('scheduler');
   if (negative) request.conditioning.negative_prompt = negative;
   if (num('seed') !== undefined) request.hyperparameters.seed = num('seed');
+  // The server applies the preset (templates, scheduler, steps) before the worker sees it.
+  if (v('style')) request.style = v('style');
   return request;
 }
 
