@@ -17,9 +17,8 @@ const SDXL = process.env.FERRY_SDXL !== '0';
 const SHOTS = process.env.FERRY_SCREENSHOTS || '';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-// The one expected failed load: the styles route does not exist yet, and the page hides the
-// style field when it answers 404.
-const EXPECTED_FAILURES = [/\/api\/sdxl\/enhanced\/styles$/];
+// Loads allowed to fail: none (every route the page calls exists).
+const EXPECTED_FAILURES = [];
 
 assert.ok(URL, 'FERRY_URL is not set: run scripts/browser-test');
 
@@ -154,7 +153,11 @@ test('the tiny SDXL pipeline: a progress bar to 100% and the image', { skip: !SD
   // Schedulers come from the worker (scheduler.list).
   await form.locator('select[name="scheduler"] option[value="Euler a"]').waitFor({ state: 'attached', timeout: 300000 });
   await form.locator('select[name="scheduler"]').selectOption('Euler a');
-  assert.equal(await page.locator('#style-row').isHidden(), true, 'no styles route: the field is hidden');
+  // Style presets come from GET /api/sdxl/enhanced/styles; the server applies the one picked
+  // (the request's own steps win over the preset's).
+  await form.locator('select[name="style"] option[value="photographic"]').waitFor({ state: 'attached' });
+  assert.equal(await page.locator('#style-row').isHidden(), false, 'the styles route lists presets');
+  await form.locator('select[name="style"]').selectOption('photographic');
   await form.locator('textarea[name="prompt"]').fill('a red fox in the snow, seen from the console');
   await form.locator('input[name="width"]').fill('128');
   await form.locator('input[name="height"]').fill('96');
@@ -199,6 +202,25 @@ test('a workflow session completes and a batch advances', async () => {
   await card.locator('h3 .badge.completed').waitFor({ timeout: 60000 });
   assert.equal(await card.locator('tbody .badge.completed').count(), 4);
   assert.equal(await card.locator('.progress').getAttribute('aria-valuenow'), '100');
+});
+
+test('an SDXL workflow session shows its images as thumbnails', { skip: !SDXL && 'FERRY_SDXL=0' }, async () => {
+  await page.goto(URL + '/#batches');
+  const form = page.locator('#session-form');
+  await form.locator('select[name="workflow"] option[value="sdxl_style_batch"]').waitFor({ state: 'attached' });
+  await form.locator('select[name="workflow"]').selectOption('sdxl_style_batch');
+  await form.locator('textarea[name="input"]').fill(JSON.stringify({
+    model: 'tiny-sdxl', prompts: ['a red fox', 'a grey owl'], style: 'anime', steps: 2, width: 64, height: 64,
+  }));
+  await form.locator('button[type="submit"]').click();
+  const session = page.locator('#sessions .card', { hasText: 'sdxl_style_batch' }).first();
+  await session.locator('h3 .badge.completed').waitFor({ timeout: 300000 });
+  const thumbs = session.locator('img.thumb');
+  await thumbs.nth(1).waitFor();
+  assert.equal(await thumbs.count(), 2);
+  const size = await thumbs.first().evaluate((el) => el.decode().then(() => [el.naturalWidth, el.naturalHeight]));
+  assert.deepEqual(size, [64, 64]);
+  await shot('sessions-sdxl');
 });
 
 test('the benchmark charts: p50 by transport and payload, with floors', async () => {
