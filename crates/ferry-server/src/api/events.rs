@@ -114,6 +114,8 @@ mod tests {
             kind: LifecycleKind::Ready,
             pid: Some(7),
             detail: String::new(),
+            device: None,
+            data: None,
         }
     }
 

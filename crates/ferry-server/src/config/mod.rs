@@ -21,7 +21,7 @@ mod lines;
 mod pool;
 mod validate;
 
-pub use pool::PoolSection;
+pub use pool::{Devices, PoolSection};
 
 use ferry::codec::{CodecKind, DEFAULT_MAX_FRAME};
 use ferry::protocol::Priority;
