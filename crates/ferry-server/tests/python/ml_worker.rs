@@ -227,7 +227,12 @@ fn a_pooled_generation_reports_device_stages_and_status_changes() {
         // What the pool assigns must win: a worker on this would fail (no such device).
         spec.env.retain(|(k, _)| k != "FERRY_ML_DEVICE");
         spec.env.push(("FERRY_ML_DEVICE".into(), "cuda:5".into()));
-        let pool = Pool::start(spec, PoolConfig::default().devices(["cpu"])).unwrap();
+        // As ferry.toml's sdxl pool: loading a pipeline answers no health probe meanwhile.
+        let mut config = PoolConfig::default()
+            .devices(["cpu"])
+            .request_timeout(Duration::from_secs(600));
+        config.health_timeout = Duration::from_secs(600);
+        let pool = Pool::start(spec, config).unwrap();
         let mut events = pool.events();
         let mut stages = Vec::new();
         let reply = pool
