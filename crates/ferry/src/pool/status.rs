@@ -110,17 +110,19 @@ mod tests {
 
     #[test]
     fn telemetry_keeps_what_is_well_typed() {
-        let (id, t) = WorkerTelemetry::from_event(&json!({
+        let event = json!({
             "worker_id": "sdxl-1", "status": "loading", "device": 3,
             "memory_usage_mb": 512.5, "gpu_utilization": -1
-        }));
+        });
+        let (id, t) = WorkerTelemetry::from_event(&event);
         assert_eq!(id, Some("sdxl-1"));
         assert_eq!(t.status.as_deref(), Some("loading"));
         assert_eq!(
             (t.device, t.memory_usage_mb, t.gpu_utilization),
             (None, Some(512.5), None)
         );
-        let (id, t) = WorkerTelemetry::from_event(&json!("not an object"));
+        let event = json!("not an object");
+        let (id, t) = WorkerTelemetry::from_event(&event);
         assert_eq!((id, t), (None, WorkerTelemetry::default()));
     }
 

@@ -198,7 +198,7 @@ fn act(inner: &Arc<Inner>, member: &Arc<Member>, action: Action, now: Instant) {
             let pid = process.as_ref().map(WorkerProcess::pid);
             // Killing closes the link: every request still on it gets `worker_crashed` now.
             drop(process);
-            inner.publish_member(&member, kind, pid, detail.clone());
+            inner.publish_member(member, kind, pid, detail.clone());
             let transition = inner.dispatch.lock().breaker.record_failure(now);
             inner.publish_transition(transition);
             schedule_restart(inner, member, detail, now, false);
@@ -241,7 +241,7 @@ fn act(inner: &Arc<Inner>, member: &Arc<Member>, action: Action, now: Instant) {
             }
             member.state.lock().state = WorkerState::Stopped;
             inner.members.lock().retain(|m| !Arc::ptr_eq(m, member));
-            inner.publish_member(&member, LifecycleKind::Stopped, pid, "idle".into());
+            inner.publish_member(member, LifecycleKind::Stopped, pid, "idle".into());
         }
     }
 }
