@@ -178,6 +178,27 @@ def test_a_model_load_reports_its_progress(sdxl: PipeHost, models: Any) -> None:
     assert answer["data"]["metrics"]["memory_usage_mb"] > 0
 
 
+def test_the_device_the_host_assigned_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferry_sdxl import device
+
+    monkeypatch.setenv("FERRY_ML_DEVICE", "cuda:5")
+    monkeypatch.delenv("FERRY_DEVICE", raising=False)
+    assert device.requested_device() == "cuda:5"  # no assignment: the worker's setting
+    # The host made GPU 3 the only visible one: it is this process's cuda:0.
+    monkeypatch.setenv("FERRY_DEVICE", "cuda:3")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert device.requested_device() == "cuda:0"
+    # Without the host's CUDA_VISIBLE_DEVICES the name is taken as it is.
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert device.requested_device() == "cuda:3"
+    monkeypatch.setenv("FERRY_DEVICE", "cpu")
+    info = device.choose()
+    assert info.kind == "cpu" and device.device_name(info) == "cpu"
+    telemetry = device.telemetry(info)
+    assert telemetry["device"] == "cpu" and telemetry["memory_usage_mb"] > 0
+    assert "gpu_utilization" not in telemetry
+
+
 def test_same_seed_gives_the_same_image_and_another_seed_does_not(
     sdxl: PipeHost, models: Any
 ) -> None:
@@ -1086,24 +1107,3 @@ def test_image_decoding_is_bounded_and_its_errors_hold_no_object_reprs(
         images.decode(png(Image.new("RGB", (16, 8))), "x")
     monkeypatch.setenv("FERRY_ML_MAX_IMAGE_PIXELS", "128")
     assert images.decode(png(Image.new("RGB", (16, 8))), "x").size == (16, 8)
-
-
-def test_the_device_the_host_assigned_wins(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ferry_sdxl import device
-
-    monkeypatch.setenv("FERRY_ML_DEVICE", "cuda:5")
-    monkeypatch.delenv("FERRY_DEVICE", raising=False)
-    assert device.requested_device() == "cuda:5"  # no assignment: the worker's setting
-    # The host made GPU 3 the only visible one: it is this process's cuda:0.
-    monkeypatch.setenv("FERRY_DEVICE", "cuda:3")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    assert device.requested_device() == "cuda:0"
-    # Without the host's CUDA_VISIBLE_DEVICES the name is taken as it is.
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert device.requested_device() == "cuda:3"
-    monkeypatch.setenv("FERRY_DEVICE", "cpu")
-    info = device.choose()
-    assert info.kind == "cpu" and device.device_name(info) == "cpu"
-    telemetry = device.telemetry(info)
-    assert telemetry["device"] == "cpu" and telemetry["memory_usage_mb"] > 0
-    assert "gpu_utilization" not in telemetry
