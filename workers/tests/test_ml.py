@@ -79,6 +79,24 @@ def generate(host: PipeHost, data: Any) -> tuple[list[dict[str, Any]], dict[str,
     return host.answer(host.request("inference.generate", data))
 
 
+def steps(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The data of the ``inference`` stage's progress events (one per denoising step)."""
+    return [
+        e["data"]
+        for e in events
+        if e["event_name"] == "progress" and e["data"]["stage"] == "inference"
+    ]
+
+
+def first_step(host: PipeHost, rid: str) -> dict[str, Any]:
+    """Reads the events of ``rid`` up to its first denoising step's progress event."""
+    while True:
+        event = host.read()
+        assert event["request_id"] == rid and event["type"] == "event", event
+        if event["event_name"] == "progress" and event["data"]["stage"] == "inference":
+            return event
+
+
 def image(answer: dict[str, Any], i: int = 0) -> Image.Image:
     blob = attachment(answer, i)
     assert blob.startswith(b"\x89PNG\r\n\x1a\n")
@@ -113,9 +131,72 @@ def test_generation_returns_a_png_of_the_requested_size(sdxl: PipeHost, models: 
 def test_progress_event_after_every_step(sdxl: PipeHost, models: Any) -> None:
     events, answer = generate(sdxl, nested(models, scheduler={"steps": 3}))
     assert answer["type"] == "response", answer
-    progress = [e["data"] for e in events if e["event_name"] == "progress"]
+    progress = steps(events)
     assert [p["message"] for p in progress] == [f"step {i}/3" for i in range(1, 4)]
     assert progress[-1]["progress"] == 1.0
+
+
+def test_stages_status_changes_and_metrics_of_a_generation(sdxl: PipeHost, models: Any) -> None:
+    sdxl.call("model.unload", {})  # so this generation loads its pipeline
+    events, answer = generate(sdxl, nested(models, scheduler={"steps": 2}))
+    assert answer["type"] == "response", answer
+    stages = [e["data"]["stage"] for e in events if e["event_name"] == "progress"]
+    assert stages == ["initialization", "loading", "inference", "inference", "postprocessing"]
+    fractions = [e["data"]["progress"] for e in events if e["event_name"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    changes = [e["data"] for e in events if e["event_name"] == "status_change"]
+    assert [c["status"] for c in changes] == ["busy", "loading", "idle"]
+    for change in changes:
+        assert change["device"] == "cpu" and change["memory_usage_mb"] > 0, change
+        assert "gpu_utilization" not in change  # the CPU reports none: absent, not zero
+    metrics = answer["data"]["metrics"]
+    assert metrics["device"] == "cpu" and metrics["memory_usage_mb"] > 0, metrics
+    assert "gpu_utilization" not in metrics and metrics["inference_time_s"] >= 0
+    # Cached now: no loading stage, no loading status.
+    events, _ = generate(sdxl, nested(models, scheduler={"steps": 2}))
+    assert "loading" not in [e["data"].get("stage") for e in events]
+    assert "loading" not in [e["data"].get("status") for e in events]
+
+
+def test_a_model_load_reports_its_progress(sdxl: PipeHost, models: Any) -> None:
+    sdxl.call("model.unload", {})
+    events, answer = sdxl.answer(
+        sdxl.request("model.load", {"base": str(models["base"]), "refiner": str(models["refiner"])})
+    )
+    assert answer["type"] == "response", answer
+    progress = [
+        (e["data"]["stage"], e["data"]["progress"]) for e in events if e["event_name"] == "progress"
+    ]
+    assert progress == [
+        ("initialization", 0.0),
+        ("loading", 0.0),
+        ("loading", 0.5),
+        ("loading", 1.0),
+    ], progress
+    changes = [e["data"]["status"] for e in events if e["event_name"] == "status_change"]
+    assert changes == ["loading", "idle"]
+    assert answer["data"]["metrics"]["memory_usage_mb"] > 0
+
+
+def test_the_device_the_host_assigned_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferry_sdxl import device
+
+    monkeypatch.setenv("FERRY_ML_DEVICE", "cuda:5")
+    monkeypatch.delenv("FERRY_DEVICE", raising=False)
+    assert device.requested_device() == "cuda:5"  # no assignment: the worker's setting
+    # The host made GPU 3 the only visible one: it is this process's cuda:0.
+    monkeypatch.setenv("FERRY_DEVICE", "cuda:3")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert device.requested_device() == "cuda:0"
+    # Without the host's CUDA_VISIBLE_DEVICES the name is taken as it is.
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert device.requested_device() == "cuda:3"
+    monkeypatch.setenv("FERRY_DEVICE", "cpu")
+    info = device.choose()
+    assert info.kind == "cpu" and device.device_name(info) == "cpu"
+    telemetry = device.telemetry(info)
+    assert telemetry["device"] == "cpu" and telemetry["memory_usage_mb"] > 0
+    assert "gpu_utilization" not in telemetry
 
 
 def test_same_seed_gives_the_same_image_and_another_seed_does_not(
@@ -130,8 +211,8 @@ def test_same_seed_gives_the_same_image_and_another_seed_does_not(
 
 def test_cancel_at_step_1_of_50_stops_the_generation(sdxl: PipeHost, models: Any) -> None:
     rid = sdxl.request("inference.generate", nested(models, scheduler={"steps": 50}))
-    first = sdxl.read()
-    assert first["request_id"] == rid and first["data"]["message"] == "step 1/50", first
+    first = first_step(sdxl, rid)
+    assert first["data"]["message"] == "step 1/50", first
     sdxl.send({"message_id": "c-1", "type": "cancel", "request_id": rid})
     events, answer = sdxl.answer(rid)
     assert answer["type"] == "error" and answer["error"]["code"] == "cancelled", answer
@@ -169,7 +250,7 @@ def test_refiner_takes_over_at_the_hand_off_fraction(sdxl: PipeHost, models: Any
     assert answer["type"] == "response", answer
     assert answer["data"]["refiner"] is True
     assert image(answer).size == (64, 64)
-    assert len([e for e in events if e["event_name"] == "progress"]) == 4
+    assert len(steps(events)) == 4
 
 
 def test_flat_form_through_the_old_operation_name(sdxl: PipeHost, models: Any) -> None:
@@ -344,7 +425,7 @@ def test_canny_controlnet_answers_a_png_of_the_requested_size_with_progress_per_
     assert answer["type"] == "response", answer
     img = image(answer)
     assert (img.format, img.size) == ("PNG", (96, 64))
-    progress = [e["data"]["message"] for e in events if e["event_name"] == "progress"]
+    progress = [p["message"] for p in steps(events)]
     assert progress == ["step 1/3", "step 2/3", "step 3/3"]
     used = answer["data"]["controlnet"]
     assert used["type"] == "canny" and used["preprocessed"] is True
@@ -505,7 +586,7 @@ def test_controlnet_with_the_refiner_steers_the_base_steps_only(
     assert answer["type"] == "response", answer
     assert answer["data"]["refiner"] is True and answer["data"]["controlnet"]["type"] == "canny"
     assert image(answer).size == (96, 64)
-    assert len([e for e in events if e["event_name"] == "progress"]) == 4
+    assert len(steps(events)) == 4
     without = dict(req, conditioning={"prompt": req["conditioning"]["prompt"]})
     assert attachment(sdxl.call("inference.generate", without), 0) != attachment(answer, 0)
 
@@ -525,8 +606,8 @@ def test_cancel_at_step_1_of_50_stops_a_controlnet_generation(sdxl: PipeHost, mo
     req = with_controlnet(models)
     req["scheduler"]["steps"] = 50
     rid = sdxl.request("inference.generate", req, attachments=[photo()])
-    first = sdxl.read()
-    assert first["request_id"] == rid and first["data"]["message"] == "step 1/50", first
+    first = first_step(sdxl, rid)
+    assert first["data"]["message"] == "step 1/50", first
     sdxl.send({"message_id": "c-2", "type": "cancel", "request_id": rid})
     events, answer = sdxl.answer(rid)
     assert answer["type"] == "error" and answer["error"]["code"] == "cancelled", answer

@@ -3,6 +3,14 @@
 Detects CUDA, Apple's MPS, DirectML (when ``torch_directml`` imports) and the CPU. Memory
 settings (attention slicing, VAE slicing/tiling, model CPU offload) are chosen from the free
 memory of the chosen device and an estimate of what a generation needs.
+
+The device is, first, the one the host assigned (``FERRY_DEVICE``, from the pool's
+``devices``; for ``cuda:N`` the host also sets ``CUDA_VISIBLE_DEVICES=N``, so that GPU is
+the only one visible, as CUDA device 0), then ``FERRY_ML_DEVICE``, then the best found.
+
+Telemetry (:func:`telemetry`): memory in use (the CUDA device's memory this process holds,
+else the process's resident set) and, where the device reports it, GPU utilization (CUDA
+with ``pynvml`` installed; absent otherwise, never a made-up zero).
 """
 
 from __future__ import annotations
@@ -72,10 +80,33 @@ def list_devices() -> list[DeviceInfo]:
     return found
 
 
+ASSIGNED_ENV = "FERRY_DEVICE"
+"""The device the host assigned this worker (``cuda:1``, ``cpu``, ...), unset when none."""
+
+
+def assigned() -> str | None:
+    """The host's name of the device it assigned this worker (``FERRY_DEVICE``), if any."""
+    return os.environ.get(ASSIGNED_ENV, "").strip() or None
+
+
+def requested_device() -> str | None:
+    """The device asked for, in this process's own numbering: the host's assignment, then
+    ``FERRY_ML_DEVICE``. An assigned ``cuda:N`` that the host made the only visible GPU
+    (``CUDA_VISIBLE_DEVICES=N``) is this process's ``cuda:0``."""
+    host = assigned()
+    if host is None:
+        return os.environ.get("FERRY_ML_DEVICE") or None
+    kind, _, index = host.partition(":")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if kind == "cuda" and index and visible == index:
+        return "cuda:0"
+    return host
+
+
 def choose(requested: str | None = None) -> DeviceInfo:
-    """The device to run on: ``requested`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...) or the
-    best found. ``FERRY_ML_DEVICE`` overrides the default."""
-    want = requested or os.environ.get("FERRY_ML_DEVICE")
+    """The device to run on: ``requested`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...), else
+    :func:`requested_device`, else the best found."""
+    want = requested or requested_device()
     devices = list_devices()
     if not want:
         return devices[0]
@@ -121,6 +152,72 @@ def as_dict(info: DeviceInfo) -> dict[str, Any]:
     return asdict(info)
 
 
+def device_name(info: DeviceInfo) -> str:
+    """The device as reports name it: the host's name when it assigned one, else
+    ``kind:index`` (``cpu`` for the CPU)."""
+    host = assigned()
+    if host is not None:
+        return host
+    return "cpu" if info.kind == "cpu" else f"{info.kind}:{info.index}"
+
+
+def process_rss_mb() -> float | None:
+    """This process's resident memory in MiB (``VmRSS``; the peak where that is unknown)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (1 << 20 if sys.platform == "darwin" else 1024), 1)
+    except (ImportError, OSError):
+        return None
+
+
+def memory_usage_mb(info: DeviceInfo) -> float | None:
+    """Memory in use, MiB: on CUDA, the device memory this process holds (torch's reserved
+    memory); elsewhere the process's resident set."""
+    if info.kind == "cuda":
+        reserved = int(torch.cuda.memory_reserved(info.index))
+        return round(reserved / (1 << 20), 1)
+    return process_rss_mb()
+
+
+def gpu_utilization(info: DeviceInfo) -> float | None:
+    """GPU utilization in percent where the device reports it: CUDA with ``pynvml``
+    installed. ``None`` otherwise (not zero: unknown is not idle)."""
+    if info.kind != "cuda" or importlib.util.find_spec("pynvml") is None:
+        return None
+    try:
+        return float(torch.cuda.utilization(info.index))
+    except Exception:  # noqa: BLE001 - NVML errors are many and none is the request's
+        return None
+
+
+def telemetry(info: DeviceInfo) -> dict[str, Any]:
+    """``{"device", "memory_usage_mb", "gpu_utilization"}``, the last only where known: the
+    ``metrics`` of replies and the data of ``status_change`` events."""
+    out: dict[str, Any] = {"device": device_name(info), "memory_usage_mb": memory_usage_mb(info)}
+    utilization = gpu_utilization(info)
+    if utilization is not None:
+        out["gpu_utilization"] = utilization
+    return out
+
+
+def status_change(ctx: Context, status: str, info: DeviceInfo) -> None:
+    """Sends a ``status_change`` event about this worker (its id as the host named it,
+    ``status``, and :func:`telemetry`): the host keeps it as the worker's telemetry."""
+    data: dict[str, Any] = {"worker_id": os.environ.get("FERRY_WORKER_ID"), "status": status}
+    data.update(telemetry(info))
+    ctx.event("status_change", data)
+
+
 class DeviceInstructor:
     """``device.list``, ``device.info``."""
 
@@ -140,13 +237,20 @@ class DeviceInstructor:
         settings = memory_settings(self.device, need)
         return {
             "device": as_dict(self.device),
+            "assigned": assigned(),
+            "telemetry": telemetry(self.device),
             "dtype": str(dtype_for(self.device)).removeprefix("torch."),
             "torch": torch.__version__,
             "memory_settings": asdict(settings),
         }
 
     def status(self) -> dict[str, Any]:
-        return {"device": self.device.kind, "name": self.device.name}
+        return {
+            "device": self.device.kind,
+            "name": self.device.name,
+            "assigned": assigned(),
+            **{k: v for k, v in telemetry(self.device).items() if k != "device"},
+        }
 
     def cleanup(self) -> None:
         if self.device.kind == "cuda":

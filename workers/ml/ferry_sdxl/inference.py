@@ -2,7 +2,12 @@
 ``inference.estimate`` and ``inference.capabilities``.
 
 A generation runs the base pipeline (and the refiner from ``refiner_fraction`` of the way
-through, on the base's latents), reports a ``progress`` event after every denoising step, and
+through, on the base's latents), reports its stages as ``progress`` events (``initialization``
+once the request is taken, ``loading`` before each pipeline loaded from disk, ``inference``
+after every denoising step, ``postprocessing`` before the images are encoded), sends
+``status_change`` events (``busy``, ``loading``, ``idle``, with the device's telemetry), answers
+``metrics`` (``device``, ``memory_usage_mb``, ``gpu_utilization`` where known,
+``inference_time_s``), and
 checks for cancellation at every step: a cancel, a passed deadline or a vanished host stops
 it at the next step and answers ``cancelled``. Images come back as attachments (PNG by
 default), and also as files when the request names ``output.save_dir`` (a folder under
@@ -218,11 +223,16 @@ class InferenceInstructor:
         data = request.data
         req = genreq.parse(data)
         self.check_estimate(req, ctx)
+        # Events only once the request is taken: a refused one sends none.
+        info = self.models.device
         self.running = ctx.request_id
+        devices.status_change(ctx, "busy", info)
         try:
+            ctx.progress(0.0, "initialization", f"{req.num_images} image(s), {req.steps} steps")
             return self._generate(req, request.attachments, ctx)
         finally:
             self.running = None
+            devices.status_change(ctx, "idle", info)
 
     def _generate(
         self, req: genreq.GenerationRequest, attachments: Sequence[bytes], ctx: Context
@@ -238,11 +248,17 @@ class InferenceInstructor:
         if req.controlnet is not None:
             control = controlnet.control_image(req.controlnet, attachments, req.width, req.height)
             control_model = resolve_controlnet(req.controlnet.model)
-        base = self.models.base(req.base, req.vae)
-        runner = base  # what runs the base's steps: the base, or its ControlNet pipeline
-        if req.controlnet is not None:
-            runner = self.models.controlnet(base, req.controlnet.model)
-        refiner = self.models.refiner(req.refiner) if req.refiner else None
+
+        def on_load(kind: str, folder: Path) -> None:
+            ctx.progress(0.0, "loading", f"loading the {kind} {folder.name}")
+            devices.status_change(ctx, "loading", self.models.device)
+
+        with self.models.reporting(on_load):
+            base = self.models.base(req.base, req.vae)
+            runner = base  # what runs the base's steps: the base, or its ControlNet pipeline
+            if req.controlnet is not None:
+                runner = self.models.controlnet(base, req.controlnet.model)
+            refiner = self.models.refiner(req.refiner) if req.refiner else None
         self.models.apply_loras(base, [(lora.path, lora.weight) for lora in req.loras])
         runner.pipeline.scheduler = schedulers.make(req.scheduler, base.scheduler_config)
         if refiner is not None:
@@ -308,6 +324,7 @@ class InferenceInstructor:
         if done:
             self.seconds_per_step_mp = (finished - loaded) / (done * megapixels * batch)
 
+        ctx.progress(1.0, "postprocessing", f"encoding {len(out)} image(s)")
         blobs = [images.encode(img, req.output_format) for img in out]
         described: list[dict[str, Any]] = []
         for i, (img, blob) in enumerate(zip(out, blobs, strict=True)):
@@ -336,6 +353,10 @@ class InferenceInstructor:
             "timings": {
                 "load_s": round(loaded - started, 3),
                 "denoise_and_decode_s": round(finished - loaded, 3),
+            },
+            "metrics": {
+                **devices.telemetry(self.models.device),
+                "inference_time_s": round(time.perf_counter() - started, 3),
             },
         }
         return Reply(data, blobs)

@@ -22,6 +22,8 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,6 +225,22 @@ class ModelManager:
         self.device = device
         self.budget = default_budget(device) if budget is None else budget
         self.cache: OrderedDict[tuple[str, ...], Loaded] = OrderedDict()
+        # Told ``(kind, folder)`` just before a pipeline is loaded from disk (not when it
+        # comes from the cache): a request reports its loading stage through it.
+        self.on_load: Callable[[str, Path], None] | None = None
+
+    @contextmanager
+    def reporting(self, on_load: Callable[[str, Path], None]) -> Iterator[None]:
+        """Calls ``on_load(kind, folder)`` before each load from disk while in the block."""
+        before, self.on_load = self.on_load, on_load
+        try:
+            yield
+        finally:
+            self.on_load = before
+
+    def _loading(self, kind: str, folder: Path) -> None:
+        if self.on_load is not None:
+            self.on_load(kind, folder)
 
     def used(self) -> int:
         return sum(e.bytes for e in self.cache.values())
@@ -280,6 +298,7 @@ class ModelManager:
             kw = {"subfolder": sub} if sub else {}
             extra["vae"] = _load(fields[1], "VAE", AutoencoderKL, path, dtype=dtype, **kw)
         started = time.perf_counter()
+        self._loading("base", folder)
         pipe = _load(fields[0], "pipeline", StableDiffusionXLPipeline, folder, dtype=dtype, **extra)
         pipe, offloaded, sliced = self._place(pipe)
         log.info("loaded %s in %.2f s", folder, time.perf_counter() - started)
@@ -296,6 +315,7 @@ class ModelManager:
         if key in self.cache:
             return self._touch(self.cache[key])
         dtype = devices.dtype_for(self.device)
+        self._loading("refiner", folder)
         pipe = _load(what, "pipeline", StableDiffusionXLImg2ImgPipeline, folder, dtype=dtype)
         pipe, offloaded, sliced = self._place(pipe)
         entry = Loaded(key, "refiner", pipe, module_bytes(pipe), pipe.scheduler.config)
@@ -321,6 +341,7 @@ class ModelManager:
             return self._touch(self.cache[key])
         dtype = devices.dtype_for(self.device)
         started = time.perf_counter()
+        self._loading("controlnet", folder)
         model = _load(what, "ControlNet", ControlNetModel, folder, dtype=dtype)
         check_fits(model, base.pipeline, what, folder)
         parts = base.pipeline.components
@@ -364,6 +385,7 @@ class ModelManager:
             return self._touch(self.cache[key])
         dtype = devices.dtype_for(self.device)
         started = time.perf_counter()
+        self._loading("upscaler", folder)
         pipe = _load(what, "upscaler", getattr(diffusers, class_name), folder, dtype=dtype)
         pipe, offloaded, sliced = self._place(pipe)
         log.info("loaded the upscaler %s in %.2f s", folder, time.perf_counter() - started)
@@ -483,19 +505,40 @@ class ModelInstructor:
             also = f" with {', '.join(with_base)}" if with_base else ", or upscaler"
             raise InvalidRequest(f"base: required (a local SDXL folder){also}")
         started = time.perf_counter()
+        info = self.manager.device
+        wanted = [n for n in ("base", "refiner", "controlnet", "upscaler") if data.get(n)]
+        ctx.progress(0.0, "initialization", f"{len(wanted)} to load: {', '.join(wanted)}")
+        devices.status_change(ctx, "loading", info)
+        done = 0
+
+        def on_load(kind: str, folder: Path) -> None:
+            ctx.progress(done / len(wanted), "loading", f"loading the {kind} {folder.name}")
+
         entries = []
-        if isinstance(data.get("base"), str):
-            base = self.manager.base(data["base"], data.get("vae"), ("base", "vae"))
-            entries.append(base)
-            if isinstance(data.get("refiner"), str):
-                entries.append(self.manager.refiner(data["refiner"], "refiner"))
-            if isinstance(data.get("controlnet"), str):
-                entries.append(self.manager.controlnet(base, data["controlnet"], "controlnet"))
-        if isinstance(data.get("upscaler"), str):
-            entries.append(self.manager.upscaler(data["upscaler"], "upscaler"))
+        try:
+            with self.manager.reporting(on_load):
+                if isinstance(data.get("base"), str):
+                    base = self.manager.base(data["base"], data.get("vae"), ("base", "vae"))
+                    entries.append(base)
+                    done += 1
+                    if isinstance(data.get("refiner"), str):
+                        entries.append(self.manager.refiner(data["refiner"], "refiner"))
+                        done += 1
+                    if isinstance(data.get("controlnet"), str):
+                        entries.append(
+                            self.manager.controlnet(base, data["controlnet"], "controlnet")
+                        )
+                        done += 1
+                if isinstance(data.get("upscaler"), str):
+                    entries.append(self.manager.upscaler(data["upscaler"], "upscaler"))
+                    done += 1
+        finally:
+            devices.status_change(ctx, "idle", info)
+        ctx.progress(1.0, "loading", f"{len(entries)} loaded")
         return {
             "loaded": [e.describe() for e in entries],
             "seconds": round(time.perf_counter() - started, 3),
+            "metrics": devices.telemetry(info),
         }
 
     def unload(self, request: Request, ctx: Context) -> dict[str, Any]:

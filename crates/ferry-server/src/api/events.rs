@@ -4,8 +4,10 @@
 //! Events, each `data` a JSON object:
 //! - `open` `{"worker_types": [...]}`: first, once every pool is subscribed (what happens from
 //!   then on is sent).
-//! - `lifecycle` `{"worker_type", "worker_id", "kind", "pid", "detail", "at_ms"}`: a
-//!   [`LifecycleEvent`], `at_ms` the time it was read here (Unix milliseconds).
+//! - `lifecycle` `{"worker_type", "worker_id", "kind", "pid", "detail", "device", "at_ms"}`,
+//!   plus `data` for a `status_change` (the worker's own report: status, device, memory,
+//!   GPU utilization): a [`LifecycleEvent`], `at_ms` the time it was read here (Unix
+//!   milliseconds).
 //! - `resync` `{"worker_type", "skipped"}`: this client fell behind and `skipped` events of that
 //!   worker type were dropped; refetch `/api/workers/status`.
 //!
@@ -114,6 +116,8 @@ mod tests {
             kind: LifecycleKind::Ready,
             pid: Some(7),
             detail: String::new(),
+            device: None,
+            data: None,
         }
     }
 

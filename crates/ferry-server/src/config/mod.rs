@@ -22,7 +22,7 @@ mod pool;
 mod sdxl;
 mod validate;
 
-pub use pool::PoolSection;
+pub use pool::{Devices, PoolSection};
 
 use ferry::codec::{CodecKind, DEFAULT_MAX_FRAME};
 use ferry::protocol::Priority;

@@ -63,6 +63,44 @@ pub struct PoolSection {
     pub cancel_grace_ms: u64,
     /// [`PoolConfig::cancel_escalation`].
     pub cancel_escalation: CancelEscalation,
+    /// [`PoolConfig::devices`]: a list of names (`["cuda:0", "cuda:1"]`) or a count of
+    /// GPUs (`2` meaning `cuda:0` and `cuda:1`).
+    pub devices: Devices,
+}
+
+/// `devices` of a pool section: names, or a count of GPUs.
+///
+/// ```
+/// use ferry_server::config::PoolSection;
+///
+/// let by_count: PoolSection = toml::from_str("devices = 2")?;
+/// let by_name: PoolSection = toml::from_str(r#"devices = ["cuda:0", "cuda:1"]"#)?;
+/// assert_eq!(by_count.to_config().devices, by_name.to_config().devices);
+/// # Ok::<(), toml::de::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "a list of device names or a count of GPUs")]
+pub enum Devices {
+    /// `cuda:0` to `cuda:{N - 1}`.
+    Count(usize),
+    /// These names.
+    Names(Vec<String>),
+}
+
+impl Default for Devices {
+    fn default() -> Self {
+        Devices::Names(Vec::new())
+    }
+}
+
+impl Devices {
+    /// The names.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Devices::Count(n) => (0..*n).map(|i| format!("cuda:{i}")).collect(),
+            Devices::Names(names) => names.clone(),
+        }
+    }
 }
 
 /// Whole milliseconds (durations past `u64::MAX` ms saturate).
@@ -94,6 +132,7 @@ impl From<&PoolConfig> for PoolSection {
             scale_up_queue_depth: c.scale_up_queue_depth,
             cancel_grace_ms: millis(c.cancel_grace),
             cancel_escalation: c.cancel_escalation,
+            devices: Devices::Names(c.devices.clone()),
         }
     }
 }
@@ -129,12 +168,19 @@ impl PoolSection {
         c.scale_up_queue_depth = self.scale_up_queue_depth;
         c.cancel_grace = ms(self.cancel_grace_ms);
         c.cancel_escalation = self.cancel_escalation;
+        c.devices = self.devices.names();
         c
     }
 
     /// Refuses settings that cannot work; the error's key is this section's (`_ms` after
     /// the durations).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.devices == Devices::Count(0) {
+            return Err(ConfigError {
+                key: "devices",
+                reason: "a count of GPUs must be at least 1 (leave `devices` out for none)".into(),
+            });
+        }
         self.to_config().validate().map_err(|mut e| {
             e.key = toml_key(e.key);
             e
@@ -220,6 +266,29 @@ mod tests {
         assert_eq!(c.cancel_escalation, CancelEscalation::Ignore);
         // And back: the section is the config's, key for key.
         assert_eq!(PoolSection::from(&c), section);
+    }
+
+    #[test]
+    fn devices_are_names_or_a_count() {
+        let section: PoolSection = toml::from_str("devices = 3").unwrap();
+        assert_eq!(section.to_config().devices, ["cuda:0", "cuda:1", "cuda:2"]);
+        let section: PoolSection = toml::from_str(r#"devices = ["cuda:1", "cpu"]"#).unwrap();
+        assert_eq!(section.to_config().devices, ["cuda:1", "cpu"]);
+        assert_eq!(PoolSection::from(&section.to_config()), section);
+        let err = toml::from_str::<PoolSection>(r#"devices = "cuda:0""#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a list of device names or a count"),
+            "{err}"
+        );
+        for bad in [
+            "devices = 0",
+            r#"devices = ["cuda:0", "cuda:0"]"#,
+            r#"devices = ["gpu one"]"#,
+        ] {
+            let section: PoolSection = toml::from_str(bad).unwrap();
+            assert_eq!(section.validate().unwrap_err().key, "devices", "{bad}");
+        }
     }
 
     #[test]

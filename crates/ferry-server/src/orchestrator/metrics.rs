@@ -185,6 +185,69 @@ impl Metrics {
     }
 }
 
+/// Renders the per-worker gauges of `statuses` (each pool's, by worker type): the worker's
+/// device (`ferry_worker_info`, 1 per worker, labelled with its device, `none` without
+/// one), its process's resident memory, and what it last reported of its device memory and
+/// GPU utilization (absent until it reports them). Only live workers are rendered, so the
+/// series are bounded by the pools' `max_workers`.
+pub(crate) fn render_workers(
+    out: &mut String,
+    statuses: &[(&String, Vec<ferry::pool::WorkerStatus>)],
+) {
+    use ferry::pool::WorkerState;
+    let live = || {
+        statuses.iter().flat_map(|(wt, list)| {
+            list.iter()
+                .filter(|s| s.state != WorkerState::Stopped)
+                .map(move |s| (wt.as_str(), s))
+        })
+    };
+    let labels = |wt: &str, s: &ferry::pool::WorkerStatus| {
+        format!(
+            "worker_type=\"{}\",worker_id=\"{}\",device=\"{}\"",
+            escape(wt),
+            escape(&s.id),
+            escape(s.device.as_deref().unwrap_or("none"))
+        )
+    };
+    out.push_str("# HELP ferry_worker_info A live worker and the device the pool assigned it.\n# TYPE ferry_worker_info gauge\n");
+    for (wt, s) in live() {
+        let _ = writeln!(out, "ferry_worker_info{{{}}} 1", labels(wt, s));
+    }
+    out.push_str("# HELP ferry_worker_memory_rss_bytes Resident memory of the worker's process, read by the host.\n# TYPE ferry_worker_memory_rss_bytes gauge\n");
+    for (wt, s) in live() {
+        if let Some(mb) = s.memory_rss_mb {
+            let _ = writeln!(
+                out,
+                "ferry_worker_memory_rss_bytes{{{}}} {}",
+                labels(wt, s),
+                (mb * 1024.0 * 1024.0).round()
+            );
+        }
+    }
+    out.push_str("# HELP ferry_worker_memory_usage_bytes Memory in use as the worker last reported it (its device's for a GPU worker).\n# TYPE ferry_worker_memory_usage_bytes gauge\n");
+    for (wt, s) in live() {
+        if let Some(mb) = s.telemetry.as_ref().and_then(|t| t.memory_usage_mb) {
+            let _ = writeln!(
+                out,
+                "ferry_worker_memory_usage_bytes{{{}}} {}",
+                labels(wt, s),
+                (mb * 1024.0 * 1024.0).round()
+            );
+        }
+    }
+    out.push_str("# HELP ferry_worker_gpu_utilization_percent GPU utilization as the worker last reported it.\n# TYPE ferry_worker_gpu_utilization_percent gauge\n");
+    for (wt, s) in live() {
+        if let Some(pct) = s.telemetry.as_ref().and_then(|t| t.gpu_utilization) {
+            let _ = writeln!(
+                out,
+                "ferry_worker_gpu_utilization_percent{{{}}} {pct}",
+                labels(wt, s)
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

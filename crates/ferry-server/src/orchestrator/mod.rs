@@ -310,6 +310,7 @@ impl Orchestrator {
                 "ferry_worker_restarts_total{{worker_type=\"{name}\"}} {restarts}"
             );
         }
+        metrics::render_workers(&mut out, &statuses);
         out
     }
 

@@ -498,25 +498,172 @@ fn a_legacy_worker_is_not_killed_for_working_longer_than_the_health_timeout() {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/legacy_slow_worker.py"
         );
-        let mut spec = WorkerSpec::new("legacy", "python3", [script]);
-        spec.dialect = ferry::worker::Dialect::Legacy;
+        let spec =
+            WorkerSpec::new("legacy", "python3", [script]).dialect(ferry::worker::Dialect::Legacy);
+        let (interval, timeout) = (Duration::from_millis(20), Duration::from_millis(50));
         let config = {
             let mut c = PoolConfig::default();
-            c.max_in_flight = 1;
-            c.health_interval = Duration::from_millis(20);
-            c.health_timeout = Duration::from_millis(100);
+            c.health_interval = interval;
+            c.health_timeout = timeout;
             c
         };
-        let pool = Pool::start(spec, config).unwrap();
+        let pool = Arc::new(Pool::start(spec, config).unwrap());
+        let mut events = pool.events();
         let pid = pool.status()[0].pid;
-        // A request twenty health timeouts long: probes must wait for it, not kill it.
-        let r = pool
-            .call(request("work", json!({"s": 2})), &[], |_| {})
-            .unwrap();
-        assert_eq!(r.data["echo"]["s"], 2);
+        assert!(pid.is_some());
+        let dir = tempfile::tempdir().unwrap();
+        let release = dir.path().join("release");
+        let caller = {
+            let pool = pool.clone();
+            let data = json!({"release": release.display().to_string()});
+            std::thread::spawn(move || pool.call(request("work", data), &[], |_| {}))
+        };
+        // Each deferral is a health interval passed with the request at the worker and no
+        // probe sent. Wait for enough of them that a probe sent at the first would have
+        // timed out long before the last: the worker has worked well past the timeout.
+        let needed = (timeout.as_millis() / interval.as_millis()) as usize + 2;
+        let mut deferred = 0;
+        while deferred < needed {
+            let e = events.blocking_recv().unwrap();
+            assert!(
+                !matches!(
+                    e.kind,
+                    LifecycleKind::Unhealthy | LifecycleKind::Crashed | LifecycleKind::Restarted
+                ),
+                "a working legacy worker was replaced: {e:?}"
+            );
+            if e.kind == LifecycleKind::HealthDeferred {
+                assert_eq!(e.pid, pid);
+                deferred += 1;
+            }
+        }
+        std::fs::write(&release, b"").unwrap();
+        let r = caller.join().unwrap().unwrap();
+        assert_eq!(r.data["echo"]["release"], release.display().to_string());
         let status = &pool.status()[0];
-        assert_eq!(status.restarts, 0, "{status:?}");
-        assert_eq!(status.pid, pid);
+        assert_eq!((status.restarts, status.pid), (0, pid), "{status:?}");
+        // Idle again, it is probed again: the next deferral-free health check passes, and
+        // the worker keeps serving.
+        let r = pool
+            .call(request("echo", json!({"after": 1})), &[], |_| {})
+            .unwrap();
+        assert_eq!(r.data["echo"]["after"], 1);
+        while let Ok(e) = events.try_recv() {
+            assert!(
+                !matches!(e.kind, LifecycleKind::Unhealthy | LifecycleKind::Crashed),
+                "{e:?}"
+            );
+        }
+        pool.shutdown();
+    });
+}
+
+fn env_worker_spec() -> WorkerSpec {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/legacy_env_worker.py"
+    );
+    WorkerSpec::new("gpu", "python3", [script])
+        .dialect(ferry::worker::Dialect::Legacy)
+        // The pool's assignment wins over the spec's own setting.
+        .env("CUDA_VISIBLE_DEVICES", "7")
+}
+
+/// Calls the pool until every worker of `ids` has answered (rotation spreads idle
+/// callers' calls over equally loaded workers); each worker's last answer.
+fn answers_of(
+    pool: &Pool,
+    ids: &[String],
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        if ids.iter().all(|id| seen.contains_key(id)) {
+            break;
+        }
+        let r = pool.call(request("env", json!({})), &[], |_| {}).unwrap();
+        let id = r.data["FERRY_WORKER_ID"].as_str().unwrap().to_owned();
+        seen.insert(id, r.data);
+    }
+    assert!(ids.iter().all(|id| seen.contains_key(id)), "{seen:?}");
+    seen
+}
+
+#[test]
+fn each_worker_gets_its_own_device_and_a_replacement_keeps_it() {
+    with_watchdog(WATCHDOG, || {
+        let config = PoolConfig::default()
+            .workers(3, 3)
+            .devices(["cuda:0", "cuda:1"]);
+        let pool = Pool::start(env_worker_spec(), config).unwrap();
+        let status = pool.status();
+        let devices: Vec<_> = status.iter().map(|s| s.device.clone()).collect();
+        // Three workers over two devices: round-robin, in the order they were added.
+        assert_eq!(
+            devices,
+            [
+                Some("cuda:0".into()),
+                Some("cuda:1".into()),
+                Some("cuda:0".into())
+            ],
+            "{status:?}"
+        );
+        let ids: Vec<String> = status.iter().map(|s| s.id.clone()).collect();
+        let answers = answers_of(&pool, &ids);
+        for s in &status {
+            let device = s.device.as_deref().unwrap();
+            let a = &answers[&s.id];
+            assert_eq!(a["FERRY_DEVICE"], device, "{a}");
+            assert_eq!(
+                a["CUDA_VISIBLE_DEVICES"],
+                device.strip_prefix("cuda:").unwrap(),
+                "{a}"
+            );
+            assert_eq!(a["pid"], s.pid.unwrap(), "{a}");
+            assert!(s.memory_rss_mb.is_some_and(|mb| mb > 0.0), "{s:?}");
+        }
+
+        // Replace the worker on cuda:1: its replacement is on cuda:1 too.
+        let on_one = status
+            .iter()
+            .find(|s| s.device.as_deref() == Some("cuda:1"))
+            .unwrap();
+        let mut events = pool.events();
+        assert!(pool.restart(&on_one.id));
+        loop {
+            let e = events.blocking_recv().unwrap();
+            if e.worker_id == on_one.id && e.kind == LifecycleKind::Ready {
+                assert_eq!(e.device.as_deref(), Some("cuda:1"));
+                assert_ne!(e.pid, on_one.pid);
+                break;
+            }
+        }
+        let after = pool.status();
+        let replaced = after.iter().find(|s| s.id == on_one.id).unwrap();
+        assert_eq!(replaced.device.as_deref(), Some("cuda:1"));
+        assert_eq!(replaced.restarts, 1);
+        let answers = answers_of(&pool, &ids);
+        let a = &answers[&on_one.id];
+        assert_eq!(
+            (
+                a["FERRY_DEVICE"].as_str(),
+                a["CUDA_VISIBLE_DEVICES"].as_str()
+            ),
+            (Some("cuda:1"), Some("1"))
+        );
+        assert_eq!(a["pid"], replaced.pid.unwrap());
+        pool.shutdown();
+    });
+}
+
+#[test]
+fn without_devices_a_worker_keeps_its_own_settings() {
+    with_watchdog(WATCHDOG, || {
+        let pool = Pool::start(env_worker_spec(), PoolConfig::default()).unwrap();
+        let s = &pool.status()[0];
+        assert_eq!(s.device, None);
+        let r = pool.call(request("env", json!({})), &[], |_| {}).unwrap();
+        assert_eq!(r.data["FERRY_DEVICE"], serde_json::Value::Null);
+        assert_eq!(r.data["CUDA_VISIBLE_DEVICES"], "7");
         pool.shutdown();
     });
 }

@@ -252,6 +252,82 @@ fn events_stream_lifecycle_events_of_a_restart() {
     });
 }
 
+/// A pool with `devices = 2`: each worker is shown with its own device in
+/// `/api/workers/status`, `/metrics` and the lifecycle events, and a restarted worker comes
+/// back on the device it had.
+#[test]
+fn workers_show_their_devices_in_status_metrics_and_events() {
+    with_watchdog(WATCHDOG, || {
+        let config = config("").replace("max_workers = 1", "max_workers = 2\ndevices = 2");
+        let config = config.replace("min_workers = 1", "min_workers = 2");
+        let server = Server::start(&config);
+        let status = server
+            .client()
+            .request("GET", "/api/workers/status", None)
+            .json();
+        let workers = status["workers"].as_array().unwrap();
+        let mut devices: Vec<&str> = workers
+            .iter()
+            .map(|w| w["device"].as_str().unwrap())
+            .collect();
+        devices.sort_unstable();
+        assert_eq!(devices, ["cuda:0", "cuda:1"], "{status}");
+        for w in workers {
+            assert!(
+                w["memory_rss_mb"].as_f64().is_some_and(|mb| mb > 0.0),
+                "{w}"
+            );
+            assert!(
+                w["telemetry"].is_null(),
+                "the echo worker reports none: {w}"
+            );
+        }
+        let page = server.client().request("GET", "/metrics", None).body;
+        for w in workers {
+            let labels = format!(
+                "worker_type=\"echo\",worker_id=\"{}\",device=\"{}\"",
+                w["id"].as_str().unwrap(),
+                w["device"].as_str().unwrap()
+            );
+            assert!(
+                page.contains(&format!("ferry_worker_info{{{labels}}} 1")),
+                "{page}"
+            );
+            assert!(
+                page.contains(&format!("ferry_worker_memory_rss_bytes{{{labels}}} ")),
+                "{page}"
+            );
+        }
+
+        let on_one = workers.iter().find(|w| w["device"] == "cuda:1").unwrap();
+        let id = on_one["id"].as_str().unwrap();
+        let mut events = Events::open(&server.addr, None);
+        assert_eq!(events.next().unwrap().0, "open");
+        let restart =
+            server
+                .client()
+                .request("POST", &format!("/api/workers/restart/{id}"), Some("{}"));
+        assert_eq!(restart.status, 202, "{}", restart.body);
+        let seen = events
+            .until(|name, e| name == "lifecycle" && e["worker_id"] == id && e["kind"] == "ready");
+        for (_, e) in seen.iter().filter(|(_, e)| e["worker_id"] == id) {
+            assert_eq!(e["device"], "cuda:1", "{e}");
+        }
+        let status = server
+            .client()
+            .request("GET", "/api/workers/status", None)
+            .json();
+        let again = status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == id)
+            .unwrap();
+        assert_eq!(again["device"], "cuda:1", "{again}");
+        assert_ne!(again["pid"], on_one["pid"], "{again}");
+    });
+}
+
 #[test]
 fn an_open_events_stream_does_not_hold_the_shutdown() {
     with_watchdog(WATCHDOG, || {

@@ -79,6 +79,11 @@ fn tiny_pipeline(python: &Path, dir: &Path) -> PathBuf {
 /// The SDXL worker over `transport`, with `models` (where the tiny pipeline is) as its models
 /// root: the worker loads models from its roots only.
 fn spawn(python: &Path, transport: TransportKind, models: &Path) -> WorkerProcess {
+    WorkerProcess::spawn(sdxl_spec(python, transport, models))
+        .unwrap_or_else(|e| panic!("sdxl worker over {transport} starts: {e}"))
+}
+
+fn sdxl_spec(python: &Path, transport: TransportKind, models: &Path) -> WorkerSpec {
     let mut spec = WorkerSpec::new(
         "sdxl",
         python.display().to_string(),
@@ -105,8 +110,7 @@ fn spawn(python: &Path, transport: TransportKind, models: &Path) -> WorkerProces
     // So is tearing them down at exit: the clean-exit check must not race a SIGTERM on a
     // loaded machine (the default 5 s grace was seen running out beside other builds).
     spec.shutdown_grace = Duration::from_secs(120);
-    WorkerProcess::spawn(spec)
-        .unwrap_or_else(|e| panic!("sdxl worker over {transport} starts: {e}"))
+    spec
 }
 
 fn request(base: &Path, steps: u32) -> Value {
@@ -141,8 +145,9 @@ fn generation_answers_a_png_with_progress_per_step_over_every_transport() {
             let mut steps = Vec::new();
             let reply = w
                 .call("inference.generate", request(&base, 3), |e| {
-                    if e.event_name.as_deref() == Some("progress") {
-                        steps.push(e.data.as_ref().unwrap()["message"].clone());
+                    let data = e.data.as_ref().unwrap();
+                    if e.event_name.as_deref() == Some("progress") && data["stage"] == "inference" {
+                        steps.push(data["message"].clone());
                     }
                 })
                 .unwrap_or_else(|e| panic!("{transport}: generation failed: {e}"));
@@ -201,5 +206,84 @@ fn cancel_at_step_1_of_50_stops_the_generation() {
         assert!(seen < 50, "{seen} progress events: the generation ran on");
         let exit = w.shutdown().expect("shutdown");
         assert!(exit.success(), "clean exit, got {exit}");
+    });
+}
+
+/// A pool of the SDXL worker with a device list: the worker runs on the device the pool
+/// assigned (`FERRY_DEVICE`, over the spec's own `FERRY_ML_DEVICE`), reports its stages, and
+/// its `status_change` events become the pool's lifecycle events (what `/api/events`
+/// streams) and its telemetry in the pool's status (what `/api/workers/status` and
+/// `/metrics` show).
+#[test]
+fn a_pooled_generation_reports_device_stages_and_status_changes() {
+    let Some(python) = ml_python_or_skip("sdxl status changes through a pool") else {
+        return;
+    };
+    with_watchdog(LIMIT, move || {
+        use ferry::pool::{LifecycleKind, Pool, PoolConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let base = tiny_pipeline(&python, dir.path());
+        let mut spec = sdxl_spec(&python, TransportKind::Stdio, dir.path());
+        // What the pool assigns must win: a worker on this would fail (no such device).
+        spec.env.retain(|(k, _)| k != "FERRY_ML_DEVICE");
+        spec.env.push(("FERRY_ML_DEVICE".into(), "cuda:5".into()));
+        // As ferry.toml's sdxl pool: loading a pipeline answers no health probe meanwhile.
+        let mut config = PoolConfig::default()
+            .devices(["cpu"])
+            .request_timeout(Duration::from_secs(600));
+        config.health_timeout = Duration::from_secs(600);
+        let pool = Pool::start(spec, config).unwrap();
+        let mut events = pool.events();
+        let mut stages = Vec::new();
+        let reply = pool
+            .call(
+                Envelope::request("", "inference.generate", request(&base, 2)),
+                &[],
+                |e| {
+                    if e.event_name.as_deref() == Some("progress") {
+                        let stage = e.data.as_ref().unwrap()["stage"].as_str().unwrap();
+                        if stages.last().map(String::as_str) != Some(stage) {
+                            stages.push(stage.to_owned());
+                        }
+                    }
+                },
+            )
+            .expect("generation");
+        assert_eq!(
+            stages,
+            ["initialization", "loading", "inference", "postprocessing"]
+        );
+        let metrics = &reply.data["metrics"];
+        assert_eq!(metrics["device"], "cpu", "{metrics}");
+        assert!(
+            metrics["memory_usage_mb"]
+                .as_f64()
+                .is_some_and(|mb| mb > 0.0),
+            "{metrics}"
+        );
+        assert!(metrics.get("gpu_utilization").is_none(), "{metrics}");
+
+        let mut changes = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            if e.kind == LifecycleKind::StatusChange {
+                changes.push(e);
+            }
+        }
+        let statuses: Vec<&str> = changes.iter().map(|e| e.detail.as_str()).collect();
+        assert_eq!(statuses, ["busy", "loading", "idle"]);
+        let worker = &pool.status()[0];
+        for e in &changes {
+            assert_eq!(e.worker_id, worker.id);
+            assert_eq!((e.pid, e.device.as_deref()), (worker.pid, Some("cpu")));
+            let data = e.data.as_ref().unwrap();
+            assert!(data.memory_usage_mb.is_some_and(|mb| mb > 0.0), "{e:?}");
+            assert_eq!(data.gpu_utilization, None);
+        }
+        assert_eq!(worker.device.as_deref(), Some("cpu"));
+        let telemetry = worker.telemetry.as_ref().expect("telemetry reported");
+        assert_eq!(telemetry.status.as_deref(), Some("idle"));
+        assert_eq!(telemetry.device.as_deref(), Some("cpu"));
+        assert!(telemetry.memory_usage_mb.is_some_and(|mb| mb > 0.0));
+        pool.shutdown();
     });
 }

@@ -90,6 +90,17 @@ pub struct PoolConfig {
     /// the same and its supervisor keeps restarting them (calls wait, or fail fast once the
     /// breaker opens): what a server with several worker types wants.
     pub strict_start: bool,
+    /// The devices the pool's workers are spread over, one each (empty, the default: no
+    /// device is assigned and the workers choose their own). Names are `cuda:N` (the
+    /// worker gets `CUDA_VISIBLE_DEVICES=N`, so it sees only that GPU) or any other name
+    /// (`cpu`, `mps`, ...; the worker gets no `CUDA_VISIBLE_DEVICES`); every worker also
+    /// gets [`FERRY_DEVICE`](crate::protocol::env::FERRY_DEVICE) holding the name.
+    ///
+    /// A new worker takes the device the fewest live workers hold, the first listed among
+    /// equals: with more workers than devices they are shared round-robin. A worker keeps
+    /// its device for life: its replacements (after a crash, a failed health check or a
+    /// restart request) get the same one.
+    pub devices: Vec<String>,
 }
 
 impl Default for PoolConfig {
@@ -117,6 +128,7 @@ impl Default for PoolConfig {
             cancel_grace: ms(5_000),
             cancel_escalation: CancelEscalation::Restart,
             strict_start: false,
+            devices: Vec::new(),
         }
     }
 }
@@ -163,6 +175,73 @@ impl PoolConfig {
         self.strict_start = strict;
         self
     }
+
+    /// Sets [`devices`](Self::devices) to these names.
+    ///
+    /// ```
+    /// use ferry::pool::PoolConfig;
+    /// let config = PoolConfig::default().workers(2, 2).devices(["cuda:0", "cuda:1"]);
+    /// assert!(config.validate().is_ok());
+    /// ```
+    pub fn devices<I, S>(mut self, devices: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.devices = devices.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`devices`](Self::devices) to the first `count` GPUs, `cuda:0` to
+    /// `cuda:{count - 1}` (0: none).
+    ///
+    /// ```
+    /// use ferry::pool::PoolConfig;
+    /// assert_eq!(PoolConfig::default().device_count(2).devices, ["cuda:0", "cuda:1"]);
+    /// ```
+    pub fn device_count(self, count: usize) -> Self {
+        self.devices((0..count).map(|i| format!("cuda:{i}")))
+    }
+}
+
+/// The longest device name taken (it goes into the environment, status and metrics).
+pub const MAX_DEVICE_NAME: usize = 64;
+
+/// Why `name` cannot be a device name, if it cannot.
+fn device_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > MAX_DEVICE_NAME {
+        return Some(format!(
+            "device names are 1 to {MAX_DEVICE_NAME} characters, not {:?}",
+            name
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-' | '.'))
+    {
+        return Some(format!(
+            "{name:?}: a device name is letters, digits and `:_-.`"
+        ));
+    }
+    if let Some(index) = name.strip_prefix("cuda:") {
+        if index.is_empty() || !index.chars().all(|c| c.is_ascii_digit()) {
+            return Some(format!("{name:?}: expected `cuda:N`, N a GPU index"));
+        }
+    }
+    None
+}
+
+/// The environment a worker on `device` gets: `FERRY_DEVICE`, and for `cuda:N`
+/// `CUDA_VISIBLE_DEVICES=N`.
+pub(crate) fn device_env(device: &str) -> Vec<(String, String)> {
+    let mut env = vec![(
+        crate::protocol::env::FERRY_DEVICE.to_owned(),
+        device.to_owned(),
+    )];
+    if let Some(index) = device.strip_prefix("cuda:") {
+        env.push(("CUDA_VISIBLE_DEVICES".to_owned(), index.to_owned()));
+    }
+    env
 }
 
 /// A setting that cannot work, with the key that holds it.
@@ -215,6 +294,14 @@ impl PoolConfig {
         if !(self.retry_budget_ratio >= 0.0 && self.retry_budget_ratio.is_finite()) {
             return bad("retry_budget_ratio", "must be a non-negative number");
         }
+        for (i, name) in self.devices.iter().enumerate() {
+            if let Some(problem) = device_name_problem(name) {
+                return bad("devices", &problem);
+            }
+            if self.devices[..i].contains(name) {
+                return bad("devices", &format!("{name:?} is listed twice"));
+            }
+        }
         Ok(())
     }
 
@@ -256,6 +343,30 @@ mod tests {
             ..PoolConfig::default()
         };
         assert_eq!(c.validate().unwrap_err().key, "health_interval");
+    }
+
+    #[test]
+    fn device_lists_are_checked() {
+        for bad in [
+            vec!["cuda:0", "cuda:0"],
+            vec![""],
+            vec!["cuda:"],
+            vec!["cuda:x"],
+            vec!["gpu 1"],
+        ] {
+            let c = PoolConfig::default().devices(bad.clone());
+            assert_eq!(c.validate().unwrap_err().key, "devices", "{bad:?}");
+        }
+        let c = PoolConfig::default().devices(["cuda:1", "cpu", "mps"]);
+        c.validate().unwrap();
+        assert_eq!(
+            device_env("cuda:1"),
+            [
+                ("FERRY_DEVICE".to_owned(), "cuda:1".to_owned()),
+                ("CUDA_VISIBLE_DEVICES".to_owned(), "1".to_owned())
+            ]
+        );
+        assert_eq!(device_env("cpu").len(), 1);
     }
 
     #[test]

@@ -23,6 +23,14 @@ pub enum LifecycleKind {
     BreakerOpened,
     /// The worker type's circuit breaker closed.
     BreakerClosed,
+    /// The worker reported a change of its own status (a `status_change` event sent
+    /// during a request: loading a model, generating, idle again); `detail` is the status,
+    /// `data` what the worker reported.
+    StatusChange,
+    /// A health check fell due while the worker, a legacy one, was working: it is not
+    /// probed until it is idle (a probe would wait behind the request). Published once per
+    /// health interval of work.
+    HealthDeferred,
 }
 
 /// One lifecycle event.
@@ -38,4 +46,10 @@ pub struct LifecycleEvent {
     pub pid: Option<u32>,
     /// Human-readable detail (exit status, error).
     pub detail: String,
+    /// The worker's device (see [`PoolConfig::devices`](super::PoolConfig::devices)),
+    /// when it has one.
+    pub device: Option<String>,
+    /// What the worker reported, for [`LifecycleKind::StatusChange`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<super::WorkerTelemetry>,
 }

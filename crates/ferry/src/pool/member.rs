@@ -1,7 +1,7 @@
 //! One worker slot of a pool: a stable id whose process is replaced on failure.
 
 use super::backoff::Backoff;
-use super::status::{WorkerState, WorkerStatus};
+use super::status::{rss_mb, WorkerState, WorkerStatus, WorkerTelemetry};
 use crate::connection::{Connection, Pending};
 use crate::worker::WorkerProcess;
 use parking_lot::Mutex;
@@ -31,11 +31,16 @@ pub(crate) struct MemberState {
     pub(crate) health: Option<HealthCheck>,
     pub(crate) next_health: Instant,
     pub(crate) busy_at: Instant,
+    /// What the current process last reported in a `status_change` event (cleared when
+    /// the process is replaced).
+    pub(crate) telemetry: Option<WorkerTelemetry>,
 }
 
 /// One slot.
 pub(crate) struct Member {
     pub(crate) id: String,
+    /// The device of every process of this slot (see `PoolConfig::devices`).
+    pub(crate) device: Option<String>,
     pub(crate) state: Mutex<MemberState>,
     /// Requests answered, all processes of this slot (statistics only).
     pub(crate) served: AtomicU64,
@@ -51,10 +56,11 @@ pub(crate) struct Member {
 }
 
 impl Member {
-    pub(crate) fn new(id: String, backoff: Backoff) -> Arc<Self> {
+    pub(crate) fn new(id: String, device: Option<String>, backoff: Backoff) -> Arc<Self> {
         let now = Instant::now();
         Arc::new(Member {
             id,
+            device,
             state: Mutex::new(MemberState {
                 state: WorkerState::Starting,
                 process: None,
@@ -68,6 +74,7 @@ impl Member {
                 health: None,
                 next_health: now,
                 busy_at: now,
+                telemetry: None,
             }),
             served: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -76,18 +83,26 @@ impl Member {
     }
 
     pub(crate) fn status(&self, worker_type: &str) -> WorkerStatus {
-        let st = self.state.lock();
-        WorkerStatus {
-            id: self.id.clone(),
-            worker_type: worker_type.to_owned(),
-            state: st.state,
-            pid: st.pid,
-            in_flight: st.conn.as_ref().map_or(0, |c| c.in_flight()),
-            // Statistics only: no other memory is published through this counter.
-            requests_served: self.served.load(Ordering::Relaxed),
-            restarts: st.restarts,
-            last_error: st.last_error.clone(),
-            uptime_s: st.ready_since.map(|t| t.elapsed().as_secs_f64()),
-        }
+        let mut status = {
+            let st = self.state.lock();
+            WorkerStatus {
+                id: self.id.clone(),
+                worker_type: worker_type.to_owned(),
+                state: st.state,
+                pid: st.pid,
+                in_flight: st.conn.as_ref().map_or(0, |c| c.in_flight()),
+                // Statistics only: no other memory is published through this counter.
+                requests_served: self.served.load(Ordering::Relaxed),
+                restarts: st.restarts,
+                last_error: st.last_error.clone(),
+                uptime_s: st.ready_since.map(|t| t.elapsed().as_secs_f64()),
+                device: self.device.clone(),
+                memory_rss_mb: None,
+                telemetry: st.telemetry.clone(),
+            }
+        };
+        // Read outside the lock: a file read.
+        status.memory_rss_mb = status.pid.and_then(rss_mb);
+        status
     }
 }

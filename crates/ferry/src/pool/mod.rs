@@ -43,7 +43,7 @@ pub use breaker::BreakerState;
 pub use config::{CancelEscalation, ConfigError, PoolConfig};
 pub use error::PoolError;
 pub use events::{LifecycleEvent, LifecycleKind};
-pub use status::{WorkerState, WorkerStatus};
+pub use status::{WorkerState, WorkerStatus, WorkerTelemetry};
 
 use crate::connection::Fill;
 use crate::protocol::{Envelope, Stamp};
@@ -237,9 +237,14 @@ impl Pool {
         options: &CallOptions,
         on_event: impl FnMut(&Envelope),
     ) -> Result<Response, PoolError> {
+        let mut on_event = on_event;
+        let inner = &self.inner;
         let mut blocking = attempt::Blocking {
             attachments,
-            on_event,
+            on_event: |e: &Envelope| {
+                inner.observe_event(e);
+                on_event(e)
+            },
         };
         attempt::complete_now(attempt::run(&self.inner, &request, options, &mut blocking))
     }
@@ -254,9 +259,14 @@ impl Pool {
         on_event: impl FnMut(&Envelope) + Send,
     ) -> Result<Response, PoolError> {
         let parts: Vec<&[u8]> = attachments.iter().map(Vec::as_slice).collect();
+        let mut on_event = on_event;
+        let inner = &self.inner;
         let mut awaiting = attempt::Awaiting {
             attachments: &parts,
-            on_event,
+            on_event: |e: &Envelope| {
+                inner.observe_event(e);
+                on_event(e)
+            },
         };
         attempt::run(&self.inner, &request, &options, &mut awaiting).await
     }
@@ -299,8 +309,8 @@ impl Pool {
                         } else {
                             drop(p);
                         }
-                        inner.publish(
-                            &m.id,
+                        inner.publish_member(
+                            &m,
                             LifecycleKind::Stopped,
                             Some(pid),
                             "pool stopped".into(),
@@ -321,6 +331,24 @@ impl Drop for Pool {
     }
 }
 
+/// The device for a new worker: the one the fewest live workers hold, the first listed
+/// among equals (round-robin as workers are added); `None` without a device list.
+fn least_used_device(devices: &[String], members: &[Arc<Member>]) -> Option<String> {
+    devices
+        .iter()
+        .enumerate()
+        .min_by_key(|(i, d)| {
+            let holders = members
+                .iter()
+                .filter(|m| {
+                    m.device.as_ref() == Some(*d) && m.state.lock().state != WorkerState::Stopped
+                })
+                .count();
+            (holders, *i)
+        })
+        .map(|(_, d)| d.clone())
+}
+
 impl Inner {
     fn add_member(self: &Arc<Self>) -> Arc<Member> {
         let index = self.next_index.fetch_add(1, Ordering::Relaxed);
@@ -330,27 +358,112 @@ impl Inner {
             c.restart_backoff_max,
             c.restart_reset_after,
         );
-        let member = Member::new(format!("{}-{index}", self.spec.worker_type), backoff);
-        self.members.lock().push(member.clone());
+        let mut members = self.members.lock();
+        let device = least_used_device(&c.devices, &members);
+        let member = Member::new(
+            format!("{}-{index}", self.spec.worker_type),
+            device,
+            backoff,
+        );
+        members.push(member.clone());
         member
     }
 
-    fn publish(&self, worker_id: &str, kind: LifecycleKind, pid: Option<u32>, detail: String) {
-        match kind {
-            LifecycleKind::Crashed | LifecycleKind::Unhealthy | LifecycleKind::BreakerOpened => {
-                tracing::warn!(worker_type = %self.spec.worker_type, worker = %worker_id, ?kind, ?pid, %detail, "worker lifecycle")
-            }
-            _ => {
-                tracing::info!(worker_type = %self.spec.worker_type, worker = %worker_id, ?kind, ?pid, %detail, "worker lifecycle")
-            }
+    /// Publishes a lifecycle event of `member`, with its device.
+    fn publish_member(
+        &self,
+        member: &Member,
+        kind: LifecycleKind,
+        pid: Option<u32>,
+        detail: String,
+    ) {
+        self.send_event(LifecycleEvent {
+            worker_type: self.spec.worker_type.clone(),
+            worker_id: member.id.clone(),
+            kind,
+            pid,
+            detail,
+            device: member.device.clone(),
+            data: None,
+        });
+    }
+
+    /// Looks at an event a worker sent during a request: a `status_change` is kept as its
+    /// worker's telemetry and published as a lifecycle event. The worker is the one its
+    /// data names (`worker_id`, the `FERRY_WORKER_ID` the host gave it); one naming no
+    /// worker of this pool is ignored.
+    fn observe_event(&self, event: &Envelope) {
+        if event.event_name.as_deref() != Some(crate::protocol::EVENT_STATUS_CHANGE) {
+            return;
         }
-        let _ = self.events.send(LifecycleEvent {
+        let Some(data) = event.data.as_ref() else {
+            return;
+        };
+        let (worker_id, telemetry) = WorkerTelemetry::from_event(data);
+        let Some(worker_id) = worker_id else {
+            return;
+        };
+        let member = self
+            .members
+            .lock()
+            .iter()
+            .find(|m| m.id == worker_id)
+            .cloned();
+        let Some(member) = member else {
+            tracing::debug!(worker_type = %self.spec.worker_type, %worker_id, "status_change of no worker of this pool");
+            return;
+        };
+        let pid = {
+            let mut st = member.state.lock();
+            st.telemetry = Some(telemetry.clone());
+            st.pid
+        };
+        self.send_event(LifecycleEvent {
+            worker_type: self.spec.worker_type.clone(),
+            worker_id: member.id.clone(),
+            kind: LifecycleKind::StatusChange,
+            pid,
+            detail: telemetry.status.clone().unwrap_or_default(),
+            device: member.device.clone(),
+            data: Some(telemetry),
+        });
+    }
+
+    /// Publishes an event of no worker (the breaker's).
+    fn publish(&self, worker_id: &str, kind: LifecycleKind, pid: Option<u32>, detail: String) {
+        self.send_event(LifecycleEvent {
             worker_type: self.spec.worker_type.clone(),
             worker_id: worker_id.to_owned(),
             kind,
             pid,
             detail,
+            device: None,
+            data: None,
         });
+    }
+
+    /// Logs `event` and sends it to the subscribers.
+    fn send_event(&self, event: LifecycleEvent) {
+        let LifecycleEvent {
+            worker_id,
+            kind,
+            pid,
+            detail,
+            device,
+            ..
+        } = &event;
+        match kind {
+            LifecycleKind::Crashed | LifecycleKind::Unhealthy | LifecycleKind::BreakerOpened => {
+                tracing::warn!(worker_type = %self.spec.worker_type, worker = %worker_id, ?kind, ?pid, ?device, %detail, "worker lifecycle")
+            }
+            LifecycleKind::StatusChange | LifecycleKind::HealthDeferred => {
+                tracing::debug!(worker_type = %self.spec.worker_type, worker = %worker_id, ?kind, ?pid, ?device, %detail, "worker lifecycle")
+            }
+            _ => {
+                tracing::info!(worker_type = %self.spec.worker_type, worker = %worker_id, ?kind, ?pid, ?device, %detail, "worker lifecycle")
+            }
+        }
+        let _ = self.events.send(event);
     }
 
     fn publish_transition(&self, t: Transition) {

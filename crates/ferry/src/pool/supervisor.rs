@@ -29,6 +29,8 @@ enum Action {
     Start,
     /// Stop it for good (idle above `min_workers`).
     Retire(Option<WorkerProcess>),
+    /// A health check fell due while a legacy worker works: say so, probe later.
+    DeferHealth(Option<u32>),
 }
 
 pub(super) fn run(inner: Arc<Inner>) {
@@ -165,7 +167,7 @@ fn inspect(inner: &Arc<Inner>, member: &Arc<Member>, now: Instant, live: usize) 
                 // on a request is replaced when the request's deadline passes and it
                 // ignores the cancel for `cancel_grace`.
                 if conn.dialect() == crate::worker::Dialect::Legacy && conn.in_flight() > 0 {
-                    return None;
+                    return Some(Action::DeferHealth(st.pid));
                 }
                 return Some(Action::CheckHealth(conn));
             }
@@ -196,7 +198,7 @@ fn act(inner: &Arc<Inner>, member: &Arc<Member>, action: Action, now: Instant) {
             let pid = process.as_ref().map(WorkerProcess::pid);
             // Killing closes the link: every request still on it gets `worker_crashed` now.
             drop(process);
-            inner.publish(&member.id, kind, pid, detail.clone());
+            inner.publish_member(member, kind, pid, detail.clone());
             let transition = inner.dispatch.lock().breaker.record_failure(now);
             inner.publish_transition(transition);
             schedule_restart(inner, member, detail, now, false);
@@ -222,6 +224,14 @@ fn act(inner: &Arc<Inner>, member: &Arc<Member>, action: Action, now: Instant) {
         Action::Start => {
             spawn_member(inner, member.clone());
         }
+        Action::DeferHealth(pid) => {
+            inner.publish_member(
+                member,
+                LifecycleKind::HealthDeferred,
+                pid,
+                "legacy worker busy: probed once idle".into(),
+            );
+        }
         Action::Retire(process) => {
             let pid = process.as_ref().map(WorkerProcess::pid);
             if let Some(p) = process {
@@ -231,7 +241,7 @@ fn act(inner: &Arc<Inner>, member: &Arc<Member>, action: Action, now: Instant) {
             }
             member.state.lock().state = WorkerState::Stopped;
             inner.members.lock().retain(|m| !Arc::ptr_eq(m, member));
-            inner.publish(&member.id, LifecycleKind::Stopped, pid, "idle".into());
+            inner.publish_member(member, LifecycleKind::Stopped, pid, "idle".into());
         }
     }
 }
@@ -256,10 +266,11 @@ fn schedule_restart(
         st.restarts += 1;
         st.last_error = Some(detail);
         st.pid = None;
+        st.telemetry = None;
         delay
     };
-    inner.publish(
-        &member.id,
+    inner.publish_member(
+        member,
         LifecycleKind::Restarted,
         None,
         format!("replacement in {delay:?}"),
@@ -275,6 +286,10 @@ pub(super) fn spawn_member(
     let weak: Weak<Inner> = Arc::downgrade(inner);
     let mut spec: WorkerSpec = inner.spec.clone();
     spec.worker_id = member.id.clone();
+    // Last, so that the assignment wins over the spec's own variables of the same names.
+    if let Some(device) = &member.device {
+        spec.env.extend(super::config::device_env(device));
+    }
     let inner = inner.clone();
     std::thread::Builder::new()
         .name(format!("spawn-{}", member.id))
@@ -303,7 +318,7 @@ pub(super) fn spawn_member(
             match WorkerProcess::spawn_with_hooks(spec, hooks) {
                 Ok(process) => {
                     let pid = process.pid();
-                    inner.publish(&member.id, LifecycleKind::Started, Some(pid), String::new());
+                    inner.publish_member(&member, LifecycleKind::Started, Some(pid), String::new());
                     if inner.stopping.load(Ordering::Relaxed) {
                         drop(process);
                         return None;
@@ -319,7 +334,7 @@ pub(super) fn spawn_member(
                         st.busy_at = now;
                         st.next_health = now + inner.config.health_interval;
                     }
-                    inner.publish(&member.id, LifecycleKind::Ready, Some(pid), String::new());
+                    inner.publish_member(&member, LifecycleKind::Ready, Some(pid), String::new());
                     let transition = inner.dispatch.lock().breaker.record_ready();
                     inner.publish_transition(transition);
                     inner.capacity_changed();
@@ -328,7 +343,7 @@ pub(super) fn spawn_member(
                 Err(e) => {
                     let now = Instant::now();
                     let detail = format!("start failed: {e}");
-                    inner.publish(&member.id, LifecycleKind::Crashed, None, detail.clone());
+                    inner.publish_member(&member, LifecycleKind::Crashed, None, detail.clone());
                     let transition = inner.dispatch.lock().breaker.record_failure(now);
                     inner.publish_transition(transition);
                     schedule_restart(&inner, &member, detail, now, false);
@@ -377,7 +392,7 @@ pub(super) fn restart_now(inner: &Arc<Inner>, id: &str, why: &str) -> bool {
     };
     let pid = process.as_ref().map(WorkerProcess::pid);
     drop(process);
-    inner.publish(&member.id, LifecycleKind::Stopped, pid, why.to_owned());
+    inner.publish_member(&member, LifecycleKind::Stopped, pid, why.to_owned());
     schedule_restart(inner, &member, why.to_owned(), Instant::now(), true);
     inner.nudge_supervisor();
     true

@@ -33,3 +33,8 @@ pub const FERRY_TCP_ADDR: &str = "FERRY_TCP_ADDR";
 
 /// `socket` and `tcp` transports: the token to offer in the connection handshake.
 pub const FERRY_TOKEN: &str = "FERRY_TOKEN";
+
+/// The device the host assigned this worker (a pool's `devices`), e.g. `cuda:1` or `cpu`;
+/// unset when none was. For `cuda:N` the host also sets `CUDA_VISIBLE_DEVICES=N`, so the
+/// worker sees that GPU alone, as its device 0.
+pub const FERRY_DEVICE: &str = "FERRY_DEVICE";

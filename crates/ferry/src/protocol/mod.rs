@@ -26,7 +26,10 @@ pub use error_code::ErrorCode;
 pub use event::{Event, Progress};
 pub(crate) use ids::Stamp;
 pub use ids::{now_timestamp, IdGenerator};
-pub use ops::{Operation, EVENT_PROGRESS, EVENT_READY, OP_CAPABILITIES, OP_HEALTH, OP_SHUTDOWN};
+pub use ops::{
+    Operation, EVENT_PROGRESS, EVENT_READY, EVENT_STATUS_CHANGE, OP_CAPABILITIES, OP_HEALTH,
+    OP_SHUTDOWN,
+};
 pub use ready::ReadyInfo;
 
 /// The protocol version this build speaks. A peer announcing another version is refused

@@ -10,6 +10,10 @@ pub const OP_SHUTDOWN: &str = "shutdown";
 pub const EVENT_READY: &str = "ready";
 /// A progress event for a running request.
 pub const EVENT_PROGRESS: &str = "progress";
+/// A worker's report of its own status, sent during a request (data `{"worker_id",
+/// "status", "device", "memory_usage_mb", "gpu_utilization"}`, each optional): a pool
+/// keeps it as the worker's telemetry and publishes it as a lifecycle event.
+pub const EVENT_STATUS_CHANGE: &str = "status_change";
 
 /// A request's operation, split into the built-ins the runtime answers itself and the rest.
 ///

@@ -296,9 +296,9 @@ function renderWorker(row) {
     c.state.replaceChildren(badge(s.state));
   }
   c.pid.textContent = s.pid ?? '—';
-  // The pool's status names a worker's device once it has one to name (one device per
-  // worker is configuration to come); until then there is nothing to report.
-  c.device.textContent = s.device || 'not reported';
+  // The device the pool assigned (`devices` of its pool section), else the one the worker
+  // named in its last status report; a worker with neither has nothing to report.
+  c.device.textContent = s.device || s.telemetry?.device || 'not reported';
   c.in_flight.textContent = fmtInt(s.in_flight);
   c.served.textContent = fmtInt(s.requests_served);
   c.restarts.textContent = fmtInt(s.restarts);
