@@ -310,9 +310,12 @@ def test_validate_and_estimate(sdxl: PipeHost, models: Any) -> None:
     assert ok["valid"] is True and ok["errors"] == []
     bad = sdxl.call("inference.validate", nested(models, dimensions={"height": 1}))["data"]
     assert bad["valid"] is False and bad["errors"][0]["field"] == "dimensions.height"
+    # The estimate's time comes from measured generations: one of its own, so this test does
+    # not depend on the ones before it.
+    assert sdxl.call("inference.generate", nested(models))["type"] == "response"
     estimate = sdxl.call("inference.estimate", nested(models))["data"]
     assert estimate["steps"] == 2 and estimate["batch_size"] >= 1
-    assert estimate["estimated_seconds"] is not None  # earlier generations were measured
+    assert estimate["estimated_seconds"] is not None
 
 
 def test_model_device_status_and_cleanup(sdxl: PipeHost, models: Any) -> None:
@@ -1107,6 +1110,8 @@ def test_image_decoding_is_bounded_and_its_errors_hold_no_object_reprs(
         images.decode(png(Image.new("RGB", (16, 8))), "x")
     monkeypatch.setenv("FERRY_ML_MAX_IMAGE_PIXELS", "128")
     assert images.decode(png(Image.new("RGB", (16, 8))), "x").size == (16, 8)
+    # PIL's own guard is put back after each decode, not left at the last call's limit.
+    assert Image.MAX_IMAGE_PIXELS == images.DEFAULT_MAX_PIXELS
 
 
 def test_controlnet_image_by_attachment_object_names_that_attachment(

@@ -61,6 +61,9 @@ def decode(data: bytes, what: str = "attachments[0]") -> Any:
     """An image from encoded bytes (one of :data:`DECODERS`), of at most :func:`max_pixels`
     pixels; raises :class:`InvalidRequest` naming ``what`` otherwise."""
     limit = max_pixels()
+    # PIL's guard is a module global: set for this decode, then put back, so a limit set
+    # here (e.g. a low one from the environment) does not outlive the call.
+    previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = limit
     try:
         with warnings.catch_warnings():
@@ -84,6 +87,8 @@ def decode(data: bytes, what: str = "attachments[0]") -> Any:
             f"{what}: not a readable image ({type(exc).__name__}; PNG, JPEG, WebP, BMP, GIF "
             "or TIFF)"
         ) from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
     return image
 
 
