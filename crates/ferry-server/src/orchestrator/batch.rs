@@ -2,6 +2,7 @@
 
 use super::session::{run_workflow, Flag, WorkflowEnd};
 use super::Orchestrator;
+use base64::Engine as _;
 use ferry::protocol::{Envelope, ErrorBody, ErrorCode, Priority};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,8 @@ pub struct BatchItemStatus {
     pub status: ItemStatus,
     /// Its output.
     pub result: Option<Value>,
+    /// Its output's attachments (an SDXL item's images), base64, when completed.
+    pub result_attachments: Vec<String>,
     /// Its error.
     pub error: Option<ErrorBody>,
 }
@@ -145,6 +148,7 @@ impl Batch {
                         index,
                         status: ItemStatus::Pending,
                         result: None,
+                        result_attachments: Vec::new(),
                         error: None,
                     })
                     .collect(),
@@ -274,9 +278,24 @@ impl Batch {
         result: Option<Value>,
         error: Option<ErrorBody>,
     ) {
+        self.set_with(index, status, result, Vec::new(), error);
+    }
+
+    fn set_with(
+        &self,
+        index: usize,
+        status: ItemStatus,
+        result: Option<Value>,
+        attachments: Vec<Vec<u8>>,
+        error: Option<ErrorBody>,
+    ) {
         if let Some(item) = self.items.lock().get_mut(index) {
             item.status = status;
             item.result = result;
+            item.result_attachments = attachments
+                .iter()
+                .map(|a| base64::engine::general_purpose::STANDARD.encode(a))
+                .collect();
             item.error = error;
         }
     }
@@ -305,22 +324,25 @@ impl Batch {
                     }
                 };
                 tokio::select! {
-                    r = call => r.map(|resp| resp.data).map_err(|e| WorkflowEnd::Failed(e.to_body())),
+                    r = call => r
+                        .map(|resp| (resp.data, resp.attachments))
+                        .map_err(|e| WorkflowEnd::Failed(e.to_body())),
                     () = cancelled => Err(WorkflowEnd::Cancelled),
                 }
             }
             BatchTarget::Workflow { workflow } => match orch.workflow(workflow) {
-                Ok(wf) => run_workflow(
-                    orch,
-                    &wf,
-                    input,
-                    self.spec.priority,
-                    &mut ctl,
-                    |_| {},
-                    |_| {},
-                )
-                .await
-                .map(|(data, _)| data),
+                Ok(wf) => {
+                    run_workflow(
+                        orch,
+                        &wf,
+                        input,
+                        self.spec.priority,
+                        &mut ctl,
+                        |_| {},
+                        |_| {},
+                    )
+                    .await
+                }
                 Err(e) => Err(WorkflowEnd::Failed(ErrorBody::new(
                     ErrorCode::InvalidRequest,
                     e.to_string(),
@@ -328,7 +350,9 @@ impl Batch {
             },
         };
         match outcome {
-            Ok(data) => self.set(index, ItemStatus::Completed, Some(data), None),
+            Ok((data, attachments)) => {
+                self.set_with(index, ItemStatus::Completed, Some(data), attachments, None)
+            }
             Err(WorkflowEnd::Cancelled) => self.set(
                 index,
                 ItemStatus::Cancelled,

@@ -221,6 +221,19 @@ test('an SDXL workflow session shows its images as thumbnails', { skip: !SDXL &&
   const size = await thumbs.first().evaluate((el) => el.decode().then(() => [el.naturalWidth, el.naturalHeight]));
   assert.deepEqual(size, [64, 64]);
   await shot('sessions-sdxl');
+
+  // A batch of SDXL generations: each item's image as a thumbnail in its row.
+  const batch = page.locator('#batch-form');
+  await batch.locator('select[name="worker_type"] option[value="sdxl"]').waitFor({ state: 'attached' });
+  await batch.locator('select[name="worker_type"]').selectOption('sdxl');
+  await batch.locator('input[name="operation"]').fill('inference.generate');
+  const item = (prompt) => ({ model: 'tiny-sdxl', prompt, steps: 2, width: 64, height: 64 });
+  await batch.locator('textarea[name="items"]').fill(JSON.stringify([item('a boat'), item('a tree')]));
+  await batch.locator('input[name="parallelism"]').fill('1');
+  await batch.locator('button[type="submit"]').click();
+  const card = page.locator('#batches .card', { has: page.locator('tbody img.thumb') }).first();
+  await card.locator('h3 .badge.completed').waitFor({ timeout: 300000 });
+  assert.equal(await card.locator('tbody tr img.thumb').count(), 2);
 });
 
 test('the benchmark charts: p50 by transport and payload, with floors', async () => {

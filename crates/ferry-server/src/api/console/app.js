@@ -674,6 +674,11 @@ function cardHead(card, title, status, actions) {
   }
 }
 
+/** The PNGs among base64 attachments (`result_attachments`), as data URLs. */
+function pngs(attachments) {
+  return (attachments || []).filter((b64) => b64.startsWith('iVBOR')).map((b64) => 'data:image/png;base64,' + b64);
+}
+
 function thumbs(srcs) {
   return srcs.length ? h('span', { class: 'thumbs' }, srcs.map((src, i) =>
     h('img', { class: 'thumb', src, alt: `result image ${i + 1}` }))) : null;
@@ -699,7 +704,7 @@ function batchCard(card, b) {
       h('tbody', {}, b.items.map((it) => h('tr', { 'data-index': it.index },
         h('td', { class: 'num' }, it.index),
         h('td', {}, badge(it.status)),
-        h('td', {}, thumbs(imagesIn(it.result)), it.result !== null && it.result !== undefined
+        h('td', {}, thumbs(imagesIn(it.result).concat(pngs(it.result_attachments))), it.result !== null && it.result !== undefined
           ? h('code', {}, brief(it.result)) : null, errText(it.error)))))),
   );
 }
@@ -713,8 +718,7 @@ function sessionCard(card, s) {
   if (['completed', 'failed', 'cancelled'].includes(s.status)) actions.push(['Restart', control('restart')]);
   actions.push(['Delete', () => api('DELETE', `/api/processing/sessions/${id}`)]);
   cardHead(card, `${s.id} · ${s.workflow_id}`, s.status, actions);
-  const images = imagesIn(s.result).concat((s.result_attachments || []).map((b64) =>
-    'data:image/png;base64,' + b64).filter((src) => src.startsWith('data:image/png;base64,iVBOR')));
+  const images = imagesIn(s.result).concat(pngs(s.result_attachments));
   card.body.replaceChildren(
     progressBar(s.progress || 0, 'small'),
     h('div', { class: 'counts' }, `${Math.round((s.progress || 0) * 100)}%`,
