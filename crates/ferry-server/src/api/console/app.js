@@ -24,6 +24,12 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+/** `el`'s children set to `children`, leaving out the absent ones (null, undefined, false):
+ * `replaceChildren` itself would show them as the text "null". */
+function put(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== undefined && c !== null && c !== false));
+}
+
 const SVG_NS = 'http://www.w3.org/2000/svg';
 function svg(tag, attrs, ...children) {
   const el = document.createElementNS(SVG_NS, tag);
@@ -101,7 +107,7 @@ function showError(box, err) {
     return;
   }
   const code = err.code || err.name || 'error';
-  box.replaceChildren(
+  put(box,
     h('span', { class: 'code' }, code),
     h('span', { class: 'message' }, err.message || String(err)),
     err.status ? h('span', { class: 'status' }, 'HTTP ' + err.status) : null,
@@ -696,7 +702,7 @@ function batchCard(card, b) {
     ['Delete', () => api('DELETE', `/api/processing/batches/${id}`)],
   ]);
   const counts = Object.entries(b.counts || {}).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`).join(' · ');
-  card.body.replaceChildren(
+  put(card.body,
     progressBar(b.progress || 0, 'small'),
     h('div', { class: 'counts' }, `${Math.round((b.progress || 0) * 100)}% · ${counts || 'no items'}`),
     h('table', { class: 'grid' },
@@ -719,7 +725,7 @@ function sessionCard(card, s) {
   actions.push(['Delete', () => api('DELETE', `/api/processing/sessions/${id}`)]);
   cardHead(card, `${s.id} · ${s.workflow_id}`, s.status, actions);
   const images = imagesIn(s.result).concat(pngs(s.result_attachments));
-  card.body.replaceChildren(
+  put(card.body,
     progressBar(s.progress || 0, 'small'),
     h('div', { class: 'counts' }, `${Math.round((s.progress || 0) * 100)}%`,
       s.current_step ? ` · step ${s.current_step}` : '', s.pause_requested ? ' · pause requested' : '',
@@ -825,7 +831,7 @@ function drawBench() {
   const d = bench.data;
   const pin = $('#bench-pin').value || 'none';
   const m = d.machine || {};
-  $('#bench-meta').replaceChildren(
+  put($('#bench-meta'),
     h('p', {}, `ferry ${d.ferry_version || '?'} · run ${d.started_at || '?'} · ${m.cpu_model || '?'}, `
       + `${m.cores_allowed ?? m.cores ?? '?'} cores · ${m.os || ''} ${m.kernel || ''} · pinning ${pin}`),
     d.method && d.method.notes ? h('details', {}, h('summary', {}, 'Method'),
