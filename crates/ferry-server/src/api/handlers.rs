@@ -179,13 +179,8 @@ async fn sdxl(st: &AppState, operation: &str, data: Value) -> ApiResult {
     sdxl_with(st, operation, data, Vec::new()).await
 }
 
-/// [`sdxl`] with attachments.
-async fn sdxl_with(
-    st: &AppState,
-    operation: &str,
-    data: Value,
-    attachments: Vec<Attachment>,
-) -> ApiResult {
+/// The worker type of the SDXL routes, or `503 unavailable` when no pool serves it.
+pub(super) fn sdxl_worker_type(st: &AppState) -> Result<String, ApiError> {
     let worker_type = st.sdxl_worker_type.clone();
     if st.orch.pool(&worker_type).is_err() {
         return Err(ApiError::new(
@@ -194,6 +189,17 @@ async fn sdxl_with(
             format!("no `{worker_type}` worker type is configured for the SDXL routes"),
         ));
     }
+    Ok(worker_type)
+}
+
+/// [`sdxl`] with attachments.
+async fn sdxl_with(
+    st: &AppState,
+    operation: &str,
+    data: Value,
+    attachments: Vec<Attachment>,
+) -> ApiResult {
+    let worker_type = sdxl_worker_type(st)?;
     let mut request = Envelope::request("", operation, data);
     let attachments = inputs::attach(&mut request, attachments);
     let r = st

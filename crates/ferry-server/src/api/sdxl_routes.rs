@@ -51,14 +51,7 @@ pub async fn sdxl_recommend(
         .styles()
         .prepare(&body.request)
         .map_err(|e| ApiError::invalid(format!("request.{e}")))?;
-    let worker_type = st.sdxl_worker_type.clone();
-    if st.orch.pool(&worker_type).is_err() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("no `{worker_type}` worker type is configured for the SDXL routes"),
-        ));
-    }
+    let worker_type = super::handlers::sdxl_worker_type(&st)?;
     let estimate = st
         .orch
         .call(
