@@ -619,6 +619,10 @@ fn each_worker_gets_its_own_device_and_a_replacement_keeps_it() {
                 "{a}"
             );
             assert_eq!(a["pid"], s.pid.unwrap(), "{a}");
+        }
+        // RSS read once every worker has answered (a worker fresh from spawn may not have
+        // mapped its interpreter yet: its RSS rounds to 0.0 MB).
+        for s in pool.status() {
             assert!(s.memory_rss_mb.is_some_and(|mb| mb > 0.0), "{s:?}");
         }
 
