@@ -4,6 +4,7 @@
 //! service on top of it:
 //!
 //! - [`config`]: `ferry.toml`, validated into pool and orchestrator settings;
+//! - [`state`]: the job state store (SQLite or PostgreSQL) with leases for several hosts;
 //! - [`orchestrator`]: workflows, sessions and batches over the pools, with limits;
 //! - [`api`]: the HTTP API and web console (`axum` over `hyper`);
 //! - [`sdxl`]: the SDXL generation request's JSON Schema, validated on the host.
@@ -17,3 +18,4 @@ pub mod api;
 pub mod config;
 pub mod orchestrator;
 pub mod sdxl;
+pub mod state;

@@ -132,9 +132,16 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::NotAllowed(_) => {
                 ApiError::new(StatusCode::FORBIDDEN, "not_allowed", e.to_string())
             }
-            OrchestratorError::LimitReached(_) => ApiError {
+            OrchestratorError::LimitReached(_)
+            | OrchestratorError::State(crate::state::StateError::LimitReached(_)) => ApiError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 code: "limit_reached",
+                message: e.to_string(),
+                retryable: true,
+            },
+            OrchestratorError::State(s) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: s.code(),
                 message: e.to_string(),
                 retryable: true,
             },

@@ -280,11 +280,11 @@ pub async fn worker_restart(State(st): State<AppState>, Path(id): Path<String>) 
 }
 
 pub async fn workflows_list(State(st): State<AppState>) -> ApiResult {
-    Ok(Json(json!({"workflows": st.orch.workflows()})).into_response())
+    Ok(Json(json!({"workflows": st.orch.workflows().await?})).into_response())
 }
 
 pub async fn workflow_get(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(Json(st.orch.workflow(&id)?).into_response())
+    Ok(Json(st.orch.workflow(&id).await?).into_response())
 }
 
 pub async fn workflow_create(
@@ -292,12 +292,12 @@ pub async fn workflow_create(
     ApiJson(wf): ApiJson<WorkflowConfig>,
 ) -> ApiResult {
     let id = wf.id.clone();
-    st.orch.put_workflow(wf)?;
-    Ok((StatusCode::CREATED, Json(st.orch.workflow(&id)?)).into_response())
+    st.orch.put_workflow(wf).await?;
+    Ok((StatusCode::CREATED, Json(st.orch.workflow(&id).await?)).into_response())
 }
 
 pub async fn workflow_delete(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    st.orch.delete_workflow(&id)?;
+    st.orch.delete_workflow(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -306,21 +306,21 @@ pub async fn workflow_execute(
     Path(id): Path<String>,
     ApiJson(input): ApiJson<Value>,
 ) -> ApiResult {
-    let session = st.orch.execute_workflow(&id, input)?;
-    Ok((StatusCode::ACCEPTED, Json(session.view())).into_response())
+    let session = st.orch.execute_workflow(&id, input).await?;
+    Ok((StatusCode::ACCEPTED, Json(session)).into_response())
 }
 
 pub async fn sessions_list(State(st): State<AppState>) -> ApiResult {
-    let sessions: Vec<_> = st.orch.sessions().iter().map(|s| s.view()).collect();
+    let sessions = st.orch.sessions().await?;
     Ok(Json(json!({"sessions": sessions})).into_response())
 }
 
 pub async fn session_get(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(Json(st.orch.session(&id)?.view()).into_response())
+    Ok(Json(st.orch.session(&id).await?).into_response())
 }
 
 pub async fn session_delete(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    st.orch.delete_session(&id)?;
+    st.orch.delete_session(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -337,13 +337,12 @@ pub async fn session_control(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ControlRequest>,
 ) -> ApiResult {
-    let session = st.orch.session(&id)?;
-    session.control(body.action)?;
-    Ok(Json(session.view()).into_response())
+    let view = st.orch.control_session(&id, body.action).await?;
+    Ok(Json(view).into_response())
 }
 
 pub async fn batches_list(State(st): State<AppState>) -> ApiResult {
-    let batches: Vec<_> = st.orch.batches().iter().map(|b| b.view()).collect();
+    let batches = st.orch.batches().await?;
     Ok(Json(json!({"batches": batches})).into_response())
 }
 
@@ -351,23 +350,22 @@ pub async fn batch_create(
     State(st): State<AppState>,
     ApiJson(spec): ApiJson<BatchSpec>,
 ) -> ApiResult {
-    let batch = st.orch.create_batch(spec)?;
-    Ok((StatusCode::CREATED, Json(batch.view())).into_response())
+    let batch = st.orch.create_batch(spec).await?;
+    Ok((StatusCode::CREATED, Json(batch)).into_response())
 }
 
 pub async fn batch_get(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(Json(st.orch.batch(&id)?.view()).into_response())
+    Ok(Json(st.orch.batch(&id).await?).into_response())
 }
 
 pub async fn batch_delete(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    st.orch.delete_batch(&id)?;
+    st.orch.delete_batch(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn batch_execute(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let batch = st.orch.batch(&id)?;
-    batch.execute(st.orch.clone())?;
-    Ok((StatusCode::ACCEPTED, Json(batch.view())).into_response())
+    let batch = st.orch.execute_batch(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(batch)).into_response())
 }
 
 /// Body of `POST /api/processing/batches/{id}/cancel`.
@@ -384,9 +382,8 @@ pub async fn batch_cancel(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<BatchCancel>,
 ) -> ApiResult {
-    let batch = st.orch.batch(&id)?;
-    batch.cancel(body.items.as_deref());
-    Ok(Json(batch.view()).into_response())
+    let batch = st.orch.cancel_batch(&id, body.items.as_deref()).await?;
+    Ok(Json(batch).into_response())
 }
 
 pub async fn health(State(st): State<AppState>) -> Response {

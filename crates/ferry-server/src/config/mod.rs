@@ -20,9 +20,11 @@
 mod lines;
 mod pool;
 mod sdxl;
+mod state;
 mod validate;
 
 pub use pool::{Devices, PoolSection};
+pub use state::{StateConfig, DEFAULT_SQLITE_FILE};
 
 use ferry::codec::{CodecKind, DEFAULT_MAX_FRAME};
 use ferry::protocol::Priority;
@@ -70,6 +72,9 @@ pub struct FerryConfig {
     /// Style presets and the quality boost of the SDXL routes (`[sdxl]`).
     #[serde(default)]
     pub sdxl: crate::sdxl::SdxlConfig,
+    /// Where job state lives (`[state]`).
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 /// `[limits]`: caps on what clients may make the server keep in memory. A request that
@@ -281,6 +286,11 @@ pub struct WorkerTypeConfig {
     /// configuration file are trusted and not checked.
     #[serde(default)]
     pub api_operations: Option<Vec<String>>,
+    /// Operations safe to run twice: a batch item or session step that was running on a
+    /// host that died is run again when its operation is listed here, and ends
+    /// `interrupted` otherwise.
+    #[serde(default)]
+    pub idempotent_operations: Vec<String>,
     /// The pool's settings.
     #[serde(default)]
     pub pool: PoolSection,
@@ -369,6 +379,7 @@ impl FerryConfig {
         })?;
         validate::validate(&config)
             .and_then(|()| sdxl::validate(&config.sdxl))
+            .and_then(|()| config.state.validate())
             .map_err(|(key, reason)| ConfigError {
                 file: file.to_owned(),
                 line: lines::line_of_key(text, &key),
@@ -379,6 +390,7 @@ impl FerryConfig {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        self.state.resolve_paths(base);
         for w in self.workers.values_mut() {
             let is_relative_path = w.command.contains('/') && !Path::new(&w.command).is_absolute();
             if is_relative_path {

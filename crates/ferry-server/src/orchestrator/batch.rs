@@ -1,15 +1,18 @@
 //! Batches: many items of one operation or workflow, with bounded parallelism.
 
-use super::session::{run_workflow, Flag, WorkflowEnd};
-use super::Orchestrator;
+//!
+//! A batch lives in the state store: its items are claimed by whichever host has room
+//! (leases, see [`crate::state`]), so several hosts share one batch and a dead host's
+//! items are taken over.
+
+use super::session::{run_workflow, Flag, Resume, WorkflowEnd};
+use super::{Orchestrator, OrchestratorError};
+use crate::state::{Claimed, StoredBatch};
 use base64::Engine as _;
 use ferry::protocol::{Envelope, ErrorBody, ErrorCode, Priority};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 /// What each item runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,8 +52,17 @@ fn default_parallelism() -> usize {
     4
 }
 
+/// What a batch runs, as stored (its items are stored one by one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredSpec {
+    #[serde(flatten)]
+    pub(crate) target: BatchTarget,
+    #[serde(default)]
+    pub(crate) priority: Option<Priority>,
+}
+
 /// Where a batch is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchStatus {
     /// Created, not executed.
@@ -64,7 +76,7 @@ pub enum BatchStatus {
 }
 
 /// Where one item is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
     /// Waiting for its turn.
@@ -77,6 +89,9 @@ pub enum ItemStatus {
     Failed,
     /// Cancelled.
     Cancelled,
+    /// It was running on a host that died, and its operation is not listed in
+    /// `idempotent_operations`, so it was not run again.
+    Interrupted,
 }
 
 /// One item's state and result.
@@ -109,22 +124,9 @@ pub struct BatchView {
     pub items: Vec<BatchItemStatus>,
 }
 
-/// One batch.
-pub struct Batch {
-    id: String,
-    spec: BatchSpec,
-    items: Mutex<Vec<BatchItemStatus>>,
-    status: Mutex<BatchStatus>,
-    cancels: Vec<watch::Sender<Flag>>,
-    started: AtomicBool,
-}
-
-impl std::fmt::Debug for Batch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
+/// Whether an item status is an end.
+fn ended(s: ItemStatus) -> bool {
+    !matches!(s, ItemStatus::Pending | ItemStatus::Running)
 }
 
 fn status_name(s: ItemStatus) -> &'static str {
@@ -134,232 +136,166 @@ fn status_name(s: ItemStatus) -> &'static str {
         ItemStatus::Completed => "completed",
         ItemStatus::Failed => "failed",
         ItemStatus::Cancelled => "cancelled",
+        ItemStatus::Interrupted => "interrupted",
     }
 }
 
-impl Batch {
-    pub(crate) fn new(id: String, spec: BatchSpec) -> Arc<Batch> {
-        let n = spec.items.len();
-        Arc::new(Batch {
-            id,
-            items: Mutex::new(
-                (0..n)
-                    .map(|index| BatchItemStatus {
-                        index,
-                        status: ItemStatus::Pending,
-                        result: None,
-                        result_attachments: Vec::new(),
-                        error: None,
-                    })
+fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, OrchestratorError> {
+    serde_json::from_str(text).map_err(|e| {
+        OrchestratorError::State(crate::state::StateError::Corrupt(format!("{what}: {e}")))
+    })
+}
+
+impl BatchView {
+    /// The view of a stored batch.
+    pub(crate) fn from_stored(b: StoredBatch) -> Result<BatchView, OrchestratorError> {
+        let status: BatchStatus = parse("batch status", &format!("\"{}\"", b.status))?;
+        let mut items = Vec::with_capacity(b.items.len());
+        for i in b.items {
+            items.push(BatchItemStatus {
+                index: i.index,
+                status: parse("item status", &format!("\"{}\"", i.status))?,
+                result: i
+                    .result
+                    .as_deref()
+                    .map(|r| parse("item result", r))
+                    .transpose()?,
+                result_attachments: i
+                    .attachments
+                    .iter()
+                    .map(|a| base64::engine::general_purpose::STANDARD.encode(a))
                     .collect(),
-            ),
-            status: Mutex::new(BatchStatus::Pending),
-            cancels: (0..n).map(|_| watch::channel(Flag::Run).0).collect(),
-            started: AtomicBool::new(false),
-            spec,
-        })
-    }
-
-    /// The batch id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Whether every item has ended.
-    pub fn is_finished(&self) -> bool {
-        matches!(
-            *self.status.lock(),
-            BatchStatus::Completed | BatchStatus::Cancelled
-        )
-    }
-
-    /// A snapshot.
-    pub fn view(&self) -> BatchView {
-        let items = self.items.lock().clone();
+                error: i
+                    .error
+                    .as_deref()
+                    .map(|e| parse("item error", e))
+                    .transpose()?,
+            });
+        }
         let mut counts = std::collections::BTreeMap::new();
-        for s in ["pending", "running", "completed", "failed", "cancelled"] {
+        for s in [
+            "pending",
+            "running",
+            "completed",
+            "failed",
+            "cancelled",
+            "interrupted",
+        ] {
             counts.insert(s, 0);
         }
         for i in &items {
             *counts.entry(status_name(i.status)).or_insert(0) += 1;
         }
-        let ended = items
-            .iter()
-            .filter(|i| {
-                matches!(
-                    i.status,
-                    ItemStatus::Completed | ItemStatus::Failed | ItemStatus::Cancelled
-                )
-            })
-            .count();
-        BatchView {
-            id: self.id.clone(),
-            status: *self.status.lock(),
+        let done = items.iter().filter(|i| ended(i.status)).count();
+        Ok(BatchView {
+            id: b.id,
+            status,
             progress: if items.is_empty() {
                 1.0
             } else {
-                ended as f64 / items.len() as f64
+                done as f64 / items.len() as f64
             },
             counts,
             items,
-        }
+        })
     }
+}
 
-    /// Cancels the given items (all when `None`); running ones have their request cancelled.
-    pub fn cancel(&self, indices: Option<&[usize]>) {
-        let all: Vec<usize> = (0..self.cancels.len()).collect();
-        let chosen = indices.unwrap_or(&all);
-        for &i in chosen {
-            if let Some(tx) = self.cancels.get(i) {
-                tx.send_replace(Flag::Cancel);
-            }
-            let mut items = self.items.lock();
-            if let Some(item) = items.get_mut(i) {
-                if item.status == ItemStatus::Pending {
-                    item.status = ItemStatus::Cancelled;
-                }
-            }
-        }
-        if indices.is_none() {
-            let mut status = self.status.lock();
-            if *status == BatchStatus::Pending {
-                *status = BatchStatus::Cancelled;
-            }
-        }
-    }
-
-    /// Starts running the items. Refused if it was started before.
-    pub fn execute(
-        self: &Arc<Self>,
-        orch: Arc<Orchestrator>,
-    ) -> Result<(), super::OrchestratorError> {
-        if self.started.swap(true, Ordering::Relaxed) || *self.status.lock() != BatchStatus::Pending
-        {
-            return Err(super::OrchestratorError::InvalidState(format!(
-                "batch `{}` was already executed or cancelled",
-                self.id
-            )));
-        }
-        *self.status.lock() = BatchStatus::Running;
-        let batch = self.clone();
-        tokio::spawn(async move {
-            let permits = Arc::new(Semaphore::new(batch.spec.parallelism));
-            let mut tasks = Vec::new();
-            for index in 0..batch.spec.items.len() {
-                let (batch, orch, permits) = (batch.clone(), orch.clone(), permits.clone());
-                tasks.push(tokio::spawn(async move {
-                    let Ok(_permit) = permits.acquire_owned().await else {
-                        return;
-                    };
-                    batch.run_item(&orch, index).await;
-                }));
-            }
-            for t in tasks {
-                let _ = t.await;
-            }
-            let all_cancelled = batch
-                .items
-                .lock()
-                .iter()
-                .all(|i| i.status == ItemStatus::Cancelled);
-            *batch.status.lock() = if all_cancelled && !batch.spec.items.is_empty() {
-                BatchStatus::Cancelled
-            } else {
-                BatchStatus::Completed
-            };
-        });
-        Ok(())
-    }
-
-    fn set(
-        &self,
-        index: usize,
-        status: ItemStatus,
-        result: Option<Value>,
-        error: Option<ErrorBody>,
-    ) {
-        self.set_with(index, status, result, Vec::new(), error);
-    }
-
-    fn set_with(
-        &self,
-        index: usize,
-        status: ItemStatus,
-        result: Option<Value>,
-        attachments: Vec<Vec<u8>>,
-        error: Option<ErrorBody>,
-    ) {
-        if let Some(item) = self.items.lock().get_mut(index) {
-            item.status = status;
-            item.result = result;
-            item.result_attachments = attachments
-                .iter()
-                .map(|a| base64::engine::general_purpose::STANDARD.encode(a))
-                .collect();
-            item.error = error;
-        }
-    }
-
-    async fn run_item(&self, orch: &Orchestrator, index: usize) {
-        let mut ctl = self.cancels[index].subscribe();
-        if *ctl.borrow_and_update() == Flag::Cancel {
-            self.set(index, ItemStatus::Cancelled, None, None);
-            return;
-        }
-        self.set(index, ItemStatus::Running, None, None);
-        let input = &self.spec.items[index];
-        let outcome = match &self.spec.target {
-            BatchTarget::Operation {
-                worker_type,
-                operation,
-            } => {
-                let mut request = Envelope::request("", operation.clone(), input.clone());
-                request.priority = self.spec.priority;
-                let call = orch.call(worker_type, request, Vec::new(), |_| {});
-                let cancelled = async {
-                    while *ctl.borrow_and_update() != Flag::Cancel {
-                        if ctl.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::select! {
-                    r = call => r
-                        .map(|resp| (resp.data, resp.attachments))
-                        .map_err(|e| WorkflowEnd::Failed(e.to_body())),
-                    () = cancelled => Err(WorkflowEnd::Cancelled),
-                }
-            }
-            BatchTarget::Workflow { workflow } => match orch.workflow(workflow) {
-                Ok(wf) => {
-                    run_workflow(
-                        orch,
-                        &wf,
-                        input,
-                        self.spec.priority,
-                        &mut ctl,
-                        |_| {},
-                        |_| {},
-                    )
-                    .await
-                }
-                Err(e) => Err(WorkflowEnd::Failed(ErrorBody::new(
-                    ErrorCode::InvalidRequest,
-                    e.to_string(),
-                ))),
-            },
-        };
-        match outcome {
-            Ok((data, attachments)) => {
-                self.set_with(index, ItemStatus::Completed, Some(data), attachments, None)
-            }
-            Err(WorkflowEnd::Cancelled) => self.set(
-                index,
-                ItemStatus::Cancelled,
-                None,
-                Some(ErrorBody::new(ErrorCode::Cancelled, "item cancelled")),
+/// Runs one claimed item and stores how it ended (unless its claim was lost meanwhile).
+pub(crate) async fn run_claimed(
+    orch: &Orchestrator,
+    item: Claimed,
+    mut ctl: watch::Receiver<Flag>,
+) -> Result<(), OrchestratorError> {
+    let store = orch.store();
+    let spec: StoredSpec = parse("batch spec", &item.spec)?;
+    let input: Value = parse("item input", &item.input)?;
+    if item.was_running && !orch.target_is_idempotent(&spec.target) {
+        let body = ErrorBody::new(
+            ErrorCode::WorkerCrashed,
+            format!(
+                "interrupted: the host running this item stopped, and {} is not listed in \
+                 `idempotent_operations`, so it was not run again",
+                orch.target_operations(&spec.target)
             ),
-            Err(WorkflowEnd::Failed(body)) => self.set(index, ItemStatus::Failed, None, Some(body)),
-        }
+        );
+        store
+            .finish_item(
+                &item.batch_id,
+                item.index,
+                item.epoch,
+                "interrupted",
+                None,
+                Some(&serde_json::to_string(&body)?),
+                &[],
+            )
+            .await?;
+        return Ok(());
     }
+    let outcome = match &spec.target {
+        BatchTarget::Operation {
+            worker_type,
+            operation,
+        } => {
+            let mut request = Envelope::request("", operation.clone(), input);
+            request.priority = spec.priority;
+            let call = orch.call(worker_type, request, Vec::new(), |_| {});
+            let cancelled = super::session::wait_cancel(ctl.clone());
+            tokio::select! {
+                r = call => r
+                    .map(|resp| (resp.data, resp.attachments))
+                    .map_err(|e| WorkflowEnd::Failed(e.to_body())),
+                () = cancelled => Err(WorkflowEnd::Cancelled),
+            }
+        }
+        BatchTarget::Workflow { workflow } => match orch.workflow(workflow).await {
+            Ok(wf) => {
+                run_workflow(
+                    orch,
+                    &wf,
+                    &input,
+                    Resume::fresh(&input),
+                    spec.priority,
+                    &mut ctl,
+                    |_| {},
+                    |_| {},
+                )
+                .await
+            }
+            Err(e) => Err(WorkflowEnd::Failed(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                e.to_string(),
+            ))),
+        },
+    };
+    let (status, result, error, attachments) = match outcome {
+        Ok((data, atts)) => ("completed", Some(serde_json::to_string(&data)?), None, atts),
+        Err(WorkflowEnd::Cancelled) => (
+            "cancelled",
+            None,
+            Some(serde_json::to_string(&ErrorBody::new(
+                ErrorCode::Cancelled,
+                "item cancelled",
+            ))?),
+            Vec::new(),
+        ),
+        Err(WorkflowEnd::Failed(body)) => (
+            "failed",
+            None,
+            Some(serde_json::to_string(&body)?),
+            Vec::new(),
+        ),
+    };
+    store
+        .finish_item(
+            &item.batch_id,
+            item.index,
+            item.epoch,
+            status,
+            result.as_deref(),
+            error.as_deref(),
+            &attachments,
+        )
+        .await?;
+    Ok(())
 }

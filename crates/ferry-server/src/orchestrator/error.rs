@@ -28,6 +28,9 @@ pub enum OrchestratorError {
     /// A pool call failed.
     #[error("{0}: {1}")]
     Pool(String, #[source] PoolError),
+    /// The state store failed (it is unreachable, or holds what it cannot read).
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 impl OrchestratorError {
@@ -40,6 +43,10 @@ impl OrchestratorError {
             }
             OrchestratorError::Pool(_, e) => Some(e.code()),
             OrchestratorError::LimitReached(_) => Some(ErrorCode::Overloaded),
+            OrchestratorError::State(crate::state::StateError::LimitReached(_)) => {
+                Some(ErrorCode::Overloaded)
+            }
+            OrchestratorError::State(_) => Some(ErrorCode::Unavailable),
             OrchestratorError::NotFound(_)
             | OrchestratorError::InvalidState(_)
             | OrchestratorError::NotAllowed(_) => None,
@@ -55,5 +62,12 @@ impl OrchestratorError {
                 other.to_string(),
             ),
         }
+    }
+}
+
+impl From<serde_json::Error> for OrchestratorError {
+    /// A value that does not go to or come from JSON: what the store holds is unreadable.
+    fn from(e: serde_json::Error) -> Self {
+        OrchestratorError::State(crate::state::StateError::from(e))
     }
 }

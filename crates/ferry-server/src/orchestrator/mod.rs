@@ -1,73 +1,60 @@
 //! Workflows, sessions and batches over the worker pools.
 //!
 //! Everything runs through the pools: a workflow step is a pool call, a batch item is a
-//! pool call or a workflow run. Sessions (workflow runs) and batches live in memory and
-//! are controlled through this type (the HTTP API is a thin layer over it).
+//! pool call or a workflow run. Sessions (workflow runs), batches and API-made workflows
+//! live in the state store ([`crate::state`]) and are controlled through this type (the
+//! HTTP API is a thin layer over it). A background task per host claims batch items and
+//! abandoned sessions, renews its leases and picks up controls asked on other hosts
+//! (`runner`).
 
 mod batch;
 mod error;
 mod metrics;
-mod registry;
+mod runner;
 mod session;
 mod template;
 
-pub use batch::{
-    Batch, BatchItemStatus, BatchSpec, BatchStatus, BatchTarget, BatchView, ItemStatus,
-};
+pub use batch::{BatchItemStatus, BatchSpec, BatchStatus, BatchTarget, BatchView, ItemStatus};
 pub use error::OrchestratorError;
 pub use metrics::{known_operations, Metrics};
 pub use session::{Control, Session, SessionStatus, SessionView, StepRecord};
 
-use crate::config::{FerryConfig, LimitsConfig, WorkerTypeConfig, WorkflowConfig};
+use crate::config::{FerryConfig, LimitsConfig, StateConfig, WorkerTypeConfig, WorkflowConfig};
 use crate::sdxl;
+use crate::state::{NewBatch, NewSession, OpenCaps, StateStore};
 use ferry::pool::{Pool, WorkerStatus};
 use ferry::protocol::Envelope;
 use ferry::worker::{CallOptions, Response};
-use parking_lot::RwLock;
-use registry::Registry;
-use std::collections::{BTreeMap, BTreeSet};
+use parking_lot::Mutex;
+use session::{Flag, Resume};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::{watch, Notify};
 
 /// The orchestration core.
 pub struct Orchestrator {
     pools: BTreeMap<String, Arc<Pool>>,
     /// Each worker type's configuration: what HTTP clients may call on it.
     worker_configs: BTreeMap<String, WorkerTypeConfig>,
-    workflows: RwLock<Workflows>,
-    sessions: Registry<Session>,
-    batches: Registry<Batch>,
+    /// The configuration file's workflows (trusted, fixed); API-made ones are in the store.
+    config_workflows: BTreeMap<String, WorkflowConfig>,
+    store: StateStore,
+    state_config: StateConfig,
+    keep_finished: usize,
+    /// Sessions this host runs, by id (until their end is stored).
+    live_sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Batch items this host runs: their cancel switches.
+    running_items: Mutex<HashMap<(String, usize), watch::Sender<Flag>>>,
+    /// Wakes the runner: a batch started, an item ended.
+    wake: Arc<Notify>,
     metrics: Metrics,
-    next_id: AtomicU64,
     limits: LimitsConfig,
     /// The worker type of the SDXL routes (`server.sdxl_worker_type`).
     sdxl_worker_type: String,
     /// The style presets and the quality boost (`[sdxl]`).
     styles: sdxl::Styles,
-}
-
-/// The workflows: from the configuration file (trusted, fixed) and made through the API.
-#[derive(Default)]
-struct Workflows {
-    all: BTreeMap<String, WorkflowConfig>,
-    /// Ids of the configuration file's workflows, which the API cannot replace.
-    from_config: BTreeSet<String>,
-    /// Size (JSON bytes) of each API-made workflow.
-    api_bytes: BTreeMap<String, usize>,
-}
-
-impl registry::Entry for Session {
-    fn is_finished(&self) -> bool {
-        Session::is_finished(self)
-    }
-}
-
-impl registry::Entry for Batch {
-    fn is_finished(&self) -> bool {
-        Batch::is_finished(self)
-    }
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -79,52 +66,101 @@ impl std::fmt::Debug for Orchestrator {
 }
 
 impl Orchestrator {
-    /// Starts a pool per configured worker type (blocking until each has tried its
-    /// `min_workers`).
-    pub fn start(config: &FerryConfig) -> Result<Arc<Self>, OrchestratorError> {
-        let mut pools = BTreeMap::new();
-        for (name, w) in &config.workers {
-            let pool = Pool::start(w.spec(name), w.pool.to_config())
-                .map_err(|e| OrchestratorError::Pool(name.clone(), e))?;
-            pools.insert(name.clone(), Arc::new(pool));
-        }
-        Ok(Self::with_pools(pools, config))
+    /// Opens the state store of `[state]`, starts a pool per configured worker type
+    /// (waiting until each has tried its `min_workers`) and the runner, which resumes the
+    /// unfinished work of the store.
+    pub async fn start(config: &FerryConfig) -> Result<Arc<Self>, OrchestratorError> {
+        let store = StateStore::open(&config.state).await?;
+        let workers = config.workers.clone();
+        let pools = tokio::task::spawn_blocking(move || {
+            let mut pools = BTreeMap::new();
+            for (name, w) in &workers {
+                let pool = Pool::start(w.spec(name), w.pool.to_config())
+                    .map_err(|e| OrchestratorError::Pool(name.clone(), e))?;
+                pools.insert(name.clone(), Arc::new(pool));
+            }
+            Ok::<_, OrchestratorError>(pools)
+        })
+        .await
+        .map_err(|e| OrchestratorError::Invalid(format!("pool start-up panicked: {e}")))??;
+        Ok(Self::with_pools(pools, config, store))
     }
 
-    /// An orchestrator over pools started elsewhere.
-    pub fn with_pools(pools: BTreeMap<String, Arc<Pool>>, config: &FerryConfig) -> Arc<Self> {
-        let limits = config.limits.clone();
-        let keep = config.server.keep_finished;
-        Arc::new(Orchestrator {
+    /// An orchestrator over pools started elsewhere and an open store; starts the runner
+    /// (needs a Tokio runtime).
+    pub fn with_pools(
+        pools: BTreeMap<String, Arc<Pool>>,
+        config: &FerryConfig,
+        store: StateStore,
+    ) -> Arc<Self> {
+        let orch = Arc::new(Orchestrator {
             pools,
             worker_configs: config.workers.clone(),
-            workflows: RwLock::new(Workflows {
-                all: config
-                    .workflows
-                    .iter()
-                    .map(|w| (w.id.clone(), w.clone()))
-                    .collect(),
-                from_config: config.workflows.iter().map(|w| w.id.clone()).collect(),
-                api_bytes: BTreeMap::new(),
-            }),
-            sessions: Registry::new(
-                ("session", "sessions"),
-                keep,
-                limits.open_sessions,
-                limits.open_session_bytes,
-            ),
-            batches: Registry::new(
-                ("batch", "batches"),
-                keep,
-                limits.open_batches,
-                limits.open_batch_bytes,
-            ),
+            config_workflows: config
+                .workflows
+                .iter()
+                .map(|w| (w.id.clone(), w.clone()))
+                .collect(),
+            store,
+            state_config: config.state.clone(),
+            keep_finished: config.server.keep_finished,
+            live_sessions: Mutex::new(HashMap::new()),
+            running_items: Mutex::new(HashMap::new()),
+            wake: Arc::new(Notify::new()),
             metrics: Metrics::new(metrics::known_operations(config)),
-            next_id: AtomicU64::new(1),
-            limits,
+            limits: config.limits.clone(),
             sdxl_worker_type: config.server.sdxl_worker_type.clone(),
             styles: sdxl::Styles::new(&config.sdxl),
-        })
+        });
+        runner::spawn(&orch);
+        orch
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// Whether the state store answers (`/health/ready`).
+    pub async fn state_ready(&self) -> Result<(), OrchestratorError> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Whether `operation` of `worker_type` may run twice (`idempotent_operations`).
+    pub fn is_idempotent(&self, worker_type: &str, operation: &str) -> bool {
+        self.worker_configs
+            .get(worker_type)
+            .is_some_and(|c| c.idempotent_operations.iter().any(|o| o == operation))
+    }
+
+    /// Whether every operation a batch target runs may run twice.
+    pub(crate) fn target_is_idempotent(&self, target: &BatchTarget) -> bool {
+        match target {
+            BatchTarget::Operation {
+                worker_type,
+                operation,
+            } => self.is_idempotent(worker_type, operation),
+            BatchTarget::Workflow { workflow } => {
+                self.config_workflows.get(workflow).is_some_and(|w| {
+                    w.steps
+                        .iter()
+                        .all(|s| self.is_idempotent(&s.worker_type, &s.operation))
+                })
+            }
+        }
+    }
+
+    /// What a batch target runs, for messages.
+    pub(crate) fn target_operations(&self, target: &BatchTarget) -> String {
+        match target {
+            BatchTarget::Operation {
+                worker_type,
+                operation,
+            } => format!("operation `{operation}` of `{worker_type}`"),
+            BatchTarget::Workflow { workflow } => {
+                format!("a step of workflow `{workflow}`")
+            }
+        }
     }
 
     /// Whether HTTP clients may call `operation` on `worker_type` (its `api_operations`;
@@ -155,9 +191,16 @@ impl Orchestrator {
         }
     }
 
+    /// A fresh id, unique across hosts and restarts: random, 64 bits.
     fn new_id(&self, prefix: &str) -> String {
-        // Uniqueness only.
-        format!("{prefix}-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+        let mut bytes = [0u8; 8];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No OS randomness: the clock and a counter still differ between calls here.
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            bytes = (crate::state::now_ms() as u64 ^ n.rotate_left(40)).to_le_bytes();
+        }
+        format!("{prefix}-{:016x}", u64::from_le_bytes(bytes))
     }
 
     /// The configured worker types.
@@ -314,25 +357,33 @@ impl Orchestrator {
         out
     }
 
-    /// The workflows.
-    pub fn workflows(&self) -> Vec<WorkflowConfig> {
-        self.workflows.read().all.values().cloned().collect()
+    /// The workflows: the configuration file's, then those made through the API.
+    pub async fn workflows(&self) -> Result<Vec<WorkflowConfig>, OrchestratorError> {
+        let mut all = self.config_workflows.clone();
+        for (id, body) in self.store.workflows().await? {
+            if !all.contains_key(&id) {
+                all.insert(id, parse_stored("workflow", &body)?);
+            }
+        }
+        Ok(all.into_values().collect())
     }
 
     /// One workflow.
-    pub fn workflow(&self, id: &str) -> Result<WorkflowConfig, OrchestratorError> {
-        self.workflows
-            .read()
-            .all
-            .get(id)
-            .cloned()
-            .ok_or_else(|| OrchestratorError::NotFound(format!("workflow `{id}`")))
+    pub async fn workflow(&self, id: &str) -> Result<WorkflowConfig, OrchestratorError> {
+        if let Some(w) = self.config_workflows.get(id) {
+            return Ok(w.clone());
+        }
+        let api = self.store.workflows().await?;
+        match api.iter().find(|(i, _)| i == id) {
+            Some((_, body)) => parse_stored("workflow", body),
+            None => Err(OrchestratorError::NotFound(format!("workflow `{id}`"))),
+        }
     }
 
     /// Adds (or replaces) a workflow made through the API, after checking it against the
     /// worker types, their `api_operations` and `[limits]`. Workflows of the
     /// configuration file cannot be replaced.
-    pub fn put_workflow(&self, workflow: WorkflowConfig) -> Result<(), OrchestratorError> {
+    pub async fn put_workflow(&self, workflow: WorkflowConfig) -> Result<(), OrchestratorError> {
         for step in &workflow.steps {
             if self.pools.contains_key(&step.worker_type) {
                 self.check_api_call(&step.worker_type, &step.operation)
@@ -351,6 +402,7 @@ impl Orchestrator {
             workflows: vec![workflow.clone()],
             limits: Default::default(),
             sdxl: Default::default(),
+            state: Default::default(),
         };
         let text =
             toml::to_string(&probe).map_err(|e| OrchestratorError::Invalid(e.to_string()))?;
@@ -361,87 +413,180 @@ impl Orchestrator {
                 e.reason
             ))
         })?;
-        let bytes = serde_json::to_vec(&workflow).map_or(usize::MAX, |v| v.len());
-        let mut w = self.workflows.write();
-        if w.from_config.contains(&workflow.id) {
+        if self.config_workflows.contains_key(&workflow.id) {
             return Err(OrchestratorError::NotAllowed(format!(
                 "workflow `{}` is defined in the configuration file and cannot be replaced",
                 workflow.id
             )));
         }
-        let others = w.api_bytes.iter().filter(|(id, _)| **id != workflow.id);
-        let (count, total) = others.fold((0usize, 0usize), |(n, b), (_, s)| {
-            (n + 1, b.saturating_add(*s))
-        });
-        if count >= self.limits.api_workflows {
-            return Err(OrchestratorError::LimitReached(format!(
-                "{count} workflows made through the API already (limits.api_workflows)"
-            )));
-        }
-        if total.saturating_add(bytes) > self.limits.api_workflow_bytes {
-            return Err(OrchestratorError::LimitReached(format!(
-                "this workflow ({bytes} bytes) would take API-made workflows past {} bytes \
-                 (limits.api_workflow_bytes)",
-                self.limits.api_workflow_bytes
-            )));
-        }
-        w.api_bytes.insert(workflow.id.clone(), bytes);
-        w.all.insert(workflow.id.clone(), workflow);
+        let body = serde_json::to_string(&workflow)
+            .map_err(|e| OrchestratorError::Invalid(e.to_string()))?;
+        self.store
+            .put_workflow(
+                &workflow.id,
+                &body,
+                self.limits.api_workflows,
+                self.limits.api_workflow_bytes,
+            )
+            .await?;
         Ok(())
     }
 
     /// Deletes a workflow made through the API (those of the configuration file stay).
-    pub fn delete_workflow(&self, id: &str) -> Result<(), OrchestratorError> {
-        let mut w = self.workflows.write();
-        if w.from_config.contains(id) {
+    pub async fn delete_workflow(&self, id: &str) -> Result<(), OrchestratorError> {
+        if self.config_workflows.contains_key(id) {
             return Err(OrchestratorError::NotAllowed(format!(
                 "workflow `{id}` is defined in the configuration file and cannot be deleted"
             )));
         }
-        w.api_bytes.remove(id);
-        w.all
-            .remove(id)
-            .map(drop)
-            .ok_or_else(|| OrchestratorError::NotFound(format!("workflow `{id}`")))
+        if self.store.delete_workflow(id).await? {
+            Ok(())
+        } else {
+            Err(OrchestratorError::NotFound(format!("workflow `{id}`")))
+        }
+    }
+
+    async fn prune(&self) -> Result<(), OrchestratorError> {
+        self.store
+            .prune(
+                self.keep_finished,
+                std::time::Duration::from_secs(self.state_config.keep_finished_s),
+                std::time::Duration::from_secs(self.state_config.idempotency_ttl_s),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Starts a session running workflow `id` on `input`.
-    pub fn execute_workflow(
+    pub async fn execute_workflow(
         self: &Arc<Self>,
         id: &str,
         input: serde_json::Value,
-    ) -> Result<Arc<Session>, OrchestratorError> {
-        let workflow = self.workflow(id)?;
-        let bytes = serde_json::to_vec(&input).map_or(usize::MAX, |v| v.len());
+    ) -> Result<SessionView, OrchestratorError> {
+        let workflow = self.workflow(id).await?;
+        let input_text =
+            serde_json::to_string(&input).map_err(|e| OrchestratorError::Invalid(e.to_string()))?;
         let session_id = self.new_id("s");
-        self.sessions.insert_with(session_id.clone(), bytes, || {
-            Session::start(self.clone(), session_id, workflow, input)
-        })
+        let view = session::fresh_view(&session_id, &workflow);
+        self.prune().await?;
+        self.store
+            .create_session(
+                NewSession {
+                    id: &session_id,
+                    workflow: serde_json::to_string(&workflow)
+                        .map_err(|e| OrchestratorError::Invalid(e.to_string()))?,
+                    input: input_text.clone(),
+                    view: serde_json::to_string(&view)
+                        .map_err(|e| OrchestratorError::Invalid(e.to_string()))?,
+                    bytes: input_text.len(),
+                },
+                OpenCaps {
+                    count: self.limits.open_sessions,
+                    bytes: self.limits.open_session_bytes,
+                },
+            )
+            .await?;
+        let session = Session::start(
+            self.clone(),
+            session_id.clone(),
+            workflow,
+            input.clone(),
+            view,
+            1,
+            Resume::fresh(&input),
+            Flag::Run,
+        );
+        self.live_sessions
+            .lock()
+            .insert(session_id, session.clone());
+        Ok(session.view())
+    }
+
+    /// Forgets a live session (its end is stored, or another host took it over).
+    pub(crate) fn forget_session(&self, id: &str) {
+        self.live_sessions.lock().remove(id);
     }
 
     /// Every session.
-    pub fn sessions(&self) -> Vec<Arc<Session>> {
-        self.sessions.all()
+    pub async fn sessions(&self) -> Result<Vec<SessionView>, OrchestratorError> {
+        let mut out = Vec::new();
+        for id in self.store.session_ids().await? {
+            match self.session(&id).await {
+                Ok(v) => out.push(v),
+                // Deleted or pruned meanwhile.
+                Err(OrchestratorError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
-    /// One session.
-    pub fn session(&self, id: &str) -> Result<Arc<Session>, OrchestratorError> {
-        self.sessions.get(id)
+    /// One session: as this host runs it, else as stored.
+    pub async fn session(&self, id: &str) -> Result<SessionView, OrchestratorError> {
+        let live = self.live_sessions.lock().get(id).cloned();
+        if let Some(s) = live {
+            return Ok(s.view());
+        }
+        let stored = self
+            .store
+            .session(id)
+            .await?
+            .ok_or_else(|| OrchestratorError::NotFound(format!("session `{id}`")))?;
+        let mut view: SessionView = parse_stored("session", &stored.view)?;
+        view.result_attachments = stored
+            .result_attachments
+            .iter()
+            .map(|a| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, a))
+            .collect();
+        Ok(view)
+    }
+
+    /// Applies a control to a session: at once when this host runs it, else through the
+    /// store for the host that does (picked up within a third of `lease_ms`).
+    pub async fn control_session(
+        &self,
+        id: &str,
+        control: Control,
+    ) -> Result<SessionView, OrchestratorError> {
+        let live = self.live_sessions.lock().get(id).cloned();
+        if let Some(s) = live {
+            s.control(control)?;
+            return Ok(s.view());
+        }
+        let view = self.session(id).await?;
+        if view.status.is_finished() {
+            return Err(OrchestratorError::InvalidState(format!(
+                "cannot {} a {} session",
+                control.as_str(),
+                view.status.as_str()
+            )));
+        }
+        self.store.request_control(id, control.as_str()).await?;
+        Ok(view)
     }
 
     /// Cancels and forgets a session.
-    pub fn delete_session(&self, id: &str) -> Result<(), OrchestratorError> {
-        let session = self.sessions.remove(id)?;
-        let _ = session.control(Control::Cancel);
-        Ok(())
+    pub async fn delete_session(&self, id: &str) -> Result<(), OrchestratorError> {
+        let live = self.live_sessions.lock().remove(id);
+        if let Some(s) = live {
+            let _ = s.control(Control::Cancel);
+        } else {
+            // Run elsewhere: its host stops at its next save (the row is gone).
+            let _ = self
+                .store
+                .request_control(id, Control::Cancel.as_str())
+                .await;
+        }
+        if self.store.delete_session(id).await? {
+            Ok(())
+        } else {
+            Err(OrchestratorError::NotFound(format!("session `{id}`")))
+        }
     }
 
     /// Creates a batch (pending until executed) for an HTTP client: an operation target
     /// must be open to clients (`api_operations`), and `[limits]` apply.
-    pub fn create_batch(
-        self: &Arc<Self>,
-        spec: BatchSpec,
-    ) -> Result<Arc<Batch>, OrchestratorError> {
+    pub async fn create_batch(&self, spec: BatchSpec) -> Result<BatchView, OrchestratorError> {
         match &spec.target {
             BatchTarget::Operation {
                 worker_type,
@@ -450,7 +595,7 @@ impl Orchestrator {
                 self.check_api_call(worker_type, operation)?;
             }
             BatchTarget::Workflow { workflow } => {
-                self.workflow(workflow)?;
+                self.workflow(workflow).await?;
             }
         }
         if spec.parallelism == 0 {
@@ -460,34 +605,103 @@ impl Orchestrator {
         }
         let bytes = serde_json::to_vec(&spec.items).map_or(usize::MAX, |v| v.len());
         let id = self.new_id("b");
-        self.batches
-            .insert_with(id.clone(), bytes, || Batch::new(id, spec))
+        let stored_spec = serde_json::to_string(&batch::StoredSpec {
+            target: spec.target.clone(),
+            priority: spec.priority,
+        })
+        .map_err(|e| OrchestratorError::Invalid(e.to_string()))?;
+        self.prune().await?;
+        self.store
+            .create_batch(
+                NewBatch {
+                    id: &id,
+                    spec: stored_spec,
+                    parallelism: spec.parallelism,
+                    items: &spec.items,
+                    bytes,
+                },
+                OpenCaps {
+                    count: self.limits.open_batches,
+                    bytes: self.limits.open_batch_bytes,
+                },
+            )
+            .await?;
+        self.batch(&id).await
     }
 
     /// Every batch.
-    pub fn batches(&self) -> Vec<Arc<Batch>> {
-        self.batches.all()
+    pub async fn batches(&self) -> Result<Vec<BatchView>, OrchestratorError> {
+        let mut out = Vec::new();
+        for id in self.store.batch_ids().await? {
+            match self.batch(&id).await {
+                Ok(v) => out.push(v),
+                Err(OrchestratorError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// One batch.
-    pub fn batch(&self, id: &str) -> Result<Arc<Batch>, OrchestratorError> {
-        self.batches.get(id)
+    pub async fn batch(&self, id: &str) -> Result<BatchView, OrchestratorError> {
+        let stored = self
+            .store
+            .batch(id)
+            .await?
+            .ok_or_else(|| OrchestratorError::NotFound(format!("batch `{id}`")))?;
+        BatchView::from_stored(stored)
+    }
+
+    /// Starts running a pending batch's items (on every host with room).
+    pub async fn execute_batch(&self, id: &str) -> Result<BatchView, OrchestratorError> {
+        if !self.store.execute_batch(id).await? {
+            self.batch(id).await?;
+            return Err(OrchestratorError::InvalidState(format!(
+                "batch `{id}` was already executed or cancelled"
+            )));
+        }
+        self.wake.notify_one();
+        self.batch(id).await
+    }
+
+    /// Cancels a batch's given items (all when `None`); running ones have their request
+    /// cancelled (on another host: at its next lease renewal).
+    pub async fn cancel_batch(
+        &self,
+        id: &str,
+        indices: Option<&[usize]>,
+    ) -> Result<BatchView, OrchestratorError> {
+        if !self.store.cancel_batch(id, indices).await? {
+            return Err(OrchestratorError::NotFound(format!("batch `{id}`")));
+        }
+        self.cancel_local_items(id, indices);
+        self.batch(id).await
+    }
+
+    fn cancel_local_items(&self, id: &str, indices: Option<&[usize]>) {
+        for ((batch, index), tx) in self.running_items.lock().iter() {
+            if batch == id && indices.is_none_or(|c| c.contains(index)) {
+                tx.send_replace(Flag::Cancel);
+            }
+        }
     }
 
     /// Cancels and forgets a batch.
-    pub fn delete_batch(&self, id: &str) -> Result<(), OrchestratorError> {
-        self.batches.remove(id)?.cancel(None);
-        Ok(())
+    pub async fn delete_batch(&self, id: &str) -> Result<(), OrchestratorError> {
+        self.cancel_local_items(id, None);
+        let _ = self.store.cancel_batch(id, None).await?;
+        if self.store.delete_batch(id).await? {
+            Ok(())
+        } else {
+            Err(OrchestratorError::NotFound(format!("batch `{id}`")))
+        }
     }
 
     /// Stops every pool gracefully (blocking).
+    ///
+    /// Sessions and batch items still running are left as they are in the store: the next
+    /// start of this host (same `host_id`) or another host takes them over.
     pub fn shutdown(&self) {
-        for s in self.sessions.all() {
-            let _ = s.control(Control::Cancel);
-        }
-        for b in self.batches.all() {
-            b.cancel(None);
-        }
         let handles: Vec<_> = self
             .pools
             .values()
@@ -500,6 +714,16 @@ impl Orchestrator {
             let _ = h.join();
         }
     }
+}
+
+/// A JSON value read back from the store.
+fn parse_stored<T: serde::de::DeserializeOwned>(
+    what: &str,
+    text: &str,
+) -> Result<T, OrchestratorError> {
+    serde_json::from_str(text).map_err(|e| {
+        OrchestratorError::State(crate::state::StateError::Corrupt(format!("{what}: {e}")))
+    })
 }
 
 fn pool_transport(pool: &Pool) -> &'static str {
@@ -529,6 +753,7 @@ fn placeholder_worker() -> crate::config::WorkerTypeConfig {
         shm_yield_us: None,
         shm_send_timeout_ms: None,
         api_operations: None,
+        idempotent_operations: Vec::new(),
         pool: Default::default(),
     }
 }

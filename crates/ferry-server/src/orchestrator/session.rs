@@ -15,7 +15,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 /// Where a session is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     /// Created, not started.
@@ -30,6 +30,35 @@ pub enum SessionStatus {
     Failed,
     /// Cancelled by a caller.
     Cancelled,
+    /// Its host died while a step ran whose operation is not listed in
+    /// `idempotent_operations`, so the step was not run again.
+    Interrupted,
+}
+
+impl SessionStatus {
+    /// Whether it has ended.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            SessionStatus::Completed
+                | SessionStatus::Failed
+                | SessionStatus::Cancelled
+                | SessionStatus::Interrupted
+        )
+    }
+
+    /// Its name, as in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Pending => "pending",
+            SessionStatus::Running => "running",
+            SessionStatus::Paused => "paused",
+            SessionStatus::Completed => "completed",
+            SessionStatus::Failed => "failed",
+            SessionStatus::Cancelled => "cancelled",
+            SessionStatus::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// A control request.
@@ -46,6 +75,30 @@ pub enum Control {
     Restart,
 }
 
+impl Control {
+    /// Its name, as in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Control::Pause => "pause",
+            Control::Resume => "resume",
+            Control::Cancel => "cancel",
+            Control::Restart => "restart",
+        }
+    }
+
+    /// The control named `name`.
+    pub fn from_name(name: &str) -> Option<Control> {
+        [
+            Control::Pause,
+            Control::Resume,
+            Control::Cancel,
+            Control::Restart,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == name)
+    }
+}
+
 /// What the runner is told to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flag {
@@ -55,12 +108,12 @@ pub(crate) enum Flag {
 }
 
 /// One step's record in a session.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct StepRecord {
     /// The step name.
     pub name: String,
     /// `pending`, `running`, `completed`, `failed`, `cancelled`.
-    pub status: &'static str,
+    pub status: String,
     /// When it started.
     pub started_at: Option<String>,
     /// How long it took.
@@ -70,7 +123,7 @@ pub struct StepRecord {
 }
 
 /// A snapshot of a session, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct SessionView {
     /// Session id.
     pub id: String,
@@ -110,6 +163,11 @@ pub struct Session {
     inner: Mutex<Inner>,
     control: Mutex<watch::Sender<Flag>>,
     generation: AtomicU64,
+    /// The claim this host runs it under: its saves count only while it is current.
+    epoch: i64,
+    /// Where a resume would start (finished steps' outputs).
+    resume: Mutex<Resume>,
+    saves: tokio::sync::mpsc::UnboundedSender<Save>,
 }
 
 impl std::fmt::Debug for Session {
@@ -132,6 +190,35 @@ pub(crate) enum StepEvent<'a> {
     Progress(usize, f64),
     Finished(usize, Result<(), &'a ErrorBody>, f64),
     Cancelled(usize),
+    /// Step `i` succeeded with this output and these attachments (before `Finished`).
+    Output(usize, &'a Value, &'a [Vec<u8>]),
+}
+
+/// Where a workflow run starts: the first step, or after the steps a host that died had
+/// finished.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub(crate) struct Resume {
+    /// The first step to run.
+    pub(crate) step: usize,
+    /// Finished steps' outputs by name.
+    pub(crate) outputs: HashMap<String, Value>,
+    /// The last finished step's output (`$previous`), or the input.
+    pub(crate) previous: Value,
+    /// Finished steps' attachments by name (not serialized: stored as attachments).
+    #[serde(skip)]
+    pub(crate) attachments: HashMap<String, Vec<Vec<u8>>>,
+}
+
+impl Resume {
+    /// From the first step.
+    pub(crate) fn fresh(input: &Value) -> Resume {
+        Resume {
+            step: 0,
+            outputs: HashMap::new(),
+            previous: input.clone(),
+            attachments: HashMap::new(),
+        }
+    }
 }
 
 /// Runs `workflow` on `input`; pauses and cancels follow `ctl`.
@@ -139,18 +226,26 @@ pub(crate) async fn run_workflow(
     orch: &Orchestrator,
     workflow: &WorkflowConfig,
     input: &Value,
+    start: Resume,
     priority: Option<Priority>,
     ctl: &mut watch::Receiver<Flag>,
     mut on_step: impl FnMut(StepEvent<'_>) + Send,
     mut on_pause: impl FnMut(bool) + Send,
 ) -> Result<(Value, Vec<Vec<u8>>), WorkflowEnd> {
-    let mut outputs: HashMap<String, Value> = HashMap::new();
+    let mut outputs = start.outputs;
     // Requests through the API carry no attachments into a workflow; `request` names none.
-    let mut attachments: HashMap<String, Vec<Vec<u8>>> =
-        HashMap::from([("request".to_owned(), Vec::new())]);
-    let mut previous = input.clone();
-    let mut last_attachments = Vec::new();
-    for (i, step) in workflow.steps.iter().enumerate() {
+    let mut attachments = start.attachments;
+    attachments.insert("request".to_owned(), Vec::new());
+    let mut previous = start.previous;
+    let mut last_attachments = match start.step.checked_sub(1) {
+        Some(i) => workflow
+            .steps
+            .get(i)
+            .and_then(|s| attachments.get(&s.name).cloned())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    for (i, step) in workflow.steps.iter().enumerate().skip(start.step) {
         loop {
             let flag = *ctl.borrow_and_update();
             match flag {
@@ -264,11 +359,12 @@ pub(crate) async fn run_workflow(
             }
         }
         let took = started.elapsed().as_secs_f64() * 1000.0;
-        on_step(StepEvent::Finished(i, Ok(()), took));
         let data = match step.for_each {
             Some(_) => Value::Array(datas),
             None => datas.pop().unwrap_or(Value::Null),
         };
+        on_step(StepEvent::Output(i, &data, &step_attachments));
+        on_step(StepEvent::Finished(i, Ok(()), took));
         outputs.insert(step.name.clone(), data.clone());
         attachments.insert(step.name.clone(), step_attachments.clone());
         previous = data;
@@ -289,7 +385,7 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-async fn wait_cancel(mut ctl: watch::Receiver<Flag>) {
+pub(crate) async fn wait_cancel(mut ctl: watch::Receiver<Flag>) {
     loop {
         if *ctl.borrow_and_update() == Flag::Cancel {
             return;
@@ -300,17 +396,31 @@ async fn wait_cancel(mut ctl: watch::Receiver<Flag>) {
     }
 }
 
+/// A session's change on its way to the store.
+struct Save {
+    view: SessionView,
+    progress: Option<String>,
+    step_attachments: Option<(String, Vec<Vec<u8>>)>,
+    result_attachments: Option<Vec<Vec<u8>>>,
+}
+
 impl Session {
+    /// Starts (or resumes) running a session this host holds under claim `epoch`.
     pub(crate) fn start(
         orch: Arc<Orchestrator>,
         id: String,
         workflow: WorkflowConfig,
         input: Value,
+        view: SessionView,
+        epoch: i64,
+        resume: Resume,
+        flag: Flag,
     ) -> Arc<Session> {
-        let (tx, _) = watch::channel(Flag::Run);
+        let (tx, _) = watch::channel(flag);
+        let (saves, rx) = tokio::sync::mpsc::unbounded_channel();
         let session = Arc::new(Session {
             inner: Mutex::new(Inner {
-                view: fresh_view(&id, &workflow),
+                view,
                 generation: 0,
             }),
             id,
@@ -319,7 +429,11 @@ impl Session {
             orch: Arc::downgrade(&orch),
             control: Mutex::new(tx),
             generation: AtomicU64::new(0),
+            epoch,
+            resume: Mutex::new(resume),
+            saves,
         });
+        tokio::spawn(save_loop(session.clone(), rx));
         session.spawn_runner(0);
         session
     }
@@ -336,10 +450,7 @@ impl Session {
 
     /// Whether it has ended.
     pub fn is_finished(&self) -> bool {
-        matches!(
-            self.inner.lock().view.status,
-            SessionStatus::Completed | SessionStatus::Failed | SessionStatus::Cancelled
-        )
+        self.inner.lock().view.status.is_finished()
     }
 
     /// Applies a control; refuses one that does not fit the current state.
@@ -356,12 +467,12 @@ impl Session {
             Control::Resume if finished => conflict("resume"),
             Control::Cancel if finished => conflict("cancel"),
             Control::Pause => {
-                self.inner.lock().view.pause_requested = true;
+                self.update_any(|v| v.pause_requested = true);
                 self.control.lock().send_replace(Flag::Pause);
                 Ok(())
             }
             Control::Resume => {
-                self.inner.lock().view.pause_requested = false;
+                self.update_any(|v| v.pause_requested = false);
                 self.control.lock().send_replace(Flag::Run);
                 Ok(())
             }
@@ -372,6 +483,7 @@ impl Session {
             Control::Restart => {
                 self.control.lock().send_replace(Flag::Cancel);
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                *self.resume.lock() = Resume::fresh(&self.input);
                 {
                     let mut inner = self.inner.lock();
                     inner.generation = generation;
@@ -380,6 +492,7 @@ impl Session {
                         ..fresh_view(&self.id, &self.workflow)
                     };
                 }
+                self.save(true, None, None);
                 *self.control.lock() = watch::channel(Flag::Run).0;
                 self.spawn_runner(generation);
                 Ok(())
@@ -387,12 +500,44 @@ impl Session {
         }
     }
 
-    /// Changes the view if `generation` is still the current run.
-    fn update(&self, generation: u64, f: impl FnOnce(&mut SessionView)) {
-        let mut inner = self.inner.lock();
-        if inner.generation == generation {
+    /// Sends the view (and, with `progress`, where a resume would start) to the store.
+    fn save(
+        &self,
+        progress: bool,
+        step_attachments: Option<(String, Vec<Vec<u8>>)>,
+        result_attachments: Option<Vec<Vec<u8>>>,
+    ) {
+        let view = self.inner.lock().view.clone();
+        let progress = progress.then(|| {
+            serde_json::to_string(&*self.resume.lock()).unwrap_or_else(|_| "{}".to_owned())
+        });
+        // The save loop ends only after the session has; a send after that has nothing
+        // left to record.
+        let _ = self.saves.send(Save {
+            view,
+            progress,
+            step_attachments,
+            result_attachments,
+        });
+    }
+
+    /// Changes the view whatever the run, and saves it.
+    fn update_any(&self, f: impl FnOnce(&mut SessionView)) {
+        f(&mut self.inner.lock().view);
+        self.save(false, None, None);
+    }
+
+    /// Changes the view if `generation` is still the current run, and saves it.
+    fn update(&self, generation: u64, f: impl FnOnce(&mut SessionView)) -> bool {
+        {
+            let mut inner = self.inner.lock();
+            if inner.generation != generation {
+                return false;
+            }
             f(&mut inner.view);
         }
+        self.save(false, None, None);
+        true
     }
 
     fn spawn_runner(self: &Arc<Self>, generation: u64) {
@@ -402,7 +547,10 @@ impl Session {
             let Some(orch) = session.orch.upgrade() else {
                 return;
             };
-            session.update(generation, |v| v.status = SessionStatus::Running);
+            let start = session.resume.lock().clone();
+            if *ctl.borrow() != Flag::Pause {
+                session.update(generation, |v| v.status = SessionStatus::Running);
+            }
             let n = session.workflow.steps.len().max(1) as f64;
             let s1 = session.clone();
             let s2 = session.clone();
@@ -410,13 +558,29 @@ impl Session {
                 &orch,
                 &session.workflow,
                 &session.input,
+                start,
                 None,
                 &mut ctl,
                 move |event| {
+                    if let StepEvent::Output(i, data, atts) = event {
+                        if s1.inner.lock().generation != generation {
+                            return;
+                        }
+                        let name = s1.workflow.steps[i].name.clone();
+                        {
+                            let mut r = s1.resume.lock();
+                            r.step = i + 1;
+                            r.outputs.insert(name.clone(), data.clone());
+                            r.previous = data.clone();
+                            r.attachments.insert(name.clone(), atts.to_vec());
+                        }
+                        s1.save(true, Some((name, atts.to_vec())), None);
+                        return;
+                    }
                     s1.update(generation, |v| match event {
                         StepEvent::Started(i) => {
                             v.current_step = Some(v.steps[i].name.clone());
-                            v.steps[i].status = "running";
+                            v.steps[i].status = "running".into();
                             v.steps[i].started_at = Some(now_timestamp());
                             v.progress = i as f64 / n;
                         }
@@ -427,17 +591,18 @@ impl Session {
                             v.steps[i].duration_ms = Some(took);
                             match r {
                                 Ok(()) => {
-                                    v.steps[i].status = "completed";
+                                    v.steps[i].status = "completed".into();
                                     v.progress = (i + 1) as f64 / n;
                                 }
                                 Err(body) => {
-                                    v.steps[i].status = "failed";
+                                    v.steps[i].status = "failed".into();
                                     v.steps[i].error = Some(body.clone());
                                 }
                             }
                         }
-                        StepEvent::Cancelled(i) => v.steps[i].status = "cancelled",
-                    })
+                        StepEvent::Cancelled(i) => v.steps[i].status = "cancelled".into(),
+                        StepEvent::Output(..) => {}
+                    });
                 },
                 move |paused| {
                     s2.update(generation, |v| {
@@ -449,11 +614,12 @@ impl Session {
                         if paused {
                             v.pause_requested = false;
                         }
-                    })
+                    });
                 },
             )
             .await;
-            session.update(generation, |v| {
+            let mut result_attachments = None;
+            let current = session.update(generation, |v| {
                 v.pause_requested = false;
                 match result {
                     Ok((data, atts)) => {
@@ -465,6 +631,7 @@ impl Session {
                             .iter()
                             .map(|a| base64::engine::general_purpose::STANDARD.encode(a))
                             .collect();
+                        result_attachments = Some(atts);
                     }
                     Err(WorkflowEnd::Cancelled) => {
                         v.status = SessionStatus::Cancelled;
@@ -476,11 +643,74 @@ impl Session {
                     }
                 }
             });
+            if current {
+                session.save(false, None, result_attachments);
+            }
         });
     }
 }
 
-fn fresh_view(id: &str, workflow: &WorkflowConfig) -> SessionView {
+/// Writes a session's changes to the store in order, the newest view only when several
+/// wait; ends (and lets the orchestrator forget the live session) once its end is stored.
+async fn save_loop(session: Arc<Session>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Save>) {
+    while let Some(mut save) = rx.recv().await {
+        // A plain view change is overtaken by any later save.
+        while save.progress.is_none()
+            && save.step_attachments.is_none()
+            && save.result_attachments.is_none()
+        {
+            match rx.try_recv() {
+                Ok(next) => save = next,
+                Err(_) => break,
+            }
+        }
+        let Some(orch) = session.orch.upgrade() else {
+            return;
+        };
+        let finished = save.view.status.is_finished();
+        let mut view = save.view;
+        // The attachments are stored once, as attachments.
+        view.result_attachments = Vec::new();
+        let status = view.status.as_str();
+        let stored = match serde_json::to_string(&view) {
+            Ok(view) => {
+                orch.store()
+                    .save_session(
+                        &session.id,
+                        crate::state::SessionSave {
+                            epoch: session.epoch,
+                            view,
+                            status,
+                            progress: save.progress,
+                            step_attachments: save
+                                .step_attachments
+                                .as_ref()
+                                .map(|(n, a)| (n.as_str(), a.as_slice())),
+                            result_attachments: save.result_attachments.as_deref(),
+                        },
+                    )
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        match stored {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another host took the session over (this one's lease ran out): stop.
+                tracing::warn!(session = %session.id, "session taken over by another host; stopping here");
+                session.control.lock().send_replace(Flag::Cancel);
+                orch.forget_session(&session.id);
+                return;
+            }
+            Err(e) => tracing::error!(session = %session.id, error = %e, "cannot store session"),
+        }
+        if finished && rx.is_empty() && session.is_finished() {
+            orch.forget_session(&session.id);
+        }
+    }
+}
+
+pub(crate) fn fresh_view(id: &str, workflow: &WorkflowConfig) -> SessionView {
     SessionView {
         id: id.to_owned(),
         workflow_id: workflow.id.clone(),
@@ -492,7 +722,7 @@ fn fresh_view(id: &str, workflow: &WorkflowConfig) -> SessionView {
             .iter()
             .map(|s| StepRecord {
                 name: s.name.clone(),
-                status: "pending",
+                status: "pending".into(),
                 started_at: None,
                 duration_ms: None,
                 error: None,

@@ -88,9 +88,8 @@ async fn run(config: FerryConfig, console: ConsoleOptions) -> Result<(), String>
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.bind))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let start_config = config.clone();
-    let orch = tokio::task::spawn_blocking(move || Orchestrator::start(&start_config))
+    let orch = Orchestrator::start(&start_config)
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let app = ferry_server::api::with_console(
         ferry_server::api::router(orch.clone(), &config.server),
