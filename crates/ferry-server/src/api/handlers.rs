@@ -399,6 +399,34 @@ pub async fn health(State(st): State<AppState>) -> Response {
     (status, body).into_response()
 }
 
+/// `GET /health/live`: the process serves HTTP (a liveness probe: restart it when this
+/// stops answering).
+pub async fn health_live() -> Response {
+    Json(json!({"status": "live"})).into_response()
+}
+
+/// `GET /health/ready`: every worker type has a ready worker and the state store answers
+/// (a readiness probe: send traffic only while this is 200).
+pub async fn health_ready(State(st): State<AppState>) -> Response {
+    let workers = st.orch.is_ready();
+    let state = st.orch.state_ready().await;
+    let ready = workers && state.is_ok();
+    let body = Json(json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "worker_types": st.orch.readiness(),
+        "state": match &state {
+            Ok(()) => json!({"ready": true, "backend": st.orch.store().backend().as_str()}),
+            Err(e) => json!({"ready": false, "backend": st.orch.store().backend().as_str(), "error": e.to_string()}),
+        },
+    }));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
+}
+
 pub async fn metrics(State(st): State<AppState>) -> Response {
     (
         [(

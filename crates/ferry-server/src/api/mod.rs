@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod extract;
 mod handlers;
+mod idempotency;
 mod inputs;
 mod limits;
 mod relay;
@@ -116,6 +117,11 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
         .route("/processing/batches/{id}/execute", post(h::batch_execute))
         .route("/processing/batches/{id}/cancel", post(h::batch_cancel))
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the token check: a key is looked at only for an authorized caller.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::apply,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -132,6 +138,8 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
     Router::new()
         .nest("/api", api)
         .route("/health", get(h::health))
+        .route("/health/live", get(h::health_live))
+        .route("/health/ready", get(h::health_ready))
         .route("/metrics", metrics)
         .method_not_allowed_fallback(method_not_allowed)
         .merge(console::page_routes())

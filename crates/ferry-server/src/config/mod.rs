@@ -286,11 +286,6 @@ pub struct WorkerTypeConfig {
     /// configuration file are trusted and not checked.
     #[serde(default)]
     pub api_operations: Option<Vec<String>>,
-    /// Operations safe to run twice: a batch item or session step that was running on a
-    /// host that died is run again when its operation is listed here, and ends
-    /// `interrupted` otherwise.
-    #[serde(default)]
-    pub idempotent_operations: Vec<String>,
     /// The pool's settings.
     #[serde(default)]
     pub pool: PoolSection,

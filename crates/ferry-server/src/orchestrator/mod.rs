@@ -126,11 +126,14 @@ impl Orchestrator {
         Ok(self.store.ping().await?)
     }
 
-    /// Whether `operation` of `worker_type` may run twice (`idempotent_operations`).
+    /// Whether `operation` of `worker_type` may run twice: it is listed in
+    /// `workers.<type>.pool.idempotent_operations` (also what the pool retries after a
+    /// worker crash). A batch item or session step that was running on a host that died is
+    /// run again only then, and ends `interrupted` otherwise.
     pub fn is_idempotent(&self, worker_type: &str, operation: &str) -> bool {
         self.worker_configs
             .get(worker_type)
-            .is_some_and(|c| c.idempotent_operations.iter().any(|o| o == operation))
+            .is_some_and(|c| c.pool.idempotent_operations.iter().any(|o| o == operation))
     }
 
     /// Whether every operation a batch target runs may run twice.
@@ -753,7 +756,6 @@ fn placeholder_worker() -> crate::config::WorkerTypeConfig {
         shm_yield_us: None,
         shm_send_timeout_ms: None,
         api_operations: None,
-        idempotent_operations: Vec::new(),
         pool: Default::default(),
     }
 }
