@@ -68,6 +68,23 @@ impl Client {
         self.raw(method, path, body.map(str::as_bytes), "application/json")
     }
 
+    /// Sends a JSON request with extra headers.
+    pub fn request_with_headers(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> HttpResponse {
+        self.send(
+            method,
+            path,
+            body.map(str::as_bytes),
+            "application/json",
+            headers,
+        )
+    }
+
     /// Sends a request with raw body bytes.
     pub fn raw(
         &mut self,
@@ -76,7 +93,21 @@ impl Client {
         body: Option<&[u8]>,
         content_type: &str,
     ) -> HttpResponse {
+        self.send(method, path, body, content_type, &[])
+    }
+
+    fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        content_type: &str,
+        headers: &[(&str, &str)],
+    ) -> HttpResponse {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
         if let Some(t) = &self.token {
             head.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
@@ -167,6 +198,8 @@ pub struct Server {
     child: std::process::Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// The folder holding its configuration file.
+    dir: std::path::PathBuf,
 }
 
 impl Server {
@@ -210,7 +243,12 @@ impl Server {
             addr.starts_with("127.0.0.1:"),
             "unexpected first line: {first:?}"
         );
-        Server { child, addr }
+        Server { child, addr, dir }
+    }
+
+    /// The folder holding its configuration file (and the default state database).
+    pub fn config_dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// A new connection.

@@ -10,3 +10,4 @@ mod http_hardening;
 mod http_inputs;
 mod http_load;
 mod http_policy;
+mod http_state;
