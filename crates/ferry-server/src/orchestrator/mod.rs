@@ -364,8 +364,8 @@ impl Orchestrator {
     pub async fn workflows(&self) -> Result<Vec<WorkflowConfig>, OrchestratorError> {
         let mut all = self.config_workflows.clone();
         for (id, body) in self.store.workflows().await? {
-            if !all.contains_key(&id) {
-                all.insert(id, parse_stored("workflow", &body)?);
+            if let std::collections::btree_map::Entry::Vacant(slot) = all.entry(id) {
+                slot.insert(parse_stored("workflow", &body)?);
             }
         }
         Ok(all.into_values().collect())

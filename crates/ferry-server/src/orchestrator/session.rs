@@ -222,6 +222,7 @@ impl Resume {
 }
 
 /// Runs `workflow` on `input`; pauses and cancels follow `ctl`.
+#[allow(clippy::too_many_arguments)] // each is a distinct input of a run; a struct would only rename them
 pub(crate) async fn run_workflow(
     orch: &Orchestrator,
     workflow: &WorkflowConfig,
@@ -406,6 +407,7 @@ struct Save {
 
 impl Session {
     /// Starts (or resumes) running a session this host holds under claim `epoch`.
+    #[allow(clippy::too_many_arguments)] // what a fresh or a resumed session starts from
     pub(crate) fn start(
         orch: Arc<Orchestrator>,
         id: String,
