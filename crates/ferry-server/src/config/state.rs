@@ -126,3 +126,59 @@ impl StateConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::FerryConfig;
+    use std::path::Path;
+
+    #[test]
+    fn the_shipped_configurations_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for file in ["ferry.toml", "deploy/kubernetes/ferry.toml"] {
+            let c = FerryConfig::load(&root.join(file)).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!c.workers.is_empty(), "{file}");
+        }
+        let k8s = FerryConfig::load(&root.join("deploy/kubernetes/ferry.toml")).unwrap();
+        assert_eq!(k8s.state.url_env, "FERRY_STATE_URL");
+        assert!(k8s.state.url.is_empty(), "url_env, not a default file");
+    }
+
+    #[test]
+    fn an_empty_url_is_the_file_beside_the_configuration_and_relative_paths_follow_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(&path, "").unwrap();
+        let c = FerryConfig::load(&path).unwrap();
+        assert_eq!(
+            c.state.url,
+            format!("sqlite://{}", dir.path().join("ferry-state.db").display())
+        );
+        std::fs::write(&path, "[state]\nurl = \"sqlite://db/s.db\"\n").unwrap();
+        let c = FerryConfig::load(&path).unwrap();
+        assert_eq!(
+            c.state.url,
+            format!("sqlite://{}", dir.path().join("db/s.db").display())
+        );
+        // Parsed without a file: nothing to put a file beside.
+        let c = FerryConfig::parse("", "t").unwrap();
+        assert_eq!(c.state.effective_url(), "memory");
+    }
+
+    #[test]
+    fn bad_state_settings_are_refused_with_their_key() {
+        for (text, key) in [
+            ("[state]\nurl = \"mysql://x\"\n", "state.url"),
+            ("[state]\nurl = \"sqlite://\"\n", "state.url"),
+            (
+                "[state]\nurl = \"memory\"\nurl_env = \"X\"\n",
+                "state.url_env",
+            ),
+            ("[state]\nlease_ms = 5\n", "state.lease_ms"),
+            ("[state]\nkeep = 1\n", "keep"),
+        ] {
+            let e = FerryConfig::parse(text, "t").unwrap_err();
+            assert!(e.key.starts_with(key), "{text}: {e}");
+        }
+    }
+}
