@@ -62,7 +62,11 @@ async fn round(
             tracing::error!(session = %id, error = %e, "cannot resume session");
         }
     }
-    for item in store.claim_items().await? {
+    let items = store.claim_items().await?;
+    if !items.is_empty() {
+        tracing::debug!(claimed = items.len(), "batch items claimed");
+    }
+    for item in items {
         let (tx, rx) = watch::channel(Flag::Run);
         let key = (item.batch_id.clone(), item.index);
         orch.running_items.lock().insert(key.clone(), tx);

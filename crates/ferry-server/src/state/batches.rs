@@ -248,17 +248,21 @@ impl StateStore {
         let now = now_ms();
         let until = now.saturating_add(self.lease_ms);
         // On PostgreSQL the batch row's lock makes one host at a time count and claim a
-        // batch's items, so hosts together keep to its parallelism; a host that finds it
-        // locked skips it this round (it is being claimed). SQLite has one writer.
-        let lock = if self.backend == Backend::Postgres {
-            " FOR UPDATE SKIP LOCKED"
+        // batch's items, so hosts together keep to its parallelism. It waits for the lock
+        // rather than skipping the batch: the holder may be an item's end updating the
+        // batch, and a skipped round would leave the freed place empty until the next
+        // tick. Items are then taken with SKIP LOCKED. Every claim locks batches in the
+        // same order, and nothing holding an item's lock waits for a claim, so this cannot
+        // deadlock. SQLite has one writer.
+        let (batch_lock, item_lock) = if self.backend == Backend::Postgres {
+            (" FOR UPDATE", " FOR UPDATE SKIP LOCKED")
         } else {
-            ""
+            ("", "")
         };
         let mut tx = self.pool.begin().await?;
         let batches = sqlx::query(&format!(
             "SELECT id, spec, parallelism FROM batches WHERE status = 'running' \
-             ORDER BY created_ms, id{lock}"
+             ORDER BY created_ms, id{batch_lock}"
         ))
         .fetch_all(&mut *tx)
         .await?;
@@ -283,7 +287,7 @@ impl StateStore {
             let rows = sqlx::query(&format!(
                 "SELECT idx, input, status, epoch FROM batch_items WHERE batch_id = $1 \
                  AND (status = 'pending' OR (status = 'running' AND lease_until < $2)) \
-                 ORDER BY idx LIMIT $3{lock}"
+                 ORDER BY idx LIMIT $3{item_lock}"
             ))
             .bind(&batch_id)
             .bind(now)
