@@ -268,6 +268,11 @@ pub(crate) async fn run_claimed(
             ))),
         },
     };
+    if outcome.is_err() && orch.is_stopping() {
+        // The pools are stopping under it: the item stays running in the store, and the
+        // next start (or another host) takes it up.
+        return Ok(());
+    }
     let (status, result, error, attachments) = match outcome {
         Ok((data, atts)) => ("completed", Some(serde_json::to_string(&data)?), None, atts),
         Err(WorkflowEnd::Cancelled) => (

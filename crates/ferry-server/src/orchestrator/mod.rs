@@ -49,6 +49,8 @@ pub struct Orchestrator {
     running_items: Mutex<HashMap<(String, usize), watch::Sender<Flag>>>,
     /// Wakes the runner: a batch started, an item ended.
     wake: Arc<Notify>,
+    /// Set by [`shutdown`](Self::shutdown): no new claims, no failures stored.
+    stopping: std::sync::atomic::AtomicBool,
     metrics: Metrics,
     limits: LimitsConfig,
     /// The worker type of the SDXL routes (`server.sdxl_worker_type`).
@@ -107,6 +109,7 @@ impl Orchestrator {
             live_sessions: Mutex::new(HashMap::new()),
             running_items: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             metrics: Metrics::new(metrics::known_operations(config)),
             limits: config.limits.clone(),
             sdxl_worker_type: config.server.sdxl_worker_type.clone(),
@@ -114,6 +117,12 @@ impl Orchestrator {
         });
         runner::spawn(&orch);
         orch
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has begun.
+    pub fn is_stopping(&self) -> bool {
+        // SeqCst: pairs with the store in `shutdown`, before the pools stop.
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The state store.
@@ -705,6 +714,10 @@ impl Orchestrator {
     /// Sessions and batch items still running are left as they are in the store: the next
     /// start of this host (same `host_id`) or another host takes them over.
     pub fn shutdown(&self) {
+        // From here a call that fails is the pools stopping, not the work failing: it stays
+        // unfinished in the store for the next start.
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let handles: Vec<_> = self
             .pools
             .values()

@@ -24,10 +24,19 @@ pub(super) fn spawn(orch: &Arc<Orchestrator>) {
         };
         let mut tick = tokio::time::interval(period.max(std::time::Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Finished work is pruned when work is created, and here once a minute, so a host
+        // that only serves GETs still drops what is past `keep_finished_s`.
+        let mut last_prune = std::time::Instant::now();
         loop {
             let Some(orch) = weak.upgrade() else { return };
             if let Err(e) = round(&orch, &weak).await {
                 tracing::error!(error = %e, "state store round failed; retrying");
+            }
+            if last_prune.elapsed() >= std::time::Duration::from_secs(60) {
+                last_prune = std::time::Instant::now();
+                if let Err(e) = orch.prune().await {
+                    tracing::error!(error = %e, "pruning finished work failed");
+                }
             }
             drop(orch);
             tokio::select! {

@@ -620,6 +620,11 @@ impl Session {
                 },
             )
             .await;
+            if result.is_err() && orch.is_stopping() {
+                // The pools are stopping under it: it stays unfinished in the store, and
+                // the next start (or another host) resumes it.
+                return;
+            }
             let mut result_attachments = None;
             let current = session.update(generation, |v| {
                 v.pause_requested = false;
