@@ -50,11 +50,20 @@ pub(crate) async fn apply(State(st): State<AppState>, req: Request, next: Next) 
         }
     };
     let (parts, body) = req.into_parts();
-    // The body limit layer outside has already capped the body's size.
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+    // Read here, before any extractor could apply `server.body_limit_bytes`: so here too
+    // (a chunked body declares no length for the limits layer to refuse).
+    let bytes = match axum::body::to_bytes(body, st.body_limit).await {
         Ok(b) => b,
-        Err(e) => {
-            return ApiError::invalid(format!("cannot read the request body: {e}")).into_response()
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "request body over {} bytes (server.body_limit_bytes)",
+                    st.body_limit
+                ),
+            )
+            .into_response()
         }
     };
     let mut hash = Sha256::new();

@@ -42,6 +42,8 @@ pub struct AppState {
     sdxl_worker_type: String,
     /// Inference requests in progress, by `request_id`.
     live: Arc<cancel::LiveRequests>,
+    /// `server.body_limit_bytes`: what a middleware that reads a body may read.
+    body_limit: usize,
 }
 
 impl std::fmt::Debug for AppState {
@@ -60,6 +62,7 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
         token: server.effective_token().map(Arc::from),
         sdxl_worker_type: server.sdxl_worker_type.clone(),
         live: Arc::default(),
+        body_limit: server.body_limit_bytes,
     };
     let api = Router::new()
         .route("/events", get(events::events))
