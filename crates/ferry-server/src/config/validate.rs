@@ -1,6 +1,6 @@
 //! Checks beyond what the types enforce. Errors are `(dotted key, reason)`.
 
-use super::{FerryConfig, StepConfig};
+use super::{FerryConfig, StepConfig, WorkerTypeConfig};
 use ferry::codec::{Codec, CodecKind};
 use ferry::transport::TransportKind;
 use ferry::worker::Dialect;
@@ -8,6 +8,73 @@ use serde_json::Value;
 use std::collections::HashSet;
 
 type Invalid = (String, String);
+
+/// The `tls_*` keys of a worker type that are set, by name.
+fn tls_keys(w: &WorkerTypeConfig) -> [(&'static str, bool); 4] {
+    [
+        ("tls_cert", w.tls_cert.is_some()),
+        ("tls_key", w.tls_key.is_some()),
+        ("tls_ca", w.tls_ca.is_some()),
+        ("tls_server_name", w.tls_server_name.is_some()),
+    ]
+}
+
+/// TLS keys: only with `transport = "tcp"`, `tls_cert` and `tls_key` together, the others
+/// only with them, a server name that is a DNS name or an IP address.
+fn check_tls_keys(w: &WorkerTypeConfig) -> Result<(), (&'static str, String)> {
+    let Some((first, _)) = tls_keys(w).into_iter().find(|(_, set)| *set) else {
+        return Ok(());
+    };
+    if w.transport != TransportKind::Tcp {
+        return Err((
+            first,
+            format!(
+                "TLS is for the tcp transport only (this worker type uses `{}`)",
+                w.transport
+            ),
+        ));
+    }
+    match (&w.tls_cert, &w.tls_key) {
+        (Some(_), Some(_)) => {}
+        (Some(_), None) => return Err(("tls_key", "tls_cert needs tls_key".into())),
+        (None, _) => {
+            return Err((
+                "tls_cert",
+                format!("{first} needs tls_cert and tls_key (the host's certificate and key)"),
+            ))
+        }
+    }
+    if let Some(name) = &w.tls_server_name {
+        if let Err(e) = ferry::transport::tls::check_server_name(name) {
+            return Err(("tls_server_name", e.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the files a worker type names (TLS certificate, key, trusted certificates), once
+/// their paths are resolved from the configuration file's folder.
+pub(super) fn files(c: &FerryConfig) -> Result<(), Invalid> {
+    for (name, w) in &c.workers {
+        let Some(tls) = w.tls_options() else {
+            continue;
+        };
+        if let Err(e) = tls.check() {
+            let k = match &e {
+                ferry::transport::TransportError::TlsConfig { item, .. } => match *item {
+                    "certificate chain" => "tls_cert",
+                    "trusted certificates" if w.tls_ca.is_some() => "tls_ca",
+                    "trusted certificates" => "tls_cert",
+                    "server name" => "tls_server_name",
+                    _ => "tls_key",
+                },
+                _ => "tls_cert",
+            };
+            return Err((format!("workers.{name}.{k}"), e.to_string()));
+        }
+    }
+    Ok(())
+}
 
 pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
     let bad = |key: String, reason: &str| Err((key, reason.to_owned()));
@@ -90,6 +157,9 @@ pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
             if let Err(e) = ferry::transport::Token::new(token.clone()) {
                 return bad(key("token"), &e.to_string());
             }
+        }
+        if let Err((k, reason)) = check_tls_keys(w) {
+            return bad(key(k), &reason);
         }
         if w.startup_timeout_ms == 0 {
             return bad(key("startup_timeout_ms"), "must be positive");
