@@ -293,3 +293,77 @@ fn check_references(step: &StepConfig, earlier: &[&str]) -> Result<(), String> {
     }
     walk(&step.input, earlier, step.for_each.is_some())
 }
+
+#[cfg(test)]
+mod tls_tests {
+    use crate::config::FerryConfig;
+    use std::path::Path;
+
+    /// A self-signed certificate and its key written into `dir` as `host.pem`, `host.key`.
+    fn self_signed(dir: &Path) {
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.join("host.pem"), made.cert.pem()).unwrap();
+        std::fs::write(dir.join("host.key"), made.key_pair.serialize_pem()).unwrap();
+    }
+
+    fn worker(keys: &str) -> String {
+        format!("[workers.w]\ncommand = \"w\"\n{keys}\n")
+    }
+
+    #[test]
+    fn tls_keys_need_the_tcp_transport() {
+        let e = FerryConfig::parse(
+            &worker("transport = \"socket\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\""),
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_cert");
+        assert!(e.reason.contains("tcp transport only"), "{e}");
+        assert_eq!(e.line, Some(4));
+        let e = FerryConfig::parse(&worker("tls_server_name = \"gpu-box\""), "t").unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_server_name");
+    }
+
+    #[test]
+    fn tls_cert_and_key_go_together() {
+        let e = FerryConfig::parse(&worker("transport = \"tcp\"\ntls_cert = \"c.pem\""), "t")
+            .unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_key");
+        let e = FerryConfig::parse(&worker("transport = \"tcp\"\ntls_key = \"k.pem\""), "t")
+            .unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_cert");
+        let e = FerryConfig::parse(
+            &worker(
+                "transport = \"tcp\"\ntls_cert = \"c\"\ntls_key = \"k\"\ntls_server_name = \"a b\"",
+            ),
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_server_name");
+    }
+
+    #[test]
+    fn tls_files_are_read_at_load_relative_to_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        self_signed(dir.path());
+        let path = dir.path().join("ferry.toml");
+        let tcp = "transport = \"tcp\"\ntls_cert = \"host.pem\"";
+        std::fs::write(&path, worker(&format!("{tcp}\ntls_key = \"host.key\""))).unwrap();
+        let c = FerryConfig::load(&path).unwrap();
+        let tls = c.workers["w"].spec("w").transport_options.tcp.tls.unwrap();
+        assert_eq!(tls.cert_chain, dir.path().join("host.pem"));
+        assert_eq!(tls.private_key, dir.path().join("host.key"));
+
+        std::fs::write(&path, worker(&format!("{tcp}\ntls_key = \"missing.key\""))).unwrap();
+        let e = FerryConfig::load(&path).unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_key");
+        assert_eq!(e.line, Some(5));
+        assert!(e.reason.contains("missing.key"), "{e}");
+
+        std::fs::write(dir.path().join("junk.pem"), "not PEM").unwrap();
+        let keys = "\ntls_key = \"host.key\"\ntls_ca = \"junk.pem\"";
+        std::fs::write(&path, worker(&format!("{tcp}{keys}"))).unwrap();
+        let e = FerryConfig::load(&path).unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_ca");
+    }
+}
