@@ -16,7 +16,7 @@
 //! Either way the host accepts connections until one offers the token (see
 //! `docs/transports.md`), by the startup deadline, and drops strangers.
 //!
-//! With [`TcpOptions::tls`] set, every connection is TLS ([`tls`](super::tls)): the host
+//! With [`TcpOptions::tls`] set, every connection is TLS ([`super::tls`]): the host
 //! runs the TLS handshake first (a client that does not speak TLS is dropped like a
 //! stranger), and the token handshake and the frames go inside it. A spawned worker is told
 //! `FERRY_TLS=1` and what to trust; [`worker_link`] reads them.
@@ -298,8 +298,10 @@ pub fn tls_pair(
     worker: &TlsConnector,
     max_frame: usize,
 ) -> Result<(Link, Link), TransportError> {
-    let mut tcp = TcpOptions::default();
-    tcp.tls = Some(options.clone());
+    let tcp = TcpOptions {
+        tls: Some(options.clone()),
+        ..TcpOptions::default()
+    };
     let listener = TcpListener::bind(&tcp, Token::random()?, max_frame)?;
     let address = listener.address().to_owned();
     let token = listener.token().clone();
