@@ -3,7 +3,7 @@
 //! per transport and configuration, then what only the stdio link can show.
 
 use ferry::transport::conformance::MAX_FRAME;
-use ferry::transport::{local_socket, memory, shm, stdio, tcp, Link};
+use ferry::transport::{local_socket, memory, shm, stdio, tcp, tls, Link};
 
 fn stdio_pair(max: usize) -> (Link, Link) {
     stdio::pipe_pair(max).expect("pipes")
@@ -21,6 +21,18 @@ fn local_socket_abstract_pair(max: usize) -> (Link, Link) {
 
 fn tcp_pair(max: usize) -> (Link, Link) {
     tcp::pair(max).expect("tcp pair")
+}
+
+/// TLS over loopback TCP with a self-signed certificate made for the test.
+fn tcp_tls_pair(max: usize) -> (Link, Link) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    let options = tls::TlsOptions::new(&cert, &key);
+    let worker = tls::TlsConnector::from_ca_file(&cert).expect("trust");
+    tcp::tls_pair(&options, &worker, max).expect("tcp tls pair")
 }
 
 fn shm_pair_with(options: shm::ShmOptions, max: usize) -> (Link, Link) {
@@ -54,6 +66,7 @@ ferry::conformance_tests!(stdio_transport, stdio_pair);
 ferry::conformance_tests!(local_socket_transport, local_socket_pair);
 ferry::conformance_tests!(local_socket_abstract_transport, local_socket_abstract_pair);
 ferry::conformance_tests!(tcp_transport, tcp_pair);
+ferry::conformance_tests!(tcp_tls_transport, tcp_tls_pair);
 ferry::conformance_tests!(shm_transport, shm_pair);
 ferry::conformance_tests!(shm_small_ring_transport, shm_small_ring_pair);
 ferry::conformance_tests!(shm_block_transport, shm_block_pair);

@@ -259,6 +259,22 @@ pub struct WorkerTypeConfig {
     /// `socket`, `tcp`: a fixed token workers must offer (default: a random one per worker).
     #[serde(default)]
     pub token: Option<String>,
+    /// `tcp`: PEM file of the certificate chain the host presents, leaf first; with
+    /// `tls_key`, every worker connection is TLS (relative: from the configuration file's
+    /// folder).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// `tcp`: PEM file of the private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// `tcp` with TLS: PEM file of the certificates spawned workers trust (default:
+    /// `tls_cert` itself, for a self-signed certificate).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// `tcp` with TLS: the name spawned workers verify the certificate for (default: the
+    /// host part of the address they connect to).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
     /// `shm`: data bytes of each of the two rings (a power of two from 4 KiB to 1 GiB;
     /// default 4 MiB).
     #[serde(default)]
@@ -361,6 +377,13 @@ impl FerryConfig {
         })?;
         let mut config = Self::parse(&text, &file)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        // Files named in the configuration are read once their paths are resolved.
+        validate::files(&config).map_err(|(key, reason)| ConfigError {
+            file: file.clone(),
+            line: lines::line_of_key(&text, &key),
+            key,
+            reason,
+        })?;
         Ok(config)
     }
 
@@ -396,6 +419,14 @@ impl FerryConfig {
                     w.cwd = Some(base.join(cwd));
                 }
             }
+            for path in [&mut w.tls_cert, &mut w.tls_key, &mut w.tls_ca]
+                .into_iter()
+                .flatten()
+            {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
         }
     }
 }
@@ -410,6 +441,22 @@ fn operation_matches(pattern: &str, name: &str) -> bool {
 }
 
 impl WorkerTypeConfig {
+    /// The TLS settings of a `tcp` worker type: `Some` when `tls_cert` and `tls_key` are
+    /// set.
+    pub fn tls_options(&self) -> Option<ferry::transport::tls::TlsOptions> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return None;
+        };
+        let mut tls = ferry::transport::tls::TlsOptions::new(cert, key);
+        if let Some(ca) = &self.tls_ca {
+            tls = tls.trust(ca);
+        }
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.server_name(name);
+        }
+        Some(tls)
+    }
+
     /// Whether HTTP clients may call `operation` on this worker type (see
     /// [`api_operations`](Self::api_operations)).
     ///
@@ -475,6 +522,7 @@ impl WorkerTypeConfig {
             .token
             .clone()
             .and_then(|t| ferry::transport::Token::new(t).ok());
+        spec.transport_options.tcp.tls = self.tls_options();
         let shm = &mut spec.transport_options.shm;
         if let Some(capacity) = self.shm_capacity {
             shm.capacity = capacity;

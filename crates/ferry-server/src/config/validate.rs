@@ -1,6 +1,6 @@
 //! Checks beyond what the types enforce. Errors are `(dotted key, reason)`.
 
-use super::{FerryConfig, StepConfig};
+use super::{FerryConfig, StepConfig, WorkerTypeConfig};
 use ferry::codec::{Codec, CodecKind};
 use ferry::transport::TransportKind;
 use ferry::worker::Dialect;
@@ -8,6 +8,73 @@ use serde_json::Value;
 use std::collections::HashSet;
 
 type Invalid = (String, String);
+
+/// The `tls_*` keys of a worker type that are set, by name.
+fn tls_keys(w: &WorkerTypeConfig) -> [(&'static str, bool); 4] {
+    [
+        ("tls_cert", w.tls_cert.is_some()),
+        ("tls_key", w.tls_key.is_some()),
+        ("tls_ca", w.tls_ca.is_some()),
+        ("tls_server_name", w.tls_server_name.is_some()),
+    ]
+}
+
+/// TLS keys: only with `transport = "tcp"`, `tls_cert` and `tls_key` together, the others
+/// only with them, a server name that is a DNS name or an IP address.
+fn check_tls_keys(w: &WorkerTypeConfig) -> Result<(), (&'static str, String)> {
+    let Some((first, _)) = tls_keys(w).into_iter().find(|(_, set)| *set) else {
+        return Ok(());
+    };
+    if w.transport != TransportKind::Tcp {
+        return Err((
+            first,
+            format!(
+                "TLS is for the tcp transport only (this worker type uses `{}`)",
+                w.transport
+            ),
+        ));
+    }
+    match (&w.tls_cert, &w.tls_key) {
+        (Some(_), Some(_)) => {}
+        (Some(_), None) => return Err(("tls_key", "tls_cert needs tls_key".into())),
+        (None, _) => {
+            return Err((
+                "tls_cert",
+                format!("{first} needs tls_cert and tls_key (the host's certificate and key)"),
+            ))
+        }
+    }
+    if let Some(name) = &w.tls_server_name {
+        if let Err(e) = ferry::transport::tls::check_server_name(name) {
+            return Err(("tls_server_name", e.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the files a worker type names (TLS certificate, key, trusted certificates), once
+/// their paths are resolved from the configuration file's folder.
+pub(super) fn files(c: &FerryConfig) -> Result<(), Invalid> {
+    for (name, w) in &c.workers {
+        let Some(tls) = w.tls_options() else {
+            continue;
+        };
+        if let Err(e) = tls.check() {
+            let k = match &e {
+                ferry::transport::TransportError::TlsConfig { item, .. } => match *item {
+                    "certificate chain" => "tls_cert",
+                    "trusted certificates" if w.tls_ca.is_some() => "tls_ca",
+                    "trusted certificates" => "tls_cert",
+                    "server name" => "tls_server_name",
+                    _ => "tls_key",
+                },
+                _ => "tls_cert",
+            };
+            return Err((format!("workers.{name}.{k}"), e.to_string()));
+        }
+    }
+    Ok(())
+}
 
 pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
     let bad = |key: String, reason: &str| Err((key, reason.to_owned()));
@@ -90,6 +157,9 @@ pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
             if let Err(e) = ferry::transport::Token::new(token.clone()) {
                 return bad(key("token"), &e.to_string());
             }
+        }
+        if let Err((k, reason)) = check_tls_keys(w) {
+            return bad(key(k), &reason);
         }
         if w.startup_timeout_ms == 0 {
             return bad(key("startup_timeout_ms"), "must be positive");
@@ -222,4 +292,78 @@ fn check_references(step: &StepConfig, earlier: &[&str]) -> Result<(), String> {
         }
     }
     walk(&step.input, earlier, step.for_each.is_some())
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use crate::config::FerryConfig;
+    use std::path::Path;
+
+    /// A self-signed certificate and its key written into `dir` as `host.pem`, `host.key`.
+    fn self_signed(dir: &Path) {
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.join("host.pem"), made.cert.pem()).unwrap();
+        std::fs::write(dir.join("host.key"), made.key_pair.serialize_pem()).unwrap();
+    }
+
+    fn worker(keys: &str) -> String {
+        format!("[workers.w]\ncommand = \"w\"\n{keys}\n")
+    }
+
+    #[test]
+    fn tls_keys_need_the_tcp_transport() {
+        let e = FerryConfig::parse(
+            &worker("transport = \"socket\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\""),
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_cert");
+        assert!(e.reason.contains("tcp transport only"), "{e}");
+        assert_eq!(e.line, Some(4));
+        let e = FerryConfig::parse(&worker("tls_server_name = \"gpu-box\""), "t").unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_server_name");
+    }
+
+    #[test]
+    fn tls_cert_and_key_go_together() {
+        let e = FerryConfig::parse(&worker("transport = \"tcp\"\ntls_cert = \"c.pem\""), "t")
+            .unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_key");
+        let e = FerryConfig::parse(&worker("transport = \"tcp\"\ntls_key = \"k.pem\""), "t")
+            .unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_cert");
+        let e = FerryConfig::parse(
+            &worker(
+                "transport = \"tcp\"\ntls_cert = \"c\"\ntls_key = \"k\"\ntls_server_name = \"a b\"",
+            ),
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_server_name");
+    }
+
+    #[test]
+    fn tls_files_are_read_at_load_relative_to_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        self_signed(dir.path());
+        let path = dir.path().join("ferry.toml");
+        let tcp = "transport = \"tcp\"\ntls_cert = \"host.pem\"";
+        std::fs::write(&path, worker(&format!("{tcp}\ntls_key = \"host.key\""))).unwrap();
+        let c = FerryConfig::load(&path).unwrap();
+        let tls = c.workers["w"].spec("w").transport_options.tcp.tls.unwrap();
+        assert_eq!(tls.cert_chain, dir.path().join("host.pem"));
+        assert_eq!(tls.private_key, dir.path().join("host.key"));
+
+        std::fs::write(&path, worker(&format!("{tcp}\ntls_key = \"missing.key\""))).unwrap();
+        let e = FerryConfig::load(&path).unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_key");
+        assert_eq!(e.line, Some(5));
+        assert!(e.reason.contains("missing.key"), "{e}");
+
+        std::fs::write(dir.path().join("junk.pem"), "not PEM").unwrap();
+        let keys = "\ntls_key = \"host.key\"\ntls_ca = \"junk.pem\"";
+        std::fs::write(&path, worker(&format!("{tcp}{keys}"))).unwrap();
+        let e = FerryConfig::load(&path).unwrap_err();
+        assert_eq!(e.key, "workers.w.tls_ca");
+    }
 }

@@ -17,3 +17,4 @@ mod socket_faults;
 mod worker_bad_input;
 mod worker_socket;
 mod worker_stdio;
+mod worker_tls;

@@ -11,3 +11,4 @@ mod http_inputs;
 mod http_load;
 mod http_policy;
 mod http_state;
+mod http_tls;

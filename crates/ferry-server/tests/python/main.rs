@@ -8,5 +8,6 @@ mod common;
 mod ml_http;
 mod ml_worker;
 mod pool_python;
+mod python_tls;
 mod python_worker;
 mod sdxl_http;

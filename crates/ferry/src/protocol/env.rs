@@ -34,6 +34,19 @@ pub const FERRY_TCP_ADDR: &str = "FERRY_TCP_ADDR";
 /// `socket` and `tcp` transports: the token to offer in the connection handshake.
 pub const FERRY_TOKEN: &str = "FERRY_TOKEN";
 
+/// `tcp` transport: `1` when the host speaks TLS (the worker connects with TLS 1.2 or 1.3
+/// and verifies the host's certificate, then does the token handshake inside it); unset or
+/// `0` for plain TCP.
+pub const FERRY_TLS: &str = "FERRY_TLS";
+
+/// `tcp` transport with TLS: the PEM file of the certificates the worker trusts (the CA
+/// that signed the host's certificate, or a self-signed certificate itself).
+pub const FERRY_TLS_CA: &str = "FERRY_TLS_CA";
+
+/// `tcp` transport with TLS: the name the host's certificate is verified for, a DNS name or
+/// an IP address (default: the host part of `FERRY_TCP_ADDR`).
+pub const FERRY_TLS_SERVER_NAME: &str = "FERRY_TLS_SERVER_NAME";
+
 /// The device the host assigned this worker (a pool's `devices`), e.g. `cuda:1` or `cpu`;
 /// unset when none was. For `cuda:N` the host also sets `CUDA_VISIBLE_DEVICES=N`, so the
 /// worker sees that GPU alone, as its device 0.

@@ -54,6 +54,22 @@ pub enum TransportError {
         /// What is wrong with it.
         reason: String,
     },
+    /// TLS settings that cannot be used: an unreadable certificate, key or CA file, a file
+    /// with no PEM item of the kind expected, a key that does not match the certificate, a
+    /// server name that is neither a DNS name nor an IP address.
+    #[error("TLS {item}: {reason}")]
+    TlsConfig {
+        /// What is wrong (`certificate chain`, `private key`, `trusted certificates`,
+        /// `server name`, ...).
+        item: &'static str,
+        /// Why, with the file it came from.
+        reason: String,
+    },
+    /// The TLS handshake failed: a peer that does not speak TLS, a certificate that is not
+    /// trusted or not for the expected name, no protocol version in common, or a peer that
+    /// closed the connection during it.
+    #[error("TLS handshake failed: {0}")]
+    TlsHandshake(String),
     /// A shared-memory segment whose header or size is not a ferry segment's.
     #[error("shm segment: {0}")]
     CorruptSegment(String),
@@ -74,9 +90,10 @@ impl TransportError {
             TransportError::Timeout => ErrorCode::Timeout,
             TransportError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
             TransportError::InvalidFrame(_) | TransportError::Refused(_) => ErrorCode::Protocol,
-            TransportError::UnknownName { .. } | TransportError::InvalidOption { .. } => {
-                ErrorCode::InvalidRequest
-            }
+            TransportError::UnknownName { .. }
+            | TransportError::InvalidOption { .. }
+            | TransportError::TlsConfig { .. } => ErrorCode::InvalidRequest,
+            TransportError::TlsHandshake(_) => ErrorCode::Protocol,
             TransportError::BadEnvironment { .. } => ErrorCode::StartupFailed,
             TransportError::CorruptSegment(_) => ErrorCode::Protocol,
             TransportError::Internal(_) => ErrorCode::Internal,

@@ -38,6 +38,7 @@ pub mod private_dir;
 pub mod shm;
 pub mod stdio;
 pub mod tcp;
+pub mod tls;
 #[cfg(any(not(unix), test))]
 mod wire_portable;
 #[cfg(unix)]
