@@ -18,6 +18,8 @@ mod error;
 mod idempotency;
 mod migrate;
 mod sessions;
+#[cfg(test)]
+mod tests;
 mod workflows;
 
 pub use batches::{Claimed, NewBatch, StoredBatch, StoredItem};
@@ -359,17 +361,5 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_kept_out_of_messages() {
-        assert_eq!(
-            super::redact("postgres://ferry:secret@db:5432/ferry"),
-            "postgres://ferry:***@db:5432/ferry"
-        );
-        assert_eq!(super::redact("sqlite:///x/y.db"), "sqlite:///x/y.db");
     }
 }

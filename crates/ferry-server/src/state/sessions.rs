@@ -192,7 +192,19 @@ impl StateStore {
         .await?;
         let mut claimed = Vec::new();
         for r in &rows {
-            let mut s = self.stored_session(r).await?;
+            // Built here, not by `stored_session`: that reads attachments through the pool,
+            // whose one SQLite connection this transaction holds (and an open session has
+            // no result attachments).
+            let mut s = StoredSession {
+                id: r.try_get(0)?,
+                workflow: r.try_get(1)?,
+                input: r.try_get(2)?,
+                view: r.try_get(3)?,
+                progress: r.try_get(4)?,
+                status: r.try_get(5)?,
+                epoch: r.try_get(6)?,
+                result_attachments: Vec::new(),
+            };
             s.epoch += 1;
             sqlx::query(
                 "UPDATE sessions SET owner = $2, lease_until = $3, epoch = $4, control = NULL \
