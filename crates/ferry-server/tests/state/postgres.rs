@@ -7,11 +7,9 @@
 
 use crate::common;
 use crate::support::{
-    block_on, config, count, db_items, start_batch, wait_for, wait_gone, worker_pids, WATCHDOG,
+    block_on, config, count, db_items, start_batch, wait_for, wait_gone, with_hosts, worker_pids,
 };
 use common::gates::Gates;
-use common::http::Server;
-use common::with_watchdog;
 use serde_json::json;
 use sqlx::Connection;
 
@@ -112,7 +110,7 @@ fn two_hosts_share_a_batch_on_postgres_and_survive_a_sigkill() {
     let Some(admin_url) = postgres_url() else {
         return;
     };
-    with_watchdog(WATCHDOG, move || {
+    with_hosts(move |hosts| {
         let db = TestDatabase::create(&admin_url);
         let gates = Gates::new();
         for i in 0..DONE_ON_B {
@@ -120,7 +118,7 @@ fn two_hosts_share_a_batch_on_postgres_and_survive_a_sigkill() {
         }
         // B alone first: a host claims every free place of a batch in one round, so with
         // B alone the held items are B's, whatever the timing.
-        let b = Server::start(&config(&gates, true, PARALLELISM, &state(&db.url, "B")));
+        let b = hosts.start(&config(&gates, true, PARALLELISM, &state(&db.url, "B")));
         let mut cb = b.client();
         let labels: Vec<String> = (0..ITEMS).map(|i| format!("b{i}")).collect();
         let (id, path) = start_batch(&mut cb, &labels, PARALLELISM);
@@ -134,7 +132,7 @@ fn two_hosts_share_a_batch_on_postgres_and_survive_a_sigkill() {
         let b_workers = worker_pids(&gates);
 
         // A joins: it answers for the batch B runs; the database tells the hosts apart.
-        let a = Server::start(&config(&gates, true, PARALLELISM, &state(&db.url, "A")));
+        let a = hosts.start(&config(&gates, true, PARALLELISM, &state(&db.url, "A")));
         let mut ca = a.client();
         let r = ca.request("GET", &path, None);
         assert_eq!(r.status, 200, "{}", r.body);
@@ -159,12 +157,20 @@ fn two_hosts_share_a_batch_on_postgres_and_survive_a_sigkill() {
         });
         assert_eq!(done["counts"]["completed"], ITEMS, "{done}");
         for (i, item) in done["items"].as_array().unwrap().iter().enumerate() {
-            assert_eq!(item["result"], json!({ "label": format!("b{i}") }), "{done}");
+            assert_eq!(
+                item["result"],
+                json!({ "label": format!("b{i}") }),
+                "{done}"
+            );
         }
         let rows = db_items(&db.url, &id);
         assert_eq!(rows.len(), ITEMS);
         for row in &rows {
-            assert_eq!((row.status.as_str(), row.completions), ("completed", 1), "{rows:?}");
+            assert_eq!(
+                (row.status.as_str(), row.completions),
+                ("completed", 1),
+                "{rows:?}"
+            );
             let expected = if (row.index as usize) < DONE_ON_B {
                 "B"
             } else {
@@ -174,10 +180,20 @@ fn two_hosts_share_a_batch_on_postgres_and_survive_a_sigkill() {
         }
         // B's held items ran again on A (idempotent); every item finished once.
         for &i in &held {
-            assert_eq!(count(&gates, "started", &format!("b{i}")), 2, "{:?}", gates.log());
+            assert_eq!(
+                count(&gates, "started", &format!("b{i}")),
+                2,
+                "{:?}",
+                gates.log()
+            );
         }
         for i in 0..ITEMS {
-            assert_eq!(count(&gates, "finished", &format!("b{i}")), 1, "{:?}", gates.log());
+            assert_eq!(
+                count(&gates, "finished", &format!("b{i}")),
+                1,
+                "{:?}",
+                gates.log()
+            );
         }
         drop(ca);
         a.stop();

@@ -108,12 +108,72 @@ fn a_lease_run_out_moves_the_item_and_fences_the_old_claim() {
             assert_eq!(new.len(), 1);
             assert!(new[0].was_running, "{new:?}");
             assert_eq!(new[0].epoch, old[0].epoch + 1);
-            assert!(!finish(&h1, &old[0]).await, "h1's claim is no longer current");
+            assert!(
+                !finish(&h1, &old[0]).await,
+                "h1's claim is no longer current"
+            );
             assert!(finish(&h2, &new[0]).await);
             let b = h1.batch("b1").await.unwrap().unwrap();
             assert_eq!(b.status, "completed");
             assert_eq!(b.items[0].completions, 1);
             assert_eq!(b.items[0].finished_by.as_deref(), Some("h2"));
+        });
+    });
+}
+
+/// Claims until a round claims nothing; returns the store, its claims, and how many
+/// rounds failed with SQLite's `database is locked` (retried when `retry_locked`, else a
+/// panic).
+fn claim_all(
+    store: StateStore,
+    retry_locked: bool,
+) -> tokio::task::JoinHandle<(StateStore, Vec<Claimed>, usize)> {
+    tokio::spawn(async move {
+        let mut mine = Vec::new();
+        let mut locked = 0;
+        loop {
+            match store.claim_items().await {
+                Ok(c) if c.is_empty() => return (store, mine, locked),
+                Ok(c) => mine.extend(c),
+                Err(e) if retry_locked && e.to_string().contains("database is locked") => {
+                    locked += 1;
+                }
+                Err(e) => panic!("claim_items on {}: {e}", store.host()),
+            }
+        }
+    })
+}
+
+/// BUG (state store, SQLite): two stores on one file claiming at once make one of them
+/// fail with `database is locked` at once, although `PRAGMA busy_timeout = 10000` is set
+/// ("wait for a lock held by another process instead of failing at once",
+/// `src/state/mod.rs`). `claim_items` begins a deferred transaction (`pool.begin()`,
+/// i.e. `BEGIN`), reads, then writes: when both connections hold the read lock and one
+/// asks for the write lock, SQLite returns SQLITE_BUSY without calling the busy handler
+/// (it would deadlock). `BEGIN IMMEDIATE` for the store's write transactions on SQLite
+/// would make the second wait instead. Ignored until that is fixed: run it with
+/// `--ignored`.
+#[test]
+#[ignore = "BUG: SQLite claims fail with `database is locked` (deferred BEGIN), see its doc"]
+fn two_stores_on_one_sqlite_file_claim_without_lock_errors() {
+    with_watchdog(WATCHDOG, || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (_dir, url) = sqlite_file();
+            let h1 = StateStore::open_url(&url, "h1", 60_000).await.unwrap();
+            let h2 = StateStore::open_url(&url, "h2", 60_000).await.unwrap();
+            for round in 0..20 {
+                let id = format!("b{round}");
+                running_batch(&h1, &id, 8, 8).await;
+                let (a, b) =
+                    tokio::join!(claim_all(h1.clone(), false), claim_all(h2.clone(), false));
+                let (a, b) = (a.unwrap(), b.unwrap());
+                assert_eq!(a.1.len() + b.1.len(), 8);
+            }
         });
     });
 }
@@ -133,20 +193,15 @@ fn two_stores_on_one_sqlite_file_never_claim_the_same_item() {
             const N: usize = 60;
             running_batch(&h1, "wide", N, N).await;
             running_batch(&h1, "narrow", N, 3).await;
-            let claim_all = |store: StateStore| {
-                tokio::spawn(async move {
-                    let mut mine = Vec::new();
-                    loop {
-                        let c = store.claim_items().await.unwrap();
-                        if c.is_empty() {
-                            return (store, mine);
-                        }
-                        mine.extend(c);
-                    }
-                })
-            };
-            let (a, b) = tokio::join!(claim_all(h1), claim_all(h2));
-            let ((h1, mine1), (h2, mine2)) = (a.unwrap(), b.unwrap());
+            let (a, b) = tokio::join!(claim_all(h1, true), claim_all(h2, true));
+            let ((h1, mine1, locked1), (h2, mine2, locked2)) = (a.unwrap(), b.unwrap());
+            if locked1 + locked2 > 0 {
+                eprintln!(
+                    "claims refused with `database is locked` (retried): {} (see \
+                     two_stores_on_one_sqlite_file_claim_without_lock_errors)",
+                    locked1 + locked2
+                );
+            }
             let mut seen = BTreeSet::new();
             for c in mine1.iter().chain(&mine2) {
                 assert!(

@@ -39,11 +39,11 @@ idempotent_operations = ["echo"]
 [workers.gated]
 command = "{fault}"
 args = [{args}]
+idempotent_operations = {idempotent}
 [workers.gated.pool]
 min_workers = 1
 max_workers = {parallel}
 max_in_flight = 1
-idempotent_operations = {idempotent}
 
 [[workflows]]
 id = "gated"
@@ -200,4 +200,50 @@ pub fn db_items(url: &str, id: &str) -> Vec<DbItem> {
         conn.close().await.unwrap();
         items
     })
+}
+
+/// The `ferry serve` processes a test started, SIGKILLed when the test's watchdog fires
+/// (the test's thread, which owns them, is left running then, and would leave them
+/// behind when the test binary exits).
+#[derive(Clone, Default)]
+pub struct Hosts(std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
+
+impl Hosts {
+    /// Starts `ferry serve` on the configuration file at `path`.
+    pub fn start_file(&self, path: &std::path::Path) -> common::http::Server {
+        let server = common::http::Server::start_file(path);
+        self.0.lock().unwrap().push(server.pid());
+        server
+    }
+
+    /// Starts `ferry serve` on `config_text` (in a new temporary folder).
+    pub fn start(&self, config_text: &str) -> common::http::Server {
+        let server = common::http::Server::start(config_text);
+        self.0.lock().unwrap().push(server.pid());
+        server
+    }
+
+    fn kill_all(&self) {
+        for &pid in self.0.lock().unwrap().iter() {
+            if running(pid) {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+    }
+}
+
+/// [`common::with_watchdog`] with [`WATCHDOG`], and the servers `f` started through its
+/// [`Hosts`] killed when the watchdog fires.
+pub fn with_hosts(f: impl FnOnce(Hosts) + Send + 'static) {
+    let hosts = Hosts::default();
+    let inner = hosts.clone();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        common::with_watchdog(WATCHDOG, move || f(inner))
+    }));
+    if let Err(panic) = outcome {
+        hosts.kill_all();
+        std::panic::resume_unwind(panic);
+    }
 }
