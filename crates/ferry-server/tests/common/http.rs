@@ -213,6 +213,12 @@ impl Server {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ferry.toml");
         std::fs::write(&path, config_text).unwrap();
+        Server::start_file(&path)
+    }
+
+    /// Starts `ferry serve` with the configuration file at `path` (a restart on the same
+    /// file finds the same default state database beside it).
+    pub fn start_file(path: &std::path::Path) -> Server {
         let mut child = std::process::Command::new(super::ferry_bin())
             .args([
                 "serve",
@@ -264,6 +270,14 @@ impl Server {
     /// Sends SIGINT and waits for the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.interrupt();
+        self.child.wait().unwrap()
+    }
+
+    /// Sends SIGKILL (no shutdown of any kind) and waits for the exit status.
+    pub fn kill9(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
         self.child.wait().unwrap()
     }
 
