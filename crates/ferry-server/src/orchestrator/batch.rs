@@ -259,6 +259,8 @@ pub(crate) async fn run_claimed(
                     &mut ctl,
                     |_| {},
                     |_| {},
+                    // An item's workflow reruns whole after a crash: nothing to wait for.
+                    |_| std::future::ready(()),
                 )
                 .await
             }

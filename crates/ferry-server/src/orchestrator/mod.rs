@@ -45,8 +45,8 @@ pub struct Orchestrator {
     keep_finished: usize,
     /// Sessions this host runs, by id (until their end is stored).
     live_sessions: Mutex<HashMap<String, Arc<Session>>>,
-    /// Batch items this host runs: their cancel switches.
-    running_items: Mutex<HashMap<(String, usize), watch::Sender<Flag>>>,
+    /// Batch items this host runs: their cancel switches and the worker type they use.
+    running_items: Mutex<HashMap<(String, usize), RunningItem>>,
     /// Wakes the runner: a batch started, an item ended.
     wake: Arc<Notify>,
     /// Set by [`shutdown`](Self::shutdown): no new claims, no failures stored.
@@ -160,6 +160,36 @@ impl Orchestrator {
                 })
             }
         }
+    }
+
+    /// The worker type whose places a batch item of `target` takes (a workflow's: its
+    /// first step's).
+    pub(crate) fn target_worker_type(&self, target: &BatchTarget) -> Option<String> {
+        match target {
+            BatchTarget::Operation { worker_type, .. } => Some(worker_type.clone()),
+            BatchTarget::Workflow { workflow } => self
+                .config_workflows
+                .get(workflow)
+                .and_then(|w| w.steps.first())
+                .map(|s| s.worker_type.clone()),
+        }
+    }
+
+    /// How many more batch items of `worker_type` this host can start now: its pool's
+    /// places (`max_workers` × `max_in_flight`) less the items it runs already.
+    pub(crate) fn item_room(&self, worker_type: &str) -> usize {
+        let places = self.worker_configs.get(worker_type).map_or(1, |c| {
+            c.pool
+                .max_workers
+                .saturating_mul(c.pool.max_in_flight.max(1))
+        });
+        let busy = self
+            .running_items
+            .lock()
+            .values()
+            .filter(|i| i.worker_type == worker_type)
+            .count();
+        places.saturating_sub(busy)
     }
 
     /// What a batch target runs, for messages.
@@ -691,9 +721,9 @@ impl Orchestrator {
     }
 
     fn cancel_local_items(&self, id: &str, indices: Option<&[usize]>) {
-        for ((batch, index), tx) in self.running_items.lock().iter() {
+        for ((batch, index), item) in self.running_items.lock().iter() {
             if batch == id && indices.is_none_or(|c| c.contains(index)) {
-                tx.send_replace(Flag::Cancel);
+                item.cancel.send_replace(Flag::Cancel);
             }
         }
     }
@@ -730,6 +760,14 @@ impl Orchestrator {
             let _ = h.join();
         }
     }
+}
+
+/// A batch item this host runs.
+pub(crate) struct RunningItem {
+    /// Its cancel switch.
+    pub(crate) cancel: watch::Sender<Flag>,
+    /// The worker type it takes a place of (a workflow's first step's).
+    pub(crate) worker_type: String,
 }
 
 /// A JSON value read back from the store.

@@ -5,12 +5,14 @@
 //! once), and every third of `lease_ms` (to renew leases and to find work other hosts
 //! left: a new batch started elsewhere, an expired lease).
 
-use super::batch::run_claimed;
+use super::batch::{run_claimed, StoredSpec};
 use super::session::{fresh_view, Flag, Resume, Session, SessionStatus, SessionView};
+use super::RunningItem;
 use super::{parse_stored, Control, Orchestrator, OrchestratorError};
 use crate::config::WorkflowConfig;
 use crate::state::StoredSession;
 use ferry::protocol::{ErrorBody, ErrorCode};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use tokio::sync::watch;
 
@@ -55,8 +57,8 @@ async fn round(
     let store = orch.store();
     store.renew_leases().await?;
     for (batch, index) in store.cancel_requests().await? {
-        if let Some(tx) = orch.running_items.lock().get(&(batch, index)) {
-            tx.send_replace(Flag::Cancel);
+        if let Some(item) = orch.running_items.lock().get(&(batch, index)) {
+            item.cancel.send_replace(Flag::Cancel);
         }
     }
     for (id, control) in store.take_controls().await? {
@@ -71,14 +73,41 @@ async fn round(
             tracing::error!(session = %id, error = %e, "cannot resume session");
         }
     }
-    let items = store.claim_items().await?;
+    // What this round grants, per worker type, on top of what already runs here.
+    let mut granted: HashMap<String, usize> = HashMap::new();
+    let items = store
+        .claim_items(|spec, wanted| {
+            let Ok(spec) = serde_json::from_str::<StoredSpec>(spec) else {
+                // Unreadable: claimed, so that running it stores the error.
+                return wanted.min(1);
+            };
+            let Some(worker_type) = orch.target_worker_type(&spec.target) else {
+                return wanted.min(1);
+            };
+            let taken = granted.entry(worker_type.clone()).or_insert(0);
+            let room = orch.item_room(&worker_type).saturating_sub(*taken);
+            let grant = wanted.min(room);
+            *taken += grant;
+            grant
+        })
+        .await?;
     if !items.is_empty() {
         tracing::debug!(claimed = items.len(), "batch items claimed");
     }
     for item in items {
         let (tx, rx) = watch::channel(Flag::Run);
         let key = (item.batch_id.clone(), item.index);
-        orch.running_items.lock().insert(key.clone(), tx);
+        let worker_type = serde_json::from_str::<StoredSpec>(&item.spec)
+            .ok()
+            .and_then(|s| orch.target_worker_type(&s.target))
+            .unwrap_or_default();
+        orch.running_items.lock().insert(
+            key.clone(),
+            RunningItem {
+                cancel: tx,
+                worker_type,
+            },
+        );
         let weak = weak.clone();
         tokio::spawn(async move {
             let Some(orch) = weak.upgrade() else { return };

@@ -190,8 +190,20 @@ pub(crate) enum StepEvent<'a> {
     Progress(usize, f64),
     Finished(usize, Result<(), &'a ErrorBody>, f64),
     Cancelled(usize),
-    /// Step `i` succeeded with this output and these attachments (before `Finished`).
-    Output(usize, &'a Value, &'a [Vec<u8>]),
+}
+
+/// A point a workflow run waits at until its session's store has it, so a host that dies
+/// just after leaves the truth behind: a step is recorded as started before its request
+/// reaches a worker, and a step's output is stored before the next step starts.
+pub(crate) enum Checkpoint {
+    /// A step is about to send its request(s) (its view says `running`).
+    Started,
+    /// Step `step` succeeded with this output and these attachments.
+    Done {
+        step: usize,
+        output: Value,
+        attachments: Vec<Vec<u8>>,
+    },
 }
 
 /// Where a workflow run starts: the first step, or after the steps a host that died had
@@ -223,7 +235,7 @@ impl Resume {
 
 /// Runs `workflow` on `input`; pauses and cancels follow `ctl`.
 #[allow(clippy::too_many_arguments)] // each is a distinct input of a run; a struct would only rename them
-pub(crate) async fn run_workflow(
+pub(crate) async fn run_workflow<D>(
     orch: &Orchestrator,
     workflow: &WorkflowConfig,
     input: &Value,
@@ -232,7 +244,11 @@ pub(crate) async fn run_workflow(
     ctl: &mut watch::Receiver<Flag>,
     mut on_step: impl FnMut(StepEvent<'_>) + Send,
     mut on_pause: impl FnMut(bool) + Send,
-) -> Result<(Value, Vec<Vec<u8>>), WorkflowEnd> {
+    mut durable: impl FnMut(Checkpoint) -> D + Send,
+) -> Result<(Value, Vec<Vec<u8>>), WorkflowEnd>
+where
+    D: std::future::Future<Output = ()> + Send,
+{
     let mut outputs = start.outputs;
     // Requests through the API carry no attachments into a workflow; `request` names none.
     let mut attachments = start.attachments;
@@ -262,6 +278,7 @@ pub(crate) async fn run_workflow(
             }
         }
         on_step(StepEvent::Started(i));
+        durable(Checkpoint::Started).await;
         let scope = Scope {
             request: input,
             previous: &previous,
@@ -364,8 +381,13 @@ pub(crate) async fn run_workflow(
             Some(_) => Value::Array(datas),
             None => datas.pop().unwrap_or(Value::Null),
         };
-        on_step(StepEvent::Output(i, &data, &step_attachments));
         on_step(StepEvent::Finished(i, Ok(()), took));
+        durable(Checkpoint::Done {
+            step: i,
+            output: data.clone(),
+            attachments: step_attachments.clone(),
+        })
+        .await;
         outputs.insert(step.name.clone(), data.clone());
         attachments.insert(step.name.clone(), step_attachments.clone());
         previous = data;
@@ -403,6 +425,8 @@ struct Save {
     progress: Option<String>,
     step_attachments: Option<(String, Vec<Vec<u8>>)>,
     result_attachments: Option<Vec<Vec<u8>>>,
+    /// Told once this save (or a later one that overtook it) has been written.
+    acks: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Session {
@@ -494,7 +518,7 @@ impl Session {
                         ..fresh_view(&self.id, &self.workflow)
                     };
                 }
-                self.save(true, None, None);
+                self.save(true, None, None, None);
                 *self.control.lock() = watch::channel(Flag::Run).0;
                 self.spawn_runner(generation);
                 Ok(())
@@ -508,6 +532,7 @@ impl Session {
         progress: bool,
         step_attachments: Option<(String, Vec<Vec<u8>>)>,
         result_attachments: Option<Vec<Vec<u8>>>,
+        ack: Option<tokio::sync::oneshot::Sender<()>>,
     ) {
         let view = self.inner.lock().view.clone();
         let progress = progress.then(|| {
@@ -520,13 +545,46 @@ impl Session {
             progress,
             step_attachments,
             result_attachments,
+            acks: ack.into_iter().collect(),
         });
+    }
+
+    /// Records a checkpoint of run `generation` and returns what tells when the store
+    /// has it (`None` when the run is no longer the current one).
+    fn checkpoint(
+        &self,
+        generation: u64,
+        checkpoint: Checkpoint,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        if self.inner.lock().generation != generation {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match checkpoint {
+            Checkpoint::Started => self.save(false, None, None, Some(tx)),
+            Checkpoint::Done {
+                step,
+                output,
+                attachments,
+            } => {
+                let name = self.workflow.steps[step].name.clone();
+                {
+                    let mut r = self.resume.lock();
+                    r.step = step + 1;
+                    r.outputs.insert(name.clone(), output.clone());
+                    r.previous = output;
+                    r.attachments.insert(name.clone(), attachments.clone());
+                }
+                self.save(true, Some((name, attachments)), None, Some(tx));
+            }
+        }
+        Some(rx)
     }
 
     /// Changes the view whatever the run, and saves it.
     fn update_any(&self, f: impl FnOnce(&mut SessionView)) {
         f(&mut self.inner.lock().view);
-        self.save(false, None, None);
+        self.save(false, None, None, None);
     }
 
     /// Changes the view if `generation` is still the current run, and saves it.
@@ -538,7 +596,7 @@ impl Session {
             }
             f(&mut inner.view);
         }
-        self.save(false, None, None);
+        self.save(false, None, None, None);
         true
     }
 
@@ -556,6 +614,7 @@ impl Session {
             let n = session.workflow.steps.len().max(1) as f64;
             let s1 = session.clone();
             let s2 = session.clone();
+            let s3 = session.clone();
             let result = run_workflow(
                 &orch,
                 &session.workflow,
@@ -564,21 +623,6 @@ impl Session {
                 None,
                 &mut ctl,
                 move |event| {
-                    if let StepEvent::Output(i, data, atts) = event {
-                        if s1.inner.lock().generation != generation {
-                            return;
-                        }
-                        let name = s1.workflow.steps[i].name.clone();
-                        {
-                            let mut r = s1.resume.lock();
-                            r.step = i + 1;
-                            r.outputs.insert(name.clone(), data.clone());
-                            r.previous = data.clone();
-                            r.attachments.insert(name.clone(), atts.to_vec());
-                        }
-                        s1.save(true, Some((name, atts.to_vec())), None);
-                        return;
-                    }
                     s1.update(generation, |v| match event {
                         StepEvent::Started(i) => {
                             v.current_step = Some(v.steps[i].name.clone());
@@ -603,7 +647,6 @@ impl Session {
                             }
                         }
                         StepEvent::Cancelled(i) => v.steps[i].status = "cancelled".into(),
-                        StepEvent::Output(..) => {}
                     });
                 },
                 move |paused| {
@@ -617,6 +660,16 @@ impl Session {
                             v.pause_requested = false;
                         }
                     });
+                },
+                move |checkpoint| {
+                    let stored = s3.checkpoint(generation, checkpoint);
+                    async move {
+                        if let Some(stored) = stored {
+                            // Dropped unanswered only when the session stops here (taken
+                            // over, deleted): then nothing more is waited for.
+                            let _ = stored.await;
+                        }
+                    }
                 },
             )
             .await;
@@ -651,7 +704,7 @@ impl Session {
                 }
             });
             if current {
-                session.save(false, None, result_attachments);
+                session.save(false, None, result_attachments, None);
             }
         });
     }
@@ -667,10 +720,14 @@ async fn save_loop(session: Arc<Session>, mut rx: tokio::sync::mpsc::UnboundedRe
             && save.result_attachments.is_none()
         {
             match rx.try_recv() {
-                Ok(next) => save = next,
+                Ok(mut next) => {
+                    next.acks.append(&mut save.acks);
+                    save = next;
+                }
                 Err(_) => break,
             }
         }
+        let acks = std::mem::take(&mut save.acks);
         let Some(orch) = session.orch.upgrade() else {
             return;
         };
@@ -710,6 +767,9 @@ async fn save_loop(session: Arc<Session>, mut rx: tokio::sync::mpsc::UnboundedRe
                 return;
             }
             Err(e) => tracing::error!(session = %session.id, error = %e, "cannot store session"),
+        }
+        for ack in acks {
+            let _ = ack.send(());
         }
         if finished && rx.is_empty() && session.is_finished() {
             orch.forget_session(&session.id);

@@ -78,7 +78,7 @@ impl StateStore {
         batch: NewBatch<'_>,
         caps: OpenCaps,
     ) -> Result<(), StateError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         Self::check_open_caps(&mut tx, "batches", ("batch", "batches"), batch.bytes, caps).await?;
         sqlx::query(
             "INSERT INTO batches (id, spec, parallelism, status, bytes, created_ms) \
@@ -182,7 +182,7 @@ impl StateStore {
         id: &str,
         indices: Option<&[usize]>,
     ) -> Result<bool, StateError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let exists = sqlx::query("SELECT status FROM batches WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -243,8 +243,14 @@ impl StateStore {
     }
 
     /// Claims up to each running batch's free parallelism of its pending items, and the
-    /// running items whose lease ran out.
-    pub async fn claim_items(&self) -> Result<Vec<Claimed>, StateError> {
+    /// running items whose lease ran out, as far as `room` allows: it is asked, per batch
+    /// (by its spec), how many of `wanted` items this host can start now, and answers at
+    /// most that (so a host takes what its workers can run, and leaves the rest of a
+    /// batch to the other hosts).
+    pub async fn claim_items(
+        &self,
+        mut room: impl FnMut(&str, usize) -> usize + Send,
+    ) -> Result<Vec<Claimed>, StateError> {
         let now = now_ms();
         let until = now.saturating_add(self.lease_ms);
         // On PostgreSQL the batch row's lock makes one host at a time count and claim a
@@ -259,7 +265,7 @@ impl StateStore {
         } else {
             ("", "")
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let batches = sqlx::query(&format!(
             "SELECT id, spec, parallelism FROM batches WHERE status = 'running' \
              ORDER BY created_ms, id{batch_lock}"
@@ -280,7 +286,8 @@ impl StateStore {
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
-            let free = parallelism - live;
+            let free = usize::try_from(parallelism - live).unwrap_or(0);
+            let free = int(room(&spec, free).min(free));
             if free <= 0 {
                 continue;
             }
@@ -337,7 +344,7 @@ impl StateStore {
         error: Option<&str>,
         attachments: &[Vec<u8>],
     ) -> Result<bool, StateError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE batch_items SET status = $1, result = $2, error = $3, owner = NULL, \
              lease_until = 0, finished_by = $4, \

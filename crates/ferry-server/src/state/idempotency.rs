@@ -34,7 +34,7 @@ impl StateStore {
         key: &str,
         fingerprint: &str,
     ) -> Result<IdempotencyBegin, StateError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let inserted = sqlx::query(
             "INSERT INTO idempotency (key, fingerprint, created_ms) VALUES ($1, $2, $3) \
              ON CONFLICT (key) DO NOTHING",

@@ -172,6 +172,17 @@ impl StateStore {
         Duration::from_millis(u64::try_from(self.lease_ms).unwrap_or(0))
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): a deferred one that read first could not upgrade while another
+    /// connection (another process on the same file) holds a read lock, and would fail with
+    /// "database is locked" instead of waiting out `busy_timeout`.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StateError> {
+        Ok(match self.backend {
+            Backend::Postgres => self.pool.begin().await?,
+            Backend::Memory | Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        })
+    }
+
     /// Whether the database answers (`/health/ready`).
     pub async fn ping(&self) -> Result<(), StateError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -198,11 +209,14 @@ impl StateStore {
         Ok(())
     }
 
-    /// Renews the leases of everything this host runs.
+    /// Renews the leases of everything this host runs. Work left by this host id's
+    /// earlier life has lease 0 (`release_own_leases`) and is not renewed: it waits to be
+    /// claimed again.
     pub async fn renew_leases(&self) -> Result<(), StateError> {
         let until = now_ms().saturating_add(self.lease_ms);
         sqlx::query(
-            "UPDATE batch_items SET lease_until = $1 WHERE owner = $2 AND status = 'running'",
+            "UPDATE batch_items SET lease_until = $1 WHERE owner = $2 AND status = 'running' \
+             AND lease_until > 0",
         )
         .bind(until)
         .bind(&self.host)
@@ -210,7 +224,7 @@ impl StateStore {
         .await?;
         sqlx::query(
             "UPDATE sessions SET lease_until = $1 WHERE owner = $2 \
-             AND status IN ('pending', 'running', 'paused')",
+             AND status IN ('pending', 'running', 'paused') AND lease_until > 0",
         )
         .bind(until)
         .bind(&self.host)
@@ -255,7 +269,7 @@ impl StateStore {
 
     /// Deletes one session or batch with its items and attachments.
     async fn delete_job(&self, table: &str, prefix: &str, id: &str) -> Result<bool, StateError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if table == "batches" {
             sqlx::query("DELETE FROM batch_items WHERE batch_id = $1")
                 .bind(id)

@@ -65,7 +65,7 @@ impl StateStore {
         s: NewSession<'_>,
         caps: OpenCaps,
     ) -> Result<(), StateError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         Self::check_open_caps(&mut tx, "sessions", ("session", "sessions"), s.bytes, caps).await?;
         let now = now_ms();
         sqlx::query(
@@ -90,7 +90,7 @@ impl StateStore {
     /// Writes a session's new state: `Ok(false)` when this host no longer holds it.
     pub async fn save_session(&self, id: &str, save: SessionSave<'_>) -> Result<bool, StateError> {
         let finished = !matches!(save.status, "pending" | "running" | "paused");
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE sessions SET view = $1, status = $2, progress = COALESCE($3, progress), \
              finished_ms = $4 WHERE id = $5 AND owner = $6 AND epoch = $7",
@@ -182,7 +182,7 @@ impl StateStore {
         } else {
             ""
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let rows = sqlx::query(&format!(
             "SELECT id, workflow, input, view, progress, status, epoch FROM sessions \
              WHERE status IN {OPEN} AND lease_until < $1 ORDER BY created_ms{lock}"
@@ -246,7 +246,7 @@ impl StateStore {
 
     /// Controls left for sessions this host runs (taken: each is returned once).
     pub async fn take_controls(&self) -> Result<Vec<(String, String)>, StateError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let rows = sqlx::query(
             "SELECT id, control FROM sessions WHERE owner = $1 AND control IS NOT NULL",
         )

@@ -31,10 +31,14 @@ async fn batch_of(store: &StateStore, id: &str, n: usize, parallelism: usize) {
 async fn claims_keep_to_parallelism_and_a_stale_claim_cannot_store_a_result() {
     let store = StateStore::open_url("memory", "h1", 60_000).await.unwrap();
     batch_of(&store, "b-1", 3, 2).await;
-    let first = store.claim_items().await.unwrap();
+    let first = store.claim_items(|_, wanted| wanted).await.unwrap();
     assert_eq!(first.len(), 2, "parallelism 2");
     assert!(
-        store.claim_items().await.unwrap().is_empty(),
+        store
+            .claim_items(|_, wanted| wanted)
+            .await
+            .unwrap()
+            .is_empty(),
         "no place free"
     );
     let a = &first[0];
@@ -76,7 +80,7 @@ async fn claims_keep_to_parallelism_and_a_stale_claim_cannot_store_a_result() {
         )
         .await
         .unwrap());
-    let next = store.claim_items().await.unwrap();
+    let next = store.claim_items(|_, wanted| wanted).await.unwrap();
     assert_eq!(next.len(), 1);
     for c in [&first[1], &next[0]] {
         store
@@ -107,10 +111,10 @@ async fn a_host_that_stops_renewing_loses_its_items_to_another() {
     let h1 = StateStore::open_url(&url, "h1", 100).await.unwrap();
     let h2 = StateStore::open_url(&url, "h2", 60_000).await.unwrap();
     batch_of(&h1, "b-1", 2, 2).await;
-    let lost = h1.claim_items().await.unwrap();
+    let lost = h1.claim_items(|_, wanted| wanted).await.unwrap();
     assert_eq!(lost.len(), 2);
     let taken = loop {
-        let t = h2.claim_items().await.unwrap();
+        let t = h2.claim_items(|_, wanted| wanted).await.unwrap();
         if !t.is_empty() {
             break t;
         }
@@ -134,7 +138,7 @@ async fn a_host_that_stops_renewing_loses_its_items_to_another() {
     }
     let mut all = taken;
     while all.len() < 2 {
-        all.extend(h2.claim_items().await.unwrap());
+        all.extend(h2.claim_items(|_, wanted| wanted).await.unwrap());
         tokio::task::yield_now().await;
     }
     for c in &all {
@@ -164,11 +168,14 @@ async fn a_restarted_host_takes_its_own_running_items_back_at_once() {
     let url = format!("sqlite://{}", dir.path().join("s.db").display());
     let before = StateStore::open_url(&url, "h1", 3_600_000).await.unwrap();
     batch_of(&before, "b-1", 1, 1).await;
-    assert_eq!(before.claim_items().await.unwrap().len(), 1);
+    assert_eq!(
+        before.claim_items(|_, wanted| wanted).await.unwrap().len(),
+        1
+    );
     drop(before);
     // Same host id, an hour-long lease: taken back without waiting for it.
     let after = StateStore::open_url(&url, "h1", 3_600_000).await.unwrap();
-    let again = after.claim_items().await.unwrap();
+    let again = after.claim_items(|_, wanted| wanted).await.unwrap();
     assert_eq!(again.len(), 1);
     assert!(again[0].was_running);
     assert_eq!(again[0].epoch, 2);

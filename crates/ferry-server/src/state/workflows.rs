@@ -23,7 +23,7 @@ impl StateStore {
         max_count: usize,
         max_bytes: usize,
     ) -> Result<(), StateError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "SELECT COUNT(*), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM workflows \
              WHERE id <> $1",

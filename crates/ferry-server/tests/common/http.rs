@@ -249,6 +249,10 @@ impl Server {
             addr.starts_with("127.0.0.1:"),
             "unexpected first line: {first:?}"
         );
+        let dir = path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf();
         Server { child, addr, dir }
     }
 

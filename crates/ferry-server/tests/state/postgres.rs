@@ -3,7 +3,8 @@
 //!
 //! Needs `FERRY_TEST_POSTGRES_URL` (a database the test may create databases from; each
 //! run makes its own `ferry_test_*` database and drops it). Without it the test says it
-//! is skipped, except under `CI=true`, where it fails: CI never skips it silently.
+//! is skipped, except under `CI=true` or `FERRY_REQUIRE_POSTGRES=1` (scripts/test), where
+//! it fails: CI never skips it silently.
 
 use crate::common;
 use crate::support::{
@@ -21,10 +22,12 @@ fn postgres_url() -> Option<String> {
     match std::env::var(URL_VAR) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
+            let required = std::env::var("CI").as_deref() == Ok("true")
+                || std::env::var("FERRY_REQUIRE_POSTGRES").as_deref() == Ok("1");
             assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{URL_VAR} is unset and CI=true: the PostgreSQL tests must run in CI \
-                 (scripts/with-postgres starts a server and sets it)"
+                !required,
+                "{URL_VAR} is unset and CI=true or FERRY_REQUIRE_POSTGRES=1: the PostgreSQL \
+                 tests must run (scripts/with-postgres starts a server and sets it)"
             );
             eprintln!("SKIPPED: {URL_VAR} is unset; the PostgreSQL state test did not run");
             None
@@ -101,9 +104,13 @@ fn state(url: &str, host: &str) -> String {
 }
 
 const ITEMS: usize = 30;
-/// Host B completes these before the kill; the next [`PARALLELISM`] wait in B's workers.
+/// Host B completes these before the kill; the next [`PER_HOST`] wait in B's workers.
 const DONE_ON_B: usize = 6;
-const PARALLELISM: usize = 4;
+/// Each host's gated pool runs this many items at once (its workers' places), and takes
+/// no more.
+const PER_HOST: usize = 4;
+/// The batch's parallelism: room for both hosts.
+const PARALLELISM: usize = 2 * PER_HOST;
 
 #[test]
 fn two_hosts_share_a_batch_on_postgres_and_survive_a_sigkill() {
@@ -116,24 +123,31 @@ fn two_hosts_share_a_batch_on_postgres_and_survive_a_sigkill() {
         for i in 0..DONE_ON_B {
             gates.release(&format!("b{i}"));
         }
-        // B alone first: a host claims every free place of a batch in one round, so with
-        // B alone the held items are B's, whatever the timing.
-        let b = hosts.start(&config(&gates, true, PARALLELISM, &state(&db.url, "B")));
+        // B alone first: it takes as many items as its workers have places (PER_HOST), so
+        // the held items DONE_ON_B.. are B's, whatever the timing, and half the batch's
+        // parallelism is left for A.
+        let b = hosts.start(&config(&gates, true, PER_HOST, &state(&db.url, "B")));
         let mut cb = b.client();
         let labels: Vec<String> = (0..ITEMS).map(|i| format!("b{i}")).collect();
         let (id, path) = start_batch(&mut cb, &labels, PARALLELISM);
-        let held: Vec<usize> = (DONE_ON_B..DONE_ON_B + PARALLELISM).collect();
+        let held: Vec<usize> = (DONE_ON_B..DONE_ON_B + PER_HOST).collect();
         for &i in &held {
             gates.wait_for(&format!("started b{i}"));
         }
         let on_b = wait_for(&mut cb, &path, "B: six completed, four running", |v| {
-            v["counts"]["completed"] == DONE_ON_B && v["counts"]["running"] == PARALLELISM
+            v["counts"]["completed"] == DONE_ON_B && v["counts"]["running"] == PER_HOST
         });
         let b_workers = worker_pids(&gates);
 
-        // A joins: it answers for the batch B runs; the database tells the hosts apart.
-        let a = hosts.start(&config(&gates, true, PARALLELISM, &state(&db.url, "A")));
+        // A joins: it takes the batch's other free places (items held at their gates too),
+        // so both hosts run items of one batch at once; it answers for the batch B
+        // created; the database tells the hosts apart.
+        let a = hosts.start(&config(&gates, true, PER_HOST, &state(&db.url, "A")));
         let mut ca = a.client();
+        let on_a: Vec<usize> = (DONE_ON_B + PER_HOST..DONE_ON_B + 2 * PER_HOST).collect();
+        for &i in &on_a {
+            gates.wait_for(&format!("started b{i}"));
+        }
         let r = ca.request("GET", &path, None);
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.json()["counts"]["completed"], DONE_ON_B, "{}", r.body);
@@ -142,6 +156,16 @@ fn two_hosts_share_a_batch_on_postgres_and_survive_a_sigkill() {
             assert_eq!(rows[i].status, "running", "{rows:?}");
             assert_eq!(rows[i].owner.as_deref(), Some("B"), "{rows:?}");
         }
+        for &i in &on_a {
+            assert_eq!(rows[i].status, "running", "{rows:?}");
+            assert_eq!(rows[i].owner.as_deref(), Some("A"), "{rows:?}");
+        }
+        // Nobody took more than the batch's parallelism.
+        assert_eq!(
+            rows.iter().filter(|r| r.status == "running").count(),
+            PARALLELISM,
+            "{rows:?}"
+        );
         for row in &rows[..DONE_ON_B] {
             assert_eq!(row.finished_by.as_deref(), Some("B"), "{rows:?}");
         }

@@ -5,32 +5,6 @@
 //! server is killed, the kill waits for the worker processes to end, and the restarted
 //! server releases its previous life's leases at once (same host id), so the waits are
 //! for events: log lines, the API's views.
-//!
-//! # Known bugs these tests show (ignored until fixed; run them with `--ignored`)
-//!
-//! - **BUG-1**: a host restarted with the same host id never resumes its previous life's
-//!   batch items or sessions. `StateStore::open_url` releases them
-//!   (`release_own_leases`: `lease_until = 0`), but the runner's first round
-//!   (`orchestrator/runner.rs`, `round()`) calls `store.renew_leases()` before
-//!   `claim_items()`/`claim_sessions()`, and `renew_leases` (`state/mod.rs`) renews every
-//!   running row whose `owner` is this host id, the dead life's included. From then on
-//!   they are renewed every `lease_ms / 3`: they are never claimed again, count as live
-//!   toward the batch's parallelism (a batch of parallelism 2 stalls for good), and their
-//!   sessions never resume. Renewing only the claims this process holds (or, at least,
-//!   not rows whose `lease_until` is 0) fixes it: with `AND lease_until > 0` added to both
-//!   statements of `renew_leases` the three batch tests pass.
-//! - **BUG-2**: a session's progress (`Resume`, written with the step's `Output` event) is
-//!   stored by the session's save loop after the next step has already started in a
-//!   worker (the saves are queued, not awaited). Killed in between (here right after the
-//!   API shows step two running; the row caught up 5 to 180 ms later), the host that
-//!   resumes it finds `progress = {}` and runs step one again. The view stored with the
-//!   progress is also the one from before the step's `Finished` event, so a session
-//!   resumed at step two ends `completed` with step one still `running` in its view. And
-//!   since `resume_session` decides "interrupted or run again" from the stored view
-//!   (`steps[resume.step].status == "running"`), a step that was already in a worker
-//!   while the view still says `pending` is run again even when its operation is not
-//!   idempotent. Awaiting the progress save (with the step marked completed) before the
-//!   next step starts, and the next step's `running` before its call, would close it.
 
 use crate::common;
 use crate::support::{
@@ -203,7 +177,6 @@ fn sqlite_restart_after_sigkill_completes_the_batch(hosts: &Hosts, at: StateAt) 
 }
 
 #[test]
-#[ignore = "BUG-1: a restarted host renews its previous life's leases (runner.rs round() calls renew_leases before claim_items), so the held items never resume; see restart.rs"]
 fn sqlite_restart_after_sigkill_completes_the_batch_explicit_url() {
     with_hosts(|hosts| {
         sqlite_restart_after_sigkill_completes_the_batch(&hosts, StateAt::ExplicitFile)
@@ -211,13 +184,11 @@ fn sqlite_restart_after_sigkill_completes_the_batch_explicit_url() {
 }
 
 #[test]
-#[ignore = "BUG-1: a restarted host renews its previous life's leases (runner.rs round() calls renew_leases before claim_items), so the held items never resume; see restart.rs"]
 fn sqlite_restart_after_sigkill_completes_the_batch_default_file() {
     with_hosts(|hosts| sqlite_restart_after_sigkill_completes_the_batch(&hosts, StateAt::Default));
 }
 
 #[test]
-#[ignore = "BUG-1: a restarted host renews its previous life's leases (runner.rs round() calls renew_leases before claim_items), so the held items never resume; see restart.rs"]
 fn non_idempotent_item_running_at_crash_ends_interrupted() {
     with_hosts(|hosts| {
         let gates = Gates::new();
@@ -279,7 +250,6 @@ fn non_idempotent_item_running_at_crash_ends_interrupted() {
 }
 
 #[test]
-#[ignore = "BUG-1 (see above) and BUG-2: a session's progress is saved after the next step has started, so a kill then runs the finished step again; see restart.rs"]
 fn session_resumes_at_the_running_step_after_restart() {
     with_hosts(|hosts| {
         let gates = Gates::new();

@@ -64,11 +64,15 @@ fn finish_with_an_old_epoch_stores_nothing() {
         block_on(async {
             let store = StateStore::open_url("memory", "h1", 60_000).await.unwrap();
             running_batch(&store, "b1", 3, 2).await;
-            let claimed = store.claim_items().await.unwrap();
+            let claimed = store.claim_items(|_, wanted| wanted).await.unwrap();
             assert_eq!(claimed.len(), 2, "parallelism 2: {claimed:?}");
             assert!(claimed.iter().all(|c| c.epoch == 1 && !c.was_running));
             // Full: nothing more until one ends.
-            assert!(store.claim_items().await.unwrap().is_empty());
+            assert!(store
+                .claim_items(|_, wanted| wanted)
+                .await
+                .unwrap()
+                .is_empty());
             let first = &claimed[0];
             let stale = Claimed {
                 epoch: first.epoch - 1,
@@ -95,11 +99,11 @@ fn a_lease_run_out_moves_the_item_and_fences_the_old_claim() {
             let h1 = StateStore::open_url(&url, "h1", 1).await.unwrap();
             let h2 = StateStore::open_url(&url, "h2", 60_000).await.unwrap();
             running_batch(&h1, "b1", 1, 1).await;
-            let old = h1.claim_items().await.unwrap();
+            let old = h1.claim_items(|_, wanted| wanted).await.unwrap();
             assert_eq!(old.len(), 1);
             let new = loop {
                 // An event: the lease has run out once h2 can claim the item.
-                let c = h2.claim_items().await.unwrap();
+                let c = h2.claim_items(|_, wanted| wanted).await.unwrap();
                 if !c.is_empty() {
                     break c;
                 }
@@ -132,7 +136,7 @@ fn claim_all(
         let mut mine = Vec::new();
         let mut locked = 0;
         loop {
-            match store.claim_items().await {
+            match store.claim_items(|_, wanted| wanted).await {
                 Ok(c) if c.is_empty() => return (store, mine, locked),
                 Ok(c) => mine.extend(c),
                 Err(e) if retry_locked && e.to_string().contains("database is locked") => {
@@ -144,17 +148,9 @@ fn claim_all(
     })
 }
 
-/// BUG (state store, SQLite): two stores on one file claiming at once make one of them
-/// fail with `database is locked` at once, although `PRAGMA busy_timeout = 10000` is set
-/// ("wait for a lock held by another process instead of failing at once",
-/// `src/state/mod.rs`). `claim_items` begins a deferred transaction (`pool.begin()`,
-/// i.e. `BEGIN`), reads, then writes: when both connections hold the read lock and one
-/// asks for the write lock, SQLite returns SQLITE_BUSY without calling the busy handler
-/// (it would deadlock). `BEGIN IMMEDIATE` for the store's write transactions on SQLite
-/// would make the second wait instead. Ignored until that is fixed: run it with
-/// `--ignored`.
+/// Two stores on one SQLite file claiming at once: the second waits for the first
+/// (`BEGIN IMMEDIATE` and `busy_timeout`), never failing with `database is locked`.
 #[test]
-#[ignore = "BUG: SQLite claims fail with `database is locked` (deferred BEGIN), see its doc"]
 fn two_stores_on_one_sqlite_file_claim_without_lock_errors() {
     with_watchdog(WATCHDOG, || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -234,13 +230,13 @@ fn prune_keeps_the_newest_finished_and_every_unfinished_batch() {
             let store = StateStore::open_url("memory", "h1", 60_000).await.unwrap();
             for id in ["done-1", "done-2", "done-3"] {
                 running_batch(&store, id, 1, 1).await;
-                let c = store.claim_items().await.unwrap();
+                let c = store.claim_items(|_, wanted| wanted).await.unwrap();
                 assert_eq!(c.len(), 1);
                 assert!(finish(&store, &c[0]).await);
                 assert_eq!(store.batch(id).await.unwrap().unwrap().status, "completed");
             }
             running_batch(&store, "open", 2, 1).await;
-            let pending = store.claim_items().await.unwrap();
+            let pending = store.claim_items(|_, wanted| wanted).await.unwrap();
             assert_eq!(pending.len(), 1);
             store
                 .create_batch(

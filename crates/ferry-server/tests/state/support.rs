@@ -39,11 +39,11 @@ idempotent_operations = ["echo"]
 [workers.gated]
 command = "{fault}"
 args = [{args}]
-idempotent_operations = {idempotent}
 [workers.gated.pool]
 min_workers = 1
 max_workers = {parallel}
 max_in_flight = 1
+idempotent_operations = {idempotent}
 
 [[workflows]]
 id = "gated"
