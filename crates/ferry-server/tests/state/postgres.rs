@@ -128,6 +128,22 @@ fn two_hosts_share_a_batch_on_postgres_and_survive_a_sigkill() {
         // parallelism is left for A.
         let b = hosts.start(&config(&gates, true, PER_HOST, &state(&db.url, "B")));
         let mut cb = b.client();
+        // A session run on B, read later on A.
+        gates.release("s1");
+        gates.release("s2");
+        let s = cb.request(
+            "POST",
+            "/api/processing/workflows/gated/execute",
+            Some(r#"{"one": "s1", "two": "s2"}"#),
+        );
+        assert_eq!(s.status, 202, "{}", s.body);
+        let session_path = format!(
+            "/api/processing/sessions/{}",
+            s.json()["id"].as_str().unwrap()
+        );
+        let session = wait_for(&mut cb, &session_path, "the session on B", |v| {
+            v["status"] == "completed"
+        });
         let labels: Vec<String> = (0..ITEMS).map(|i| format!("b{i}")).collect();
         let (id, path) = start_batch(&mut cb, &labels, PARALLELISM);
         let held: Vec<usize> = (DONE_ON_B..DONE_ON_B + PER_HOST).collect();
@@ -148,6 +164,10 @@ fn two_hosts_share_a_batch_on_postgres_and_survive_a_sigkill() {
         for &i in &on_a {
             gates.wait_for(&format!("started b{i}"));
         }
+        let r = ca.request("GET", &session_path, None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["result"], session["result"], "{}", r.body);
+        assert_eq!(r.json()["status"], "completed", "{}", r.body);
         let r = ca.request("GET", &path, None);
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.json()["counts"]["completed"], DONE_ON_B, "{}", r.body);
