@@ -10,7 +10,6 @@
 use crate::protocol::schema::{envelope_fields, Field};
 use crate::protocol::{AttachmentMeta, Envelope, MessageType};
 use serde::ser::{Serialize, Serializer};
-use serde_json::Value;
 
 /// Generates [`EnvelopeRef`] and its conversions from the field list.
 macro_rules! define_envelope_ref {
