@@ -1,58 +1,245 @@
 //! bincode's wire form of the envelope.
 //!
 //! bincode is not self-describing: it cannot skip absent fields nor decode a
-//! `serde_json::Value`. This mirror struct keeps every field (options included) and
-//! carries the free-form JSON parts (`data`, `metrics`, `attachments`) as JSON text.
+//! `serde_json::Value`. The wire structs, generated from the field list
+//! (`protocol/schema.rs`), keep every field (options included) in list order, and carry the
+//! free-form JSON parts (`data`, `metrics`, `attachments`) as JSON text, the message type
+//! and priority as their index and the error body as a tuple ([`ToWire`], [`FromWire`]).
 
-use super::view::EnvelopeRef;
+use super::view::{EnvelopeRef, Metas};
 use super::HeaderError;
-use crate::protocol::{Envelope, ErrorBody, ErrorCode, MessageType, Priority};
+use crate::protocol::schema::envelope_fields;
+use crate::protocol::{
+    AttachmentMeta, Envelope, ErrorBody, ErrorCode, MessageType, Metrics, Priority,
+};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-/// What is written: [`Wire`] with borrowed text (bincode writes `&str` and `String` alike).
-#[derive(Serialize)]
-struct WireRef<'a> {
-    version: u32,
-    message_id: &'a str,
-    request_id: Option<&'a str>,
-    timestamp: Option<&'a str>,
-    kind: u8,
-    operation: Option<&'a str>,
-    worker_type: Option<&'a str>,
-    source: Option<&'a str>,
-    destination: Option<&'a str>,
-    priority: Option<u8>,
-    deadline_ms: Option<u64>,
-    data_json: Option<String>,
-    success: Option<bool>,
-    error: Option<(&'a str, &'a str, bool)>,
-    metrics_json: Option<String>,
-    event_name: Option<&'a str>,
-    attachments_json: Option<String>,
+/// A field's borrowed type as it is written: `Wire` is what bincode serializes.
+trait ToWire<'a> {
+    type Wire: Serialize;
+    fn to_wire(&self) -> Result<Self::Wire, HeaderError>;
 }
 
-/// What is read.
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(Serialize))]
-pub(super) struct Wire {
-    version: u32,
-    message_id: String,
-    request_id: Option<String>,
-    timestamp: Option<String>,
-    kind: u8,
-    operation: Option<String>,
-    worker_type: Option<String>,
-    source: Option<String>,
-    destination: Option<String>,
-    priority: Option<u8>,
-    deadline_ms: Option<u64>,
-    data_json: Option<String>,
-    success: Option<bool>,
-    error: Option<(String, String, bool)>,
-    metrics_json: Option<String>,
-    event_name: Option<String>,
-    attachments_json: Option<String>,
+/// A field's owned type as it is read: `Wire` is what bincode deserializes.
+trait FromWire: Sized {
+    type Wire: serde::de::DeserializeOwned;
+    fn from_wire(wire: Self::Wire) -> Result<Self, HeaderError>;
+    /// The wire form of an owned value (the tests' reference for `encode`).
+    #[cfg(test)]
+    fn reference(&self) -> Self::Wire;
 }
+
+/// Fields written as they are (numbers, flags, text).
+macro_rules! as_is {
+    ($($owned:ty => $borrowed:ty),* $(,)?) => {$(
+        impl<'a> ToWire<'a> for $borrowed {
+            type Wire = $borrowed;
+            #[inline(always)]
+            fn to_wire(&self) -> Result<Self::Wire, HeaderError> {
+                Ok(*self)
+            }
+        }
+        impl FromWire for $owned {
+            type Wire = $owned;
+            #[inline(always)]
+            fn from_wire(wire: Self::Wire) -> Result<Self, HeaderError> {
+                Ok(wire)
+            }
+            #[cfg(test)]
+            fn reference(&self) -> Self::Wire {
+                self.clone()
+            }
+        }
+    )*};
+}
+as_is!(
+    u32 => u32,
+    String => &'a str,
+    Option<String> => Option<&'a str>,
+    Option<u64> => Option<u64>,
+    Option<bool> => Option<bool>,
+);
+
+/// The message type as its index.
+impl ToWire<'_> for MessageType {
+    type Wire = u8;
+    fn to_wire(&self) -> Result<u8, HeaderError> {
+        Ok(kind_to_u8(*self))
+    }
+}
+
+impl FromWire for MessageType {
+    type Wire = u8;
+    fn from_wire(wire: u8) -> Result<Self, HeaderError> {
+        kind_from_u8(wire)
+    }
+    #[cfg(test)]
+    fn reference(&self) -> u8 {
+        kind_to_u8(*self)
+    }
+}
+
+/// The priority as its index.
+impl ToWire<'_> for Option<Priority> {
+    type Wire = Option<u8>;
+    fn to_wire(&self) -> Result<Option<u8>, HeaderError> {
+        Ok(self.map(|p| p as u8))
+    }
+}
+
+impl FromWire for Option<Priority> {
+    type Wire = Option<u8>;
+    fn from_wire(wire: Option<u8>) -> Result<Self, HeaderError> {
+        wire.map(priority_from_u8).transpose()
+    }
+    #[cfg(test)]
+    fn reference(&self) -> Option<u8> {
+        self.map(|p| p as u8)
+    }
+}
+
+/// `data` as JSON text (`null` like absent).
+impl ToWire<'_> for Option<&Value> {
+    type Wire = Option<String>;
+    fn to_wire(&self) -> Result<Option<String>, HeaderError> {
+        self.filter(|d| !d.is_null()).map(to_json).transpose()
+    }
+}
+
+impl FromWire for Option<Value> {
+    type Wire = Option<String>;
+    fn from_wire(wire: Option<String>) -> Result<Self, HeaderError> {
+        wire.as_deref().map(from_json).transpose()
+    }
+    #[cfg(test)]
+    fn reference(&self) -> Option<String> {
+        self.as_ref()
+            .filter(|d| !d.is_null())
+            .map(|d| to_json(d).unwrap())
+    }
+}
+
+/// The error body as `(code, message, retryable)`.
+impl<'a> ToWire<'a> for Option<&'a ErrorBody> {
+    type Wire = Option<(&'a str, &'a str, bool)>;
+    fn to_wire(&self) -> Result<Self::Wire, HeaderError> {
+        Ok(self.map(|b| (b.code.as_str(), b.message.as_str(), b.retryable)))
+    }
+}
+
+impl FromWire for Option<ErrorBody> {
+    type Wire = Option<(String, String, bool)>;
+    fn from_wire(wire: Self::Wire) -> Result<Self, HeaderError> {
+        Ok(wire.map(|(code, message, retryable)| ErrorBody {
+            code: ErrorCode::parse(&code).unwrap_or(ErrorCode::Internal),
+            message,
+            retryable,
+        }))
+    }
+    #[cfg(test)]
+    fn reference(&self) -> Self::Wire {
+        self.as_ref()
+            .map(|b| (b.code.as_str().to_owned(), b.message.clone(), b.retryable))
+    }
+}
+
+/// Metrics as JSON text.
+impl ToWire<'_> for Option<&Metrics> {
+    type Wire = Option<String>;
+    fn to_wire(&self) -> Result<Option<String>, HeaderError> {
+        self.map(to_json).transpose()
+    }
+}
+
+impl FromWire for Option<Metrics> {
+    type Wire = Option<String>;
+    fn from_wire(wire: Option<String>) -> Result<Self, HeaderError> {
+        wire.as_deref().map(from_json).transpose()
+    }
+    #[cfg(test)]
+    fn reference(&self) -> Option<String> {
+        self.as_ref().map(|m| to_json(m).unwrap())
+    }
+}
+
+/// Attachment metadata as JSON text, absent when there is none.
+impl ToWire<'_> for Metas<'_> {
+    type Wire = Option<String>;
+    fn to_wire(&self) -> Result<Option<String>, HeaderError> {
+        (!self.is_empty()).then(|| to_json(self)).transpose()
+    }
+}
+
+impl FromWire for Vec<AttachmentMeta> {
+    type Wire = Option<String>;
+    fn from_wire(wire: Option<String>) -> Result<Self, HeaderError> {
+        Ok(wire
+            .as_deref()
+            .map(from_json)
+            .transpose()?
+            .unwrap_or_default())
+    }
+    #[cfg(test)]
+    fn reference(&self) -> Option<String> {
+        (!self.is_empty()).then(|| to_json(self).unwrap())
+    }
+}
+
+/// Generates the wire structs, [`encode`] and [`decode`] from the field list.
+macro_rules! define_wire {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident $key:literal: $owned:ty, $borrowed:ty $(, $default:ident)?;
+    )*) => {
+        /// What is written: every field, in list order (bincode writes `&str` and
+        /// `String` alike, so this is [`Wire`]'s layout).
+        #[derive(Serialize)]
+        struct WireRef<'a> {
+            $($name: <$borrowed as ToWire<'a>>::Wire,)*
+        }
+
+        /// What is read.
+        #[derive(Deserialize)]
+        #[cfg_attr(test, derive(Serialize))]
+        pub(super) struct Wire {
+            $($name: <$owned as FromWire>::Wire,)*
+        }
+
+        /// The wire form of an owned envelope, field by field (the tests' reference for
+        /// `encode`).
+        #[cfg(test)]
+        pub(super) fn reference_wire(e: &Envelope) -> Wire {
+            Wire {
+                $($name: FromWire::reference(&e.$name),)*
+            }
+        }
+
+        pub(super) fn encode(e: &EnvelopeRef<'_>, out: &mut Vec<u8>) -> Result<(), HeaderError> {
+            let wire = WireRef {
+                $($name: ToWire::to_wire(&e.$name)?,)*
+            };
+            bincode::serialize_into(out, &wire).map_err(HeaderError::serde)
+        }
+
+        pub(super) fn decode(bytes: &[u8]) -> Result<Envelope, HeaderError> {
+            use bincode::Options as _;
+            // Why explicit options: the default `deserialize` trusts length prefixes and
+            // can be made to allocate gigabytes; the limit bounds every allocation by the
+            // header size.
+            let wire: Wire = bincode::DefaultOptions::new()
+                .with_fixint_encoding()
+                .allow_trailing_bytes()
+                .with_limit(bytes.len() as u64)
+                .deserialize(bytes)
+                .map_err(HeaderError::serde)?;
+            Ok(Envelope {
+                $($name: FromWire::from_wire(wire.$name)?,)*
+            })
+        }
+    };
+}
+envelope_fields!(define_wire);
 
 fn kind_to_u8(k: MessageType) -> u8 {
     match k {
@@ -84,108 +271,10 @@ fn priority_from_u8(p: u8) -> Result<Priority, HeaderError> {
     })
 }
 
-/// The wire form of an owned envelope, field by field (the tests' reference for `encode`).
-#[cfg(test)]
-pub(super) fn reference_wire(e: &Envelope) -> Wire {
-    Wire {
-        version: e.version,
-        message_id: e.message_id.clone(),
-        request_id: e.request_id.clone(),
-        timestamp: e.timestamp.clone(),
-        kind: kind_to_u8(e.kind),
-        operation: e.operation.clone(),
-        worker_type: e.worker_type.clone(),
-        source: e.source.clone(),
-        destination: e.destination.clone(),
-        priority: e.priority.map(|p| p as u8),
-        deadline_ms: e.deadline_ms,
-        data_json: e
-            .data
-            .as_ref()
-            .filter(|d| !d.is_null())
-            .map(|d| to_json(d).unwrap()),
-        success: e.success,
-        error: e
-            .error
-            .as_ref()
-            .map(|b| (b.code.as_str().to_owned(), b.message.clone(), b.retryable)),
-        metrics_json: e.metrics.as_ref().map(|m| to_json(m).unwrap()),
-        event_name: e.event_name.clone(),
-        attachments_json: (!e.attachments.is_empty()).then(|| to_json(&e.attachments).unwrap()),
-    }
-}
-
 fn to_json<T: Serialize>(v: &T) -> Result<String, HeaderError> {
     serde_json::to_string(v).map_err(HeaderError::serde)
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, HeaderError> {
     serde_json::from_str(s).map_err(HeaderError::serde)
-}
-
-pub(super) fn encode(e: &EnvelopeRef<'_>, out: &mut Vec<u8>) -> Result<(), HeaderError> {
-    let wire = WireRef {
-        version: e.version,
-        message_id: e.message_id,
-        request_id: e.request_id,
-        timestamp: e.timestamp,
-        kind: kind_to_u8(e.kind),
-        operation: e.operation,
-        worker_type: e.worker_type,
-        source: e.source,
-        destination: e.destination,
-        priority: e.priority.map(|p| p as u8),
-        deadline_ms: e.deadline_ms,
-        data_json: e.present_data().map(to_json).transpose()?,
-        success: e.success,
-        error: e
-            .error
-            .map(|b| (b.code.as_str(), b.message.as_str(), b.retryable)),
-        metrics_json: e.metrics.map(to_json).transpose()?,
-        event_name: e.event_name,
-        attachments_json: (!e.attachments.is_empty())
-            .then(|| to_json(&e.attachments))
-            .transpose()?,
-    };
-    bincode::serialize_into(out, &wire).map_err(HeaderError::serde)
-}
-
-pub(super) fn decode(bytes: &[u8]) -> Result<Envelope, HeaderError> {
-    use bincode::Options as _;
-    // Why explicit options: the default `deserialize` trusts length prefixes and can be
-    // made to allocate gigabytes; the limit bounds every allocation by the header size.
-    let wire: Wire = bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .allow_trailing_bytes()
-        .with_limit(bytes.len() as u64)
-        .deserialize(bytes)
-        .map_err(HeaderError::serde)?;
-    Ok(Envelope {
-        version: wire.version,
-        message_id: wire.message_id,
-        request_id: wire.request_id,
-        timestamp: wire.timestamp,
-        kind: kind_from_u8(wire.kind)?,
-        operation: wire.operation,
-        worker_type: wire.worker_type,
-        source: wire.source,
-        destination: wire.destination,
-        priority: wire.priority.map(priority_from_u8).transpose()?,
-        deadline_ms: wire.deadline_ms,
-        data: wire.data_json.as_deref().map(from_json).transpose()?,
-        success: wire.success,
-        error: wire.error.map(|(code, message, retryable)| ErrorBody {
-            code: ErrorCode::parse(&code).unwrap_or(ErrorCode::Internal),
-            message,
-            retryable,
-        }),
-        metrics: wire.metrics_json.as_deref().map(from_json).transpose()?,
-        event_name: wire.event_name,
-        attachments: wire
-            .attachments_json
-            .as_deref()
-            .map(from_json)
-            .transpose()?
-            .unwrap_or_default(),
-    })
 }

@@ -15,7 +15,8 @@
 
 use super::view::{EnvelopeRef, MetaRef, Metas};
 use super::HeaderError;
-use crate::protocol::{AttachmentMeta, Envelope, MessageType, Metrics, Priority};
+use crate::protocol::schema::{envelope_fields, is_optional, Field};
+use crate::protocol::{AttachmentMeta, Envelope, ErrorBody, MessageType, Metrics, Priority};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
@@ -155,73 +156,152 @@ fn put_metrics(out: &mut Vec<u8>, m: &Metrics) {
     }
 }
 
-/// Appends `e`, with `attachments` in place of its own, as a MessagePack map to `out`.
-pub(super) fn encode(
-    e: &EnvelopeRef<'_>,
-    attachments: &Metas<'_>,
-    out: &mut Vec<u8>,
-) -> Result<(), HeaderError> {
-    let data = e.present_data();
-    let count = 3
-        + usize::from(e.request_id.is_some())
-        + usize::from(e.timestamp.is_some())
-        + usize::from(e.operation.is_some())
-        + usize::from(e.worker_type.is_some())
-        + usize::from(e.source.is_some())
-        + usize::from(e.destination.is_some())
-        + usize::from(e.priority.is_some())
-        + usize::from(e.deadline_ms.is_some())
-        + usize::from(data.is_some())
-        + usize::from(e.success.is_some())
-        + usize::from(e.error.is_some())
-        + usize::from(e.metrics.is_some())
-        + usize::from(e.event_name.is_some())
-        + usize::from(!attachments.is_empty());
-    out.reserve(64 + e.message_id.len());
-    put_map_len(out, count);
-    out.extend_from_slice(key!("version"));
-    put_uint(out, e.version.into());
-    out.extend_from_slice(key!("message_id"));
-    put_str(out, e.message_id)?;
-    put_opt_str(out, key!("request_id"), e.request_id)?;
-    put_opt_str(out, key!("timestamp"), e.timestamp)?;
-    out.extend_from_slice(key!("type"));
-    put_str(out, e.kind.as_str())?;
-    put_opt_str(out, key!("operation"), e.operation)?;
-    put_opt_str(out, key!("worker_type"), e.worker_type)?;
-    put_opt_str(out, key!("source"), e.source)?;
-    put_opt_str(out, key!("destination"), e.destination)?;
-    put_opt_str(out, key!("priority"), e.priority.map(Priority::as_str))?;
-    if let Some(ms) = e.deadline_ms {
-        out.extend_from_slice(key!("deadline_ms"));
-        put_uint(out, ms);
-    }
-    if let Some(data) = data {
-        out.extend_from_slice(key!("data"));
-        put_serde(out, data)?;
-    }
-    if let Some(success) = e.success {
-        out.extend_from_slice(key!("success"));
-        out.push(if success { 0xc3 } else { 0xc2 });
-    }
-    if let Some(error) = e.error {
-        out.extend_from_slice(key!("error"));
-        put_serde(out, error)?;
-    }
-    if let Some(metrics) = e.metrics {
-        out.extend_from_slice(key!("metrics"));
-        put_metrics(out, metrics);
-    }
-    put_opt_str(out, key!("event_name"), e.event_name)?;
-    if !attachments.is_empty() {
-        out.extend_from_slice(key!("attachments"));
-        put_array_len(out, attachments.len());
-        for i in 0..attachments.len() {
-            put_meta(out, &attachments.get(i))?;
-        }
-    }
-    Ok(())
+/// A field's borrowed type, written as a map entry (`key` then the value) when it is set.
+trait Put {
+    fn put(&self, key: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderError>;
 }
+
+impl Put for u32 {
+    #[inline(always)]
+    fn put(&self, key: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderError> {
+        out.extend_from_slice(key);
+        put_uint(out, (*self).into());
+        Ok(())
+    }
+}
+
+impl Put for &str {
+    #[inline(always)]
+    fn put(&self, key: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderError> {
+        out.extend_from_slice(key);
+        put_str(out, self)
+    }
+}
+
+impl Put for MessageType {
+    #[inline(always)]
+    fn put(&self, key: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderError> {
+        out.extend_from_slice(key);
+        put_str(out, self.as_str())
+    }
+}
+
+impl Put for Option<&str> {
+    #[inline(always)]
+    fn put(&self, key: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderError> {
+        put_opt_str(out, key, *self)
+    }
+}
+
+impl Put for Option<Priority> {
+    #[inline(always)]
+    fn put(&self, key: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderError> {
+        put_opt_str(out, key, self.map(Priority::as_str))
+    }
+}
+
+impl Put for Option<u64> {
+    #[inline(always)]
+    fn put(&self, key: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderError> {
+        if let Some(v) = *self {
+            out.extend_from_slice(key);
+            put_uint(out, v);
+        }
+        Ok(())
+    }
+}
+
+impl Put for Option<bool> {
+    #[inline(always)]
+    fn put(&self, key: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderError> {
+        if let Some(v) = *self {
+            out.extend_from_slice(key);
+            out.push(if v { 0xc3 } else { 0xc2 });
+        }
+        Ok(())
+    }
+}
+
+/// `data` (`null` is omitted like absent).
+impl Put for Option<&Value> {
+    #[inline(always)]
+    fn put(&self, key: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderError> {
+        if let Some(data) = self.filter(|d| !d.is_null()) {
+            out.extend_from_slice(key);
+            put_serde(out, data)?;
+        }
+        Ok(())
+    }
+}
+
+impl Put for Option<&ErrorBody> {
+    #[inline(always)]
+    fn put(&self, key: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderError> {
+        if let Some(error) = self {
+            out.extend_from_slice(key);
+            put_serde(out, error)?;
+        }
+        Ok(())
+    }
+}
+
+impl Put for Option<&Metrics> {
+    #[inline(always)]
+    fn put(&self, key: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderError> {
+        if let Some(metrics) = self {
+            out.extend_from_slice(key);
+            put_metrics(out, metrics);
+        }
+        Ok(())
+    }
+}
+
+impl Put for Metas<'_> {
+    #[inline(always)]
+    fn put(&self, key: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderError> {
+        if !self.is_empty() {
+            out.extend_from_slice(key);
+            put_array_len(out, self.len());
+            for i in 0..self.len() {
+                put_meta(out, &self.get(i))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The field `$name` as [`encode`] writes it: `attachments` is the one passed in its place.
+macro_rules! written {
+    ($e:ident, $attachments:ident, attachments) => {
+        $attachments
+    };
+    ($e:ident, $attachments:ident, $name:ident) => {
+        &$e.$name
+    };
+}
+
+/// Generates [`encode`] from the field list.
+macro_rules! define_encode {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident $key:literal: $owned:ty, $borrowed:ty $(, $default:ident)?;
+    )*) => {
+        /// Appends `e`, with `attachments` in place of its own, as a MessagePack map to
+        /// `out`.
+        pub(super) fn encode(
+            e: &EnvelopeRef<'_>,
+            attachments: &Metas<'_>,
+            out: &mut Vec<u8>,
+        ) -> Result<(), HeaderError> {
+            let count = 0 $(+ usize::from(!Field::is_unset(written!(e, attachments, $name))))*;
+            out.reserve(64 + e.message_id.len());
+            put_map_len(out, count);
+            $(Put::put(written!(e, attachments, $name), key!($key), out)?;)*
+            Ok(())
+        }
+    };
+}
+envelope_fields!(define_encode);
 
 // ---------------------------------------------------------------------------------------
 // Reading
@@ -492,133 +572,164 @@ impl<'a> Reader<'a> {
         }
         Ok(meta)
     }
+}
 
-    /// Reads the envelope into `e` (a fresh one: its fields are only set, never cleared).
-    fn envelope(&mut self, e: &mut Envelope) -> Fast<()> {
-        let (mut has_version, mut has_id, mut has_kind) = (false, false, false);
-        let mut seen = 0u32;
-        for _ in 0..self.map_len()? {
-            let bit: u32 = match self.str_bytes()? {
-                b"version" => {
-                    e.version = u32::try_from(self.uint()?).map_err(|_| Unusual)?;
-                    has_version = true;
-                    1
-                }
-                b"message_id" => {
-                    e.message_id = self.string()?;
-                    has_id = true;
-                    1 << 1
-                }
-                b"request_id" => {
-                    e.request_id = self.opt_string()?;
-                    1 << 2
-                }
-                b"timestamp" => {
-                    e.timestamp = self.opt_string()?;
-                    1 << 3
-                }
-                b"type" => {
-                    e.kind = self.kind()?;
-                    has_kind = true;
-                    1 << 4
-                }
-                b"operation" => {
-                    e.operation = self.opt_string()?;
-                    1 << 5
-                }
-                b"worker_type" => {
-                    e.worker_type = self.opt_string()?;
-                    1 << 6
-                }
-                b"source" => {
-                    e.source = self.opt_string()?;
-                    1 << 7
-                }
-                b"destination" => {
-                    e.destination = self.opt_string()?;
-                    1 << 8
-                }
-                b"priority" => {
-                    e.priority = if self.nil()? {
-                        None
-                    } else {
-                        Some(self.priority()?)
-                    };
-                    1 << 9
-                }
-                b"deadline_ms" => {
-                    e.deadline_ms = if self.nil()? {
-                        None
-                    } else {
-                        Some(self.uint()?)
-                    };
-                    1 << 10
-                }
-                b"data" => {
-                    e.data = if self.nil()? {
-                        None
-                    } else {
-                        Some(self.serde_value::<Value>()?)
-                    };
-                    1 << 11
-                }
-                b"success" => {
-                    e.success = match self.byte()? {
-                        0xc0 => None,
-                        0xc2 => Some(false),
-                        0xc3 => Some(true),
-                        _ => return Err(Unusual),
-                    };
-                    1 << 12
-                }
-                b"error" => {
-                    e.error = if self.nil()? {
-                        None
-                    } else {
-                        Some(self.serde_value()?)
-                    };
-                    1 << 13
-                }
-                b"metrics" => {
-                    e.metrics = if self.nil()? {
-                        None
-                    } else {
-                        Some(self.metrics()?)
-                    };
-                    1 << 14
-                }
-                b"event_name" => {
-                    e.event_name = self.opt_string()?;
-                    1 << 15
-                }
-                b"attachments" => {
-                    let n = self.array_len()?;
-                    // A count is a claim: refuse one the rest cannot hold before reserving
-                    // for it (an `AttachmentMeta` is ~100 bytes, so a count bounded only
-                    // by the bytes left reserved ~100 times the header).
-                    if n > (self.bytes.len() - self.pos) / MIN_META_BYTES {
-                        return Err(Unusual);
-                    }
-                    e.attachments.reserve_exact(n);
-                    for _ in 0..n {
-                        let meta = self.attachment()?;
-                        e.attachments.push(meta);
-                    }
-                    1 << 16
-                }
-                _ => return Err(Unusual),
-            };
-            if seen & bit != 0 {
-                return Err(Unusual);
-            }
-            seen |= bit;
-        }
-        if !(has_version && has_id && has_kind) || self.pos != self.bytes.len() {
-            return Err(Unusual);
-        }
-        Ok(())
+/// A field's owned type, read from the fast path's shape.
+trait Read: Sized {
+    fn read(r: &mut Reader<'_>) -> Fast<Self>;
+}
+
+impl Read for u32 {
+    #[inline(always)]
+    fn read(r: &mut Reader<'_>) -> Fast<Self> {
+        u32::try_from(r.uint()?).map_err(|_| Unusual)
     }
 }
+
+impl Read for String {
+    #[inline(always)]
+    fn read(r: &mut Reader<'_>) -> Fast<Self> {
+        r.string()
+    }
+}
+
+impl Read for Option<String> {
+    #[inline(always)]
+    fn read(r: &mut Reader<'_>) -> Fast<Self> {
+        r.opt_string()
+    }
+}
+
+impl Read for MessageType {
+    #[inline(always)]
+    fn read(r: &mut Reader<'_>) -> Fast<Self> {
+        r.kind()
+    }
+}
+
+impl Read for Option<Priority> {
+    #[inline(always)]
+    fn read(r: &mut Reader<'_>) -> Fast<Self> {
+        Ok(if r.nil()? { None } else { Some(r.priority()?) })
+    }
+}
+
+impl Read for Option<u64> {
+    #[inline(always)]
+    fn read(r: &mut Reader<'_>) -> Fast<Self> {
+        Ok(if r.nil()? { None } else { Some(r.uint()?) })
+    }
+}
+
+impl Read for Option<Value> {
+    #[inline(always)]
+    fn read(r: &mut Reader<'_>) -> Fast<Self> {
+        Ok(if r.nil()? {
+            None
+        } else {
+            Some(r.serde_value()?)
+        })
+    }
+}
+
+impl Read for Option<bool> {
+    #[inline(always)]
+    fn read(r: &mut Reader<'_>) -> Fast<Self> {
+        Ok(match r.byte()? {
+            0xc0 => None,
+            0xc2 => Some(false),
+            0xc3 => Some(true),
+            _ => return Err(Unusual),
+        })
+    }
+}
+
+impl Read for Option<ErrorBody> {
+    #[inline(always)]
+    fn read(r: &mut Reader<'_>) -> Fast<Self> {
+        Ok(if r.nil()? {
+            None
+        } else {
+            Some(r.serde_value()?)
+        })
+    }
+}
+
+impl Read for Option<Metrics> {
+    #[inline(always)]
+    fn read(r: &mut Reader<'_>) -> Fast<Self> {
+        Ok(if r.nil()? { None } else { Some(r.metrics()?) })
+    }
+}
+
+impl Read for Vec<AttachmentMeta> {
+    #[inline(always)]
+    fn read(r: &mut Reader<'_>) -> Fast<Self> {
+        let n = r.array_len()?;
+        // A count is a claim: refuse one the rest cannot hold before reserving for it (an
+        // `AttachmentMeta` is ~100 bytes, so a count bounded only by the bytes left
+        // reserved ~100 times the header).
+        if n > (r.bytes.len() - r.pos) / MIN_META_BYTES {
+            return Err(Unusual);
+        }
+        let mut metas = Vec::with_capacity(n);
+        for _ in 0..n {
+            metas.push(r.attachment()?);
+        }
+        Ok(metas)
+    }
+}
+
+/// Generates `Reader::envelope` from the field list.
+macro_rules! define_read {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident $key:literal: $owned:ty, $borrowed:ty $(, $default:ident)?;
+    )*) => {
+        /// The keys as byte strings, for matching.
+        #[allow(non_upper_case_globals)]
+        mod keys {
+            $(pub(super) const $name: &[u8] = $key.as_bytes();)*
+        }
+
+        /// Each field's position in the list: its bit in `seen`.
+        #[allow(non_camel_case_types, dead_code)]
+        enum Position {
+            $($name,)*
+            Count,
+        }
+        const _: () = assert!((Position::Count as u32) <= u32::BITS);
+
+        /// The bits of the required fields.
+        const REQUIRED: u32 = 0 $(| if is_optional!($($default)?) { 0 } else { 1 << Position::$name as u32 })*;
+
+        impl Reader<'_> {
+            /// Reads the envelope into `e` (a fresh one: its fields are only set, never
+            /// cleared).
+            fn envelope(&mut self, e: &mut Envelope) -> Fast<()> {
+                let mut seen = 0u32;
+                for _ in 0..self.map_len()? {
+                    let bit: u32 = match self.str_bytes()? {
+                        $(keys::$name => {
+                            e.$name = Read::read(self)?;
+                            1 << Position::$name as u32
+                        })*
+                        _ => return Err(Unusual),
+                    };
+                    if seen & bit != 0 {
+                        return Err(Unusual);
+                    }
+                    seen |= bit;
+                }
+                if seen & REQUIRED != REQUIRED || self.pos != self.bytes.len() {
+                    return Err(Unusual);
+                }
+                Ok(())
+            }
+        }
+    };
+}
+envelope_fields!(define_read);
 
 /// Reads one MessagePack envelope header into `e`, a fresh envelope (the fast reader only
 /// sets fields; `rmp_serde`, when it takes over, replaces the whole envelope).

@@ -4,53 +4,57 @@
 //! [`Envelope`] first (no `String` per id, no clone of `data`), and lets a framed
 //! encoding fill in attachment sizes without cloning the envelope. Its serde form is
 //! field for field the one of [`Envelope`] (same names, order and omissions), so every
-//! codec writes the same bytes from either.
+//! codec writes the same bytes from either. Both are generated from the one field list
+//! (`protocol/schema.rs`).
 
-use crate::protocol::{AttachmentMeta, Envelope, ErrorBody, MessageType, Metrics, Priority};
+use crate::protocol::schema::{envelope_fields, Field};
+use crate::protocol::{AttachmentMeta, Envelope, MessageType};
 use serde::ser::{Serialize, Serializer};
-use serde_json::Value;
 
-/// An envelope by reference. Build one from an [`Envelope`] with `From`, or field by field
-/// on a hot path.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub(crate) struct EnvelopeRef<'a> {
-    pub version: u32,
-    pub message_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<&'a str>,
-    #[serde(rename = "type")]
-    pub kind: MessageType,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub operation: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub worker_type: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub destination: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub priority: Option<Priority>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deadline_ms: Option<u64>,
-    #[serde(skip_serializing_if = "is_absent")]
-    pub data: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub success: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'a ErrorBody>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<&'a Metrics>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Metas::is_empty")]
-    pub attachments: Metas<'a>,
-}
+/// Generates [`EnvelopeRef`] and its conversions from the field list.
+macro_rules! define_envelope_ref {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident $key:literal: $owned:ty, $borrowed:ty $(, $default:ident)?;
+    )*) => {
+        /// An envelope by reference. Build one from an [`Envelope`] with `From`, or field by
+        /// field on a hot path.
+        #[derive(Debug, Clone, Copy, serde::Serialize)]
+        pub(crate) struct EnvelopeRef<'a> {
+            $(
+                $(#[doc = $doc])*
+                #[serde(rename = $key)]
+                $(#[serde($default, skip_serializing_if = "Field::is_unset")])?
+                pub $name: $borrowed,
+            )*
+        }
 
-fn is_absent(data: &Option<&Value>) -> bool {
-    matches!(data, None | Some(Value::Null))
+        impl<'a> EnvelopeRef<'a> {
+            /// Every field unset; the required ones hold placeholders.
+            const UNSET: Self = EnvelopeRef {
+                $($name: <$borrowed as Field>::UNSET,)*
+            };
+
+            /// An owned envelope with the same fields.
+            #[cfg(test)]
+            pub(crate) fn to_envelope(self) -> Envelope {
+                Envelope {
+                    $($name: Borrowed::to_owned_field(self.$name),)*
+                }
+            }
+        }
+
+        impl<'a> From<&'a Envelope> for EnvelopeRef<'a> {
+            #[inline]
+            fn from(e: &'a Envelope) -> Self {
+                EnvelopeRef {
+                    $($name: Borrowed::borrow(&e.$name),)*
+                }
+            }
+        }
+    };
 }
+envelope_fields!(define_envelope_ref);
 
 impl<'a> EnvelopeRef<'a> {
     /// A view with only the required fields set.
@@ -59,112 +63,90 @@ impl<'a> EnvelopeRef<'a> {
         EnvelopeRef {
             version: crate::protocol::PROTOCOL_VERSION,
             message_id,
-            request_id: None,
-            timestamp: None,
             kind,
-            operation: None,
-            worker_type: None,
-            source: None,
-            destination: None,
-            priority: None,
-            deadline_ms: None,
-            data: None,
-            success: None,
-            error: None,
-            metrics: None,
-            event_name: None,
-            attachments: Metas::AS_IS_NONE,
+            ..EnvelopeRef::UNSET
         }
-    }
-
-    /// An owned envelope with the same fields.
-    #[cfg(test)]
-    pub(crate) fn to_envelope(self) -> Envelope {
-        let owned = |s: Option<&str>| s.map(str::to_owned);
-        Envelope {
-            version: self.version,
-            message_id: self.message_id.to_owned(),
-            request_id: owned(self.request_id),
-            timestamp: owned(self.timestamp),
-            kind: self.kind,
-            operation: owned(self.operation),
-            worker_type: owned(self.worker_type),
-            source: owned(self.source),
-            destination: owned(self.destination),
-            priority: self.priority,
-            deadline_ms: self.deadline_ms,
-            data: self.data.cloned(),
-            success: self.success,
-            error: self.error.cloned(),
-            metrics: self.metrics.cloned(),
-            event_name: owned(self.event_name),
-            attachments: (0..self.attachments.len())
-                .map(|i| {
-                    let m = self.attachments.get(i);
-                    AttachmentMeta {
-                        name: owned(m.name),
-                        content_type: owned(m.content_type),
-                        size: m.size,
-                        data_base64: owned(m.data_base64),
-                        path: owned(m.path),
-                    }
-                })
-                .collect(),
-        }
-    }
-
-    /// `data` when it goes on the wire (`null` and absent are both omitted).
-    #[inline]
-    pub(crate) fn present_data(&self) -> Option<&'a Value> {
-        self.data.filter(|d| !d.is_null())
     }
 }
 
-impl<'a> From<&'a Envelope> for EnvelopeRef<'a> {
-    #[inline]
-    fn from(e: &'a Envelope) -> Self {
-        // Destructured so that a field added to `Envelope` cannot be forgotten here.
-        let Envelope {
-            version,
-            message_id,
-            request_id,
-            timestamp,
-            kind,
-            operation,
-            worker_type,
-            source,
-            destination,
-            priority,
-            deadline_ms,
-            data,
-            success,
-            error,
-            metrics,
-            event_name,
-            attachments,
-        } = e;
-        EnvelopeRef {
-            version: *version,
-            message_id,
-            request_id: request_id.as_deref(),
-            timestamp: timestamp.as_deref(),
-            kind: *kind,
-            operation: operation.as_deref(),
-            worker_type: worker_type.as_deref(),
-            source: source.as_deref(),
-            destination: destination.as_deref(),
-            priority: *priority,
-            deadline_ms: *deadline_ms,
-            data: data.as_ref(),
-            success: *success,
-            error: error.as_ref(),
-            metrics: metrics.as_ref(),
-            event_name: event_name.as_deref(),
-            attachments: Metas {
-                metas: attachments,
-                sizes: None,
-            },
+/// A field's borrowed type `Self` as a view of its owned type `O`.
+pub(crate) trait Borrowed<'a, O>: Sized {
+    /// The view of `owned`.
+    fn borrow(owned: &'a O) -> Self;
+    /// An owned copy.
+    #[cfg(test)]
+    fn to_owned_field(self) -> O;
+}
+
+/// Types that are their own view (copied).
+impl<'a, T: Copy> Borrowed<'a, T> for T {
+    #[inline(always)]
+    fn borrow(owned: &'a T) -> Self {
+        *owned
+    }
+    #[cfg(test)]
+    fn to_owned_field(self) -> T {
+        self
+    }
+}
+
+impl<'a> Borrowed<'a, String> for &'a str {
+    #[inline(always)]
+    fn borrow(owned: &'a String) -> Self {
+        owned
+    }
+    #[cfg(test)]
+    fn to_owned_field(self) -> String {
+        self.to_owned()
+    }
+}
+
+impl<'a> Borrowed<'a, Option<String>> for Option<&'a str> {
+    #[inline(always)]
+    fn borrow(owned: &'a Option<String>) -> Self {
+        owned.as_deref()
+    }
+    #[cfg(test)]
+    fn to_owned_field(self) -> Option<String> {
+        self.map(str::to_owned)
+    }
+}
+
+/// Free-form parts (`data`, `error`, `metrics`), by reference.
+impl<'a, T: Clone> Borrowed<'a, Option<T>> for Option<&'a T> {
+    #[inline(always)]
+    fn borrow(owned: &'a Option<T>) -> Self {
+        owned.as_ref()
+    }
+    #[cfg(test)]
+    fn to_owned_field(self) -> Option<T> {
+        self.cloned()
+    }
+}
+
+impl<'a> Borrowed<'a, Vec<AttachmentMeta>> for Metas<'a> {
+    #[inline(always)]
+    fn borrow(owned: &'a Vec<AttachmentMeta>) -> Self {
+        Metas {
+            metas: owned,
+            sizes: None,
         }
+    }
+    #[cfg(test)]
+    fn to_owned_field(self) -> Vec<AttachmentMeta> {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        (0..self.len())
+            .map(|i| {
+                let m = self.get(i);
+                AttachmentMeta {
+                    name: owned(m.name),
+                    content_type: owned(m.content_type),
+                    size: m.size,
+                    data_base64: owned(m.data_base64),
+                    path: owned(m.path),
+                }
+            })
+            .collect()
     }
 }
 
@@ -178,11 +160,6 @@ pub(crate) struct Metas<'a> {
 }
 
 impl<'a> Metas<'a> {
-    const AS_IS_NONE: Metas<'static> = Metas {
-        metas: &[],
-        sizes: None,
-    };
-
     /// How many attachments go on the wire.
     #[inline]
     pub(crate) fn len(&self) -> usize {

@@ -1,5 +1,6 @@
 //! The envelope: one struct for every message type.
 
+use super::schema::{envelope_fields, Field};
 use super::{ErrorCode, ReadyInfo, EVENT_READY, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -123,75 +124,46 @@ pub struct AttachmentMeta {
     pub path: Option<String>,
 }
 
-/// One protocol message. Optional fields are omitted on the wire when unset.
-///
-/// ```
-/// use ferry::protocol::{Envelope, MessageType};
-/// let req = Envelope::request("r-1", "inference", serde_json::json!({"prompt": "a fox"}));
-/// assert_eq!(req.kind, MessageType::Request);
-/// let json = serde_json::to_string(&req)?;
-/// assert!(json.contains("\"type\":\"request\""));
-/// let back: Envelope = serde_json::from_str(&json)?;
-/// back.check_version()?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Envelope {
-    /// Protocol version; must equal [`PROTOCOL_VERSION`].
-    pub version: u32,
-    /// Unique id of this message on its sender's side.
-    pub message_id: String,
-    /// The request this message answers, reports on or cancels.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    /// RFC 3339 UTC time the message was made (informational).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<String>,
-    /// The message type.
-    #[serde(rename = "type")]
-    pub kind: MessageType,
-    /// The operation a request asks for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub operation: Option<String>,
-    /// The worker type a request is meant for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker_type: Option<String>,
-    /// Who sent it (free-form, for tracing).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// Who it is for (free-form, for tracing).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination: Option<String>,
-    /// Scheduling priority of a request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<Priority>,
-    /// Milliseconds the request may take, from when the worker receives it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deadline_ms: Option<u64>,
-    /// The payload: request input, response output, event detail. `null` and absent are
-    /// the same on the wire (both are omitted and read back as `None`).
-    #[serde(default, skip_serializing_if = "is_absent")]
-    pub data: Option<Value>,
-    /// `true` on responses, `false` on errors.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub success: Option<bool>,
-    /// What went wrong, on errors.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorBody>,
-    /// Worker-side measurements, on responses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<Metrics>,
-    /// The event's name (`ready`, `progress`, ...), on events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_name: Option<String>,
-    /// Binary attachments that travel with the message.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attachments: Vec<AttachmentMeta>,
-}
+/// Generates [`Envelope`] from the field list.
+macro_rules! define_envelope {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident $key:literal: $owned:ty, $borrowed:ty $(, $default:ident)?;
+    )*) => {
+        /// One protocol message. Optional fields are omitted on the wire when unset.
+        ///
+        /// ```
+        /// use ferry::protocol::{Envelope, MessageType};
+        /// let req = Envelope::request("r-1", "inference", serde_json::json!({"prompt": "a fox"}));
+        /// assert_eq!(req.kind, MessageType::Request);
+        /// let json = serde_json::to_string(&req)?;
+        /// assert!(json.contains("\"type\":\"request\""));
+        /// let back: Envelope = serde_json::from_str(&json)?;
+        /// back.check_version()?;
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        ///
+        /// The fields are generated from the one field list (`envelope_fields!` in
+        /// `protocol/schema.rs`), as are the borrowed form and the codecs' field tables.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub struct Envelope {
+            $(
+                $(#[doc = $doc])*
+                #[serde(rename = $key)]
+                $(#[serde($default, skip_serializing_if = "Field::is_unset")])?
+                pub $name: $owned,
+            )*
+        }
 
-fn is_absent(data: &Option<Value>) -> bool {
-    matches!(data, None | Some(Value::Null))
+        impl Envelope {
+            /// Every field unset; the required ones hold placeholders.
+            const UNSET: Envelope = Envelope {
+                $($name: <$owned as Field>::UNSET,)*
+            };
+        }
+    };
 }
+envelope_fields!(define_envelope);
 
 /// A message that is well-formed but breaks the protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -239,21 +211,8 @@ impl Envelope {
         Envelope {
             version: PROTOCOL_VERSION,
             message_id: message_id.into(),
-            request_id: None,
-            timestamp: None,
             kind,
-            operation: None,
-            worker_type: None,
-            source: None,
-            destination: None,
-            priority: None,
-            deadline_ms: None,
-            data: None,
-            success: None,
-            error: None,
-            metrics: None,
-            event_name: None,
-            attachments: Vec::new(),
+            ..Envelope::UNSET
         }
     }
 

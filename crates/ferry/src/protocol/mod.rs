@@ -17,6 +17,7 @@ mod ids;
 pub mod legacy;
 mod ops;
 mod ready;
+pub(crate) mod schema;
 
 pub use dialect::Dialect;
 pub use envelope::{
