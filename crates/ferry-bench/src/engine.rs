@@ -4,12 +4,13 @@ use super::{python, BenchError, RoundTrip};
 use ferry::codec::{CodecKind, Framing};
 use ferry::protocol::Envelope;
 use ferry::transport::TransportKind;
-use ferry::worker::{CallOptions, Response, WorkerProcess, WorkerSpec};
+use ferry::worker::{CallError, CallOptions, Response, WorkerProcess, WorkerSpec};
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 /// Which echo worker answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -19,10 +20,13 @@ pub enum WorkerLang {
     Rust,
     /// `python -m ferry_worker.echo` (the pyo3 SDK).
     Python,
+    /// Any worker that answers `echo`, started from a command line
+    /// ([`SuiteOptions::cmd`](crate::SuiteOptions::cmd), `ferry bench --cmd`).
+    Cmd,
 }
 
 impl WorkerLang {
-    /// Both.
+    /// The built-in echo workers, the ones `--worker` names (`cmd` comes with `--cmd`).
     pub const ALL: [WorkerLang; 2] = [WorkerLang::Rust, WorkerLang::Python];
 
     /// The name on the command line and in the JSON.
@@ -30,6 +34,7 @@ impl WorkerLang {
         match self {
             WorkerLang::Rust => "rust",
             WorkerLang::Python => "python",
+            WorkerLang::Cmd => "cmd",
         }
     }
 }
@@ -60,7 +65,8 @@ pub fn codec_for(transport: TransportKind) -> CodecKind {
 }
 
 /// How to start an echo worker of `lang`: the `ferry` executable for Rust, a Python with
-/// `ferry_worker` for Python (`Err` says why there is none).
+/// `ferry_worker` for Python (`Err` says why there is none; always for
+/// [`WorkerLang::Cmd`], whose spec is the user's command line).
 pub fn echo_spec(lang: WorkerLang, ferry_exe: &Path) -> Result<WorkerSpec, String> {
     Ok(match lang {
         WorkerLang::Rust => {
@@ -74,6 +80,7 @@ pub fn echo_spec(lang: WorkerLang, ferry_exe: &Path) -> Result<WorkerSpec, Strin
                 ["-m", "ferry_worker.echo"],
             )
         }
+        WorkerLang::Cmd => return Err("the cmd worker is started from its command line".into()),
     })
 }
 
@@ -82,13 +89,39 @@ pub fn echo_spec(lang: WorkerLang, ferry_exe: &Path) -> Result<WorkerSpec, Strin
 ///
 /// On line-framed transports (stdio) the payload travels as the request's `data`, a JSON
 /// string; on framed ones as one raw attachment with `data` null. Each round trip checks
-/// the echo's length; the first one also checks its bytes.
+/// the echo's shape (`data` a string and no attachments, or `data` null and one
+/// attachment) and length; the first one also checks its bytes. With a
+/// [`timeout`](EnginePeer::with_timeout) every request has that deadline, and a worker
+/// that lets it pass fails with [`BenchError::NoAnswer`].
 #[derive(Debug)]
 pub struct EnginePeer {
     worker: WorkerProcess,
     in_data: bool,
     options: CallOptions,
     checked: bool,
+}
+
+impl EnginePeer {
+    /// Gives every request this deadline (none by default): a worker that does not answer
+    /// in time fails the round trip with [`BenchError::NoAnswer`] instead of hanging it.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// The per-request deadline, from now (`None`: no limit).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.options.timeout.map(|t| Instant::now() + t)
+    }
+
+    /// `e` as the harness's error: a passed deadline is [`BenchError::NoAnswer`] with the
+    /// timeout set here (the engine reports the time that was left when the call began).
+    pub fn call_error(&self, e: CallError) -> BenchError {
+        match (e, self.options.timeout) {
+            (CallError::Timeout(_), Some(timeout)) => BenchError::NoAnswer { timeout },
+            (e, _) => e.into(),
+        }
+    }
 }
 
 impl EnginePeer {
@@ -119,8 +152,28 @@ impl EnginePeer {
     /// Checks that `reply` echoes `payload` (length always, bytes when `full`).
     pub fn check(&self, reply: &Response, payload: &[u8], full: bool) -> Result<(), BenchError> {
         let echoed: &[u8] = if self.in_data {
-            reply.data.as_str().map(str::as_bytes).unwrap_or_default()
+            if !reply.attachments.is_empty() {
+                return Err(BenchError::BadEcho(format!(
+                    "{} attachments back, expected none",
+                    reply.attachments.len()
+                )));
+            }
+            match reply.data.as_str() {
+                Some(text) => text.as_bytes(),
+                None => {
+                    return Err(BenchError::BadEcho(format!(
+                        "data back is {}, expected the string sent",
+                        kind_of(&reply.data)
+                    )))
+                }
+            }
         } else {
+            if !reply.data.is_null() {
+                return Err(BenchError::BadEcho(format!(
+                    "data back is {}, expected null",
+                    kind_of(&reply.data)
+                )));
+            }
             match reply.attachments.as_slice() {
                 [one] => one,
                 other => {
@@ -131,11 +184,17 @@ impl EnginePeer {
                 }
             }
         };
-        if echoed.len() != payload.len() || (full && echoed != payload) {
+        if echoed.len() != payload.len() {
             return Err(BenchError::BadEcho(format!(
                 "{} bytes back for {} sent",
                 echoed.len(),
                 payload.len()
+            )));
+        }
+        if full && echoed != payload {
+            return Err(BenchError::BadEcho(format!(
+                "{} bytes back as sent, but not the bytes sent",
+                echoed.len()
             )));
         }
         Ok(())
@@ -166,10 +225,23 @@ impl RoundTrip for EnginePeer {
         let attachments: &[&[u8]] = if self.in_data { &attachments } else { &one };
         let reply = self
             .worker
-            .call_with(request, attachments, &self.options, |_| {})?;
+            .call_with(request, attachments, &self.options, |_| {})
+            .map_err(|e| self.call_error(e))?;
         let full = !self.checked;
         self.check(&reply, payload, full)?;
         self.checked = true;
         Ok(())
+    }
+}
+
+/// The JSON type of `value`, for a bad-echo message (not the value: it may be large).
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }

@@ -1,8 +1,10 @@
 //! Errors of the benchmark suite.
 
 use ferry::worker::{CallError, SpawnError};
+use std::time::Duration;
 
-/// Why a benchmark case (or the whole run) failed.
+/// Why a benchmark case (or the whole run) failed. Every variant has a stable
+/// [`code`](BenchError::code), written beside the message in the JSON report's `failures`.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// A transport or worker name on the command line is not known at all.
@@ -32,9 +34,17 @@ pub enum BenchError {
     /// A worker could not be started (spawn, handshake).
     #[error(transparent)]
     Spawn(#[from] SpawnError),
-    /// An engine call failed (a round trip).
+    /// An engine call failed (a round trip). A passed deadline is
+    /// [`NoAnswer`](BenchError::NoAnswer) instead.
     #[error(transparent)]
-    Call(#[from] CallError),
+    Call(CallError),
+    /// The worker did not answer a request within its deadline (the `--cmd` worker's
+    /// `--cmd-timeout-ms`): it does not serve `echo`, or hangs. A cancel was sent.
+    #[error("no answer to `echo` within {} ms: the worker must answer the `echo` operation with the request's data and attachments", .timeout.as_millis())]
+    NoAnswer {
+        /// The per-request deadline that passed.
+        timeout: Duration,
+    },
     /// A bare peer, the HTTP server, or a file failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -47,4 +57,50 @@ pub enum BenchError {
     /// Writing the JSON report failed.
     #[error("cannot encode the report: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+impl From<CallError> for BenchError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Timeout(timeout) => BenchError::NoAnswer { timeout },
+            other => BenchError::Call(other),
+        }
+    }
+}
+
+impl BenchError {
+    /// The stable code of this error (`bench_*` for the harness's own; a worker's spawn
+    /// and call errors keep the engine's code, e.g. `startup_failed`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            BenchError::UnknownTransport { .. } => "bench_unknown_transport",
+            BenchError::UnknownWorker(_) => "bench_unknown_worker",
+            BenchError::UnknownPin(_) => "bench_unknown_pin",
+            BenchError::NotEnoughCpus { .. } => "bench_not_enough_cpus",
+            BenchError::Spawn(e) => e.code().as_str(),
+            BenchError::Call(e) => e.code().as_str(),
+            BenchError::NoAnswer { .. } => "bench_no_answer",
+            BenchError::Io(_) => "bench_io",
+            BenchError::BadEcho(_) => "bench_bad_echo",
+            BenchError::Harness(_) => "bench_harness",
+            BenchError::Json(_) => "bench_json",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_passed_deadline_is_no_answer_with_its_own_code() {
+        let e = BenchError::from(CallError::Timeout(Duration::from_millis(250)));
+        assert!(matches!(e, BenchError::NoAnswer { .. }), "{e:?}");
+        assert_eq!(e.code(), "bench_no_answer");
+        assert!(e.to_string().contains("250 ms"), "{e}");
+        let e = BenchError::from(CallError::WorkerCrashed {
+            status: "exit 1".into(),
+        });
+        assert_eq!(e.code(), "worker_crashed");
+    }
 }

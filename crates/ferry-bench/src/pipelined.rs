@@ -78,7 +78,10 @@ fn run(
                         let (mut request, attachments) = peer.request(payload)?;
                         request.timestamp = Some(now_timestamp());
                         let before = Instant::now();
-                        let reply = conn.start(request, &attachments, None)?.wait(|_| {})?;
+                        let reply = conn
+                            .start(request, &attachments, peer.deadline())
+                            .and_then(|pending| pending.wait(|_| {}))
+                            .map_err(|e| peer.call_error(e))?;
                         hist.saturating_record(before.elapsed().as_nanos().max(1) as u64);
                         peer.check(&reply, payload, false)?;
                     }

@@ -70,6 +70,7 @@ pub(super) fn plan(options: &SuiteOptions) -> Plan {
                     transport: "all".into(),
                     worker: Some("python".into()),
                     reason: why,
+                    code: None,
                 });
                 None
             }
@@ -77,6 +78,14 @@ pub(super) fn plan(options: &SuiteOptions) -> Plan {
     } else {
         None
     };
+    if options.workers.contains(&WorkerLang::Cmd) && options.cmd.is_none() {
+        skipped.push(Skipped {
+            transport: "all".into(),
+            worker: Some("cmd".into()),
+            reason: "no command line for the cmd worker".into(),
+            code: None,
+        });
+    }
     let mut http_python = None;
     if options.targets.contains(&Target::Http) {
         match python::any_python() {
@@ -85,6 +94,7 @@ pub(super) fn plan(options: &SuiteOptions) -> Plan {
                 transport: "http".into(),
                 worker: Some("python".into()),
                 reason: format!("no Python 3 for the HTTP worker: {why}"),
+                code: None,
             }),
         }
     }
@@ -96,6 +106,7 @@ pub(super) fn plan(options: &SuiteOptions) -> Plan {
                     transport: name.to_string(),
                     worker: None,
                     reason: "not in this build".into(),
+                    code: None,
                 });
                 continue;
             }
@@ -104,7 +115,11 @@ pub(super) fn plan(options: &SuiteOptions) -> Plan {
             Target::Engine(kind) => options
                 .workers
                 .iter()
-                .filter(|w| **w == WorkerLang::Rust || python.is_some())
+                .filter(|w| match w {
+                    WorkerLang::Rust => true,
+                    WorkerLang::Python => python.is_some(),
+                    WorkerLang::Cmd => options.cmd.is_some(),
+                })
                 .map(|w| Step::Engine(*kind, *w))
                 .collect(),
         };

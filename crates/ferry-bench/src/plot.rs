@@ -1,7 +1,7 @@
 //! An SVG line chart of p50 by transport and payload, written by hand (no plotting crate
 //! to compile): one colour per transport, a solid line for the Rust worker, a dotted one
-//! for the Python worker, a dashed one for the transport's bare floor; a logarithmic
-//! latency axis.
+//! for the Python worker, a dash-dotted one for the `--cmd` worker, a dashed one for the
+//! transport's bare floor; a logarithmic latency axis.
 
 use super::report::Report;
 use super::table::fmt_bytes;
@@ -51,7 +51,11 @@ pub fn p50_chart(report: &Report, pin: Pin) -> String {
         }),
     };
     for r in report.results.iter().filter(|r| r.pin == pin) {
-        let dash = if r.worker == "rust" { "" } else { "2 3" };
+        let dash = match r.worker.as_str() {
+            "rust" => "",
+            "cmd" => "8 3 2 3",
+            _ => "2 3",
+        };
         add(
             format!("{} ({} worker)", r.transport, r.worker),
             &r.transport,

@@ -13,7 +13,7 @@ use serde::Serialize;
 pub struct CaseResult {
     /// `stdio`, `socket`, `tcp`, `shm` or `http`.
     pub transport: String,
-    /// `rust` or `python`.
+    /// `rust`, `python`, or `cmd` (the `--cmd` worker).
     pub worker: String,
     /// The codec (`http/1.1` for the HTTP baseline).
     pub codec: String,
@@ -109,7 +109,7 @@ pub struct FloorResult {
 pub struct PipelinedResult {
     /// The transport.
     pub transport: String,
-    /// `rust` or `python`.
+    /// `rust`, `python`, or `cmd` (the `--cmd` worker).
     pub worker: String,
     /// Payload bytes each way.
     pub payload_bytes: usize,
@@ -131,6 +131,10 @@ pub struct Skipped {
     pub worker: Option<String>,
     /// Why.
     pub reason: String,
+    /// A failure's stable error code ([`BenchError::code`](crate::BenchError::code));
+    /// absent for a skip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
 }
 
 /// How the figures were taken, stated in the output itself.
@@ -176,7 +180,6 @@ impl Report {
     }
 }
 
-#[cfg(test)]
 #[cfg(test)]
 mod tests {
     use super::*;

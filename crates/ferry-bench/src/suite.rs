@@ -12,6 +12,8 @@ use super::plan::{plan, Case, Plan, Step, PIPELINED_MAX_PAYLOAD};
 use super::report::{CaseResult, FloorResult, Method, PipelinedResult, Report, Skipped};
 use super::target::Target;
 use super::{payload, BenchError, RoundTrip};
+use ferry::transport::TransportKind;
+use ferry::worker::WorkerSpec;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,7 +27,14 @@ pub struct SuiteOptions {
     /// Transports, in order.
     pub targets: Vec<Target>,
     /// Echo workers of the engine transports (the HTTP baseline is always Python).
+    /// [`WorkerLang::Cmd`] runs [`cmd`](Self::cmd).
     pub workers: Vec<WorkerLang>,
+    /// The command line of the [`WorkerLang::Cmd`] worker, any worker that answers
+    /// `echo` (its transport and codec are set per case, like the built-in workers').
+    pub cmd: Option<WorkerSpec>,
+    /// The deadline of each request to the cmd worker: one that passes fails the case
+    /// with [`BenchError::NoAnswer`].
+    pub cmd_timeout: Duration,
     /// Payload sizes for every transport; `None`: [`default_payloads`](super::default_payloads) per transport.
     pub payloads: Option<Vec<usize>>,
     /// Timed round trips per case.
@@ -39,14 +48,16 @@ pub struct SuiteOptions {
 }
 
 impl SuiteOptions {
-    /// The defaults of `ferry bench`: every transport, both workers, default payloads,
-    /// 2,000 round trips per case, at most 2 s each, unpinned, 16 in flight when
-    /// pipelined.
+    /// The defaults of `ferry bench`: every transport, both built-in workers (no cmd
+    /// worker; 5 s per request when there is one), default payloads, 2,000 round trips
+    /// per case, at most 2 s each, unpinned, 16 in flight when pipelined.
     pub fn new(ferry_exe: impl Into<PathBuf>) -> Self {
         SuiteOptions {
             ferry_exe: ferry_exe.into(),
             targets: Target::all(),
             workers: WorkerLang::ALL.to_vec(),
+            cmd: None,
+            cmd_timeout: Duration::from_secs(5),
             payloads: None,
             iterations: 2000,
             max_case_time: Duration::from_secs(2),
@@ -102,16 +113,24 @@ fn run_case(
             python.display().to_string(),
             ["-m", "ferry_worker.echo"],
         )),
+        (WorkerLang::Cmd, _) => options
+            .cmd
+            .clone()
+            .ok_or_else(|| BenchError::Harness("no command line for the cmd worker".into())),
         _ => echo_spec(w, &options.ferry_exe).map_err(BenchError::Harness),
+    };
+    let engine = |t: TransportKind, w: WorkerLang| {
+        let peer = EnginePeer::spawn(spec(w)?, t)?;
+        Ok::<_, BenchError>(match w {
+            WorkerLang::Cmd => peer.with_timeout(options.cmd_timeout),
+            _ => peer,
+        })
     };
     let mut peer: Box<dyn RoundTrip> = match &case.step {
         Step::Floor(kind) => {
             placement.spawn_peer(|| kind.spawn(&options.ferry_exe, case.payload))??
         }
-        Step::Engine(t, w) => {
-            let spec = spec(*w)?;
-            Box::new(placement.spawn_peer(|| EnginePeer::spawn(spec, *t))??)
-        }
+        Step::Engine(t, w) => Box::new(placement.spawn_peer(|| engine(*t, *w))??),
         Step::Http => {
             let python = plan
                 .http_python
@@ -120,8 +139,7 @@ fn run_case(
             Box::new(placement.spawn_peer(|| HttpPeer::spawn(python, case.payload))??)
         }
         Step::Pipelined(t, w) => {
-            let spec = spec(*w)?;
-            let peer = placement.spawn_peer(|| EnginePeer::spawn(spec, *t))??;
+            let peer = placement.spawn_peer(|| engine(*t, *w))??;
             let stats = pipelined(&peer, &message, options.pipelined_depth, &limits);
             peer.shutdown()?;
             return Ok(Outcome::Pipelined(stats?));
@@ -155,6 +173,7 @@ pub fn run(
     let mut placements: HashMap<Pin, Placement> = HashMap::new();
     let mut floors: HashMap<(FloorKind, usize, Pin), f64> = HashMap::new();
     let mut sequential: HashMap<(String, String, usize, Pin), f64> = HashMap::new();
+    let mut cmd_given_up: HashMap<String, (&'static str, String)> = HashMap::new();
     let mut report = Report {
         ferry_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at,
@@ -182,9 +201,31 @@ pub fn run(
                 p
             }
         };
-        let outcome = run_case(case, options, &plan, &placement, &mut |done, of| {
-            on_progress(Progress::Tick { done, of })
-        });
+        // A cmd worker that did not start or answer on a transport is not tried there
+        // again: each case would only wait out the same deadline.
+        let cmd_transport = match &case.step {
+            Step::Engine(t, WorkerLang::Cmd) | Step::Pipelined(t, WorkerLang::Cmd) => {
+                Some(t.to_string())
+            }
+            _ => None,
+        };
+        let given_up = cmd_transport
+            .as_ref()
+            .and_then(|t| cmd_given_up.get(t).cloned());
+        let outcome = match given_up {
+            Some((code, why)) => Err((code, format!("not run, the worker failed before: {why}"))),
+            None => run_case(case, options, &plan, &placement, &mut |done, of| {
+                on_progress(Progress::Tick { done, of })
+            })
+            .map_err(|e| {
+                if let (Some(t), BenchError::NoAnswer { .. } | BenchError::Spawn(_)) =
+                    (&cmd_transport, &e)
+                {
+                    cmd_given_up.insert(t.clone(), (e.code(), e.to_string()));
+                }
+                (e.code(), e.to_string())
+            }),
+        };
         placement.leave()?;
         let (transport, worker) = match &case.step {
             Step::Floor(kind) => (kind.as_str().to_string(), None),
@@ -192,14 +233,15 @@ pub fn run(
             Step::Http => ("http".to_string(), None),
         };
         let summary = match outcome {
-            Err(e) => {
+            Err((code, e)) => {
                 let reason = format!("{label}: {e}");
                 report.failures.push(Skipped {
                     transport,
                     worker: worker.map(|w| w.to_string()),
                     reason: reason.clone(),
+                    code: Some(code),
                 });
-                format!("FAILED {reason}")
+                format!("FAILED [{code}] {reason}")
             }
             Ok(Outcome::Sequential(stats)) => {
                 let line = format!(
@@ -294,8 +336,7 @@ fn method(options: &SuiteOptions) -> Method {
         Pin::Same => "pinned: host and peer on one CPU (sched_setaffinity, the child inherits it)"
             .to_string(),
     };
-    Method {
-        notes: vec![
+    let mut notes = vec![
             "processes, not threads: the host is this process, every peer a child process".into(),
             "payload written and read: the host sends the whole payload and reads the whole echo back; the peer reads it whole and writes it back".into(),
             "engine: stdio carries the payload as a JSON string in `data`; socket, tcp and shm as one raw attachment, MessagePack envelope; the echo length is checked on every call, the bytes on the first".into(),
@@ -305,9 +346,26 @@ fn method(options: &SuiteOptions) -> Method {
             pin,
             format!("each case: a warm-up, then up to {} timed round trips one at a time (at most {:.1} s), latencies in an HDR histogram", options.iterations, options.max_case_time.as_secs_f64()),
             format!("pipelined: {} caller threads on one connection, payloads up to {} B", options.pipelined_depth, PIPELINED_MAX_PAYLOAD),
-        ],
+        ];
+    if let Some(cmd) = options
+        .cmd
+        .as_ref()
+        .filter(|_| options.workers.contains(&WorkerLang::Cmd))
+    {
+        notes.push(format!(
+            "cmd worker: `{}` (worker \"cmd\"), sent `echo` like the built-in workers and checked the same way; every request has a deadline of {} ms",
+            std::iter::once(cmd.command.as_str()).chain(cmd.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" "),
+            options.cmd_timeout.as_millis()
+        ));
+    }
+    Method {
+        notes,
         iterations_requested: options.iterations,
         max_case_seconds: options.max_case_time.as_secs_f64(),
-        pipelined_depth: if options.pipelined_depth > 1 { options.pipelined_depth } else { 0 },
+        pipelined_depth: if options.pipelined_depth > 1 {
+            options.pipelined_depth
+        } else {
+            0
+        },
     }
 }

@@ -74,6 +74,8 @@ pub fn transport_suite(c: &mut Criterion, transport: TransportKind) {
                     ["-m", "ferry_worker.echo"],
                 ),
                 (WorkerLang::Python, None) => continue,
+                // `ferry bench --cmd` only: not in `ALL`.
+                (WorkerLang::Cmd, _) => continue,
             };
             let codec = ferry_bench::codec_for(transport);
             let mut peer = EnginePeer::spawn(spec, transport).expect("echo worker");

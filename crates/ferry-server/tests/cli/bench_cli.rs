@@ -233,3 +233,117 @@ fn unknown_worker_and_pin_are_cli_errors() {
         assert!(stderr(&out).contains(args[1]), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn cmd_worker_rows_say_cmd_on_every_transport_asked() {
+    let cmd = format!("'{}' worker echo", ferry_bin());
+    let mut args = vec![
+        "--cmd",
+        &cmd,
+        "--transport",
+        "stdio,socket",
+        "--payload",
+        "64,4k",
+    ];
+    args.extend(TINY);
+    let (out, json) = bench(&args, &[]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let json = json.expect("the JSON file is written");
+    let results = json["results"].as_array().expect("results");
+    for transport in ["stdio", "socket"] {
+        for payload in [64u64, 4096] {
+            let row = results
+                .iter()
+                .find(|r| r["transport"] == transport && r["payload_bytes"] == payload)
+                .unwrap_or_else(|| panic!("no {transport} {payload} row in {results:?}"));
+            assert_eq!(row["worker"], "cmd", "{row}");
+            assert!(number(row, "p50_us") > 0.0, "{row}");
+            assert!(number(row, "ratio_to_floor") > 0.0, "{row}");
+        }
+    }
+    assert!(
+        results.iter().all(|r| r["worker"] == "cmd"),
+        "--cmd alone benches the cmd worker only: {results:?}"
+    );
+    assert!(json["pipelined"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["worker"] == "cmd" && p["transport"] == "socket"));
+    let notes = json["method"]["notes"].to_string();
+    assert!(notes.contains("cmd worker"), "{notes}");
+    assert_eq!(json["failures"].as_array().unwrap().len(), 0);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("cmd"), "{table}");
+}
+
+#[test]
+fn cmd_worker_that_never_answers_fails_with_no_answer() {
+    let cmd = format!("'{}' hang", common::fault_bin());
+    let mut args = vec![
+        "--cmd",
+        &cmd,
+        "--cmd-timeout-ms",
+        "200",
+        "--transport",
+        "stdio",
+        "--payload",
+        "64,4k",
+    ];
+    args.extend(TINY);
+    let (out, json) = bench(&args, &[]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("[bench_no_answer]"), "{err}");
+    assert!(err.contains("no answer to `echo` within 200 ms"), "{err}");
+    let json = json.expect("the JSON file is written even when cases fail");
+    let failures = json["failures"].as_array().unwrap();
+    // 64 B, 4 KiB, and the pipelined 64 B and 4 KiB cases: the first waited out the
+    // deadline, the others were not run.
+    assert_eq!(failures.len(), 4, "{failures:?}");
+    for f in failures {
+        assert_eq!(f["code"], "bench_no_answer", "{f}");
+        assert_eq!(f["worker"], "cmd", "{f}");
+    }
+    assert!(json["results"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn cmd_worker_that_cannot_start_fails_with_the_spawn_error() {
+    let mut args = vec![
+        "--cmd",
+        "/nonexistent/ferry-worker --flag",
+        "--transport",
+        "stdio,socket",
+        "--payload",
+        "64",
+        "--pipelined",
+        "0",
+    ];
+    args.extend(&TINY[..4]);
+    let (out, json) = bench(&args, &[]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("[startup_failed]"), "{err}");
+    assert!(err.contains("/nonexistent/ferry-worker"), "{err}");
+    let failures = json.unwrap()["failures"].as_array().unwrap().clone();
+    assert_eq!(failures.len(), 2, "one per transport: {failures:?}");
+    assert!(failures.iter().all(|f| f["code"] == "startup_failed"));
+}
+
+#[test]
+fn cmd_that_is_not_a_command_line_is_a_cli_error() {
+    let (out, json) = bench(&["--cmd", "python3 'unclosed"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a usage error: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("not a valid command line"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(json.is_none());
+}

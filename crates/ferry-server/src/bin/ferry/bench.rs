@@ -2,6 +2,7 @@
 //! figures as JSON (and an SVG chart) on request.
 
 use clap::Args;
+use ferry::worker::WorkerSpec;
 use ferry_bench::{Pin, Progress, SuiteOptions, Target, WorkerLang};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,13 +12,25 @@ use std::time::Duration;
 #[derive(Args)]
 pub struct BenchArgs {
     /// Transports, comma-separated: stdio, socket, tcp, shm, http (the old design's HTTP
-    /// bridge). Default: all; one this build lacks is reported as skipped.
+    /// bridge). Default: all (all but http with --cmd); one this build lacks is reported
+    /// as skipped.
     #[arg(long, value_parser = parse_targets)]
     transport: Option<Targets>,
     /// Echo workers, comma-separated: rust, python (skipped with a notice when no Python
-    /// with ferry_worker is found; see FERRY_PYTHON). Default: both.
+    /// with ferry_worker is found; see FERRY_PYTHON). Default: both, or none with --cmd.
     #[arg(long, value_parser = parse_workers)]
     worker: Option<Workers>,
+    /// Bench your own worker: its command line, split like a shell would (e.g. "python3
+    /// my_worker.py"). It is started over each transport like the built-in workers and
+    /// sent `echo` requests, which it must answer with the request's data and attachments
+    /// unchanged; its rows have worker "cmd". Add --worker rust to compare.
+    #[arg(long, value_parser = parse_cmd, value_name = "CMD")]
+    cmd: Option<CmdLine>,
+    /// With --cmd: the deadline of each request to the worker, in milliseconds. A worker
+    /// that lets it pass fails the case with bench_no_answer (its other cases on that
+    /// transport are not run).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    cmd_timeout_ms: u64,
     /// Payload sizes in bytes, comma-separated (suffixes k and m: 4k, 1m). Default: 64,
     /// 4k, 1m, and 16m on socket and shm.
     #[arg(long, value_parser = parse_payloads)]
@@ -49,6 +62,24 @@ struct Targets(Vec<Target>);
 struct Workers(Vec<WorkerLang>);
 #[derive(Clone)]
 struct Payloads(Vec<usize>);
+#[derive(Clone)]
+struct CmdLine {
+    command: String,
+    args: Vec<String>,
+}
+
+fn parse_cmd(s: &str) -> Result<CmdLine, String> {
+    match shlex::split(s) {
+        Some(mut words) if !words.is_empty() => {
+            let command = words.remove(0);
+            Ok(CmdLine {
+                command,
+                args: words,
+            })
+        }
+        _ => Err(format!("not a valid command line: {s:?}")),
+    }
+}
 
 fn parse_targets(s: &str) -> Result<Targets, String> {
     let list = Target::parse_list(s).map_err(|e| e.to_string())?;
@@ -157,11 +188,22 @@ pub fn run(args: BenchArgs) -> ExitCode {
         }
     };
     let mut options = SuiteOptions::new(exe);
+    if args.cmd.is_some() {
+        // The user's worker beside the floors; the HTTP baseline is the old design's
+        // Python worker, not theirs.
+        options.targets.retain(|t| *t != Target::Http);
+        options.workers.clear();
+    }
     if let Some(Targets(t)) = args.transport {
         options.targets = t;
     }
     if let Some(Workers(w)) = args.worker {
         options.workers = w;
+    }
+    if let Some(cmd) = args.cmd {
+        options.workers.push(WorkerLang::Cmd);
+        options.cmd = Some(WorkerSpec::new("echo", cmd.command, cmd.args));
+        options.cmd_timeout = Duration::from_millis(args.cmd_timeout_ms);
     }
     options.payloads = args.payload.map(|Payloads(p)| p);
     options.iterations = args.iterations.max(1);
@@ -225,5 +267,14 @@ mod tests {
         assert_eq!(parse_size("16MB").unwrap(), 16 << 20);
         assert!(parse_size("0").is_err());
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn cmd_is_split_like_a_shell() {
+        let cmd = parse_cmd("python3 'my worker.py' --fast").unwrap();
+        assert_eq!(cmd.command, "python3");
+        assert_eq!(cmd.args, ["my worker.py", "--fast"]);
+        assert!(parse_cmd("").is_err());
+        assert!(parse_cmd("python3 'unclosed").is_err());
     }
 }
