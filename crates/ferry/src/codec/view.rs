@@ -159,6 +159,19 @@ pub(crate) struct Metas<'a> {
     pub sizes: Option<&'a [&'a [u8]]>,
 }
 
+// The borrowed form of the `attachments` field; `Metas` is named unqualified in the
+// field list (`protocol/schema.rs`), which is below this layer.
+impl Field for Metas<'_> {
+    const UNSET: Self = Metas {
+        metas: &[],
+        sizes: None,
+    };
+    #[inline(always)]
+    fn is_unset(&self) -> bool {
+        self.is_empty()
+    }
+}
+
 impl<'a> Metas<'a> {
     /// How many attachments go on the wire.
     #[inline]

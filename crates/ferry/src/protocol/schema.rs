@@ -74,14 +74,13 @@ macro_rules! envelope_fields {
             event_name "event_name": Option<String>, Option<&'a str>, default;
             /// Binary attachments that travel with the message.
             attachments "attachments": Vec<$crate::protocol::AttachmentMeta>,
-                $crate::codec::Metas<'a>, default;
+                Metas<'a>, default;
         }
     };
 }
 pub(crate) use envelope_fields;
 
 use super::{AttachmentMeta, ErrorBody, MessageType, Metrics, Priority};
-use crate::codec::Metas;
 use serde_json::Value;
 
 /// What "unset" means for a field's type, owned or borrowed.
@@ -148,17 +147,6 @@ impl Field for Option<&Value> {
 
 impl Field for Vec<AttachmentMeta> {
     const UNSET: Self = Vec::new();
-    #[inline(always)]
-    fn is_unset(&self) -> bool {
-        self.is_empty()
-    }
-}
-
-impl Field for Metas<'_> {
-    const UNSET: Self = Metas {
-        metas: &[],
-        sizes: None,
-    };
     #[inline(always)]
     fn is_unset(&self) -> bool {
         self.is_empty()
