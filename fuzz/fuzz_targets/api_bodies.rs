@@ -14,9 +14,11 @@
 
 use ferry_server::config::{FerryConfig, WorkerTypeConfig, WorkflowConfig};
 use ferry_server::orchestrator::{BatchSpec, Control, Orchestrator};
+use ferry_server::state::StateStore;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 fn empty_config() -> FerryConfig {
     FerryConfig {
@@ -25,7 +27,33 @@ fn empty_config() -> FerryConfig {
         workflows: Vec::new(),
         limits: Default::default(),
         sdxl: Default::default(),
+        state: Default::default(),
     }
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    })
+}
+
+/// One orchestrator with no worker types over an in-memory store for every input: nothing
+/// can be created in it (batches and workflows are refused), so inputs cannot see each
+/// other.
+fn orchestrator() -> &'static Arc<Orchestrator> {
+    static ORCH: OnceLock<Arc<Orchestrator>> = OnceLock::new();
+    ORCH.get_or_init(|| {
+        runtime().block_on(async {
+            let store = StateStore::open_url("memory", "fuzz", 15_000)
+                .await
+                .expect("in-memory state store");
+            Orchestrator::with_pools(BTreeMap::new(), &empty_config(), store)
+        })
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -40,9 +68,10 @@ fuzz_target!(|data: &[u8]| {
             let text = serde_json::to_vec(&spec).unwrap();
             let back: BatchSpec = serde_json::from_slice(&text).expect("BatchSpec re-reads");
             assert_eq!(back, spec, "BatchSpec JSON round trip");
-            let orch = Orchestrator::with_pools(BTreeMap::new(), &empty_config());
             assert!(
-                orch.create_batch(spec).is_err(),
+                runtime()
+                    .block_on(orchestrator().create_batch(spec))
+                    .is_err(),
                 "a batch with no worker types"
             );
         }
@@ -54,8 +83,7 @@ fuzz_target!(|data: &[u8]| {
             let back: WorkflowConfig =
                 serde_json::from_slice(&text).expect("WorkflowConfig re-reads");
             assert_eq!(back, wf, "WorkflowConfig JSON round trip");
-            let orch = Orchestrator::with_pools(BTreeMap::new(), &empty_config());
-            let refused = orch.put_workflow(wf.clone());
+            let refused = runtime().block_on(orchestrator().put_workflow(wf.clone()));
             assert!(refused.is_err(), "a workflow with no worker types");
             let _ = refused.map_err(|e| e.to_string());
 

@@ -18,6 +18,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use ferry_server::config::{FerryConfig, ServerConfig};
 use ferry_server::orchestrator::Orchestrator;
+use ferry_server::state::StateStore;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -69,9 +70,16 @@ fn app() -> &'static axum::Router {
             workflows: Vec::new(),
             limits: Default::default(),
             sdxl: Default::default(),
+            state: Default::default(),
         };
-        let orch = Orchestrator::with_pools(BTreeMap::new(), &config);
-        ferry_server::api::router(orch, &config.server)
+        // An in-memory store; its runner is a task of this runtime.
+        runtime().block_on(async {
+            let store = StateStore::open_url("memory", "fuzz", 15_000)
+                .await
+                .expect("in-memory state store");
+            let orch = Orchestrator::with_pools(BTreeMap::new(), &config, store);
+            ferry_server::api::router(orch, &config.server)
+        })
     })
 }
 
