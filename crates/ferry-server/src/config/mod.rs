@@ -234,6 +234,10 @@ pub struct WorkerTypeConfig {
     /// Dialect.
     #[serde(default)]
     pub dialect: Dialect,
+    /// The frame header offered on framed transports (`compact`, the default, or
+    /// `envelope`); used only when the worker accepts it.
+    #[serde(default)]
+    pub frame_header: ferry::protocol::FrameHeader,
     /// How long a worker may take to send `ready`.
     #[serde(default = "default_startup_timeout_ms")]
     pub startup_timeout_ms: u64,
@@ -510,6 +514,7 @@ impl WorkerTypeConfig {
         spec.transport = self.transport;
         spec.codec = self.codec;
         spec.dialect = self.dialect;
+        spec.frame_header = self.frame_header;
         spec.startup_timeout = Duration::from_millis(self.startup_timeout_ms);
         spec.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
         spec.max_frame = self.max_frame;

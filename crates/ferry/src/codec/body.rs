@@ -48,6 +48,20 @@ impl Ranges {
 }
 
 impl DecodedFrame {
+    /// A frame whose attachments are added with [`push_range`](Self::push_range).
+    pub(super) fn located(envelope: Envelope) -> Self {
+        DecodedFrame {
+            envelope,
+            ranges: Ranges::default(),
+            inline: Vec::new(),
+        }
+    }
+
+    /// Locates the next attachment at `range` of the frame.
+    pub(super) fn push_range(&mut self, range: Range<usize>) {
+        self.ranges.push(range);
+    }
+
     /// How many attachments the frame has.
     pub fn attachment_count(&self) -> usize {
         self.ranges.len + self.inline.len()
@@ -194,6 +208,8 @@ pub(super) fn encode_framed(
     attachments: &Metas<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
+    // Appended: a compact link puts a marker byte first.
+    let start = out.len();
     out.extend_from_slice(&[0; 4]);
     let header_err = |source: HeaderError| CodecError::Header {
         codec: kind,
@@ -209,22 +225,29 @@ pub(super) fn encode_framed(
         CodecKind::MsgPack => msgpack::encode(envelope, attachments, out).map_err(header_err)?,
         CodecKind::Bincode => bincode_wire::encode(&sized(), out).map_err(header_err)?,
     }
-    let header_len = u32::try_from(out.len() - 4).map_err(|_| CodecError::FrameTooLarge {
-        size: out.len(),
-        max: u32::MAX as usize,
-    })?;
-    out[..4].copy_from_slice(&header_len.to_le_bytes());
+    let header_len =
+        u32::try_from(out.len() - start - 4).map_err(|_| CodecError::FrameTooLarge {
+            size: out.len(),
+            max: u32::MAX as usize,
+        })?;
+    out[start..start + 4].copy_from_slice(&header_len.to_le_bytes());
     Ok(())
 }
 
-pub(super) fn decode_framed(kind: CodecKind, frame: &[u8]) -> Result<DecodedFrame, CodecError> {
+/// Decodes the framed body that starts at `start` of `frame` (0, or 1 behind a compact
+/// link's marker byte); attachment ranges are offsets into the whole `frame`.
+pub(super) fn decode_framed(
+    kind: CodecKind,
+    frame: &[u8],
+    start: usize,
+) -> Result<DecodedFrame, CodecError> {
     let len_bytes: [u8; 4] = frame
-        .get(..4)
+        .get(start..start + 4)
         .and_then(|b| b.try_into().ok())
         .ok_or(CodecError::Truncated("no header length"))?;
     let header_len = u32::from_le_bytes(len_bytes) as usize;
     let header = frame
-        .get(4..4usize.saturating_add(header_len))
+        .get(start + 4..(start + 4).saturating_add(header_len))
         .ok_or(CodecError::Truncated("header shorter than announced"))?;
     let header_err = |source: HeaderError| CodecError::Header {
         codec: kind,
@@ -250,7 +273,7 @@ pub(super) fn decode_framed(kind: CodecKind, frame: &[u8]) -> Result<DecodedFram
         }
     }
     decoded.envelope.check_version()?;
-    let mut offset = 4 + header_len;
+    let mut offset = start + 4 + header_len;
     let ranges = &mut decoded.ranges;
     for meta in &decoded.envelope.attachments {
         let size =

@@ -43,6 +43,9 @@ pub enum CodecError {
     /// An unknown codec name.
     #[error("unknown codec `{0}` (expected json, msgpack or bincode)")]
     UnknownCodec(String),
+    /// A compact frame breaks its layout.
+    #[error("compact frame: {0}")]
+    Compact(#[from] super::CompactError),
     /// The message decoded but breaks the protocol.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -60,6 +63,7 @@ impl CodecError {
             CodecError::Truncated(_)
             | CodecError::Header { .. }
             | CodecError::NotUtf8
+            | CodecError::Compact(_)
             | CodecError::Attachment { .. } => ErrorCode::Protocol,
         }
     }

@@ -14,6 +14,7 @@
 
 mod bincode_wire;
 mod body;
+mod compact;
 mod error;
 mod msgpack;
 mod view;
@@ -22,6 +23,7 @@ mod view;
 /// the codec follows.
 pub use crate::transport::Framing;
 pub use body::DecodedFrame;
+pub use compact::{request_id_of, CompactError, CompactWire};
 pub use error::{AttachmentError, CodecError, HeaderError};
 pub(crate) use view::{EnvelopeRef, Metas};
 
@@ -227,7 +229,7 @@ impl Codec {
         }
         match self.framing {
             Framing::Lines => body::decode_line(frame),
-            Framing::LengthPrefixed => body::decode_framed(self.kind, frame),
+            Framing::LengthPrefixed => body::decode_framed(self.kind, frame, 0),
         }
     }
 }

@@ -44,7 +44,7 @@ fn arb_text() -> impl Strategy<Value = String> {
     ]
 }
 
-fn arb_value() -> impl Strategy<Value = Value> {
+pub(super) fn arb_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -86,7 +86,7 @@ fn arb_f64() -> impl Strategy<Value = Option<f64>> {
 }
 
 prop_compose! {
-    fn arb_envelope()(
+    pub(super) fn arb_envelope()(
         kind in 0usize..5,
         version in prop_oneof![Just(1u32), any::<u32>()],
         message_id in arb_text(),

@@ -18,7 +18,10 @@ impl Connection {
         let TxHalf { sender, out } = &mut *tx;
         let result = match self.dialect {
             Dialect::Ferry => {
-                self.codec.encode_ref(env, attachments, out)?;
+                match self.compact.get() {
+                    Some(wire) => wire.encode_ref(env, attachments, out)?,
+                    None => self.codec.encode_ref(env, attachments, out)?,
+                }
                 let raw = match self.codec.framing() {
                     Framing::LengthPrefixed => attachments,
                     Framing::Lines => &[],
@@ -49,7 +52,10 @@ impl Connection {
     /// request).
     pub(super) fn decode_frame(&self, frame: &[u8]) -> Option<(Envelope, Vec<Vec<u8>>)> {
         Some(match self.dialect {
-            Dialect::Ferry => match self.codec.decode(frame) {
+            Dialect::Ferry => match match self.compact.get() {
+                Some(wire) => wire.decode(frame),
+                None => self.codec.decode(frame),
+            } {
                 Ok(decoded) => {
                     let attachments = if decoded.attachment_count() > 0 {
                         decoded.attachments_owned(frame)

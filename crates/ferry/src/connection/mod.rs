@@ -49,8 +49,10 @@ pub use coalesce::{Coalescing, DEFAULT_EVENT_CAPACITY};
 pub use slot::Incoming;
 use slot::Slot;
 
-use crate::codec::{Codec, EnvelopeRef};
-use crate::protocol::{Dialect, Envelope, IdGenerator, ProtocolError, ReadyInfo, PROTOCOL_VERSION};
+use crate::codec::{Codec, CompactWire, EnvelopeRef, Framing};
+use crate::protocol::{
+    Dialect, Envelope, FrameHeader, IdGenerator, ProtocolError, ReadyInfo, PROTOCOL_VERSION,
+};
 use crate::transport::{FrameReceiver, FrameSender, Link, TransportError};
 use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
@@ -58,6 +60,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long the async reader reads before re-checking whether anyone still waits.
@@ -119,6 +122,10 @@ pub type FreedHook = Arc<dyn Fn() + Send + Sync>;
 pub struct Connection {
     label: String,
     codec: Codec,
+    /// The frame header offered to the worker (`FERRY_FRAME_HEADER`).
+    offered: FrameHeader,
+    /// The compact wire, once the worker's `ready` accepted it; set before any request.
+    compact: OnceLock<CompactWire>,
     dialect: Dialect,
     ids: IdGenerator,
     tx: Mutex<TxHalf>,
@@ -140,7 +147,8 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// Wraps a connected link. `label` tags log lines; `on_freed` runs whenever a request
-    /// completes or fails (the pool uses it to hand the worker to a queued caller).
+    /// completes or fails (the pool uses it to hand the worker to a queued caller). The
+    /// link keeps envelope frames; see [`with_frame_header`](Self::with_frame_header).
     pub fn new(
         link: Link,
         codec: Codec,
@@ -148,9 +156,25 @@ impl Connection {
         label: impl Into<String>,
         on_freed: Option<FreedHook>,
     ) -> Arc<Self> {
+        Self::with_frame_header(link, codec, dialect, label, on_freed, FrameHeader::Envelope)
+    }
+
+    /// [`new`](Self::new), for a worker that was offered `offered` in
+    /// `FERRY_FRAME_HEADER`: if its `ready` accepts [`FrameHeader::Compact`], the link
+    /// switches to compact frames (docs/protocol.md, "Compact frames").
+    pub fn with_frame_header(
+        link: Link,
+        codec: Codec,
+        dialect: Dialect,
+        label: impl Into<String>,
+        on_freed: Option<FreedHook>,
+        offered: FrameHeader,
+    ) -> Arc<Self> {
         Arc::new(Connection {
             label: label.into(),
             codec,
+            offered,
+            compact: OnceLock::new(),
             dialect,
             ids: IdGenerator::new("r"),
             tx: Mutex::new(TxHalf {
@@ -249,7 +273,31 @@ impl Connection {
             ))
             .into());
         }
+        if info.frame_header == Some(FrameHeader::Compact) {
+            if self.offered != FrameHeader::Compact
+                || self.codec.framing() != Framing::LengthPrefixed
+            {
+                return Err(ProtocolError::InvalidReady(
+                    "worker chose frame_header compact, which was not offered".into(),
+                )
+                .into());
+            }
+            // Set before the handshake returns, so before any request is sent.
+            let _ = self.compact.set(CompactWire::new(
+                self.codec.kind(),
+                self.codec.max_frame(),
+                &info,
+            ));
+        }
         Ok(info)
+    }
+
+    /// The frame header this link uses (after the handshake).
+    pub fn frame_header(&self) -> FrameHeader {
+        match self.compact.get() {
+            Some(_) => FrameHeader::Compact,
+            None => FrameHeader::Envelope,
+        }
     }
 
     /// Sends `request` (a fresh `message_id` is set) and returns the handle to wait on.

@@ -8,6 +8,10 @@ pub const FERRY_TRANSPORT: &str = "FERRY_TRANSPORT";
 /// Which codec encodes envelopes: `json` (default), `msgpack`, `bincode`.
 pub const FERRY_CODEC: &str = "FERRY_CODEC";
 
+/// The frame header the host offers on a framed link: `compact`, or `envelope` (the
+/// default when unset). A worker that speaks it accepts with `frame_header` in `ready`.
+pub const FERRY_FRAME_HEADER: &str = "FERRY_FRAME_HEADER";
+
 /// The maximum frame size in bytes, both directions.
 pub const FERRY_MAX_FRAME: &str = "FERRY_MAX_FRAME";
 

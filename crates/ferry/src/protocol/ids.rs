@@ -88,7 +88,7 @@ impl IdGenerator {
 
 /// Appends `n` in decimal.
 #[inline]
-fn push_decimal(out: &mut String, mut n: u64) {
+pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {

@@ -13,6 +13,7 @@ pub mod env;
 mod envelope;
 mod error_code;
 mod event;
+mod frame_header;
 mod ids;
 pub mod legacy;
 mod ops;
@@ -25,8 +26,9 @@ pub use envelope::{
 };
 pub use error_code::ErrorCode;
 pub use event::{Event, Progress};
-pub(crate) use ids::Stamp;
+pub use frame_header::{FrameHeader, UnknownFrameHeader};
 pub use ids::{now_timestamp, IdGenerator};
+pub(crate) use ids::{push_decimal, Stamp};
 pub use ops::{
     Operation, EVENT_PROGRESS, EVENT_READY, EVENT_STATUS_CHANGE, OP_CAPABILITIES, OP_HEALTH,
     OP_SHUTDOWN,

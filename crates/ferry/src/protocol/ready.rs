@@ -23,6 +23,10 @@ pub struct ReadyInfo {
     pub operations: Vec<String>,
     /// Codecs the worker can speak (`json`, `msgpack`, `bincode`).
     pub codecs: Vec<String>,
+    /// The frame header the worker switches to after this event: `compact` only when the
+    /// host offered it (`FERRY_FRAME_HEADER`); absent means envelope frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_header: Option<super::FrameHeader>,
     /// Free-form implementation name and version, e.g. `ferry-rust/0.1.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
@@ -37,6 +41,7 @@ impl ReadyInfo {
             pid: std::process::id(),
             operations,
             codecs: super::CODEC_NAMES.iter().map(|c| (*c).to_owned()).collect(),
+            frame_header: None,
             runtime: Some(concat!("ferry-rust/", env!("CARGO_PKG_VERSION")).to_owned()),
         }
     }

@@ -2,8 +2,9 @@
 //!
 //! A worker in any language reads these to find its channel (see `docs/protocol.md`).
 
-use crate::codec::{CodecKind, DEFAULT_MAX_FRAME};
+use crate::codec::{CodecKind, Framing, DEFAULT_MAX_FRAME};
 pub use crate::protocol::env::*;
+use crate::protocol::FrameHeader;
 use crate::transport::TransportKind;
 
 /// Why the worker-side environment is unusable.
@@ -27,6 +28,8 @@ pub struct WorkerEnv {
     pub codec: CodecKind,
     /// `FERRY_MAX_FRAME`.
     pub max_frame: usize,
+    /// `FERRY_FRAME_HEADER`: the frame header the host offers (`envelope` when unset).
+    pub frame_header: FrameHeader,
 }
 
 impl WorkerEnv {
@@ -61,11 +64,37 @@ impl WorkerEnv {
                     bad(FERRY_MAX_FRAME, &v, "expected a positive byte count".into())
                 })?,
             };
+        let frame_header = match lookup(FERRY_FRAME_HEADER) {
+            None => FrameHeader::Envelope,
+            Some(v) => v
+                .parse()
+                .map_err(|e: crate::protocol::UnknownFrameHeader| {
+                    bad(FERRY_FRAME_HEADER, &v, e.to_string())
+                })?,
+        };
         Ok(WorkerEnv {
             transport,
             codec,
             max_frame,
+            frame_header,
         })
+    }
+
+    /// What a worker speaking every frame header puts in `ready.frame_header` on a link
+    /// of `framing`: the host's offer of `compact` on a framed link, else nothing.
+    ///
+    /// ```
+    /// use ferry::codec::Framing;
+    /// use ferry::protocol::FrameHeader;
+    /// use ferry::worker::env::{WorkerEnv, FERRY_FRAME_HEADER};
+    /// let env = WorkerEnv::from_lookup(|k| (k == FERRY_FRAME_HEADER).then(|| "compact".into()))?;
+    /// assert_eq!(env.accepted_frame_header(Framing::LengthPrefixed), Some(FrameHeader::Compact));
+    /// assert_eq!(env.accepted_frame_header(Framing::Lines), None);
+    /// # Ok::<(), ferry::worker::env::EnvError>(())
+    /// ```
+    pub fn accepted_frame_header(&self, framing: Framing) -> Option<FrameHeader> {
+        (self.frame_header == FrameHeader::Compact && framing == Framing::LengthPrefixed)
+            .then_some(FrameHeader::Compact)
     }
 }
 

@@ -1,15 +1,15 @@
 //! The host side of one worker: spawn, handshake, call, stop.
 
 use super::env::{
-    FERRY_CODEC, FERRY_HOST_PID, FERRY_MAX_FRAME, FERRY_TMPDIR, FERRY_TRANSPORT, FERRY_WORKER_ID,
-    FERRY_WORKER_TYPE,
+    FERRY_CODEC, FERRY_FRAME_HEADER, FERRY_HOST_PID, FERRY_MAX_FRAME, FERRY_TMPDIR,
+    FERRY_TRANSPORT, FERRY_WORKER_ID, FERRY_WORKER_TYPE,
 };
 use super::spec::WorkerSpec;
 use super::stderr_log::{self, ExitHook};
-use crate::codec::{Codec, CodecKind};
+use crate::codec::{Codec, CodecKind, Framing};
 use crate::connection::{Call, CallError, Response, SpawnError};
 use crate::connection::{Connection, Fill, FreedHook};
-use crate::protocol::Dialect;
+use crate::protocol::{Dialect, FrameHeader};
 use crate::protocol::{Envelope, ReadyInfo, Stamp, OP_SHUTDOWN};
 use crate::transport::private_dir::PrivateDir;
 use crate::transport::{self, TransportError, TransportKind};
@@ -125,12 +125,19 @@ impl WorkerProcess {
                 reason: "the legacy dialect runs over stdio with json only".into(),
             });
         }
+        // Only framed links of the ferry dialect can switch; others are told `envelope`.
+        let offered = if framing == Framing::LengthPrefixed && spec.dialect == Dialect::Ferry {
+            spec.frame_header
+        } else {
+            FrameHeader::Envelope
+        };
         let mut cmd = Command::new(&spec.command);
         cmd.args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env(FERRY_TRANSPORT, chosen.name())
             .env(FERRY_CODEC, spec.codec.as_str())
             .env(FERRY_MAX_FRAME, spec.max_frame.to_string())
+            .env(FERRY_FRAME_HEADER, offered.as_str())
             .env(FERRY_WORKER_ID, &spec.worker_id)
             .env(FERRY_WORKER_TYPE, &spec.worker_type)
             .env(FERRY_HOST_PID, std::process::id().to_string())
@@ -201,7 +208,14 @@ impl WorkerProcess {
                 None,
             ));
         }
-        let conn = Connection::new(link, codec, spec.dialect, spec.worker_id.clone(), on_freed);
+        let conn = Connection::with_frame_header(
+            link,
+            codec,
+            spec.dialect,
+            spec.worker_id.clone(),
+            on_freed,
+            offered,
+        );
         let mut worker = WorkerProcess {
             child,
             conn,

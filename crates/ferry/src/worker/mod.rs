@@ -7,6 +7,8 @@
 
 pub mod echo;
 pub mod env;
+#[cfg(test)]
+mod frame_header_tests;
 mod handler;
 mod handler_fn;
 mod host;

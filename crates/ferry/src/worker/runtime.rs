@@ -7,9 +7,12 @@
 
 use super::env::{EnvError, WorkerEnv};
 use super::handler::{Context, Handler, HandlerError, Reply, ReplyRef, Request};
-use crate::codec::{with_parts, with_slices, Codec, CodecError, EnvelopeRef, Framing};
+use crate::codec::{
+    request_id_of, with_parts, with_slices, Codec, CodecError, CompactWire, DecodedFrame,
+    EnvelopeRef, Framing,
+};
 use crate::protocol::{
-    Envelope, ErrorBody, ErrorCode, IdGenerator, MessageType, Operation, ReadyInfo,
+    Envelope, ErrorBody, ErrorCode, FrameHeader, IdGenerator, MessageType, Operation, ReadyInfo,
 };
 use crate::transport::{FrameReceiver, FrameSender, Link, TransportError};
 use serde_json::{json, Value};
@@ -55,6 +58,8 @@ pub(super) struct Io {
     tx: Box<dyn FrameSender>,
     rx: Box<dyn FrameReceiver>,
     codec: Codec,
+    /// The compact wire, once `ready` has accepted it.
+    compact: Option<CompactWire>,
     ids: IdGenerator,
     /// The last message id sent, kept for its allocation.
     id_buf: String,
@@ -90,7 +95,11 @@ impl Io {
         env: &EnvelopeRef<'_>,
         attachments: &[&[u8]],
     ) -> Result<(), TransportError> {
-        if let Err(e) = self.codec.encode_ref(env, attachments, &mut self.out) {
+        let encoded = match &self.compact {
+            Some(wire) => wire.encode_ref(env, attachments, &mut self.out),
+            None => self.codec.encode_ref(env, attachments, &mut self.out),
+        };
+        if let Err(e) = encoded {
             tracing::error!(error = %e, "cannot encode outgoing message");
             return Err(TransportError::InvalidFrame(
                 "outgoing message could not be encoded",
@@ -107,6 +116,26 @@ impl Io {
                 Err(TransportError::Disconnected)
             }
             other => other,
+        }
+    }
+
+    /// Decodes one received frame; a frame that cannot be read is logged and skipped, and
+    /// when it is a request whose id can still be read, that request is answered
+    /// `protocol` (so the host's caller hears why instead of waiting).
+    fn decode(&mut self, frame: &[u8]) -> Option<DecodedFrame> {
+        let decoded = match &self.compact {
+            Some(wire) => wire.decode(frame),
+            None => self.codec.decode(frame),
+        };
+        match decoded {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping undecodable frame");
+                if let Some(id) = self.compact.as_ref().and_then(|_| request_id_of(frame)) {
+                    self.send_error(&id, ErrorBody::new(e.code(), e.to_string()));
+                }
+                None
+            }
         }
     }
 
@@ -142,12 +171,8 @@ impl Io {
                     continue;
                 }
             }
-            let decoded = match self.codec.decode(&buf) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(error = %e, "skipping undecodable frame");
-                    continue;
-                }
+            let Some(decoded) = self.decode(&buf) else {
+                continue;
             };
             let is_health = decoded.envelope.kind == MessageType::Request
                 && decoded
@@ -219,14 +244,19 @@ pub fn serve<H: Handler>(
     super::watchdog::start();
     let link = crate::transport::worker_link(env.transport, env.max_frame)?;
     let codec = Codec::new(env.codec, link.framing, env.max_frame)?;
-    let info = ReadyInfo::new(
+    let mut info = ReadyInfo::new(
         worker_type,
         operations.iter().map(|s| (*s).to_owned()).collect(),
     );
+    info.frame_header = env.accepted_frame_header(link.framing);
     serve_link(link, codec, info, handler)
 }
 
 /// Serves on an already connected link (in-process tests, custom transports).
+///
+/// `info` is sent as the `ready` event; with `info.frame_header` set to
+/// [`FrameHeader::Compact`] (which a worker may do only when the host offered it, see
+/// [`WorkerEnv::accepted_frame_header`]) every frame after it is a compact link's frame.
 pub fn serve_link<H: Handler>(
     link: Link,
     codec: Codec,
@@ -237,6 +267,7 @@ pub fn serve_link<H: Handler>(
         tx: link.sender,
         rx: link.receiver,
         codec,
+        compact: None,
         ids: IdGenerator::new("w"),
         id_buf: String::new(),
         out: Vec::new(),
@@ -252,6 +283,11 @@ pub fn serve_link<H: Handler>(
         Ok(()) => {}
         Err(TransportError::Disconnected) => return Ok(()),
         Err(e) => return Err(e.into()),
+    }
+    if info.frame_header == Some(FrameHeader::Compact) && codec.framing() == Framing::LengthPrefixed
+    {
+        // Everything after `ready`, both ways, is a compact link's frame.
+        io.compact = Some(CompactWire::new(codec.kind(), codec.max_frame(), &info));
     }
     let mut buf = Vec::new();
     while !io.host_gone && !io.stop_requested {
@@ -272,12 +308,8 @@ pub fn serve_link<H: Handler>(
             }
             Err(e) => return Err(e.into()),
         }
-        let decoded = match io.codec.decode(&buf) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping undecodable frame");
-                continue;
-            }
+        let Some(decoded) = io.decode(&buf) else {
+            continue;
         };
         let atts: Vec<&[u8]> = (0..decoded.attachment_count())
             .filter_map(|i| decoded.attachment(&buf, i))

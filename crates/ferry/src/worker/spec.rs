@@ -1,7 +1,7 @@
 //! What the host needs to start one worker.
 
 use crate::codec::{CodecKind, DEFAULT_MAX_FRAME};
-use crate::protocol::Dialect;
+use crate::protocol::{Dialect, FrameHeader};
 use crate::transport::{Transport, TransportKind, TransportOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +38,9 @@ pub struct WorkerSpec {
     pub codec: CodecKind,
     /// The dialect.
     pub dialect: Dialect,
+    /// The frame header offered on a framed link (`FERRY_FRAME_HEADER`): compact by
+    /// default, used only when the worker accepts it in `ready`.
+    pub frame_header: FrameHeader,
     /// How long the worker may take to send `ready`.
     pub startup_timeout: Duration,
     /// How long `shutdown` waits at each step (answer, exit after SIGTERM) before escalating.
@@ -74,6 +77,7 @@ impl WorkerSpec {
             transport_options: TransportOptions::default(),
             codec: CodecKind::Json,
             dialect: Dialect::Ferry,
+            frame_header: FrameHeader::default(),
             startup_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
