@@ -45,6 +45,9 @@ pub struct SuiteOptions {
     pub pin: Pin,
     /// Requests in flight in the pipelined cases; 0 or 1 measures none.
     pub pipelined_depth: usize,
+    /// The frame header offered to the engine's workers on framed transports (compact by
+    /// default; `envelope` measures the envelope frames of workers that decline it).
+    pub frame_header: ferry::protocol::FrameHeader,
 }
 
 impl SuiteOptions {
@@ -63,6 +66,7 @@ impl SuiteOptions {
             max_case_time: Duration::from_secs(2),
             pin: Pin::None,
             pipelined_depth: 16,
+            frame_header: ferry::protocol::FrameHeader::default(),
         }
     }
 }
@@ -120,7 +124,9 @@ fn run_case(
         _ => echo_spec(w, &options.ferry_exe).map_err(BenchError::Harness),
     };
     let engine = |t: TransportKind, w: WorkerLang| {
-        let peer = EnginePeer::spawn(spec(w)?, t)?;
+        let mut spec = spec(w)?;
+        spec.frame_header = options.frame_header;
+        let peer = EnginePeer::spawn(spec, t)?;
         Ok::<_, BenchError>(match w {
             WorkerLang::Cmd => peer.with_timeout(options.cmd_timeout),
             _ => peer,
@@ -346,6 +352,7 @@ fn method(options: &SuiteOptions) -> Method {
             pin,
             format!("each case: a warm-up, then up to {} timed round trips one at a time (at most {:.1} s), latencies in an HDR histogram", options.iterations, options.max_case_time.as_secs_f64()),
             format!("pipelined: {} caller threads on one connection, payloads up to {} B", options.pipelined_depth, PIPELINED_MAX_PAYLOAD),
+            format!("frame header offered on socket, tcp and shm: {} (used when the worker accepts it in ready; the Rust echo worker does)", options.frame_header),
         ];
     if let Some(cmd) = options
         .cmd

@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// 4k, 1m, and 16m on socket and shm.
     #[arg(long, value_parser = parse_payloads)]
     payload: Option<Payloads>,
+    /// The frame header offered to the workers on socket, tcp and shm: compact (used when
+    /// the worker accepts it) or envelope.
+    #[arg(long, default_value = "compact", value_parser = parse_frame_header)]
+    frame_header: ferry::protocol::FrameHeader,
     /// Timed round trips per case (after a warm-up of a tenth as many).
     #[arg(long, default_value_t = 2000)]
     iterations: u64,
@@ -207,6 +211,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
     options.payloads = args.payload.map(|Payloads(p)| p);
     options.iterations = args.iterations.max(1);
+    options.frame_header = args.frame_header;
     options.max_case_time = Duration::from_secs_f64(args.max_case_seconds.max(0.0));
     options.pin = args.pin;
     options.pipelined_depth = args.pipelined;
@@ -277,4 +282,8 @@ mod tests {
         assert!(parse_cmd("").is_err());
         assert!(parse_cmd("python3 'unclosed").is_err());
     }
+}
+
+fn parse_frame_header(s: &str) -> Result<ferry::protocol::FrameHeader, String> {
+    s.parse().map_err(|e: ferry::protocol::UnknownFrameHeader| e.to_string())
 }
