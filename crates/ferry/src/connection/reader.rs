@@ -19,7 +19,13 @@ impl Connection {
         deadline: Option<Instant>,
         own: Option<&Arc<Slot>>,
     ) -> Result<Option<Incoming>, TransportError> {
-        match rx.receiver.recv(&mut rx.buf, deadline) {
+        // Decoded where the frame lies (in the ring on shm): the answer's data and
+        // attachments are copied once, into what the caller owns.
+        let mut decoded = None;
+        let RxHalf { receiver, buf } = rx;
+        match receiver.recv_with(buf, deadline, &mut |frame| {
+            decoded = Some(self.decode_frame(frame));
+        }) {
             Ok(()) => {}
             Err(TransportError::Timeout) => return Err(TransportError::Timeout),
             Err(TransportError::FrameTooLarge { size, max }) => {
@@ -39,7 +45,7 @@ impl Connection {
                 return Err(e);
             }
         }
-        match self.decode_frame(&rx.buf) {
+        match decoded.flatten() {
             Some((env, attachments)) => Ok(self.route(env, attachments, own)),
             None => Ok(None),
         }

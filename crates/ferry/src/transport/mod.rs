@@ -68,6 +68,31 @@ pub trait FrameReceiver: Send {
     /// Receives the next frame into `buf` (its previous contents are discarded), waiting
     /// until `deadline` at most (`None`: until a frame arrives or the peer is gone).
     fn recv(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), TransportError>;
+
+    /// Receives the next frame and calls `f` with its bytes, borrowed in place where the
+    /// transport can (shm: inside the shared ring, no copy; its space is given back when
+    /// `f` returns), else received into `scratch` like [`recv`](Self::recv). Keep `f`
+    /// short: on shm the sender cannot reuse that space while it runs.
+    ///
+    /// ```
+    /// use ferry::transport::{memory, FrameReceiver, FrameSender};
+    /// let (mut host, mut worker) = memory::pair(1 << 20);
+    /// host.sender.send(&[b"ping"])?;
+    /// let mut len = 0;
+    /// worker.receiver.recv_with(&mut Vec::new(), None, &mut |frame| len = frame.len())?;
+    /// assert_eq!(len, 4);
+    /// # Ok::<(), ferry::transport::TransportError>(())
+    /// ```
+    fn recv_with(
+        &mut self,
+        scratch: &mut Vec<u8>,
+        deadline: Option<Instant>,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), TransportError> {
+        self.recv(scratch, deadline)?;
+        f(scratch);
+        Ok(())
+    }
 }
 
 /// Both halves of one connection, with the properties the layers above need.

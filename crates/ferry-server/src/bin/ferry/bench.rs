@@ -285,5 +285,6 @@ mod tests {
 }
 
 fn parse_frame_header(s: &str) -> Result<ferry::protocol::FrameHeader, String> {
-    s.parse().map_err(|e: ferry::protocol::UnknownFrameHeader| e.to_string())
+    s.parse()
+        .map_err(|e: ferry::protocol::UnknownFrameHeader| e.to_string())
 }

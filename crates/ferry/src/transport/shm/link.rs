@@ -412,6 +412,19 @@ impl FrameReceiver for ShmReceiver {
             }
         }
     }
+
+    /// In place: `f` reads the frame inside the ring (or the receiver's assembly buffer
+    /// for a chunked frame), and the space is released when it returns.
+    fn recv_with(
+        &mut self,
+        _scratch: &mut Vec<u8>,
+        deadline: Option<Instant>,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), TransportError> {
+        let frame = self.recv_in_place(deadline)?;
+        f(&frame);
+        Ok(())
+    }
 }
 
 impl Drop for ShmReceiver {
