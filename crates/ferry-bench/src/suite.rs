@@ -48,6 +48,8 @@ pub struct SuiteOptions {
     /// The frame header offered to the engine's workers on framed transports (compact by
     /// default; `envelope` measures the envelope frames of workers that decline it).
     pub frame_header: ferry::protocol::FrameHeader,
+    /// How both ends of the engine's shm links wait (adaptive by default).
+    pub shm_wait: ferry::transport::shm::WaitStrategy,
 }
 
 impl SuiteOptions {
@@ -67,6 +69,7 @@ impl SuiteOptions {
             pin: Pin::None,
             pipelined_depth: 16,
             frame_header: ferry::protocol::FrameHeader::default(),
+            shm_wait: ferry::transport::shm::WaitStrategy::default(),
         }
     }
 }
@@ -126,6 +129,7 @@ fn run_case(
     let engine = |t: TransportKind, w: WorkerLang| {
         let mut spec = spec(w)?;
         spec.frame_header = options.frame_header;
+        spec.transport_options.shm.wait = options.shm_wait;
         let peer = EnginePeer::spawn(spec, t)?;
         Ok::<_, BenchError>(match w {
             WorkerLang::Cmd => peer.with_timeout(options.cmd_timeout),
@@ -348,7 +352,7 @@ fn method(options: &SuiteOptions) -> Method {
             "engine: stdio carries the payload as a JSON string in `data`; socket, tcp and shm as one raw attachment, MessagePack envelope; the echo length is checked on every call, the bytes on the first".into(),
             "floors: the same mechanism with no engine (`ferry floor pipe-echo | uds-echo | tcp-echo | shm-echo`), same payload, same pinning, same run; ratio = p50 / floor p50".into(),
             "http: the old design's bridge, an HTTP/1.1 keep-alive POST (TCP_NODELAY) to a Python http.server echo worker on loopback; its floor is the bare TCP ping-pong".into(),
-            "waits: blocking reads on both sides (no spinning) for stdio, socket, tcp and http; shm waits adaptively (spin while the peer runs on another CPU, yield, then a futex) and its floor busy-polls".into(),
+            format!("waits: blocking reads on both sides (no spinning) for stdio, socket, tcp and http; shm waits {} (adaptive: spin while the peer runs on another CPU, yield while yielding hands the CPU to it, then a futex; block: the futex at once) and its floor busy-polls", options.shm_wait),
             pin,
             format!("each case: a warm-up, then up to {} timed round trips one at a time (at most {:.1} s), latencies in an HDR histogram", options.iterations, options.max_case_time.as_secs_f64()),
             format!("pipelined: {} caller threads on one connection, payloads up to {} B", options.pipelined_depth, PIPELINED_MAX_PAYLOAD),

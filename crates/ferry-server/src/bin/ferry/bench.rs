@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// the worker accepts it) or envelope.
     #[arg(long, default_value = "compact", value_parser = parse_frame_header)]
     frame_header: ferry::protocol::FrameHeader,
+    /// How both ends of the engine's shm links wait: adaptive, spin or block.
+    #[arg(long, default_value = "adaptive", value_parser = parse_shm_wait)]
+    shm_wait: ferry::transport::shm::WaitStrategy,
     /// Timed round trips per case (after a warm-up of a tenth as many).
     #[arg(long, default_value_t = 2000)]
     iterations: u64,
@@ -212,6 +215,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     options.payloads = args.payload.map(|Payloads(p)| p);
     options.iterations = args.iterations.max(1);
     options.frame_header = args.frame_header;
+    options.shm_wait = args.shm_wait;
     options.max_case_time = Duration::from_secs_f64(args.max_case_seconds.max(0.0));
     options.pin = args.pin;
     options.pipelined_depth = args.pipelined;
@@ -287,4 +291,9 @@ mod tests {
 fn parse_frame_header(s: &str) -> Result<ferry::protocol::FrameHeader, String> {
     s.parse()
         .map_err(|e: ferry::protocol::UnknownFrameHeader| e.to_string())
+}
+
+fn parse_shm_wait(s: &str) -> Result<ferry::transport::shm::WaitStrategy, String> {
+    s.parse()
+        .map_err(|e: ferry::transport::TransportError| e.to_string())
 }

@@ -10,7 +10,10 @@
 //!    it last reported is not ours.
 //! 2. **Yield** (at most `yield_for` more) while the peer is awake: on a shared CPU this
 //!    hands the CPU to the peer straight away, so a same-core round trip costs two context
-//!    switches, not two timeslices.
+//!    switches, not two timeslices. A yield that keeps us off the CPU for 200 µs without
+//!    an answer handed it to a third, CPU-bound process instead (it then runs a whole
+//!    timeslice): the end stops yielding for the next 4,096 waits and sleeps on the futex
+//!    at once, whose wake-up preempts such a process.
 //! 3. **Sleep** on this end's futex word: announce [`SLEEPING`], fence, re-check, then
 //!    `FUTEX_WAIT` in slices of at most `liveness` so a dead peer is noticed. The other
 //!    end pays a `FUTEX_WAKE` only when it sees the word set; otherwise publishing costs
@@ -98,6 +101,14 @@ pub(crate) struct WaitConfig {
 const SPIN_BATCH: u32 = 64;
 /// Waits between two refreshes of this thread's CPU number while it never sleeps.
 const CPU_REFRESH: u32 = 1024;
+/// A yield that kept us off the CPU this long without the peer answering gave the CPU to
+/// a third process (a peer on our CPU answers a short request in microseconds): a
+/// timeslice, which sleeping on the futex would not have cost (a futex wake preempts the
+/// CPU-bound process; a yield only goes to the back of the line).
+const SLOW_YIELD: Duration = Duration::from_micros(200);
+/// Waits that skip the yield phase after a slow yield, before yielding is tried again: at
+/// most one timeslice lost per this many waits while a CPU-bound process shares our CPU.
+const WAITS_WITHOUT_YIELD: u32 = 4096;
 
 /// The words a waiting end reads and writes, in the segment.
 pub(crate) struct Words {
@@ -120,6 +131,8 @@ pub(crate) struct Waiter {
     /// This thread's CPU + 1 as last seen (0 = not yet).
     cpu: u32,
     since_cpu: u32,
+    /// Waits left that go from the spin straight to the futex (after a slow yield).
+    waits_without_yield: u32,
 }
 
 /// How one phase of a wait ended.
@@ -155,6 +168,7 @@ impl Waiter {
             liveness,
             cpu: 0,
             since_cpu: 0,
+            waits_without_yield: 0,
         }
     }
 
@@ -207,6 +221,10 @@ impl Waiter {
                 WaitStrategy::Spin => self.spin(start, None, deadline, ready, closed)?,
                 WaitStrategy::Adaptive => {
                     match self.spin(start, Some(self.cfg.spin), deadline, ready, closed)? {
+                        Phase::Next if self.waits_without_yield > 0 => {
+                            self.waits_without_yield -= 1;
+                            Phase::Next
+                        }
                         Phase::Next => self.yield_phase(start, deadline, ready, closed)?,
                         done => done,
                     }
@@ -285,6 +303,7 @@ impl Waiter {
         let until = start + self.cfg.spin + self.cfg.yield_for;
         let mut yielded = false;
         let mut phase = Phase::Next;
+        let mut before = Instant::now();
         while self.peer_awake() {
             yield_now();
             yielded = true;
@@ -293,6 +312,12 @@ impl Waiter {
                 break;
             }
             let now = Instant::now();
+            if now - before >= SLOW_YIELD {
+                // Someone else had the CPU: sleep instead, now and for a while.
+                self.waits_without_yield = WAITS_WITHOUT_YIELD;
+                break;
+            }
+            before = now;
             match self.check(now, deadline, ready, closed)? {
                 Phase::Next => {}
                 done => {
