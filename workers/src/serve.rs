@@ -6,6 +6,10 @@
 //! `ferry::worker::serve_link` with the GIL released; the loop blocks in `recv` without
 //! the GIL and attaches to Python only to call the handler. Every transport and codec the
 //! Rust crate has is therefore available here with no Python-side change.
+//!
+//! Raw operations (`raw_operations`) get a [`RawRequest`] whose attachments are lent from
+//! the receive buffer ([`crate::buffers`]); the handler answers through
+//! [`Handler::handle_borrowed`], so an echoed view is sent from that buffer.
 
 use crate::buffers::{Tracker, TrackingReceiver};
 use crate::context::NativeContext;
