@@ -7,6 +7,7 @@
 //! undefined behaviour. The mutex also serialises the handler thread and any helper thread
 //! that reports progress through the same context.
 
+use crate::buffers::ReplyBuffer;
 use crate::convert;
 use crate::error::{cancelled_error, ferry_error};
 use ferry::transport::TransportError;
@@ -166,6 +167,13 @@ impl NativeContext {
         };
         let result = py.detach(|| self.with(|ctx| ctx.event(name, value)));
         send_result(py, result, self)
+    }
+
+    /// A writable buffer of `n` zeroed bytes to answer with as an attachment
+    /// (`Reply(None, [buf])`): fill it in place (`numpy.frombuffer(buf, dtype)`,
+    /// `memoryview(buf)[...] = ...`) and the runtime sends it with no copy into `bytes`.
+    fn reply_buffer(&self, n: usize) -> ReplyBuffer {
+        ReplyBuffer::new(n)
     }
 
     fn __repr__(&self) -> String {

@@ -9,6 +9,7 @@
 //! `PRIORITIES`), read from the Rust enums so that Python holds no copy of them. The rest
 //! of the Python API is pure Python in `python/ferry_worker/`.
 
+mod buffers;
 mod context;
 mod convert;
 mod error;
@@ -33,6 +34,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<context::NativeContext>()?;
     m.add_class::<message::Request>()?;
     m.add_class::<message::Reply>()?;
+    m.add_class::<message::RawRequest>()?;
+    m.add_class::<buffers::Attachment>()?;
+    m.add_class::<buffers::ReplyBuffer>()?;
     m.add_class::<error::FerryError>()?;
     m.add("InvalidRequest", error::invalid_request_type(py)?)?;
     m.add("Cancelled", error::cancelled_type(py)?)?;

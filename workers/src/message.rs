@@ -6,14 +6,17 @@
 //! also the public `ferry_worker.Request` and `ferry_worker.Reply`, so that a handler's
 //! answer reaches the wire with no Python-side repacking.
 
+use crate::buffers::{Attachment, FrameOwner, ReplyBuffer, Tracker};
 use crate::context::NativeContext;
 use crate::convert;
 use crate::error::{ferry_error, FerryError};
 use ferry::protocol::{Metrics, Priority};
-use ferry::worker::{self, HandlerError};
+use ferry::worker::{self, HandlerError, ReplyRef};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PyString};
+use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Every priority a request may carry, in the protocol's order: ferry's own list, so the
 /// stub's `Priority` literal (which the tests compare with it) cannot miss one.
@@ -355,4 +358,253 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .name()
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "?".into())
+}
+
+/// One request as a raw handler sees it: the data as JSON bytes (no Python objects built
+/// from it) and the attachments as read-only `memoryview`s over the receive buffer, valid
+/// for the call only.
+///
+/// Under a host the serve loop makes it; `RawRequest(operation, data=b"null",
+/// attachments=(), request_id="", deadline_ms=None, priority=None, context=None)` makes
+/// one in-process (the attachments copied, revoked by [`RawRequest::revoke`]).
+#[pyclass(name = "RawRequest", module = "ferry_worker._native", frozen)]
+pub struct RawRequest {
+    /// The operation name.
+    #[pyo3(get)]
+    operation: Py<PyString>,
+    /// The request's data as compact JSON text (`b"null"` when absent).
+    #[pyo3(get)]
+    data: Py<PyBytes>,
+    /// The attachments: a `list` of read-only `memoryview`s, released when the call ends.
+    #[pyo3(get)]
+    attachments: Py<PyList>,
+    /// The request's id.
+    #[pyo3(get)]
+    request_id: Py<PyString>,
+    /// The deadline the host gave, in milliseconds from when it sent the request.
+    #[pyo3(get)]
+    deadline_ms: Option<u64>,
+    priority: Option<Priority>,
+    /// The request's context; `None` only for a request made in-process without one.
+    #[pyo3(get)]
+    context: Option<Py<PyAny>>,
+    /// What the views read: released and closed by `revoke`.
+    lent: Vec<(Py<PyMemoryView>, Py<Attachment>)>,
+    /// The receive buffer the attachments are in, when they were not copied.
+    frame: Option<Arc<FrameOwner>>,
+}
+
+impl RawRequest {
+    /// The raw request the serve loop hands Python: attachments lent from the receive
+    /// buffer when `tracker` knows it holds them, else copied.
+    pub fn from_wire(
+        py: Python<'_>,
+        request: &worker::Request<'_>,
+        ctx: &Bound<'_, NativeContext>,
+        tracker: &Tracker,
+    ) -> PyResult<RawRequest> {
+        let env = request.envelope;
+        let data = serde_json::to_vec(request.data())
+            .map_err(|e| PyValueError::new_err(format!("the request's data: {e}")))?;
+        let frame = if request.attachments.is_empty() {
+            None
+        } else {
+            tracker.frame_of(&request.attachments)
+        };
+        let attachments = request.attachments.iter().map(|a| match &frame {
+            Some(frame) => Attachment::lent(a, frame.clone()),
+            None => Attachment::copied(a),
+        });
+        let (list, lent) = lend(py, attachments)?;
+        Ok(RawRequest {
+            operation: PyString::new(py, request.operation()).unbind(),
+            data: PyBytes::new(py, &data).unbind(),
+            attachments: list,
+            request_id: PyString::new(py, &env.message_id).unbind(),
+            deadline_ms: env.deadline_ms,
+            priority: env.priority,
+            context: Some(ctx.clone().into_any().unbind()),
+            lent,
+            frame,
+        })
+    }
+
+    /// Ends the loan: releases every view handed out (a kept one then raises `ValueError`)
+    /// and closes the attachments to new exports. A buffer exported from them that is still
+    /// alive keeps its memory: the frame is given to `tracker` to take over before reuse.
+    pub fn revoke(&self, py: Python<'_>, tracker: &Tracker) {
+        let mut kept = false;
+        for (view, attachment) in &self.lent {
+            // Fails (BufferError) when something exported from the view is alive: that
+            // export then keeps the attachment's memory, checked below.
+            let _ = view.bind(py).call_method0("release");
+            kept |= attachment.get().revoke();
+        }
+        if kept {
+            if let Some(frame) = &self.frame {
+                tracker.keep(frame.clone());
+            }
+        }
+    }
+}
+
+/// Views over `attachments`, as a list for Python and as pairs kept for revocation.
+type Lent = (Py<PyList>, Vec<(Py<PyMemoryView>, Py<Attachment>)>);
+
+fn lend(py: Python<'_>, attachments: impl Iterator<Item = Attachment>) -> PyResult<Lent> {
+    let mut lent = Vec::new();
+    let list = PyList::empty(py);
+    for attachment in attachments {
+        let attachment = Bound::new(py, attachment)?;
+        let view = PyMemoryView::from(attachment.as_any())?;
+        list.append(&view)?;
+        lent.push((view.unbind(), attachment.unbind()));
+    }
+    Ok((list.unbind(), lent))
+}
+
+#[pymethods]
+impl RawRequest {
+    #[new]
+    #[pyo3(signature = (
+        operation,
+        data = None,
+        attachments = None,
+        request_id = None,
+        deadline_ms = None,
+        priority = None,
+        context = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        operation: Bound<'_, PyString>,
+        data: Option<&Bound<'_, PyAny>>,
+        attachments: Option<&Bound<'_, PyAny>>,
+        request_id: Option<Bound<'_, PyString>>,
+        deadline_ms: Option<u64>,
+        priority: Option<&str>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        let data = match data {
+            None => PyBytes::new(py, b"null"),
+            Some(d) => PyBytes::new(py, &buffer_bytes(d)?),
+        };
+        let copies = match attachments {
+            None => Vec::new(),
+            Some(a) => a
+                .try_iter()?
+                .map(|item| buffer_bytes(&item?).map(|b| Attachment::copied(&b)))
+                .collect::<PyResult<Vec<_>>>()?,
+        };
+        let (list, lent) = lend(py, copies.into_iter())?;
+        Ok(RawRequest {
+            operation: operation.unbind(),
+            data: data.unbind(),
+            attachments: list,
+            request_id: match request_id {
+                Some(id) => id.unbind(),
+                None => PyString::new(py, "").unbind(),
+            },
+            deadline_ms,
+            priority: priority.map(parse_priority).transpose()?,
+            context,
+            lent,
+            frame: None,
+        })
+    }
+
+    /// `"high"`, `"normal"`, `"low"`, or `None` when the host set none.
+    #[getter]
+    fn priority(&self) -> Option<&'static str> {
+        self.priority.map(Priority::as_str)
+    }
+
+    /// Ends the call's loan of the attachments (the serve loop does it when the handler
+    /// returns; `Worker.handle` too): views handed out are released.
+    #[pyo3(name = "revoke")]
+    fn py_revoke(&self, py: Python<'_>) {
+        self.revoke(py, &Tracker::default());
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "RawRequest({}, request_id={}, data=<{} bytes>, attachments={})",
+            self.operation.bind(py).repr()?,
+            self.request_id.bind(py).repr()?,
+            self.data.bind(py).as_bytes().len(),
+            count(self.lent.len()),
+        ))
+    }
+}
+
+/// The runtime's answer to a request whose attachments are `lent` (the receive buffer's):
+/// like [`read_answer`], with attachments sent without copies where they can be: a
+/// [`ReplyBuffer`] moves its bytes into the answer, a view into one of `lent` is sent from
+/// the receive buffer (an echo).
+pub fn read_answer_ref<'r>(
+    answer: &Bound<'_, PyAny>,
+    lent: &[&'r [u8]],
+) -> Result<ReplyRef<'r>, HandlerError> {
+    let Ok(reply) = answer.cast::<Reply>() else {
+        return read_answer(answer).map(ReplyRef::from);
+    };
+    let py = answer.py();
+    let reply = reply.get();
+    let data = convert::from_py(reply.data.bind(py))
+        .map_err(|e| HandlerError::internal(format!("the handler's answer is not JSON: {e}")))?;
+    let attachments = reply
+        .attachments
+        .bind(py)
+        .iter()
+        .map(|a| attachment_ref(&a, lent))
+        .collect::<PyResult<Vec<_>>>()
+        .map_err(|e| HandlerError::internal(format!("the handler's attachments: {e}")))?;
+    let metrics = match &reply.metrics {
+        None => None,
+        Some(m) => Some(
+            read_metrics(m.bind(py))
+                .map_err(|e| HandlerError::internal(format!("the handler's metrics: {e}")))?,
+        ),
+    };
+    Ok(ReplyRef {
+        data: Cow::Owned(data),
+        attachments,
+        metrics,
+    })
+}
+
+/// One answer attachment: moved out of a [`ReplyBuffer`], borrowed when it views `lent`
+/// bytes, copied otherwise.
+fn attachment_ref<'r>(obj: &Bound<'_, PyAny>, lent: &[&'r [u8]]) -> PyResult<Cow<'r, [u8]>> {
+    if let Ok(buffer) = obj.cast::<ReplyBuffer>() {
+        return buffer
+            .get()
+            .take()
+            .map(Cow::Owned)
+            .map_err(PyValueError::new_err);
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Cow::Owned(b.as_bytes().to_vec()));
+    }
+    if !lent.is_empty() && obj.is_instance_of::<PyMemoryView>() {
+        if let Ok(buffer) = pyo3::buffer::PyBuffer::<u8>::get(obj) {
+            if buffer.is_c_contiguous() {
+                let start = buffer.buf_ptr() as usize;
+                let len = buffer.len_bytes();
+                for bytes in lent {
+                    let base = bytes.as_ptr() as usize;
+                    let fits = start >= base
+                        && (start - base)
+                            .checked_add(len)
+                            .is_some_and(|end| end <= bytes.len());
+                    if fits {
+                        let offset = start - base;
+                        return Ok(Cow::Borrowed(&bytes[offset..offset + len]));
+                    }
+                }
+            }
+        }
+    }
+    buffer_bytes(obj).map(Cow::Owned)
 }

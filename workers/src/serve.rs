@@ -6,17 +6,23 @@
 //! `ferry::worker::serve_link` with the GIL released; the loop blocks in `recv` without
 //! the GIL and attaches to Python only to call the handler. Every transport and codec the
 //! Rust crate has is therefore available here with no Python-side change.
+//!
+//! Raw operations (`raw_operations`) get a [`RawRequest`] whose attachments are lent from
+//! the receive buffer ([`crate::buffers`]); the handler answers through
+//! [`Handler::handle_borrowed`], so an echoed view is sent from that buffer.
 
+use crate::buffers::{Tracker, TrackingReceiver};
 use crate::context::NativeContext;
 use crate::error::{FerryError, NativeError};
-use crate::message;
+use crate::message::{self, RawRequest};
 use ferry::codec::Codec;
 use ferry::protocol::ReadyInfo;
 use ferry::transport::{worker_link, Link};
 use ferry::worker::env::WorkerEnv;
-use ferry::worker::{serve_link, Context, Handler, HandlerError, Reply, Request};
+use ferry::worker::{serve_link, Context, Handler, HandlerError, Reply, ReplyRef, Request};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
+use std::borrow::Cow;
 use std::sync::{Mutex, PoisonError};
 
 /// The worker's end of the link to its host, not yet served.
@@ -61,10 +67,13 @@ impl Connection {
     /// Sends `ready`, then serves requests until the host sends `shutdown` or goes away.
     ///
     /// `dispatch(request)` is called with a `Request` for each request of a served
-    /// operation and gives back a `Reply` or a `FerryError` (returned or raised). Any other
-    /// `Exception` escaping it is a bug in the dispatcher, answered `internal`. A
-    /// `BaseException` that is not an `Exception` (`SystemExit`, `KeyboardInterrupt`)
-    /// answers that request `internal`, ends the loop, and is re-raised here.
+    /// operation (a `RawRequest` for those matching `raw_operations`: exact names, or
+    /// prefixes ending in `*`) and gives back a `Reply` or a `FerryError` (returned or
+    /// raised). Any other `Exception` escaping it is a bug in the dispatcher, answered
+    /// `internal`. A `BaseException` that is not an `Exception` (`SystemExit`,
+    /// `KeyboardInterrupt`) answers that request `internal`, ends the loop, and is re-raised
+    /// here.
+    #[pyo3(signature = (worker_type, operations, dispatch, runtime, raw_operations = Vec::new()))]
     fn serve(
         &self,
         py: Python<'_>,
@@ -72,27 +81,41 @@ impl Connection {
         operations: Vec<String>,
         dispatch: Py<PyAny>,
         runtime: String,
+        raw_operations: Vec<String>,
     ) -> PyResult<()> {
-        let (link, codec) = self
+        let (mut link, codec) = self
             .link
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
             .ok_or(NativeError::AlreadyServed)?;
+        let tracker = Tracker::default();
+        if !raw_operations.is_empty() {
+            // Only raw handlers get views over the receive buffer: the others keep the
+            // transport's receiver as it is.
+            link.receiver = Box::new(TrackingReceiver::new(link.receiver, tracker.clone()));
+        }
         let mut info = ReadyInfo::new(worker_type, operations);
         info.runtime = Some(runtime);
         let mut handler = PyHandler {
             dispatch,
+            raw: raw_operations,
+            tracker: tracker.clone(),
             exit: None,
         };
-        let served = py.detach(|| {
-            serve_link(
-                link,
-                codec,
-                info,
-                |req: &Request<'_>, ctx: &mut Context<'_>| handler.handle(req, ctx),
-            )
-        });
+        let served = py.detach(|| serve_link(link, codec, info, &mut handler));
+        let stranded = tracker.stranded();
+        if stranded > 0 {
+            // A buffer exported from a request's attachment outlived its call, and the
+            // runtime stopped without handing that receive buffer over (it freed it). Ending
+            // here is the only way nothing reads that memory afterwards.
+            eprintln!(
+                "ferry_worker: {stranded} buffer(s) exported from request attachments were \
+                 kept past their call when serving ended; aborting rather than leaving them \
+                 over freed memory"
+            );
+            std::process::abort();
+        }
         if let Some(exit) = handler.exit.take() {
             return Err(exit);
         }
@@ -103,16 +126,32 @@ impl Connection {
 /// Calls the Python dispatcher for each request.
 struct PyHandler {
     dispatch: Py<PyAny>,
+    /// The operations served by raw handlers (exact names, or prefixes ending in `*`).
+    raw: Vec<String>,
+    /// Where frames land, for lending raw handlers their attachments in place.
+    tracker: Tracker,
     /// A `SystemExit`/`KeyboardInterrupt` raised by a handler, re-raised after the loop.
     exit: Option<PyErr>,
 }
 
-impl Handler for PyHandler {
+impl Handler for &mut PyHandler {
     fn handle(
         &mut self,
         request: &Request<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<Reply, HandlerError> {
+        self.handle_borrowed(request, ctx).map(|reply| Reply {
+            data: reply.data.into_owned(),
+            attachments: reply.attachments.into_iter().map(Cow::into_owned).collect(),
+            metrics: reply.metrics,
+        })
+    }
+
+    fn handle_borrowed<'r>(
+        &mut self,
+        request: &Request<'r>,
+        ctx: &mut Context<'_>,
+    ) -> Result<ReplyRef<'r>, HandlerError> {
         Python::attach(|py| {
             let native = Bound::new(py, NativeContext::lend(ctx))
                 .map_err(|e| HandlerError::internal(format!("cannot create the context: {e}")))?;
@@ -149,18 +188,64 @@ enum Failure {
     Exit(PyErr),
 }
 
+/// Revokes a raw request's views on drop (when the call is over, even if it unwinds).
+struct Revoke<'a, 'py> {
+    request: &'a Bound<'py, RawRequest>,
+    tracker: &'a Tracker,
+}
+
+impl Drop for Revoke<'_, '_> {
+    fn drop(&mut self) {
+        self.request.get().revoke(self.request.py(), self.tracker);
+    }
+}
+
 impl PyHandler {
-    fn call(
+    fn is_raw(&self, operation: &str) -> bool {
+        self.raw
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => operation.starts_with(prefix),
+                None => pattern == operation,
+            })
+    }
+
+    fn call<'r>(
         &self,
         py: Python<'_>,
-        request: &Request<'_>,
+        request: &Request<'r>,
         ctx: &Bound<'_, NativeContext>,
-    ) -> Result<Reply, Failure> {
-        let request = message::Request::from_wire(py, request, ctx)
+    ) -> Result<ReplyRef<'r>, Failure> {
+        let bad_request =
+            |e: PyErr| Failure::Handler(HandlerError::internal(format!("the request: {e}")));
+        if self.is_raw(request.operation()) {
+            let raw = message::RawRequest::from_wire(py, request, ctx, &self.tracker)
+                .and_then(|r| Bound::new(py, r))
+                .map_err(bad_request)?;
+            let _revoke = Revoke {
+                request: &raw,
+                tracker: &self.tracker,
+            };
+            let answer = self.dispatch.bind(py).call1((raw.clone(),));
+            return self.answer(py, answer, &request.attachments);
+        }
+        let plain = message::Request::from_wire(py, request, ctx)
             .and_then(|r| Bound::new(py, r))
-            .map_err(|e| Failure::Handler(HandlerError::internal(format!("the request: {e}"))))?;
-        match self.dispatch.bind(py).call1((request,)) {
-            Ok(answer) => message::read_answer(&answer).map_err(Failure::Handler),
+            .map_err(bad_request)?;
+        let answer = self.dispatch.bind(py).call1((plain,));
+        self.answer(py, answer, &[])
+    }
+
+    /// The runtime's answer from what the dispatcher gave back (or raised); `lent` are the
+    /// request's attachments a raw handler may answer with in place.
+    fn answer<'r>(
+        &self,
+        py: Python<'_>,
+        answer: PyResult<Bound<'_, PyAny>>,
+        lent: &[&'r [u8]],
+    ) -> Result<ReplyRef<'r>, Failure> {
+        match answer {
+            Ok(answer) => message::read_answer_ref(&answer, lent).map_err(Failure::Handler),
             Err(e) => {
                 if let Ok(error) = e.value(py).cast::<FerryError>() {
                     Err(Failure::Handler(FerryError::to_handler_error(error)))

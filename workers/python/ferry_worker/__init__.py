@@ -33,8 +33,8 @@ from .errors import (
     error_code,
 )
 from .legacy import WorkerRequest, WorkerResponse
-from .messages import Buffer, Priority, Reply, Request
-from .worker import RUNTIME, Handler, LegacyHandler, Worker
+from .messages import Buffer, Priority, RawRequest, Reply, ReplyBuffer, Request
+from .worker import RUNTIME, Handler, LegacyHandler, RawHandler, Worker
 
 __version__ = VERSION
 
@@ -53,7 +53,10 @@ __all__ = [
     "LegacyHandler",
     "LocalContext",
     "Priority",
+    "RawHandler",
+    "RawRequest",
     "Reply",
+    "ReplyBuffer",
     "Request",
     "Worker",
     "WorkerRequest",

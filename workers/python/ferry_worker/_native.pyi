@@ -101,6 +101,51 @@ class Reply:
     __hash__: ClassVar[None]  # type: ignore[assignment]
 
 @final
+class RawRequest:
+    """One request as a raw handler sees it: JSON bytes, attachments lent for the call."""
+
+    def __new__(
+        cls,
+        operation: str,
+        data: Buffer | None = None,
+        attachments: Sequence[Buffer] | None = None,
+        request_id: str | None = None,
+        deadline_ms: int | None = None,
+        priority: Priority | None = None,
+        context: Context | None = None,
+    ) -> RawRequest: ...
+    @property
+    def operation(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def attachments(self) -> list[memoryview]: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def deadline_ms(self) -> int | None: ...
+    @property
+    def priority(self) -> Priority | None: ...
+    @property
+    def context(self) -> Context | None: ...
+    def revoke(self) -> None: ...
+
+@final
+class Attachment:
+    """One request attachment lent for a call (a raw request's ``view.obj``): read-only."""
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __len__(self) -> int: ...
+
+@final
+class ReplyBuffer:
+    """A writable buffer a handler fills and answers with as an attachment, sent uncopied."""
+
+    def __new__(cls, n: int) -> ReplyBuffer: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __len__(self) -> int: ...
+
+@final
 class Connection:
     """The worker's end of the link to its host, not yet served."""
 
@@ -112,8 +157,10 @@ class Connection:
         self,
         worker_type: str,
         operations: list[str],
-        dispatch: Callable[[Request], Reply | FerryError],
+        dispatch: Callable[[Request], Reply | FerryError]
+        | Callable[[Request | RawRequest], Reply | FerryError],
         runtime: str,
+        raw_operations: list[str] = ...,
     ) -> None: ...
 
 @final
@@ -131,6 +178,7 @@ class NativeContext:
     def check_cancelled(self) -> None: ...
     def progress(self, fraction: float, stage: str = "", message: str = "") -> None: ...
     def event(self, name: str, data: Any = None) -> None: ...
+    def reply_buffer(self, n: int) -> ReplyBuffer: ...
 
 def connect() -> Connection: ...
 def to_json_value(value: Any) -> Any: ...

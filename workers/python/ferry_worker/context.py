@@ -54,6 +54,13 @@ class Context(Protocol):
         """Sends any event about this request, with JSON ``data``."""
         ...
 
+    def reply_buffer(self, n: int) -> _native.ReplyBuffer:
+        """A writable buffer of ``n`` zeroed bytes to answer with as an attachment
+        (``Reply(None, [buf])``), filled in place (``numpy.frombuffer(buf, dtype)``,
+        ``memoryview(buf)[...] = ...``): the runtime sends it without copying it into
+        ``bytes``."""
+        ...
+
 
 class LocalContext:
     """A :class:`Context` with no host: records events, cancels on demand.
@@ -104,6 +111,9 @@ class LocalContext:
 
     def event(self, name: str, data: Any = None) -> None:
         self.events.append((name, _native.to_json_value(data)))
+
+    def reply_buffer(self, n: int) -> _native.ReplyBuffer:
+        return _native.ReplyBuffer(n)
 
 
 if TYPE_CHECKING:

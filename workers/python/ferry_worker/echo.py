@@ -10,17 +10,31 @@ It mirrors the Rust echo worker (``ferry worker echo``):
   to show how exceptions map to codes.
 - ``print``: writes to stdout with ``print()`` and ``os.write(1, ...)``, then echoes.
 - ``async_echo``: ``echo`` as an ``async def`` handler.
+
+With ``--raw`` (or ``FERRY_ECHO_RAW=1`` in its environment, which ``ferry bench --worker
+python`` passes on), ``echo`` is a raw handler (:meth:`Worker.raw_operation`): the data as
+JSON bytes, the attachments as views over the receive buffer, answered from where they are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
 from typing import Any
 
-from ferry_worker import Context, FerryError, InvalidRequest, Reply, Request, Worker, error_code
+from ferry_worker import (
+    Context,
+    FerryError,
+    InvalidRequest,
+    RawRequest,
+    Reply,
+    Request,
+    Worker,
+    error_code,
+)
 
 worker = Worker("echo")
 
@@ -43,6 +57,12 @@ def _field(data: Any, name: str, default: int) -> int:
 @worker.operation()
 def echo(request: Request, ctx: Context) -> Reply:
     return Reply(request.data, request.attachments)
+
+
+def raw_echo(request: RawRequest, ctx: Context) -> Reply:
+    """``echo`` as a raw handler: no dict built for ``null`` data, no attachment copied."""
+    data = request.data
+    return Reply(None if data == b"null" else json.loads(data), request.attachments)
 
 
 @worker.operation()
@@ -82,4 +102,6 @@ async def async_echo(request: Request, ctx: Context) -> Reply:
 
 
 if __name__ == "__main__":
+    if "--raw" in sys.argv[1:] or os.environ.get("FERRY_ECHO_RAW") == "1":
+        worker.add_operation("echo", raw_echo, raw=True)
     worker.run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import platform
 import signal
@@ -16,7 +17,7 @@ from .connection import configure_logging, connect
 from .context import Context, LocalContext
 from .errors import Cancelled, FerryError, error_answer
 from .legacy import WorkerRequest, WorkerResponse
-from .messages import Buffer, Reply, Request
+from .messages import Buffer, RawRequest, Reply, Request
 
 log = logging.getLogger("ferry_worker")
 
@@ -25,10 +26,16 @@ Handler = Callable[[Request, Context], Any]
 :class:`WorkerResponse` or a :class:`FerryError` (answered as if raised), or raises; may be
 ``async def``."""
 
+RawHandler = Callable[[RawRequest, Context], Any]
+"""``handler(request, ctx)`` of a raw operation (:meth:`Worker.raw_operation`): the request's
+data as JSON bytes, its attachments as ``memoryview``s valid for the call only; answers as a
+:data:`Handler` does."""
+
 LegacyHandler = Callable[[WorkerRequest], Any]
 """``handler(WorkerRequest)``: returns a :class:`WorkerResponse` or JSON data."""
 
 H = TypeVar("H", bound=Handler)
+R = TypeVar("R", bound=RawHandler)
 L = TypeVar("L", bound=LegacyHandler)
 
 Answer = Reply | FerryError
@@ -57,8 +64,10 @@ class Worker:
     def __init__(self, worker_type: str) -> None:
         self.worker_type = worker_type
         # name -> (handler, is a coroutine function)
-        self._exact: dict[str, tuple[Handler, bool]] = {}
-        self._prefixes: list[tuple[str, tuple[Handler, bool]]] = []
+        self._exact: dict[str, tuple[_AnyHandler, bool]] = {}
+        self._prefixes: list[tuple[str, tuple[_AnyHandler, bool]]] = []
+        # the names (prefixes with their `*`) served by raw handlers
+        self._raw: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- declaring operations -------------------------------------------------------------
@@ -76,13 +85,35 @@ class Worker:
 
         return register
 
-    def add_operation(self, name: str, handler: Handler) -> None:
-        """Serves ``name`` with ``handler`` (see :meth:`operation`)."""
+    def raw_operation(self, name: str | None = None) -> Callable[[R], R]:
+        """Decorator: serve ``name`` with a raw handler, which skips the per-call conversions.
+
+        The handler gets a :class:`RawRequest`: ``data`` is the request's data as compact
+        JSON ``bytes`` (no dict is built), ``attachments`` are read-only ``memoryview``s over
+        the runtime's receive buffer (no copy), valid for the call only: when the handler
+        returns they are released, and a kept one raises ``ValueError``. It answers as any
+        handler does; an attachment answered as one of those views (or a slice of one) is
+        sent from the receive buffer, and a ``ctx.reply_buffer(n)`` is sent without a copy.
+        """
+
+        def register(handler: R) -> R:
+            self.add_operation(name or handler.__name__, handler, raw=True)
+            return handler
+
+        return register
+
+    def add_operation(self, name: str, handler: Handler | RawHandler, *, raw: bool = False) -> None:
+        """Serves ``name`` with ``handler`` (see :meth:`operation`; with ``raw``,
+        :meth:`raw_operation`)."""
         if not name:
             raise ValueError("an operation needs a name")
         if name in ("health", "capabilities", "shutdown"):
             raise ValueError(f"`{name}` is a built-in operation the runtime answers")
-        entry = (handler, inspect.iscoroutinefunction(handler))
+        if raw:
+            self._raw.add(name)
+        else:
+            self._raw.discard(name)
+        entry: tuple[_AnyHandler, bool] = (handler, inspect.iscoroutinefunction(handler))
         if name.endswith("*"):
             self._prefixes = [(p, e) for p, e in self._prefixes if p != name[:-1]]
             self._prefixes.append((name[:-1], entry))
@@ -111,12 +142,26 @@ class Worker:
         """The operation names announced in ``ready`` (prefixes with their ``*``)."""
         return [*self._exact, *(prefix + "*" for prefix, _ in self._prefixes)]
 
-    def handler_for(self, operation: str) -> Handler | None:
+    @property
+    def raw_operations(self) -> list[str]:
+        """The operations (prefixes with their ``*``) served by raw handlers."""
+        return sorted(self._raw)
+
+    def handler_for(self, operation: str) -> Handler | RawHandler | None:
         """The handler that serves ``operation``, if any."""
         entry = self._entry(operation)
         return None if entry is None else entry[0]
 
-    def _entry(self, operation: str) -> tuple[Handler, bool] | None:
+    def is_raw(self, operation: str) -> bool:
+        """Whether ``operation`` is served by a raw handler."""
+        if operation in self._exact:
+            return operation in self._raw
+        for prefix, _ in self._prefixes:
+            if operation.startswith(prefix):
+                return prefix + "*" in self._raw
+        return False
+
+    def _entry(self, operation: str) -> tuple[_AnyHandler, bool] | None:
         entry = self._exact.get(operation)
         if entry is not None:
             return entry
@@ -140,7 +185,9 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_DFL)
         try:
-            conn.serve(self.worker_type, self.operations, self._dispatch, RUNTIME)
+            conn.serve(
+                self.worker_type, self.operations, self._dispatch, RUNTIME, self.raw_operations
+            )
         finally:
             self.close()
 
@@ -163,13 +210,30 @@ class Worker:
         """Calls ``operation`` in this process as the host would, for tests and scripts.
 
         Returns the answer as a :class:`Reply` whose data, attachments and metrics went
-        through the serve loop's own conversion (``_native.wire_answer``); raises
+        through the serve loop's own conversion (``_native.wire_answer``): a raw handler
+        gets a :class:`RawRequest` (its attachments copies, revoked after the call); raises
         :class:`FerryError` with the code the host would get. ``ctx`` defaults to a fresh
         :class:`LocalContext`.
         """
         context = ctx if ctx is not None else LocalContext(request_id, deadline_ms)
         if self.handler_for(operation) is None:
             raise FerryError(self._unknown(operation), "unknown_operation")
+        if self.is_raw(operation):
+            raw = RawRequest(
+                operation,
+                json.dumps(
+                    _native.to_json_value(data), separators=(",", ":"), ensure_ascii=False
+                ).encode(),
+                attachments,
+                context.request_id,
+                deadline_ms,
+                None,
+                context,
+            )
+            try:
+                return _native.wire_answer(self._dispatch(raw))
+            finally:
+                raw.revoke()
         request = Request(
             operation,
             _native.to_json_value(data),
@@ -184,7 +248,7 @@ class Worker:
     def _unknown(self, operation: str) -> str:
         return f"operation `{operation}` is not served by worker type `{self.worker_type}`"
 
-    def _dispatch(self, request: Request) -> Answer:
+    def _dispatch(self, request: Request | RawRequest) -> Answer:
         """Runs one request's handler; called by the native loop (and :meth:`handle`)."""
         operation = request.operation
         entry = self._entry(operation)
@@ -217,6 +281,9 @@ class Worker:
             loop = self._loop = asyncio.new_event_loop()
         return loop.run_until_complete(awaitable)
 
+
+_AnyHandler = Callable[[Any, Context], Any]
+"""A :data:`Handler` or a :data:`RawHandler`, as the worker keeps them."""
 
 _PLAIN = frozenset({dict, list, str, int, float, bool, type(None), Reply, WorkerResponse})
 
