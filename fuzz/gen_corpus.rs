@@ -164,6 +164,40 @@ fn codecs() {
         put(target, "empty", &[0]);
     }
 
+    // Compact frames (the target's input is the frame itself): every sample as a compact
+    // link sends it (compact or envelope frame), plus hot-path shapes.
+    let ready = ReadyInfo::new(
+        "echo",
+        vec!["echo".into(), "device.*".into(), "sleep".into()],
+    );
+    let wire = ferry::codec::CompactWire::new(CodecKind::MsgPack, usize::MAX, &ready);
+    let compact = |e: &Envelope, atts: &[&[u8]]| {
+        let mut out = Vec::new();
+        wire.encode(e, atts, &mut out).unwrap();
+        for a in atts {
+            out.extend_from_slice(a);
+        }
+        out
+    };
+    for (name, e, atts) in &samples {
+        let parts: Vec<&[u8]> = atts.iter().map(Vec::as_slice).collect();
+        put("codec_compact", name, &compact(e, &parts));
+    }
+    let mut request = Envelope::request("r-42", "echo", json!("hi"));
+    request.deadline_ms = Some(5000);
+    put("codec_compact", "hot_request", &compact(&request, &[b"abc"]));
+    let mut by_name = Envelope::request("r-7", "health", Value::Null);
+    by_name.priority = Some(Priority::High);
+    put("codec_compact", "by_name", &compact(&by_name, &[]));
+    let mut response = Envelope::response("w-1", "r-42", json!({"ok": true}));
+    response.metrics = Some(Metrics {
+        processing_time_ms: Some(0.5),
+        memory_usage_mb: Some(12.0),
+        gpu_utilization: None,
+    });
+    put("codec_compact", "hot_response", &compact(&response, &[b"xy", b""]));
+    put("codec_compact", "cancel", &compact(&Envelope::cancel("r-9", "r-42"), &[]));
+
     // MessagePack shapes the fast reader hands to rmp_serde.
     let (_, e, _) = &samples[1];
     let mut named = Vec::new();

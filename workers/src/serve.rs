@@ -28,6 +28,8 @@ use std::sync::{Mutex, PoisonError};
 /// The worker's end of the link to its host, not yet served.
 #[pyclass(name = "Connection", module = "ferry_worker._native", frozen)]
 pub struct Connection {
+    /// What `ready` accepts of the host's frame header offer.
+    frame_header: Option<ferry::protocol::FrameHeader>,
     link: Mutex<Option<(Link, Codec)>>,
     transport: &'static str,
     codec: &'static str,
@@ -43,7 +45,11 @@ pub fn connect() -> PyResult<Connection> {
     ferry::worker::watchdog::start();
     let link = worker_link(env.transport, env.max_frame).map_err(NativeError::from)?;
     let codec = Codec::new(env.codec, link.framing, env.max_frame).map_err(NativeError::from)?;
+    // The compact frame header (docs/protocol.md, section 9) when the host offers it on a
+    // framed link: the runtime implements it for Python handlers too.
+    let frame_header = env.accepted_frame_header(link.framing);
     Ok(Connection {
+        frame_header,
         link: Mutex::new(Some((link, codec))),
         transport: env.transport.as_str(),
         codec: env.codec.as_str(),
@@ -97,6 +103,7 @@ impl Connection {
         }
         let mut info = ReadyInfo::new(worker_type, operations);
         info.runtime = Some(runtime);
+        info.frame_header = self.frame_header;
         let mut handler = PyHandler {
             dispatch,
             raw: raw_operations,

@@ -119,8 +119,33 @@ impl CompactWire {
             .and_then(|i| u32::try_from(i).ok())
     }
 
-    /// Encodes `env` (with `attachments` as the raw parts after it) into `out`, cleared
-    /// first: compactly when the message fits the layout, else as an envelope frame.
+    /// Encodes `envelope` with `attachments` into `out` (cleared first): the frame is
+    /// `out` followed by each attachment. Compact when the message fits the layout, else
+    /// an envelope frame behind byte `0x00`.
+    ///
+    /// ```
+    /// use ferry::codec::{CodecKind, CompactWire};
+    /// use ferry::protocol::{Envelope, ReadyInfo};
+    /// let wire = CompactWire::new(CodecKind::MsgPack, 1 << 20, &ReadyInfo::new("echo", vec!["echo".into()]));
+    /// let mut out = Vec::new();
+    /// wire.encode(&Envelope::request("r-42", "echo", serde_json::Value::Null), &[b"abc"], &mut out)?;
+    /// assert_eq!(out.len(), 24 + 4); // the fixed header and one attachment size
+    /// let frame = [out.as_slice(), b"abc"].concat();
+    /// let decoded = wire.decode(&frame)?;
+    /// assert_eq!(decoded.envelope.message_id, "r-42");
+    /// assert_eq!(decoded.attachment(&frame, 0), Some(&b"abc"[..]));
+    /// # Ok::<(), ferry::codec::CodecError>(())
+    /// ```
+    pub fn encode(
+        &self,
+        envelope: &Envelope,
+        attachments: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        self.encode_ref(&EnvelopeRef::from(envelope), attachments, out)
+    }
+
+    /// [`encode`](Self::encode) from a borrowed view.
     pub(crate) fn encode_ref(
         &self,
         env: &EnvelopeRef<'_>,

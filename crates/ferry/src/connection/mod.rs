@@ -282,6 +282,7 @@ impl Connection {
                 )
                 .into());
             }
+            tracing::debug!(worker = %self.label, "compact frames accepted");
             // Set before the handshake returns, so before any request is sent.
             let _ = self.compact.set(CompactWire::new(
                 self.codec.kind(),
