@@ -46,6 +46,14 @@ impl std::fmt::Debug for Reservation {
 }
 
 impl Reservation {
+    /// Whether the link sends a request's `timestamp` (envelope frames do; compact frames
+    /// carry none, so a caller need not read the clock for it).
+    pub fn sends_timestamps(&self) -> bool {
+        self.claim
+            .as_ref()
+            .is_none_or(|c| c.conn.frame_header() == crate::protocol::FrameHeader::Envelope)
+    }
+
     /// Sends `request` under the reserved id and returns the handle to wait on.
     pub fn send(
         self,

@@ -57,7 +57,8 @@ pub(super) async fn run<W: Waiting>(
         attempt += 1;
         let (member, reservation) = waiting.acquire(inner, request, deadline).await?;
         // Sent from a view, so a retry resends the same envelope without a copy.
-        let stamp = request.timestamp.is_none().then(Stamp::now);
+        let stamp =
+            (request.timestamp.is_none() && reservation.sends_timestamps()).then(Stamp::now);
         let fill = inner.fill(stamp.as_ref());
         let result = waiting
             .exchange(reservation, request, fill, deadline, limit)

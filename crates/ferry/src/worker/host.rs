@@ -325,7 +325,10 @@ impl WorkerProcess {
         on_event: impl FnMut(&Envelope),
     ) -> Result<Response, CallError> {
         // A timestamp and the worker type where the request has none, on the wire only.
-        let stamp = request.timestamp.is_none().then(Stamp::now);
+        // (Compact frames carry no timestamp: the clock is not read for them.)
+        let stamp = (request.timestamp.is_none()
+            && self.conn.frame_header() == FrameHeader::Envelope)
+            .then(Stamp::now);
         let fill = Fill {
             timestamp: stamp.as_ref().map(Stamp::as_str),
             worker_type: Some(&self.spec.worker_type),
