@@ -9,7 +9,7 @@ const FERRY: &str = env!("CARGO_BIN_EXE_ferry-peer");
 #[test]
 fn without_the_feature_the_peer_is_absent_and_says_how_to_build_it() {
     use ferry_bench::{BenchError, PeerKind};
-    assert!(!ferry_bench::peer_iceoryx2::BUILT);
+    const { assert!(!ferry_bench::peer_iceoryx2::BUILT) };
     assert!(PeerKind::for_transport("shm").is_empty());
     let missing = PeerKind::missing_for_transport("shm");
     assert_eq!(missing.len(), 1);
