@@ -11,9 +11,9 @@
 //! back; the host copies the whole echo out and checks its length (and its bytes on the
 //! first call).
 //!
-//! The host ([`Iceoryx2Peer`]) creates both services and its ports before it starts the
-//! child, waits for the child's empty "ready" sample, and stops it with an empty sample
-//! (payloads are never empty), so the child drops its node cleanly. The peer stops on its
+//! The host (`Iceoryx2Peer`, with the feature) creates both services and its ports before
+//! it starts the child, waits for the child's empty "ready" sample, and stops it with an
+//! empty sample (payloads are never empty), so the child drops its node cleanly. The peer stops on its
 //! own when the host process dies.
 //!
 //! Built only with the `iceoryx2` cargo feature; without it [`BUILT`] is false and
