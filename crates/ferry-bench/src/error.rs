@@ -48,6 +48,15 @@ pub enum BenchError {
     /// A bare peer, the HTTP server, or a file failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Another project's ping-pong peer (iceoryx2) could not start, answer or stop, or
+    /// this build does not have it.
+    #[error("{peer} peer failed: {reason}")]
+    PeerFailed {
+        /// The peer (`iceoryx2`).
+        peer: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
     /// A peer answered something other than the payload sent.
     #[error("bad echo: {0}")]
     BadEcho(String),
@@ -81,6 +90,7 @@ impl BenchError {
             BenchError::Call(e) => e.code().as_str(),
             BenchError::NoAnswer { .. } => "bench_no_answer",
             BenchError::Io(_) => "bench_io",
+            BenchError::PeerFailed { .. } => "bench_peer_failed",
             BenchError::BadEcho(_) => "bench_bad_echo",
             BenchError::Harness(_) => "bench_harness",
             BenchError::Json(_) => "bench_json",

@@ -1,7 +1,8 @@
 //! ferry's benchmark suite: one ping-pong harness shared by the criterion benches
 //! (`benches/`) and `ferry bench`, and the bare [`floor`] peers every figure is a ratio to.
 //!
-//! Everything timed is a [`RoundTrip`]: a bare floor peer ([`FloorKind`]), the engine
+//! Everything timed is a [`RoundTrip`]: a bare floor peer ([`FloorKind`]), another
+//! project's ping-pong ([`PeerKind`]: iceoryx2, with the `iceoryx2` feature), the engine
 //! ([`EnginePeer`]: an echo worker, Rust or Python, behind [`WorkerProcess`]), or the old
 //! design's HTTP bridge ([`HttpPeer`]). [`measure`] warms a peer up and times round trips
 //! into an HDR histogram; [`run`] plans a whole suite (every transport × payload ×
@@ -39,6 +40,8 @@ mod http;
 mod machine;
 mod measure;
 mod peer;
+pub mod peer_iceoryx2;
+mod peers;
 mod pin;
 mod pipelined;
 mod plan;
@@ -57,10 +60,11 @@ pub use http::{HttpPeer, SERVER_SOURCE};
 pub use machine::{load_avg, Machine};
 pub use measure::{measure, Limits, Stats};
 pub use peer::{payload, RoundTrip};
+pub use peers::PeerKind;
 pub use pin::{allowed_cpus, Pin, Placement};
 pub use pipelined::{pipelined, PipelinedStats};
 pub use plot::p50_chart;
-pub use report::{CaseResult, FloorResult, Method, PipelinedResult, Report, Skipped};
+pub use report::{CaseResult, FloorResult, Method, PeerResult, PipelinedResult, Report, Skipped};
 pub use suite::{run, Progress, SuiteOptions};
 pub use table::{fmt_bytes, fmt_us};
 pub use target::{default_payloads, Target, PLANNED, SAME_CORE_EXTRA};

@@ -1,11 +1,13 @@
 //! Planning a run: which cases, in which order, and what is skipped before anything starts.
 //!
 //! At each payload of a transport the floor of its mechanism comes first (once per payload
-//! and pinning, shared by every transport with that floor), then each worker; pipelined
-//! cases come last.
+//! and pinning, shared by every transport with that floor), then the other projects'
+//! peers of that transport this build has (iceoryx2 beside shm), then each worker;
+//! pipelined cases come last.
 
 use super::engine::WorkerLang;
 use super::floors::FloorKind;
+use super::peers::PeerKind;
 use super::pin::Pin;
 use super::python;
 use super::report::Skipped;
@@ -20,6 +22,7 @@ pub(super) const PIPELINED_MAX_PAYLOAD: usize = 4096;
 #[derive(Debug, Clone)]
 pub(super) enum Step {
     Floor(FloorKind),
+    Peer(PeerKind),
     Engine(TransportKind, WorkerLang),
     Http,
     Pipelined(TransportKind, WorkerLang),
@@ -37,6 +40,7 @@ impl Case {
         let size = super::table::fmt_bytes(self.payload);
         let what = match &self.step {
             Step::Floor(kind) => format!("floor {}", kind.as_str()),
+            Step::Peer(kind) => format!("peer {}", kind.as_str()),
             Step::Engine(t, w) => format!("{t} {w} worker"),
             Step::Http => "http python worker".to_string(),
             Step::Pipelined(t, w) => format!("{t} {w} worker pipelined"),
@@ -56,6 +60,7 @@ pub(super) fn plan(options: &SuiteOptions) -> Plan {
     let mut cases = Vec::new();
     let mut skipped = Vec::new();
     let mut floors_planned = Vec::new();
+    let mut peers_planned = Vec::new();
     let mut pipelined_cases = Vec::new();
     let wants_python = options.workers.contains(&WorkerLang::Python)
         && options
@@ -137,6 +142,16 @@ pub(super) fn plan(options: &SuiteOptions) -> Plan {
                     floors_planned.push((kind, size, pin));
                     cases.push(Case {
                         step: Step::Floor(kind),
+                        payload: size,
+                        pin,
+                    });
+                }
+            }
+            for kind in PeerKind::for_transport(name) {
+                if !peers_planned.contains(&(kind, size, pin)) {
+                    peers_planned.push((kind, size, pin));
+                    cases.push(Case {
+                        step: Step::Peer(kind),
                         payload: size,
                         pin,
                     });

@@ -51,6 +51,13 @@ pub struct CaseResult {
     pub claim_us: Option<f64>,
     /// Whether `p50_us` is within the claim.
     pub claim_met: Option<bool>,
+    /// The other project's ping-pong beside this transport (`iceoryx2` on shm), `null`
+    /// when this build has none (see [`PeerKind`](crate::PeerKind)).
+    pub peer: Option<String>,
+    /// The peer's median at the same payload and pinning, in the same run.
+    pub peer_p50_us: Option<f64>,
+    /// `p50_us / peer_p50_us`: below 1 is ahead of the peer.
+    pub ratio_to_peer: Option<f64>,
 }
 
 impl CaseResult {
@@ -86,7 +93,19 @@ impl CaseResult {
             ratio_to_floor: floor_p50_us.filter(|f| *f > 0.0).map(|f| stats.p50_us / f),
             claim_us: claim_us(transport),
             claim_met: claim_met(transport, stats.p50_us),
+            peer: None,
+            peer_p50_us: None,
+            ratio_to_peer: None,
         }
+    }
+
+    /// Sets the peer of this row and its median (`None`: it failed), and the ratio.
+    pub fn with_peer(mut self, peer: Option<(&str, Option<f64>)>) -> Self {
+        let peer_p50_us = peer.and_then(|(_, p50)| p50);
+        self.peer = peer.map(|(name, _)| name.to_string());
+        self.peer_p50_us = peer_p50_us;
+        self.ratio_to_peer = peer_p50_us.filter(|p| *p > 0.0).map(|p| self.p50_us / p);
+        self
     }
 }
 
@@ -95,6 +114,20 @@ impl CaseResult {
 pub struct FloorResult {
     /// `pipe`, `unix_socket`, `tcp`.
     pub floor: String,
+    /// Payload bytes each way.
+    pub payload_bytes: usize,
+    /// Pinning of the two processes.
+    pub pin: Pin,
+    /// Its figures.
+    #[serde(flatten)]
+    pub stats: Stats,
+}
+
+/// Another project's ping-pong measured in the run (see [`PeerKind`](crate::PeerKind)).
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerResult {
+    /// `iceoryx2`.
+    pub peer: String,
     /// Payload bytes each way.
     pub payload_bytes: usize,
     /// Pinning of the two processes.
@@ -165,6 +198,8 @@ pub struct Report {
     pub results: Vec<CaseResult>,
     /// Bare floors.
     pub floors: Vec<FloorResult>,
+    /// Other projects' ping-pongs (empty when this build has none).
+    pub peers: Vec<PeerResult>,
     /// Pipelined throughput.
     pub pipelined: Vec<PipelinedResult>,
     /// Cases not measured (transports absent from this build, a missing Python).
@@ -211,5 +246,13 @@ mod tests {
         );
         assert_eq!(row.ratio_to_floor, Some(2.0));
         assert_eq!(row.claim_met, Some(true));
+        assert_eq!(row.peer, None);
+        assert_eq!(row.ratio_to_peer, None);
+        let row = row.with_peer(Some(("iceoryx2", Some(4.0))));
+        assert_eq!(row.peer.as_deref(), Some("iceoryx2"));
+        assert_eq!(row.ratio_to_peer, Some(0.5));
+        let row = row.with_peer(Some(("iceoryx2", None)));
+        assert_eq!(row.peer.as_deref(), Some("iceoryx2"));
+        assert_eq!((row.peer_p50_us, row.ratio_to_peer), (None, None));
     }
 }

@@ -6,10 +6,13 @@ use super::floors::FloorKind;
 use super::http::HttpPeer;
 use super::machine::Machine;
 use super::measure::{measure, Limits, Stats};
+use super::peers::PeerKind;
 use super::pin::{Pin, Placement};
 use super::pipelined::pipelined;
 use super::plan::{plan, Case, Plan, Step, PIPELINED_MAX_PAYLOAD};
-use super::report::{CaseResult, FloorResult, Method, PipelinedResult, Report, Skipped};
+use super::report::{
+    CaseResult, FloorResult, Method, PeerResult, PipelinedResult, Report, Skipped,
+};
 use super::target::Target;
 use super::{payload, BenchError, RoundTrip};
 use ferry::transport::TransportKind;
@@ -140,6 +143,9 @@ fn run_case(
         Step::Floor(kind) => {
             placement.spawn_peer(|| kind.spawn(&options.ferry_exe, case.payload))??
         }
+        Step::Peer(kind) => {
+            placement.spawn_peer(|| kind.spawn(&options.ferry_exe, case.payload))??
+        }
         Step::Engine(t, w) => Box::new(placement.spawn_peer(|| engine(*t, *w))??),
         Step::Http => {
             let python = plan
@@ -182,6 +188,7 @@ pub fn run(
     }
     let mut placements: HashMap<Pin, Placement> = HashMap::new();
     let mut floors: HashMap<(FloorKind, usize, Pin), f64> = HashMap::new();
+    let mut peers: HashMap<(PeerKind, usize, Pin), f64> = HashMap::new();
     let mut sequential: HashMap<(String, String, usize, Pin), f64> = HashMap::new();
     let mut cmd_given_up: HashMap<String, (&'static str, String)> = HashMap::new();
     let mut report = Report {
@@ -191,6 +198,7 @@ pub fn run(
         method: method(options),
         results: Vec::new(),
         floors: Vec::new(),
+        peers: Vec::new(),
         pipelined: Vec::new(),
         skipped: plan.skipped.clone(),
         failures: Vec::new(),
@@ -239,6 +247,7 @@ pub fn run(
         placement.leave()?;
         let (transport, worker) = match &case.step {
             Step::Floor(kind) => (kind.as_str().to_string(), None),
+            Step::Peer(kind) => (kind.as_str().to_string(), None),
             Step::Engine(t, w) | Step::Pipelined(t, w) => (t.to_string(), Some(*w)),
             Step::Http => ("http".to_string(), None),
         };
@@ -269,6 +278,15 @@ pub fn run(
                             stats,
                         });
                     }
+                    Step::Peer(kind) => {
+                        peers.insert((*kind, case.payload, case.pin), stats.p50_us);
+                        report.peers.push(PeerResult {
+                            peer: kind.as_str().to_string(),
+                            payload_bytes: case.payload,
+                            pin: case.pin,
+                            stats,
+                        });
+                    }
                     step => {
                         let (worker_name, codec) = match step {
                             Step::Engine(t, w) => (w.as_str(), codec_for(*t).as_str()),
@@ -289,15 +307,25 @@ pub fn run(
                             ),
                             stats.throughput_per_s,
                         );
-                        report.results.push(CaseResult::new(
-                            &transport,
-                            worker_name,
-                            codec,
-                            case.payload,
-                            case.pin,
-                            &stats,
-                            floor,
-                        ));
+                        // The first peer of the transport (there is one today).
+                        let peer = PeerKind::for_transport(&transport).first().map(|k| {
+                            (
+                                k.as_str(),
+                                peers.get(&(*k, case.payload, case.pin)).copied(),
+                            )
+                        });
+                        report.results.push(
+                            CaseResult::new(
+                                &transport,
+                                worker_name,
+                                codec,
+                                case.payload,
+                                case.pin,
+                                &stats,
+                                floor,
+                            )
+                            .with_peer(peer),
+                        );
                     }
                 }
                 line
@@ -358,6 +386,15 @@ fn method(options: &SuiteOptions) -> Method {
             format!("pipelined: {} caller threads on one connection, payloads up to {} B", options.pipelined_depth, PIPELINED_MAX_PAYLOAD),
             format!("frame header offered on socket, tcp and shm: {} (used when the worker accepts it in ready; the Rust echo worker does)", options.frame_header),
         ];
+    let shm_targeted = options.targets.iter().any(|t| t.name() == "shm");
+    if shm_targeted {
+        for (kind, how) in PeerKind::missing_for_transport("shm") {
+            notes.push(format!("{} peer: not built ({how})", kind.as_str()));
+        }
+    }
+    if shm_targeted && !PeerKind::for_transport("shm").is_empty() {
+        notes.push("peers: iceoryx2 publish-subscribe ping-pong between two processes (services ping and pong of byte slices, one sample buffered, no history), both sides busy-polling `receive` as iceoryx2's own benchmark does; the host copies the payload into a loaned sample and the echo out of the received one, the peer copies the received payload into its own loaned sample; same payload, pinning and run as the shm floor; ratio_to_peer = p50 / peer p50".into());
+    }
     if let Some(cmd) = options
         .cmd
         .as_ref()

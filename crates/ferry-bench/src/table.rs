@@ -54,9 +54,11 @@ fn markdown(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 impl Report {
-    /// The main table: one row per case, with its floor, the ratio and the old claim.
+    /// The main table: one row per case, with its floor, the ratio and the old claim (and
+    /// its peer and the ratio to it, when a row has one).
     pub fn results_table(&self) -> String {
-        let header = [
+        let with_peers = self.results.iter().any(|r| r.peer.is_some());
+        let mut header = vec![
             "transport",
             "worker",
             "payload",
@@ -72,11 +74,14 @@ impl Report {
             "old claim",
             "met",
         ];
+        if with_peers {
+            header.extend(["peer p50 µs", "x peer"]);
+        }
         let rows: Vec<Vec<String>> = self
             .results
             .iter()
             .map(|r| {
-                vec![
+                let mut row = vec![
                     r.transport.clone(),
                     r.worker.clone(),
                     fmt_bytes(r.payload_bytes),
@@ -98,6 +103,44 @@ impl Report {
                         Some(false) => "not met".into(),
                         None => "-".into(),
                     },
+                ];
+                if with_peers {
+                    row.push(match (&r.peer, r.peer_p50_us) {
+                        (Some(name), Some(p50)) => format!("{} ({name})", fmt_us(p50)),
+                        (Some(name), None) => format!("n/a ({name})"),
+                        _ => "-".into(),
+                    });
+                    row.push(opt(r.ratio_to_peer, |x| format!("{x:.2}x")));
+                }
+                row
+            })
+            .collect();
+        markdown(&header, &rows)
+    }
+
+    /// The other projects' peers measured.
+    pub fn peers_table(&self) -> String {
+        let header = [
+            "peer",
+            "payload",
+            "pin",
+            "p50 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "mean µs",
+        ];
+        let rows: Vec<Vec<String>> = self
+            .peers
+            .iter()
+            .map(|p| {
+                vec![
+                    p.peer.clone(),
+                    fmt_bytes(p.payload_bytes),
+                    p.pin.to_string(),
+                    fmt_us(p.stats.p50_us),
+                    fmt_us(p.stats.p99_us),
+                    fmt_us(p.stats.p999_us),
+                    fmt_us(p.stats.mean_us),
                 ]
             })
             .collect();
@@ -192,6 +235,10 @@ impl Report {
         if !self.floors.is_empty() {
             let _ = writeln!(out, "\nbare floors (no engine), same run:\n");
             out += &self.floors_table();
+        }
+        if !self.peers.is_empty() {
+            let _ = writeln!(out, "\nother projects' peers, same run:\n");
+            out += &self.peers_table();
         }
         if !self.pipelined.is_empty() {
             let _ = writeln!(

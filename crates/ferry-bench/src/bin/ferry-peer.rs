@@ -4,14 +4,17 @@
 //! - `ferry-peer worker echo`: the Rust echo worker (operations echo, sleep, fail, print);
 //! - `ferry-peer floor pipe-echo SIZE`, `floor uds-echo SIZE PATH`, `floor tcp-echo SIZE
 //!   ADDR`, `floor shm-echo`, `floor shm-frame-echo [MAX_FRAME]`: the bare floor peers of
-//!   [`ferry_bench::floor`].
+//!   [`ferry_bench::floor`];
+//! - `ferry-peer floor iceoryx2-echo SIZE PREFIX`: the iceoryx2 ping-pong peer of
+//!   [`ferry_bench::peer_iceoryx2`] (fails unless built with the `iceoryx2` feature).
 
 use std::process::ExitCode;
 
 type PeerResult = Result<(), Box<dyn std::error::Error>>;
 
 const USAGE: &str = "usage: ferry-peer worker echo | ferry-peer floor \
-    (pipe-echo SIZE | uds-echo SIZE PATH | tcp-echo SIZE ADDR | shm-echo | shm-frame-echo [MAX_FRAME])";
+    (pipe-echo SIZE | uds-echo SIZE PATH | tcp-echo SIZE ADDR | shm-echo | shm-frame-echo [MAX_FRAME] \
+    | iceoryx2-echo SIZE PREFIX)";
 
 fn number(arg: Option<&String>) -> Result<usize, Box<dyn std::error::Error>> {
     let text = arg.ok_or(USAGE)?;
@@ -44,6 +47,13 @@ fn run(args: &[String]) -> PeerResult {
                 some => number(some)?,
             };
             Ok(ferry_bench::floor::shm_frame_echo(max_frame)?)
+        }
+        ["floor", "iceoryx2-echo"] => {
+            let prefix = args.get(3).ok_or(USAGE)?;
+            Ok(ferry_bench::peer_iceoryx2::echo(
+                number(args.get(2))?,
+                prefix,
+            )?)
         }
         _ => Err(USAGE.into()),
     }

@@ -74,6 +74,14 @@ enum FloorKind {
         #[arg(long, default_value_t = ferry::codec::DEFAULT_MAX_FRAME)]
         max_frame: usize,
     },
+    /// Echo byte slices over the iceoryx2 services PREFIX/ping and PREFIX/pong (a peer,
+    /// not a floor; only in builds with the `iceoryx2` feature).
+    Iceoryx2Echo {
+        /// Message size in bytes.
+        size: usize,
+        /// The services' name prefix.
+        prefix: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -121,6 +129,9 @@ fn main() -> ExitCode {
                 FloorKind::ShmEcho => ferry_bench::floor::shm_echo().map_err(Into::into),
                 FloorKind::ShmFrameEcho { max_frame } => {
                     ferry_bench::floor::shm_frame_echo(max_frame).map_err(Into::into)
+                }
+                FloorKind::Iceoryx2Echo { size, prefix } => {
+                    ferry_bench::peer_iceoryx2::echo(size, &prefix).map_err(Into::into)
                 }
             };
             match result {
