@@ -22,6 +22,7 @@ pub(super) enum Step {
     Floor(FloorKind),
     Engine(TransportKind, WorkerLang),
     Http,
+    Serve,
     Pipelined(TransportKind, WorkerLang),
 }
 
@@ -39,6 +40,7 @@ impl Case {
             Step::Floor(kind) => format!("floor {}", kind.as_str()),
             Step::Engine(t, w) => format!("{t} {w} worker"),
             Step::Http => "http python worker".to_string(),
+            Step::Serve => "serve rust worker (POST /api/inference/generate)".to_string(),
             Step::Pipelined(t, w) => format!("{t} {w} worker pipelined"),
         };
         format!("{what}, {size}, pin {}", self.pin)
@@ -112,6 +114,7 @@ pub(super) fn plan(options: &SuiteOptions) -> Plan {
             }
             Target::Http if http_python.is_none() => continue,
             Target::Http => vec![Step::Http],
+            Target::Serve => vec![Step::Serve],
             Target::Engine(kind) => options
                 .workers
                 .iter()
