@@ -85,7 +85,8 @@ pub struct ServePeer {
     child: Child,
     /// Kept open: the server may write to its stdout again.
     _stdout: BufReader<ChildStdout>,
-    scratch: Scratch,
+    /// Removed once the server has stopped (fields drop after `Drop::drop`).
+    _scratch: Scratch,
     /// Whether an answer was parsed and compared yet (only the first one is).
     checked: bool,
     size: usize,
@@ -114,7 +115,7 @@ impl ServePeer {
                 client: Some(client),
                 child,
                 _stdout: stdout,
-                scratch,
+                _scratch: scratch,
                 checked: false,
                 size,
             }),
@@ -229,6 +230,5 @@ impl Drop for ServePeer {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-        let _ = &self.scratch;
     }
 }
