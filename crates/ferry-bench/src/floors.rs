@@ -19,8 +19,8 @@ pub enum FloorKind {
     /// A Unix domain socket (`ferry floor uds-echo`): the floor of `socket`.
     #[cfg(unix)]
     UnixSocket,
-    /// TCP on loopback with `TCP_NODELAY` (`ferry floor tcp-echo`): the floor of `tcp`
-    /// and of the HTTP baseline.
+    /// TCP on loopback with `TCP_NODELAY` (`ferry floor tcp-echo`): the floor of `tcp`,
+    /// of the HTTP baseline and of `serve`.
     Tcp,
     /// Two busy-polled rings in a shared segment, fixed-size messages, no frames, waiting
     /// strategy or liveness (`ferry floor shm-echo`): the floor of `shm`.
@@ -28,7 +28,7 @@ pub enum FloorKind {
 }
 
 impl FloorKind {
-    /// The floor of the transport named `transport` (`http` included), if this build has
+    /// The floor of the transport named `transport` (`http` and `serve` included), if this build has
     /// one.
     ///
     /// ```
@@ -42,7 +42,7 @@ impl FloorKind {
             "stdio" => Some(FloorKind::Pipe),
             #[cfg(unix)]
             "socket" => Some(FloorKind::UnixSocket),
-            "tcp" | "http" => Some(FloorKind::Tcp),
+            "tcp" | "http" | "serve" => Some(FloorKind::Tcp),
             "shm" => Some(FloorKind::ShmRing),
             _ => None,
         }

@@ -20,12 +20,7 @@ pub const SERVER_SOURCE: &str = include_str!("http_echo.py");
 #[derive(Debug)]
 pub struct HttpPeer {
     child: Child,
-    stream: TcpStream,
-    /// The request head, then (per call) the body.
-    out: Vec<u8>,
-    head_len: usize,
-    /// Response bytes read and not yet consumed.
-    inbuf: Vec<u8>,
+    client: Client,
     /// Whether a body was compared byte for byte yet (only the first one is).
     checked: bool,
 }
@@ -49,33 +44,83 @@ impl HttpPeer {
                     .parse::<u16>()
                     .map_err(|_| std::io::Error::other(format!("bad port line {line:?}")))
             });
-        let connected = port.and_then(|port| {
-            let stream = TcpStream::connect(("127.0.0.1", port))?;
-            stream.set_nodelay(true)?;
-            Ok((port, stream))
-        });
-        let (port, stream) = match connected {
-            Ok(c) => c,
+        let client =
+            port.and_then(|port| Client::connect(port, "/infer", "application/octet-stream", size));
+        match client {
+            Ok(client) => Ok(HttpPeer {
+                child,
+                client,
+                checked: false,
+            }),
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(e.into());
+                Err(e.into())
             }
-        };
+        }
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection that POSTs fixed-length bodies to one path: the
+/// request head is made once, the body appended per call, and the whole response read.
+#[derive(Debug)]
+pub(crate) struct Client {
+    stream: TcpStream,
+    /// The request head, then (per call) the body.
+    out: Vec<u8>,
+    head_len: usize,
+    /// Response bytes read and not yet consumed.
+    inbuf: Vec<u8>,
+    /// Bytes of `inbuf` the last answer took (dropped at the next call).
+    consumed: usize,
+}
+
+impl Client {
+    /// Connects to `127.0.0.1:port` (`TCP_NODELAY`) for POSTs of `body_len`-byte bodies
+    /// of `content_type` to `path`.
+    pub(crate) fn connect(
+        port: u16,
+        path: &str,
+        content_type: &str,
+        body_len: usize,
+    ) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nodelay(true)?;
         let head = format!(
-            "POST /infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-             Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {body_len}\r\n\r\n"
         );
-        let mut out = Vec::with_capacity(head.len() + size);
+        let mut out = Vec::with_capacity(head.len() + body_len);
         out.extend_from_slice(head.as_bytes());
-        Ok(HttpPeer {
-            child,
+        Ok(Client {
             stream,
             head_len: out.len(),
             out,
-            inbuf: Vec::with_capacity(size + 1024),
-            checked: false,
+            inbuf: Vec::with_capacity(body_len + 1024),
+            consumed: 0,
         })
+    }
+
+    /// Sends one request whose body is `parts` (together the length given to
+    /// [`connect`](Self::connect)) and returns the body of its `200` answer, valid until
+    /// the next call.
+    pub(crate) fn post(&mut self, parts: &[&[u8]]) -> Result<&[u8], BenchError> {
+        self.inbuf.drain(..self.consumed);
+        self.consumed = 0;
+        self.out.truncate(self.head_len);
+        for part in parts {
+            self.out.extend_from_slice(part);
+        }
+        self.stream.write_all(&self.out)?;
+        let (head, length) = self.read_head()?;
+        let total = head + length;
+        if self.inbuf.len() < total {
+            let have = self.inbuf.len();
+            self.inbuf.resize(total, 0);
+            self.stream.read_exact(&mut self.inbuf[have..])?;
+        }
+        self.consumed = total;
+        Ok(&self.inbuf[head..total])
     }
 
     /// Reads until the buffer holds a whole response head; returns its length and the
@@ -109,27 +154,19 @@ impl HttpPeer {
 
 impl RoundTrip for HttpPeer {
     fn round_trip(&mut self, payload: &[u8]) -> Result<(), BenchError> {
-        self.out.truncate(self.head_len);
-        self.out.extend_from_slice(payload);
-        self.stream.write_all(&self.out)?;
-        let (head, length) = self.read_head()?;
-        if length != payload.len() {
+        let check = !self.checked;
+        let body = self.client.post(&[payload])?;
+        if body.len() != payload.len() {
             return Err(BenchError::BadEcho(format!(
-                "{length} bytes back for {} sent",
+                "{} bytes back for {} sent",
+                body.len(),
                 payload.len()
             )));
         }
-        let total = head + length;
-        if self.inbuf.len() < total {
-            let have = self.inbuf.len();
-            self.inbuf.resize(total, 0);
-            self.stream.read_exact(&mut self.inbuf[have..])?;
-        }
-        if !self.checked && self.inbuf[head..total] != *payload {
+        if check && body != payload {
             return Err(BenchError::BadEcho("body differs from the payload".into()));
         }
         self.checked = true;
-        self.inbuf.drain(..total);
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ pub(super) enum Step {
     Peer(PeerKind),
     Engine(TransportKind, WorkerLang),
     Http,
+    Serve,
     Pipelined(TransportKind, WorkerLang),
 }
 
@@ -43,6 +44,7 @@ impl Case {
             Step::Peer(kind) => format!("peer {}", kind.as_str()),
             Step::Engine(t, w) => format!("{t} {w} worker"),
             Step::Http => "http python worker".to_string(),
+            Step::Serve => "serve rust worker (POST /api/inference/generate)".to_string(),
             Step::Pipelined(t, w) => format!("{t} {w} worker pipelined"),
         };
         format!("{what}, {size}, pin {}", self.pin)
@@ -117,6 +119,7 @@ pub(super) fn plan(options: &SuiteOptions) -> Plan {
             }
             Target::Http if http_python.is_none() => continue,
             Target::Http => vec![Step::Http],
+            Target::Serve => vec![Step::Serve],
             Target::Engine(kind) => options
                 .workers
                 .iter()

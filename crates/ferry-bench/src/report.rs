@@ -47,6 +47,9 @@ pub struct CaseResult {
     pub floor_p50_us: Option<f64>,
     /// `p50_us / floor_p50_us`.
     pub ratio_to_floor: Option<f64>,
+    /// `serve` rows: `p50_us` over the p50 of the `http` row (the Python http.server
+    /// echo) at the same payload and pinning in the same run; `null` otherwise.
+    pub ratio_to_http_baseline: Option<f64>,
     /// The old design's claim for this transport.
     pub claim_us: Option<f64>,
     /// Whether `p50_us` is within the claim.
@@ -91,6 +94,7 @@ impl CaseResult {
             floor: floor.map(|(name, _)| name.to_string()),
             floor_p50_us,
             ratio_to_floor: floor_p50_us.filter(|f| *f > 0.0).map(|f| stats.p50_us / f),
+            ratio_to_http_baseline: None,
             claim_us: claim_us(transport),
             claim_met: claim_met(transport, stats.p50_us),
             peer: None,
@@ -209,6 +213,24 @@ pub struct Report {
 }
 
 impl Report {
+    /// Sets every `serve` row's
+    /// [`ratio_to_http_baseline`](CaseResult::ratio_to_http_baseline) from the `http` row
+    /// of the same payload and pinning, when the run has one.
+    pub fn link_http_baseline(&mut self) {
+        let baselines: Vec<(usize, Pin, f64)> = self
+            .results
+            .iter()
+            .filter(|r| r.transport == "http" && r.p50_us > 0.0)
+            .map(|r| (r.payload_bytes, r.pin, r.p50_us))
+            .collect();
+        for r in self.results.iter_mut().filter(|r| r.transport == "serve") {
+            r.ratio_to_http_baseline = baselines
+                .iter()
+                .find(|(size, pin, _)| *size == r.payload_bytes && *pin == r.pin)
+                .map(|(_, _, p50)| r.p50_us / p50);
+        }
+    }
+
     /// The JSON document (pretty-printed).
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string_pretty(self)

@@ -13,6 +13,7 @@ use super::plan::{plan, Case, Plan, Step, PIPELINED_MAX_PAYLOAD};
 use super::report::{
     CaseResult, FloorResult, Method, PeerResult, PipelinedResult, Report, Skipped,
 };
+use super::serve::{worker_transport, ServePeer};
 use super::target::Target;
 use super::{payload, BenchError, RoundTrip};
 use ferry::transport::TransportKind;
@@ -154,6 +155,9 @@ fn run_case(
                 .ok_or_else(|| BenchError::Harness("no Python for the HTTP worker".into()))?;
             Box::new(placement.spawn_peer(|| HttpPeer::spawn(python, case.payload))??)
         }
+        Step::Serve => {
+            Box::new(placement.spawn_peer(|| ServePeer::spawn(&options.ferry_exe, case.payload))??)
+        }
         Step::Pipelined(t, w) => {
             let peer = placement.spawn_peer(|| engine(*t, *w))??;
             let stats = pipelined(&peer, &message, options.pipelined_depth, &limits);
@@ -250,6 +254,7 @@ pub fn run(
             Step::Peer(kind) => (kind.as_str().to_string(), None),
             Step::Engine(t, w) | Step::Pipelined(t, w) => (t.to_string(), Some(*w)),
             Step::Http => ("http".to_string(), None),
+            Step::Serve => ("serve".to_string(), Some(WorkerLang::Rust)),
         };
         let summary = match outcome {
             Err((code, e)) => {
@@ -289,8 +294,12 @@ pub fn run(
                     }
                     step => {
                         let (worker_name, codec) = match step {
-                            Step::Engine(t, w) => (w.as_str(), codec_for(*t).as_str()),
-                            _ => ("python", "http/1.1"),
+                            Step::Engine(t, w) => (w.as_str(), codec_for(*t).as_str().to_string()),
+                            Step::Serve => (
+                                "rust",
+                                format!("http/1.1 json, {} msgpack", worker_transport()),
+                            ),
+                            _ => ("python", "http/1.1".to_string()),
                         };
                         let floor = FloorKind::for_transport(&transport).map(|k| {
                             (
@@ -318,7 +327,7 @@ pub fn run(
                             CaseResult::new(
                                 &transport,
                                 worker_name,
-                                codec,
+                                &codec,
                                 case.payload,
                                 case.pin,
                                 &stats,
@@ -359,6 +368,7 @@ pub fn run(
         };
         on_progress(Progress::Done(&summary));
     }
+    report.link_http_baseline();
     machine.finish();
     report.machine = machine;
     Ok(report)
@@ -380,6 +390,7 @@ fn method(options: &SuiteOptions) -> Method {
             "engine: stdio carries the payload as a JSON string in `data`; socket, tcp and shm as one raw attachment, MessagePack envelope; the echo length is checked on every call, the bytes on the first".into(),
             "floors: the same mechanism with no engine (`ferry floor pipe-echo | uds-echo | tcp-echo | shm-echo`), same payload, same pinning, same run; ratio = p50 / floor p50".into(),
             "http: the old design's bridge, an HTTP/1.1 keep-alive POST (TCP_NODELAY) to a Python http.server echo worker on loopback; its floor is the bare TCP ping-pong".into(),
+            format!("serve: ferry's own HTTP path, one keep-alive client (TCP_NODELAY) POSTing {{\"worker_type\": \"echo\", \"operation\": \"echo\", \"data\": PAYLOAD}} to /api/inference/generate of a `ferry serve` whose pool runs the Rust echo worker over {} (MessagePack); the whole JSON answer is read, its data compared on the first call; floor: the bare TCP ping-pong; ratio_to_http_baseline = p50 / the http row's p50 at the same payload and pinning", worker_transport()),
             format!("waits: blocking reads on both sides (no spinning) for stdio, socket, tcp and http; shm waits {} (adaptive: spin while the peer runs on another CPU, yield while yielding hands the CPU to it, then a futex; block: the futex at once) and its floor busy-polls", options.shm_wait),
             pin,
             format!("each case: a warm-up, then up to {} timed round trips one at a time (at most {:.1} s), latencies in an HDR histogram", options.iterations, options.max_case_time.as_secs_f64()),

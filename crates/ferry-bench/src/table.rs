@@ -207,6 +207,37 @@ impl Report {
         markdown(&header, &rows)
     }
 
+    /// The `serve` rows beside the `http` baseline of the same payload and pinning.
+    pub fn http_path_table(&self) -> String {
+        let header = [
+            "payload",
+            "pin",
+            "serve p50 µs",
+            "http p50 µs",
+            "x http",
+            "x tcp",
+        ];
+        let rows: Vec<Vec<String>> = self
+            .results
+            .iter()
+            .filter(|r| r.transport == "serve")
+            .map(|r| {
+                let http = self.results.iter().find(|h| {
+                    h.transport == "http" && h.payload_bytes == r.payload_bytes && h.pin == r.pin
+                });
+                vec![
+                    fmt_bytes(r.payload_bytes),
+                    r.pin.to_string(),
+                    fmt_us(r.p50_us),
+                    opt(http.map(|h| h.p50_us), fmt_us),
+                    opt(r.ratio_to_http_baseline, |x| format!("{x:.2}x")),
+                    opt(r.ratio_to_floor, |x| format!("{x:.2}x")),
+                ]
+            })
+            .collect();
+        markdown(&header, &rows)
+    }
+
     /// Everything, as printed by `ferry bench`: method, machine, tables, skips, failures.
     pub fn render(&self) -> String {
         let m = &self.machine;
@@ -232,6 +263,13 @@ impl Report {
         }
         let _ = writeln!(out, "\nround trips (one at a time):\n");
         out += &self.results_table();
+        if self.results.iter().any(|r| r.transport == "serve") {
+            let _ = writeln!(
+                out,
+                "\nHTTP path: ferry serve (POST /api/inference/generate, Rust echo worker) beside the Python http.server echo, same run:\n"
+            );
+            out += &self.http_path_table();
+        }
         if !self.floors.is_empty() {
             let _ = writeln!(out, "\nbare floors (no engine), same run:\n");
             out += &self.floors_table();

@@ -21,6 +21,9 @@ pub enum Target {
     Engine(TransportKind),
     /// The old design's HTTP/1.1 bridge to a Python worker.
     Http,
+    /// ferry's own HTTP path: `POST /api/inference/generate` to `ferry serve` over the
+    /// Rust echo worker.
+    Serve,
     /// A planned transport this build does not have.
     Absent(&'static str),
 }
@@ -31,11 +34,13 @@ impl Target {
         match self {
             Target::Engine(kind) => kind.as_str(),
             Target::Http => "http",
+            Target::Serve => "serve",
             Target::Absent(name) => name,
         }
     }
 
-    /// Every engine transport of this build, the planned ones it lacks, and `http`.
+    /// Every engine transport of this build, the planned ones it lacks, `http` and
+    /// `serve`.
     pub fn all() -> Vec<Target> {
         let mut all: Vec<Target> = TransportKind::ALL.into_iter().map(Target::Engine).collect();
         for name in PLANNED {
@@ -44,6 +49,7 @@ impl Target {
             }
         }
         all.push(Target::Http);
+        all.push(Target::Serve);
         all
     }
 
@@ -104,7 +110,7 @@ mod tests {
     #[test]
     fn every_build_knows_the_planned_and_http_names() {
         let names: Vec<&str> = Target::all().iter().map(Target::name).collect();
-        for name in ["stdio", "socket", "tcp", "shm", "http"] {
+        for name in ["stdio", "socket", "tcp", "shm", "http", "serve"] {
             assert!(names.contains(&name), "{name} missing from {names:?}");
         }
     }

@@ -57,22 +57,70 @@ impl InferenceRequest {
     }
 }
 
-fn response_json(r: &WorkerResponse) -> Value {
-    let attachments: Vec<Value> = r
-        .attachments
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let meta = r.envelope.attachments.get(i);
-            json!({
-                "name": meta.and_then(|m| m.name.clone()),
-                "content_type": meta.and_then(|m| m.content_type.clone()),
-                "size": a.len(),
-                "data_base64": base64::engine::general_purpose::STANDARD.encode(a),
+/// The answer of `/api/inference/{generate,stream}`, serialized from the worker's response
+/// in place (its `data` is not copied into a new `Value` first). The keys are in the order
+/// a `serde_json::Value` object puts them (sorted), as the answer always had them.
+#[derive(serde::Serialize)]
+struct InferenceAnswer<'a> {
+    attachments: Vec<AnswerAttachment<'a>>,
+    data: &'a Value,
+    metrics: Value,
+    /// Absent on the SDXL routes, which name no request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
+/// One attachment of an [`InferenceAnswer`] (keys sorted, as above).
+#[derive(serde::Serialize)]
+struct AnswerAttachment<'a> {
+    content_type: Option<&'a str>,
+    data_base64: String,
+    name: Option<&'a str>,
+    size: usize,
+}
+
+impl<'a> InferenceAnswer<'a> {
+    fn new(r: &'a WorkerResponse, request_id: Option<&'a str>) -> Self {
+        let attachments = r
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let meta = r.envelope.attachments.get(i);
+                AnswerAttachment {
+                    content_type: meta.and_then(|m| m.content_type.as_deref()),
+                    data_base64: base64::engine::general_purpose::STANDARD.encode(a),
+                    name: meta.and_then(|m| m.name.as_deref()),
+                    size: a.len(),
+                }
             })
-        })
-        .collect();
-    json!({"data": r.data, "metrics": r.envelope.metrics, "attachments": attachments})
+            .collect();
+        InferenceAnswer {
+            attachments,
+            data: &r.data,
+            // Small and rare: through a `Value`, so its keys come out sorted as before.
+            metrics: json!(r.envelope.metrics),
+            request_id,
+        }
+    }
+
+    /// The JSON text.
+    fn to_json(&self) -> String {
+        // Serializing these types cannot fail: every key is a string.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// `200` with `body` as `application/json`.
+fn json_answer(body: String) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// The answer to a request cancelled by `DELETE /api/inference/{request_id}`.
@@ -105,9 +153,9 @@ pub async fn generate(State(st): State<AppState>, input: WithAttachments) -> Api
     // which cancels the request at the worker.
     let call = st.orch.call_api(&worker_type, request, attachments, |_| {});
     let r = unless_cancelled(&mut registration, call).await?;
-    let mut answer = response_json(&r);
-    answer["request_id"] = json!(registration.id());
-    Ok(Json(answer).into_response())
+    Ok(json_answer(
+        InferenceAnswer::new(&r, Some(registration.id())).to_json(),
+    ))
 }
 
 pub async fn stream(State(st): State<AppState>, input: WithAttachments) -> ApiResult {
@@ -143,11 +191,9 @@ pub async fn stream(State(st): State<AppState>, input: WithAttachments) -> ApiRe
         });
         let result = unless_cancelled(&mut registration, call).await;
         let last = match result {
-            Ok(r) => {
-                let mut answer = response_json(&r);
-                answer["request_id"] = json!(registration.id());
-                Event::default().event("result").data(answer.to_string())
-            }
+            Ok(r) => Event::default()
+                .event("result")
+                .data(InferenceAnswer::new(&r, Some(registration.id())).to_json()),
             Err(e) => Event::default().event("error").data(
                 json!({"error": {"code": e.code(), "message": e.message(), "retryable": e.is_retryable()}})
                     .to_string(),
@@ -181,7 +227,7 @@ async fn sdxl(st: &AppState, operation: &str, data: Value) -> ApiResult {
 
 /// The worker type of the SDXL routes, or `503 unavailable` when no pool serves it.
 pub(super) fn sdxl_worker_type(st: &AppState) -> Result<String, ApiError> {
-    let worker_type = st.sdxl_worker_type.clone();
+    let worker_type = st.sdxl_worker_type.to_string();
     if st.orch.pool(&worker_type).is_err() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -206,7 +252,7 @@ async fn sdxl_with(
         .orch
         .call(&worker_type, request, attachments, |_| {})
         .await?;
-    Ok(Json(response_json(&r)).into_response())
+    Ok(json_answer(InferenceAnswer::new(&r, None).to_json()))
 }
 
 pub async fn sdxl_generate(State(st): State<AppState>, input: WithAttachments) -> ApiResult {
@@ -440,4 +486,70 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
 
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry::protocol::{AttachmentMeta, Metrics};
+
+    /// How the answer was built before it was serialized in place: the reference.
+    fn through_value(r: &WorkerResponse, request_id: Option<&str>) -> String {
+        let attachments: Vec<Value> = r
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let meta = r.envelope.attachments.get(i);
+                json!({
+                    "name": meta.and_then(|m| m.name.clone()),
+                    "content_type": meta.and_then(|m| m.content_type.clone()),
+                    "size": a.len(),
+                    "data_base64": base64::engine::general_purpose::STANDARD.encode(a),
+                })
+            })
+            .collect();
+        let mut answer =
+            json!({"data": r.data, "metrics": r.envelope.metrics, "attachments": attachments});
+        if let Some(id) = request_id {
+            answer["request_id"] = json!(id);
+        }
+        answer.to_string()
+    }
+
+    #[test]
+    fn inference_answer_is_byte_for_byte_the_value_built_one() {
+        let mut envelope = Envelope::response("w-1", "r-1", Value::Null);
+        envelope.data = None;
+        let plain = WorkerResponse {
+            envelope: envelope.clone(),
+            data: json!({"text": "a \"quoted\" é", "n": [1, 2.5, null], "z": {"b": 1, "a": 2}}),
+            attachments: Vec::new(),
+        };
+        envelope.metrics = Some(Metrics {
+            processing_time_ms: Some(1.5),
+            memory_usage_mb: None,
+            gpu_utilization: Some(0.25),
+        });
+        envelope.attachments = vec![
+            AttachmentMeta {
+                name: Some("a.png".into()),
+                content_type: Some("image/png".into()),
+                size: 3,
+                data_base64: None,
+                path: None,
+            },
+            AttachmentMeta::default(),
+        ];
+        let full = WorkerResponse {
+            envelope,
+            data: json!("abc"),
+            attachments: vec![vec![1, 2, 3], vec![255]],
+        };
+        for r in [&plain, &full] {
+            for id in [Some("req-7"), None] {
+                assert_eq!(InferenceAnswer::new(r, id).to_json(), through_value(r, id));
+            }
+        }
+    }
 }

@@ -136,7 +136,8 @@ pub(crate) async fn enforce(
     } else {
         Body::new(DeadlineBody {
             inner: body,
-            sleep: Box::pin(tokio::time::sleep(limits.body_timeout)),
+            deadline: tokio::time::Instant::now() + limits.body_timeout,
+            sleep: None,
             timeout: limits.body_timeout,
             expired: false,
         })
@@ -152,9 +153,15 @@ pub(crate) async fn enforce(
 }
 
 /// A request body that fails with [`BodyTimeout`] once its deadline passes.
+///
+/// The timer is armed the first time the body is not ready: a body that came with its
+/// head (most do) is read without touching the runtime's timer wheel.
 struct DeadlineBody {
     inner: Body,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// When the body must have arrived (set when the request came in).
+    deadline: tokio::time::Instant,
+    /// The timer for `deadline`, armed at the first `Pending` read.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Duration,
     expired: bool,
 }
@@ -172,7 +179,11 @@ impl http_body::Body for DeadlineBody {
             if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
                 return Poll::Ready(frame);
             }
-            if this.sleep.as_mut().poll(cx).is_pending() {
+            let deadline = this.deadline;
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             this.expired = true;

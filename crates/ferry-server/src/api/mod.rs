@@ -39,7 +39,9 @@ use std::sync::Arc;
 pub struct AppState {
     orch: Arc<Orchestrator>,
     token: Option<Arc<str>>,
-    sdxl_worker_type: String,
+    /// Shared, not a `String`: the state is cloned for every middleware and handler of
+    /// every request.
+    sdxl_worker_type: Arc<str>,
     /// Inference requests in progress, by `request_id`.
     live: Arc<cancel::LiveRequests>,
     /// `server.body_limit_bytes`: what a middleware that reads a body may read.
@@ -60,7 +62,7 @@ pub fn router(orch: Arc<Orchestrator>, server: &ServerConfig) -> Router {
     let state = AppState {
         orch,
         token: server.effective_token().map(Arc::from),
-        sdxl_worker_type: server.sdxl_worker_type.clone(),
+        sdxl_worker_type: Arc::from(server.sdxl_worker_type.as_str()),
         live: Arc::default(),
         body_limit: server.body_limit_bytes,
     };

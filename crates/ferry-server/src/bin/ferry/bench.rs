@@ -12,8 +12,9 @@ use std::time::Duration;
 #[derive(Args)]
 pub struct BenchArgs {
     /// Transports, comma-separated: stdio, socket, tcp, shm, http (the old design's HTTP
-    /// bridge). Default: all (all but http with --cmd); one this build lacks is reported
-    /// as skipped.
+    /// bridge), serve (POST /api/inference/generate to `ferry serve` over the Rust echo
+    /// worker). Default: all (all but http and serve with --cmd); one this build lacks is
+    /// reported as skipped.
     #[arg(long, value_parser = parse_targets)]
     transport: Option<Targets>,
     /// Echo workers, comma-separated: rust, python (skipped with a notice when no Python
@@ -197,8 +198,10 @@ pub fn run(args: BenchArgs) -> ExitCode {
     let mut options = SuiteOptions::new(exe);
     if args.cmd.is_some() {
         // The user's worker beside the floors; the HTTP baseline is the old design's
-        // Python worker, not theirs.
-        options.targets.retain(|t| *t != Target::Http);
+        // Python worker, not theirs, and `serve` runs the Rust echo worker.
+        options
+            .targets
+            .retain(|t| !matches!(t, Target::Http | Target::Serve));
         options.workers.clear();
     }
     if let Some(Targets(t)) = args.transport {
