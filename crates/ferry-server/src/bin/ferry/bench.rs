@@ -266,6 +266,16 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
+fn parse_frame_header(s: &str) -> Result<ferry::protocol::FrameHeader, String> {
+    s.parse()
+        .map_err(|e: ferry::protocol::UnknownFrameHeader| e.to_string())
+}
+
+fn parse_shm_wait(s: &str) -> Result<ferry::transport::shm::WaitStrategy, String> {
+    s.parse()
+        .map_err(|e: ferry::transport::TransportError| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,14 +299,4 @@ mod tests {
         assert!(parse_cmd("").is_err());
         assert!(parse_cmd("python3 'unclosed").is_err());
     }
-}
-
-fn parse_frame_header(s: &str) -> Result<ferry::protocol::FrameHeader, String> {
-    s.parse()
-        .map_err(|e: ferry::protocol::UnknownFrameHeader| e.to_string())
-}
-
-fn parse_shm_wait(s: &str) -> Result<ferry::transport::shm::WaitStrategy, String> {
-    s.parse()
-        .map_err(|e: ferry::transport::TransportError| e.to_string())
 }
