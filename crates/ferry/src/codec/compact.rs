@@ -428,7 +428,8 @@ impl CompactWire {
             }
             _ => envelope.request_id = Some(id_text),
         }
-        if metric_count > 0 {
+        // Metrics belong to responses; elsewhere their bytes are skipped.
+        if metric_count > 0 && header.kind == kind::RESPONSE {
             envelope.metrics = Some(metrics);
         }
         at += name_len;
