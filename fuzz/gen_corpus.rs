@@ -185,7 +185,11 @@ fn codecs() {
     }
     let mut request = Envelope::request("r-42", "echo", json!("hi"));
     request.deadline_ms = Some(5000);
-    put("codec_compact", "hot_request", &compact(&request, &[b"abc"]));
+    put(
+        "codec_compact",
+        "hot_request",
+        &compact(&request, &[b"abc"]),
+    );
     let mut by_name = Envelope::request("r-7", "health", Value::Null);
     by_name.priority = Some(Priority::High);
     put("codec_compact", "by_name", &compact(&by_name, &[]));
@@ -195,8 +199,16 @@ fn codecs() {
         memory_usage_mb: Some(12.0),
         gpu_utilization: None,
     });
-    put("codec_compact", "hot_response", &compact(&response, &[b"xy", b""]));
-    put("codec_compact", "cancel", &compact(&Envelope::cancel("r-9", "r-42"), &[]));
+    put(
+        "codec_compact",
+        "hot_response",
+        &compact(&response, &[b"xy", b""]),
+    );
+    put(
+        "codec_compact",
+        "cancel",
+        &compact(&Envelope::cancel("r-9", "r-42"), &[]),
+    );
 
     // MessagePack shapes the fast reader hands to rmp_serde.
     let (_, e, _) = &samples[1];
