@@ -162,14 +162,7 @@ impl CompactWire {
             };
             body::encode_framed(self.codec, env, &sized, out)?;
         }
-        let total = out.len() + attachments.iter().map(|a| a.len()).sum::<usize>();
-        if total > self.max_frame {
-            return Err(CodecError::FrameTooLarge {
-                size: total,
-                max: self.max_frame,
-            });
-        }
-        Ok(())
+        super::check_frame_size(out, attachments, self.max_frame)
     }
 
     /// Writes the compact form; `false` (nothing useful written) when `env` has something

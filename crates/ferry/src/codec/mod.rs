@@ -70,6 +70,16 @@ pub(crate) fn with_slices<T: AsRef<[u8]>, R>(items: &[T], f: impl FnOnce(&[&[u8]
     }
 }
 
+/// Refuses a frame (`header` then `attachments`) longer than `max`: what every encoder
+/// checks after writing its header.
+fn check_frame_size(header: &[u8], attachments: &[&[u8]], max: usize) -> Result<(), CodecError> {
+    let size = header.len() + attachments.iter().map(|a| a.len()).sum::<usize>();
+    if size > max {
+        return Err(CodecError::FrameTooLarge { size, max });
+    }
+    Ok(())
+}
+
 /// Default maximum frame size: 64 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 
@@ -207,14 +217,7 @@ impl Codec {
     }
 
     fn check_size(&self, out: &[u8], attachments: &[&[u8]]) -> Result<(), CodecError> {
-        let total = out.len() + attachments.iter().map(|a| a.len()).sum::<usize>();
-        if total > self.max_frame {
-            return Err(CodecError::FrameTooLarge {
-                size: total,
-                max: self.max_frame,
-            });
-        }
-        Ok(())
+        check_frame_size(out, attachments, self.max_frame)
     }
 
     /// Decodes one frame. Attachments are located, not copied: read them with
