@@ -2,9 +2,9 @@
 //! wall time on a shared 2-vCPU machine) does not depend on how fast the scheduler wakes
 //! the peer.
 //!
-//! Alternates rounds of N direct `WorkerProcess::call`s and N `Pool::call`s to the Rust
-//! echo worker over stdio (64 B payload) and prints wall and caller-CPU microseconds per
-//! call for each. Run from the workspace root, after `cargo build --release -p ferry-server`:
+//! Alternates rounds of N direct `WorkerProcess::call`s, N `Pool::call`s and N
+//! `Pool::call_async`s (on a current-thread tokio runtime) to the Rust echo worker over
+//! stdio (64 B payload) and prints wall and caller-CPU microseconds per call for each. Run from the workspace root, after `cargo build --release -p ferry-server`:
 //! `cargo run --release -p ferry-bench --example pool_overhead -- target/release/ferry`
 //! (`FERRY_BENCH_TRANSPORT=socket` for another transport).
 
@@ -62,10 +62,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pool.call(Envelope::request("", "echo", data.clone()), &[], |_| {})
                 .expect("pool call");
         });
+        // The same pool from async code: a current-thread runtime on this thread.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (aw, ac) = per_call(|| {
+            rt.block_on(pool.call_async(
+                Envelope::request("", "echo", data.clone()),
+                Vec::new(),
+                Default::default(),
+                |_| {},
+            ))
+            .expect("async pool call");
+        });
         pool.shutdown();
         println!(
-            "round {round}: direct {dw:.2} us wall {dc:.2} us cpu | pool {pw:.2} us wall {pc:.2} us cpu | pool adds {:.2} us cpu",
-            pc - dc
+            "round {round}: direct {dw:.2} us wall {dc:.2} us cpu | pool {pw:.2} us wall {pc:.2} us cpu | async pool {aw:.2} us wall {ac:.2} us cpu | pool adds {:.2} us cpu sync, {:.2} us cpu async; wall ratio to direct: sync {:.2}x, async {:.2}x",
+            pc - dc,
+            ac - dc,
+            pw / dw,
+            aw / dw
         );
     }
     Ok(())

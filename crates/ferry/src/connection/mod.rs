@@ -66,6 +66,12 @@ use std::time::{Duration, Instant};
 /// How long the async reader reads before re-checking whether anyone still waits.
 const READER_SLICE: Duration = Duration::from_millis(50);
 
+/// How long an async caller of a pool reads the link itself, on its own thread, before
+/// leaving the read to the connection's reader thread (see [`Pending::next_async`]). A
+/// worker that answers within it costs no thread hop: no wake-up of the reader thread and
+/// none of the task's thread. Longer requests block their executor thread this long once.
+const ASYNC_LEAD: Duration = Duration::from_micros(50);
+
 struct TxHalf {
     sender: Box<dyn FrameSender>,
     out: Vec<u8>,
@@ -80,12 +86,12 @@ struct RxHalf {
 struct State {
     /// Requests waiting for their answer, by the number of their id (`r-<n>`).
     pending: HashMap<u64, Arc<Slot>, BuildHasherDefault<IdHasher>>,
-    /// Async callers waiting, and async requests abandoned (their future dropped, or
-    /// timed out) whose answer to the `cancel` has not arrived yet: the reader thread reads
-    /// while there are any, so that answer is read and the request leaves the table.
-    async_waiters: usize,
-    /// The keys of those abandoned async requests still pending.
-    held: HashSet<u64, BuildHasherDefault<IdHasher>>,
+    /// The async requests the reader thread reads for, until their final answer is routed:
+    /// those of async callers (from the send, or from when a caller that read the link
+    /// itself first stopped), abandoned ones included (their future dropped, or timed out),
+    /// so that the worker's answer to the `cancel` is read and the request leaves the table.
+    /// The reader thread reads while there are any.
+    reader_reads_for: HashSet<u64, BuildHasherDefault<IdHasher>>,
     /// Why the link is unusable, once it is.
     broken: Option<String>,
     reader_started: bool,
@@ -363,10 +369,21 @@ impl Connection {
     }
 
     /// Counts one more async waiter and makes sure the reader thread runs.
-    fn register_async(self: &Arc<Self>) -> Result<(), CallError> {
+    fn register_async(self: &Arc<Self>, key: u64) -> Result<(), CallError> {
+        self.read_for(key, false)
+    }
+
+    /// Has the reader thread read for request `key` (starting the thread the first time,
+    /// and waking it); with `only_if_pending`, only while `key` is pending, checked under
+    /// the same lock, so a key whose answer was routed meanwhile is never added.
+    fn read_for(self: &Arc<Self>, key: u64, only_if_pending: bool) -> Result<(), CallError> {
         {
             let mut st = self.state.lock();
-            st.async_waiters += 1;
+            if only_if_pending && !st.pending.contains_key(&key) {
+                st.reader_reads_for.remove(&key);
+                return Ok(());
+            }
+            st.reader_reads_for.insert(key);
             if !st.reader_started {
                 st.reader_started = true;
                 let conn = self.clone();
@@ -375,7 +392,7 @@ impl Connection {
                     .spawn(move || conn.reader_loop());
                 if spawned.is_err() {
                     st.reader_started = false;
-                    st.async_waiters -= 1;
+                    st.reader_reads_for.remove(&key);
                     return Err(CallError::Transport(TransportError::Internal(
                         "cannot start reader thread".into(),
                     )));
@@ -442,38 +459,32 @@ impl Connection {
         }
     }
 
-    fn async_done(&self) {
-        let mut st = self.state.lock();
-        st.async_waiters = st.async_waiters.saturating_sub(1);
+    /// The async caller of request `key` has its answer (or never sent it).
+    fn async_done(&self, key: u64) {
+        self.state.lock().reader_reads_for.remove(&key);
     }
 
-    /// An async caller stops waiting for request `key`: while the request is pending its
-    /// waiter count stays (the reader thread keeps reading for the worker's answer to the
-    /// cancel) and is released when the answer comes ([`State::forget`]); once it is not
-    /// pending, at once.
-    fn async_abandoned(&self, key: u64) {
-        let mut st = self.state.lock();
-        if st.pending.contains_key(&key) {
-            st.held.insert(key);
-        } else {
-            st.async_waiters = st.async_waiters.saturating_sub(1);
+    /// An async caller stops waiting for request `key`: while the request is pending the
+    /// reader thread reads for it (for the worker's answer to the cancel) until that answer
+    /// is routed ([`State::forget`]), even when the caller was reading the link itself.
+    fn async_abandoned(self: &Arc<Self>, key: u64) {
+        if let Err(e) = self.read_for(key, true) {
+            // The answer waits on the link until the next caller reads it.
+            tracing::warn!(worker = %self.label, error = %e, "no reader for an abandoned request");
         }
     }
 }
 
 impl State {
-    /// Request `key` left the pending table: an abandoned async request held the reader
-    /// thread for it until now.
+    /// Request `key` left the pending table with its final answer: the reader thread
+    /// need not read for it any more.
     fn forget(&mut self, key: u64) {
-        if self.held.remove(&key) {
-            self.async_waiters = self.async_waiters.saturating_sub(1);
-        }
+        self.reader_reads_for.remove(&key);
     }
 
-    /// Every request is leaving the pending table: none holds the reader thread any more.
+    /// Every request is leaving the pending table: the reader thread reads for none.
     fn release_held(&mut self) {
-        self.async_waiters = self.async_waiters.saturating_sub(self.held.len());
-        self.held.clear();
+        self.reader_reads_for.clear();
     }
 }
 
@@ -527,12 +538,88 @@ mod tests {
         }
     }
 
+    /// A pool's async caller reads the link itself first; an answer that comes after its
+    /// window is read by the reader thread, which the caller woke when it stopped.
+    #[test]
+    fn an_async_caller_that_stops_leading_hands_the_read_to_the_reader_thread() {
+        let (host, mut worker) = memory::pair(1 << 20);
+        let codec = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, 1 << 20).unwrap();
+        let conn = Connection::new(host, codec, Dialect::Ferry, "t", None);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for round in 0..3 {
+            let mut pending = conn
+                .reserve()
+                .unwrap()
+                .send_async_leading(
+                    &Envelope::request("", "op", Value::Null),
+                    Fill::default(),
+                    &[],
+                    None,
+                )
+                .unwrap();
+            worker.receiver.recv(&mut buf, None).unwrap();
+            let request = codec.decode(&buf).unwrap().envelope;
+            let reply =
+                |n: u64| Envelope::response(format!("w-{n}"), &request.message_id, n.into());
+            if round == 1 {
+                // Already there at the first poll: the caller reads it itself, once the
+                // reader thread, which reads for no one now, has let go of the link.
+                codec.encode(&reply(round), &[], &mut out).unwrap();
+                worker.sender.send(&[&out]).unwrap();
+                while conn.rx.is_locked() {
+                    std::thread::yield_now();
+                }
+            }
+            {
+                let mut next = std::pin::pin!(pending.next_async());
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                let first = std::future::Future::poll(next.as_mut(), &mut cx);
+                if round == 1 {
+                    assert!(matches!(
+                        first,
+                        std::task::Poll::Ready(Some(Incoming::Done(Ok(_))))
+                    ));
+                    continue;
+                }
+                // Nothing came within the window: the poll gave up leading.
+                assert!(first.is_pending());
+            }
+            assert_eq!(pending.lead_until, None);
+            // An event, then the answer, both read by the reader thread.
+            let event = Envelope::event(
+                "w-e",
+                Some(request.message_id.clone()),
+                "progress",
+                Value::Null,
+            );
+            for env in [event, reply(round)] {
+                codec.encode(&env, &[], &mut out).unwrap();
+                worker.sender.send(&[&out]).unwrap();
+            }
+            let got = rt.block_on(async {
+                let mut got = Vec::new();
+                while let Some(item) = pending.next_async().await {
+                    got.push(matches!(item, Incoming::Done(Ok(_))));
+                }
+                got
+            });
+            assert_eq!(got, [false, true]);
+        }
+        assert_eq!(conn.state.lock().reader_reads_for.len(), 0);
+        conn.close();
+    }
+
     #[test]
     fn the_reader_reads_on_for_an_abandoned_async_request_until_the_worker_answers() {
         let (host, mut worker) = memory::pair(1 << 20);
         let codec = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, 1 << 20).unwrap();
         let conn = Connection::new(host, codec, Dialect::Ferry, "t", None);
-        let waiters = |conn: &Connection| conn.state.lock().async_waiters;
+        let waiters = |conn: &Connection| conn.state.lock().reader_reads_for.len();
         let mut buf = Vec::new();
         let mut out = Vec::new();
 
@@ -562,7 +649,7 @@ mod tests {
         }
         assert_eq!(waiters(&conn), 0);
 
-        // Abandoned after its answer arrived (not taken yet): nothing is held.
+        // Abandoned after its answer arrived (not taken yet): nothing is read for it.
         let pending = conn
             .start_async(Envelope::request("", "op", Value::Null), &[], None)
             .unwrap();
@@ -574,7 +661,9 @@ mod tests {
         while conn.in_flight() != 0 {
             std::thread::yield_now();
         }
-        assert_eq!(waiters(&conn), 1);
+        // Routed: the reader thread reads for it no longer, though the caller has not
+        // taken it yet.
+        assert_eq!(waiters(&conn), 0);
         drop(pending);
         assert_eq!(waiters(&conn), 0);
         conn.close();

@@ -21,6 +21,9 @@ pub struct Pending {
     pub(super) window: Option<Duration>,
     pub(super) finished: bool,
     pub(super) is_async: bool,
+    /// Until when an async caller reads the link itself before leaving it to the reader
+    /// thread; `None`: it does not (any more), and the reader thread reads for it.
+    pub(super) lead_until: Option<Instant>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -101,10 +104,20 @@ impl Pending {
 
     /// The next event or the answer, for async callers (use a connection's
     /// [`start_async`](Connection::start_async)). Returns `None` after the answer.
+    ///
+    /// A request a pool sent from async code is first read for on the polling thread, for
+    /// at most [`ASYNC_LEAD`](super::ASYNC_LEAD) after it was sent; only then is the
+    /// connection's reader thread woken to read on its behalf.
     pub fn next_async(&mut self) -> impl Future<Output = Option<Incoming>> + '_ {
         std::future::poll_fn(move |cx| {
             if self.finished {
                 return std::task::Poll::Ready(None);
+            }
+            if let Some(item) = self.lead_briefly() {
+                if matches!(item, Incoming::Done(_)) {
+                    self.finish_async();
+                }
+                return std::task::Poll::Ready(Some(item));
             }
             match self.slot.poll_pop(cx.waker()) {
                 Some(item) => {
@@ -116,6 +129,45 @@ impl Pending {
                 None => std::task::Poll::Pending,
             }
         })
+    }
+
+    /// Reads the link on this thread until an item for this request arrives or the lead
+    /// window ends; `None` once the window is over (or another thread reads), after which
+    /// the reader thread reads for this request.
+    fn lead_briefly(&mut self) -> Option<Incoming> {
+        let until = self.lead_until?;
+        let until = self.deadline.map_or(until, |d| d.min(until));
+        let (conn, slot) = (&self.conn, &self.slot);
+        // `Some(outcome)` when this caller led: an item for it, or `None` at the window's end.
+        let led = conn.rx.try_lock().map(|mut rx| loop {
+            if slot.has_items() {
+                if let Some(item) = slot.pop() {
+                    break Some(item);
+                }
+            }
+            match conn.read_one(&mut rx, Some(until), Some(slot)) {
+                Ok(Some(item)) => break Some(item),
+                Ok(None) => {}
+                Err(TransportError::Timeout) => break None,
+                // Every pending slot, ours included, now holds its failure.
+                Err(_) => {}
+            }
+        });
+        let did_lead = led.is_some();
+        let outcome = led.flatten();
+        if did_lead {
+            // The reader thread is woken only if it reads for someone: not for this request.
+            self.conn.step_down(Some(self.key));
+        }
+        if outcome.is_none() {
+            // The window is over, or another thread reads: from now on the reader thread
+            // reads for this request (started and woken here).
+            self.lead_until = None;
+            if let Err(e) = self.conn.register_async(self.key) {
+                return Some(Incoming::Done(Err(e)));
+            }
+        }
+        outcome
     }
 
     /// The answer if it has arrived, without blocking and without reading the link (use
@@ -140,7 +192,7 @@ impl Pending {
         self.finished = true;
         if self.is_async {
             self.is_async = false;
-            self.conn.async_done();
+            self.conn.async_done(self.key);
         }
     }
 

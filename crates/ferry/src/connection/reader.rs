@@ -137,26 +137,33 @@ impl Connection {
 
     /// The leader is done reading: let a follower (or the reader thread) take over.
     pub(super) fn step_down(&self, own: Option<u64>) {
-        let slots: Vec<Arc<Slot>> = {
+        let (slots, reader_needed) = {
             let mut st = self.state.lock();
             st.reader_nudges += 1;
-            st.pending
+            let slots: Vec<Arc<Slot>> = st
+                .pending
                 .iter()
                 .filter(|(key, _)| Some(**key) != own)
                 .map(|(_, s)| s.clone())
-                .collect()
+                .collect();
+            (slots, !st.reader_reads_for.is_empty())
         };
         for slot in slots {
             slot.nudge();
         }
-        self.state_cv.notify_all();
+        // Why only then: with no async waiter the reader thread would wake, find nothing
+        // to do and sleep again, a context switch per call. The nudge count still moved,
+        // so a reader waiting for it goes on at the next notification.
+        if reader_needed {
+            self.state_cv.notify_all();
+        }
     }
 
     pub(super) fn reader_loop(self: Arc<Self>) {
         loop {
             let seen = {
                 let mut st = self.state.lock();
-                while st.async_waiters == 0 && !st.closing {
+                while st.reader_reads_for.is_empty() && !st.closing {
                     self.state_cv.wait(&mut st);
                 }
                 if st.closing {
@@ -168,7 +175,7 @@ impl Connection {
                 loop {
                     {
                         let st = self.state.lock();
-                        if st.async_waiters == 0 || st.closing || st.broken.is_some() {
+                        if st.reader_reads_for.is_empty() || st.closing || st.broken.is_some() {
                             break;
                         }
                     }
@@ -182,7 +189,7 @@ impl Connection {
                 if self.state.lock().broken.is_some() {
                     // Nothing more can arrive; wait until async callers drain or close.
                     let mut st = self.state.lock();
-                    while !st.closing && st.async_waiters > 0 {
+                    while !st.closing && !st.reader_reads_for.is_empty() {
                         self.state_cv.wait_for(&mut st, READER_SLICE);
                     }
                     if st.closing {
@@ -191,7 +198,7 @@ impl Connection {
                 }
             } else {
                 let mut st = self.state.lock();
-                while st.reader_nudges == seen && !st.closing && st.async_waiters > 0 {
+                while st.reader_nudges == seen && !st.closing && !st.reader_reads_for.is_empty() {
                     self.state_cv.wait(&mut st);
                 }
             }

@@ -104,6 +104,7 @@ impl Reservation {
             deadline,
             finished: false,
             is_async: false,
+            lead_until: None,
         })
     }
 
@@ -126,17 +127,45 @@ impl Reservation {
         attachments: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
-        let Some(conn) = self.claim.as_ref().map(|c| c.conn.clone()) else {
+        self.send_async_with(request, fill, attachments, deadline, false)
+    }
+
+    /// [`send_async_filled`](Self::send_async_filled) for a caller that awaits
+    /// [`Pending::next_async`] at once: its first polls read the link on the caller's
+    /// thread for a short while ([`ASYNC_LEAD`](super::ASYNC_LEAD)) before the reader
+    /// thread is woken, so a quick answer costs no thread hop.
+    pub(crate) fn send_async_leading(
+        self,
+        request: &Envelope,
+        fill: Fill<'_>,
+        attachments: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Pending, CallError> {
+        self.send_async_with(request, fill, attachments, deadline, true)
+    }
+
+    fn send_async_with(
+        self,
+        request: &Envelope,
+        fill: Fill<'_>,
+        attachments: &[&[u8]],
+        deadline: Option<Instant>,
+        lead: bool,
+    ) -> Result<Pending, CallError> {
+        let Some((conn, key)) = self.claim.as_ref().map(|c| (c.conn.clone(), c.key)) else {
             unreachable!("a reservation is sent once: send_async takes it by value");
         };
-        conn.register_async()?;
+        if !lead {
+            conn.register_async(key)?;
+        }
         match self.send_filled(request, fill, attachments, deadline) {
             Ok(mut p) => {
                 p.is_async = true;
+                p.lead_until = lead.then(|| Instant::now() + super::ASYNC_LEAD);
                 Ok(p)
             }
             Err(e) => {
-                conn.async_done();
+                conn.async_done(key);
                 Err(e)
             }
         }

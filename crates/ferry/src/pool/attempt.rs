@@ -143,7 +143,7 @@ impl<F: FnMut(&Envelope) + Send> Waiting for Awaiting<'_, F> {
         limit: Duration,
     ) -> Result<Response, CallError> {
         let mut pending =
-            reservation.send_async_filled(request, fill, self.attachments, Some(deadline))?;
+            reservation.send_async_leading(request, fill, self.attachments, Some(deadline))?;
         let on_event = &mut self.on_event;
         let waited = tokio::time::timeout_at(deadline.into(), async {
             loop {

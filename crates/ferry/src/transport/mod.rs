@@ -93,6 +93,14 @@ pub trait FrameReceiver: Send {
         f(scratch);
         Ok(())
     }
+
+    /// Whether [`recv_with`](Self::recv_with) lends frames from the transport's own memory
+    /// (shm's ring) rather than from `scratch`. A caller that keeps a lent frame long holds
+    /// the peer's sends back, so it copies frames it will keep; on a transport that says
+    /// `false` there is nothing to gain from `recv_with` over [`recv`](Self::recv).
+    fn lends_in_place(&self) -> bool {
+        false
+    }
 }
 
 /// Both halves of one connection, with the properties the layers above need.

@@ -55,6 +55,11 @@ impl Handler for Echo {
             _ => handle(request, ctx).map(ReplyRef::from),
         }
     }
+
+    /// `echo`, `print` and `fail` answer at once; `sleep` runs long and checks for cancels.
+    fn in_place(&self, operation: &str) -> bool {
+        matches!(operation, "echo" | "print" | "fail")
+    }
 }
 
 fn print_line() {

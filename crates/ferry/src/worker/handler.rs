@@ -144,6 +144,36 @@ pub trait Handler {
     ) -> Result<ReplyRef<'r>, HandlerError> {
         self.handle(request, ctx).map(ReplyRef::from)
     }
+
+    /// Whether requests for `operation` are served straight from the transport's memory
+    /// where it lends frames in place (shm): the request's data and attachments are read
+    /// inside the ring, and a [`ReplyRef`] borrowing them is sent from there, with no copy
+    /// out of the ring first. The default is `false`: the request is copied out and the
+    /// ring space given back before the handler runs.
+    ///
+    /// Say `true` only for operations that return quickly. While such a handler runs, the
+    /// frame's ring space is held (the host's later sends may wait for it once the ring is
+    /// full) and the link is not drained: [`Context::is_cancelled`] sees only the deadline,
+    /// and `health` probes are answered after the call.
+    ///
+    /// ```
+    /// use ferry::worker::{Context, Handler, HandlerError, Reply, Request};
+    /// struct Sum;
+    /// impl Handler for Sum {
+    ///     fn handle(&mut self, req: &Request<'_>, _: &mut Context<'_>) -> Result<Reply, HandlerError> {
+    ///         let total: u64 = req.attachments.iter().flat_map(|a| a.iter()).map(|b| u64::from(*b)).sum();
+    ///         Ok(Reply::data(total.into()))
+    ///     }
+    ///     fn in_place(&self, operation: &str) -> bool {
+    ///         operation == "sum"
+    ///     }
+    /// }
+    /// assert!(Sum.in_place("sum"));
+    /// ```
+    fn in_place(&self, operation: &str) -> bool {
+        let _ = operation;
+        false
+    }
 }
 
 impl<F> Handler for F

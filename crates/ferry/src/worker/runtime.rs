@@ -56,7 +56,8 @@ struct Queued {
 /// The worker's side of the link, shared by the loop and a running handler's context.
 pub(super) struct Io {
     tx: Box<dyn FrameSender>,
-    rx: Box<dyn FrameReceiver>,
+    /// `None` while a frame lent in place is being served (see [`serve_lent_frame`]).
+    rx: Option<Box<dyn FrameReceiver>>,
     codec: Codec,
     /// The compact wire, once `ready` has accepted it.
     compact: Option<CompactWire>,
@@ -157,8 +158,10 @@ impl Io {
     /// Drains waiting messages without blocking while request `current` runs.
     pub(super) fn pump(&mut self, current: &str, cancelled: &mut bool) {
         let mut buf = std::mem::take(&mut self.pump_buf);
-        loop {
-            match self.rx.recv(&mut buf, Some(Instant::now())) {
+        // Why the receiver may be missing: the handler runs on a frame lent in place, which
+        // holds the link until it returns; nothing can be drained meanwhile.
+        while let Some(rx) = self.rx.as_mut() {
+            match rx.recv(&mut buf, Some(Instant::now())) {
                 Ok(()) => {}
                 Err(TransportError::Timeout) => break,
                 Err(TransportError::Disconnected) => {
@@ -265,7 +268,7 @@ pub fn serve_link<H: Handler>(
 ) -> Result<(), ServeError> {
     let mut io = Io {
         tx: link.sender,
-        rx: link.receiver,
+        rx: Some(link.receiver),
         codec,
         compact: None,
         ids: IdGenerator::new("w"),
@@ -289,6 +292,7 @@ pub fn serve_link<H: Handler>(
         // Everything after `ready`, both ways, is a compact link's frame.
         io.compact = Some(CompactWire::new(codec.kind(), codec.max_frame(), &info));
     }
+    let lends_in_place = io.rx.as_ref().is_some_and(|rx| rx.lends_in_place());
     let mut buf = Vec::new();
     while !io.host_gone && !io.stop_requested {
         if let Some(q) = io.queue.pop_front() {
@@ -299,26 +303,103 @@ pub fn serve_link<H: Handler>(
             }
             continue;
         }
-        match io.rx.recv(&mut buf, None) {
-            Ok(()) => {}
-            Err(TransportError::Disconnected) => break,
+        let served = if lends_in_place {
+            serve_lent_frame(&mut io, &info, &mut handler, &mut buf)
+        } else {
+            serve_received_frame(&mut io, &info, &mut handler, &mut buf)
+        };
+        match served {
+            Ok(false) => {}
+            Ok(true) | Err(TransportError::Disconnected) => break,
             Err(e @ TransportError::FrameTooLarge { .. }) => {
                 tracing::warn!(error = %e, "skipping oversized frame");
-                continue;
             }
             Err(e) => return Err(e.into()),
         }
-        let Some(decoded) = io.decode(&buf) else {
-            continue;
-        };
-        let atts: Vec<&[u8]> = (0..decoded.attachment_count())
-            .filter_map(|i| decoded.attachment(&buf, i))
-            .collect();
-        if dispatch(&mut io, &info, &mut handler, &decoded.envelope, atts) {
-            break;
-        }
     }
     Ok(())
+}
+
+/// Receives one frame into `buf` and handles it; `Ok(true)`: the worker should stop.
+fn serve_received_frame<H: Handler>(
+    io: &mut Io,
+    info: &ReadyInfo,
+    handler: &mut H,
+    buf: &mut Vec<u8>,
+) -> Result<bool, TransportError> {
+    let rx = io
+        .rx
+        .as_mut()
+        .expect("the receiver is back after every lent frame");
+    rx.recv(buf, None)?;
+    let Some(decoded) = io.decode(buf) else {
+        return Ok(false);
+    };
+    Ok(dispatch_decoded(io, info, handler, &decoded, buf))
+}
+
+/// Receives one frame on a transport that lends it in place (shm) and handles it there
+/// when the handler serves that operation in place ([`Handler::in_place`]): the request's
+/// data and attachments are read in the ring and an echo answers from them. Any other
+/// request is copied into `buf` first and served after the ring space is given back, so
+/// that a long handler neither holds the host's sends back nor stops cancels and `health`
+/// from being drained. `Ok(true)`: the worker should stop.
+fn serve_lent_frame<H: Handler>(
+    io: &mut Io,
+    info: &ReadyInfo,
+    handler: &mut H,
+    buf: &mut Vec<u8>,
+) -> Result<bool, TransportError> {
+    let mut rx = io
+        .rx
+        .take()
+        .expect("the receiver is back after every lent frame");
+    let mut stop = false;
+    let mut copied: Option<DecodedFrame> = None;
+    let received = rx.recv_with(&mut Vec::new(), None, &mut |frame| {
+        let Some(decoded) = io.decode(frame) else {
+            return;
+        };
+        if runs_in_place(&decoded.envelope, handler) {
+            stop = dispatch_decoded(io, info, handler, &decoded, frame);
+        } else {
+            buf.clear();
+            buf.extend_from_slice(frame);
+            copied = Some(decoded);
+        }
+    });
+    io.rx = Some(rx);
+    received?;
+    if let Some(decoded) = copied {
+        stop = dispatch_decoded(io, info, handler, &decoded, buf);
+    }
+    Ok(stop)
+}
+
+/// Whether a message is handled while its frame is lent: everything but a request for an
+/// operation the handler does not serve in place (built-ins and cancels are quick).
+fn runs_in_place<H: Handler>(env: &Envelope, handler: &H) -> bool {
+    if env.kind != MessageType::Request {
+        return true;
+    }
+    match env.operation.as_deref().map(Operation::classify) {
+        Some(Operation::Custom(op)) => handler.in_place(op),
+        _ => true,
+    }
+}
+
+/// Handles a decoded frame whose bytes are `frame`; `true`: the worker should stop.
+fn dispatch_decoded<H: Handler>(
+    io: &mut Io,
+    info: &ReadyInfo,
+    handler: &mut H,
+    decoded: &DecodedFrame,
+    frame: &[u8],
+) -> bool {
+    let atts: Vec<&[u8]> = (0..decoded.attachment_count())
+        .filter_map(|i| decoded.attachment(frame, i))
+        .collect();
+    dispatch(io, info, handler, &decoded.envelope, atts)
 }
 
 /// Handles one incoming message; returns `true` when the worker should stop.
@@ -485,6 +566,61 @@ mod tests {
         // The loop ended by itself while the host's end is still open.
         served.join().unwrap().unwrap();
         drop(host);
+    }
+
+    /// Reports whether a cancel sent before the call is seen from inside it: a frame
+    /// served in place holds the link, so nothing is drained; a copied one does not.
+    struct SeesCancel(std::sync::mpsc::Receiver<()>);
+
+    impl Handler for SeesCancel {
+        fn handle(
+            &mut self,
+            _: &Request<'_>,
+            ctx: &mut Context<'_>,
+        ) -> Result<Reply, HandlerError> {
+            // Waits until the host has sent the cancel, so the check below is not a race.
+            self.0
+                .recv()
+                .map_err(|e| HandlerError::internal(e.to_string()))?;
+            Ok(Reply::data(json!(ctx.is_cancelled())))
+        }
+
+        fn in_place(&self, operation: &str) -> bool {
+            operation == "lent"
+        }
+    }
+
+    #[test]
+    fn shm_serves_in_place_only_the_operations_the_handler_names() {
+        let options = crate::transport::shm::ShmOptions::default().capacity(1 << 16);
+        let (host, worker) = crate::transport::shm::pair(&options, 1 << 15).unwrap();
+        let (mut host, worker) = (host.into_link(), worker.into_link());
+        assert!(worker.receiver.lends_in_place());
+        let codec = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, 1 << 15).unwrap();
+        let info = ReadyInfo::new("t", vec!["lent".into(), "copied".into()]);
+        let (go, wait) = std::sync::mpsc::channel();
+        let served = std::thread::spawn(move || serve_link(worker, codec, info, SeesCancel(wait)));
+        let mut buf = Vec::new();
+        host.receiver.recv(&mut buf, None).unwrap();
+        assert!(codec.decode(&buf).unwrap().envelope.is_ready_event());
+        let mut out = Vec::new();
+        for (id, op, drained) in [("r-1", "lent", false), ("r-2", "copied", true)] {
+            codec
+                .encode(&Envelope::request(id, op, Value::Null), &[], &mut out)
+                .unwrap();
+            host.sender.send(&[&out]).unwrap();
+            codec
+                .encode(&Envelope::cancel("c", id), &[], &mut out)
+                .unwrap();
+            host.sender.send(&[&out]).unwrap();
+            go.send(()).unwrap();
+            host.receiver.recv(&mut buf, None).unwrap();
+            let answer = codec.decode(&buf).unwrap().envelope;
+            assert_eq!(answer.request_id.as_deref(), Some(id));
+            assert_eq!(answer.data, Some(json!(drained)), "{op}");
+        }
+        drop(host);
+        served.join().unwrap().unwrap();
     }
 
     #[test]

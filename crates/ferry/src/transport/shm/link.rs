@@ -425,6 +425,10 @@ impl FrameReceiver for ShmReceiver {
         f(&frame);
         Ok(())
     }
+
+    fn lends_in_place(&self) -> bool {
+        true
+    }
 }
 
 impl Drop for ShmReceiver {
