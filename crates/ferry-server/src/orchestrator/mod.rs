@@ -586,7 +586,7 @@ impl Orchestrator {
     /// Applies a control to a session: at once when this host runs it, else through the
     /// store for the host that does (picked up within a third of `lease_ms`).
     pub async fn control_session(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         control: Control,
     ) -> Result<SessionView, OrchestratorError> {
@@ -596,6 +596,10 @@ impl Orchestrator {
             return Ok(s.view());
         }
         let view = self.session(id).await?;
+        if view.status.is_finished() && control == Control::Restart {
+            // Finished and no longer in memory: restarted here, as a live one would be.
+            return self.restart_finished(id, view).await;
+        }
         if view.status.is_finished() {
             return Err(OrchestratorError::InvalidState(format!(
                 "cannot {} a {} session",
@@ -605,6 +609,52 @@ impl Orchestrator {
         }
         self.store.request_control(id, control.as_str()).await?;
         Ok(view)
+    }
+
+    /// Restarts finished session `id` (whose last view is `last`) from its first step on
+    /// this host.
+    async fn restart_finished(
+        self: &Arc<Self>,
+        id: &str,
+        last: SessionView,
+    ) -> Result<SessionView, OrchestratorError> {
+        let stored = self
+            .store
+            .session(id)
+            .await?
+            .ok_or_else(|| OrchestratorError::NotFound(format!("session `{id}`")))?;
+        let workflow: crate::config::WorkflowConfig =
+            parse_stored("session workflow", &stored.workflow)?;
+        let input: serde_json::Value = parse_stored("session input", &stored.input)?;
+        let view = SessionView {
+            created_at: last.created_at,
+            ..session::fresh_view(id, &workflow)
+        };
+        let view_text =
+            serde_json::to_string(&view).map_err(|e| OrchestratorError::Invalid(e.to_string()))?;
+        let caps = OpenCaps {
+            count: self.limits.open_sessions,
+            bytes: self.limits.open_session_bytes,
+        };
+        let Some(reopened) = self.store.reopen_session(id, &view_text, caps).await? else {
+            return Err(OrchestratorError::InvalidState(format!(
+                "session `{id}` is running on another host; try again"
+            )));
+        };
+        let session = Session::start(
+            self.clone(),
+            id.to_owned(),
+            workflow,
+            input.clone(),
+            view,
+            reopened.epoch,
+            session::Resume::fresh(&input),
+            session::Flag::Run,
+        );
+        self.live_sessions
+            .lock()
+            .insert(id.to_owned(), session.clone());
+        Ok(session.view())
     }
 
     /// Cancels and forgets a session.

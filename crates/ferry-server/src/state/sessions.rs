@@ -118,6 +118,56 @@ impl StateStore {
         Ok(true)
     }
 
+    /// Reopens finished session `id` for a restart on this host: a new claim, no progress,
+    /// status `pending` and `view` (JSON), unless the open caps refuse it. `Ok(None)` when
+    /// there is no finished session `id` (it is gone, or open: then its host restarts it).
+    pub async fn reopen_session(
+        &self,
+        id: &str,
+        view: &str,
+        caps: OpenCaps,
+    ) -> Result<Option<StoredSession>, StateError> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(&format!(
+            "SELECT workflow, input, epoch, bytes FROM sessions \
+             WHERE id = $1 AND status NOT IN {OPEN}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let bytes: i64 = r.try_get(3)?;
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        Self::check_open_caps(&mut tx, "sessions", ("session", "sessions"), bytes, caps).await?;
+        let epoch = r.try_get::<i64, _>(2)?.saturating_add(1);
+        sqlx::query(
+            "UPDATE sessions SET view = $2, progress = '{}', status = 'pending', \
+             finished_ms = NULL, owner = $3, lease_until = $4, epoch = $5, control = NULL \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(view)
+        .bind(&self.host)
+        .bind(now_ms().saturating_add(self.lease_ms))
+        .bind(epoch)
+        .execute(&mut *tx)
+        .await?;
+        let reopened = StoredSession {
+            id: id.to_owned(),
+            workflow: r.try_get(0)?,
+            input: r.try_get(1)?,
+            view: view.to_owned(),
+            progress: "{}".to_owned(),
+            status: "pending".to_owned(),
+            epoch,
+            result_attachments: Vec::new(),
+        };
+        tx.commit().await?;
+        Ok(Some(reopened))
+    }
+
     /// Every session id, oldest first.
     pub async fn session_ids(&self) -> Result<Vec<String>, StateError> {
         let rows = sqlx::query("SELECT id FROM sessions ORDER BY created_ms, id")

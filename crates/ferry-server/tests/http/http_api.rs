@@ -339,7 +339,7 @@ fn workflows_sessions_and_their_control() {
                 Some(r#"{"action":"restart"}"#),
             )
             .json();
-        assert_eq!(r["steps"][0]["status"], "pending");
+        assert_eq!(r["steps"][0]["status"], "pending", "{r}");
         gates.wait_until("step one runs again", |log| {
             log.iter().filter(|l| *l == "started cancel-1").count() == 2
         });

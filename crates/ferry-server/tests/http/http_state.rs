@@ -118,3 +118,77 @@ fn the_default_state_is_a_sqlite_file_beside_the_configuration() {
         assert!(db.is_file(), "{} missing", db.display());
     });
 }
+
+/// Polls session `path` until `pred` holds (the session runs in the server; no timing is
+/// assumed, only a generous bound for a hung server).
+fn session_when(
+    c: &mut common::http::Client,
+    path: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let v = c.request("GET", path, None).json();
+        if pred(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < limit,
+            "never happened; last: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A finished session that is no longer in the server's memory (here: the server was
+/// restarted) restarts from its first step, as one still in memory does.
+#[test]
+fn a_finished_session_restarts_after_the_server_restarted() {
+    with_watchdog(WATCHDOG, || {
+        let text = format!(
+            "{}\n[[workflows]]\nid = \"twice\"\n\n[[workflows.steps]]\nname = \"first\"\n\
+             worker_type = \"echo\"\noperation = \"echo\"\ninput = \"$request\"\n\n\
+             [[workflows.steps]]\nname = \"second\"\nworker_type = \"echo\"\n\
+             operation = \"echo\"\ninput = {{ wrapped = \"$steps.first\" }}\n",
+            config("")
+        );
+        let server = Server::start(&text);
+        let file = server.config_dir().join("ferry.toml");
+        let mut c = server.client();
+        let s = c
+            .request(
+                "POST",
+                "/api/processing/workflows/twice/execute",
+                Some(r#"{"n": 1}"#),
+            )
+            .json();
+        let path = format!("/api/processing/sessions/{}", s["id"].as_str().unwrap());
+        let done = session_when(&mut c, &path, |v| v["status"] == "completed");
+        assert_eq!(done["result"], json!({"wrapped": {"n": 1}}));
+        assert!(server.stop().success());
+
+        let server = Server::start_file(&file);
+        let mut c = server.client();
+        let again = c.request(
+            "POST",
+            &format!("{path}/control"),
+            Some(r#"{"action":"restart"}"#),
+        );
+        assert_eq!(again.status, 200, "{}", again.body);
+        let again = again.json();
+        assert_eq!(again["steps"][0]["status"], "pending", "{again}");
+        assert_eq!(again["created_at"], done["created_at"]);
+        let redone = session_when(&mut c, &path, |v| v["status"] == "completed");
+        assert_eq!(redone["result"], json!({"wrapped": {"n": 1}}));
+        // The other controls of a finished session are refused as before.
+        let pause = c.request(
+            "POST",
+            &format!("{path}/control"),
+            Some(r#"{"action":"pause"}"#),
+        );
+        assert_eq!(
+            (pause.status, pause.error_code().as_str()),
+            (409, "invalid_state")
+        );
+    });
+}
