@@ -136,3 +136,41 @@ fn compact_without_the_stdio_switch_is_refused() {
         other => panic!("expected InvalidReady, got {other:?}"),
     }
 }
+
+/// The byte example of docs/protocol.md section 10: a request on stdio after the switch
+/// to length-prefixed `msgpack` frames, as the host's codec writes it.
+#[test]
+fn the_documented_stdio_frame_is_what_the_codec_writes() {
+    let codec = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, MAX).unwrap();
+    let mut request = Envelope::request("r-1", "echo", json!("hi"));
+    request.timestamp = None;
+    request.worker_type = None;
+    let mut header = Vec::new();
+    codec.encode(&request, &[b"abc"], &mut header).unwrap();
+    let body = [header.as_slice(), b"abc"].concat();
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let mut want = vec![0x58, 0, 0, 0, 0x51, 0, 0, 0, 0x86];
+    let text = |want: &mut Vec<u8>, s: &str| {
+        want.push(0xa0 | s.len() as u8);
+        want.extend_from_slice(s.as_bytes());
+    };
+    text(&mut want, "version");
+    want.push(0x01);
+    for (k, v) in [
+        ("message_id", "r-1"),
+        ("type", "request"),
+        ("operation", "echo"),
+        ("data", "hi"),
+    ] {
+        text(&mut want, k);
+        text(&mut want, v);
+    }
+    text(&mut want, "attachments");
+    want.extend_from_slice(&[0x91, 0x81]);
+    text(&mut want, "size");
+    want.push(0x03);
+    want.extend_from_slice(b"abc");
+    assert_eq!(frame, want);
+    assert_eq!(frame.len(), 4 + 0x58);
+}
