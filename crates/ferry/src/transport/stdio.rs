@@ -352,7 +352,7 @@ mod tests {
         host.sender.send(&[b"{}"]).unwrap();
         host.switch_framing(Framing::LengthPrefixed).unwrap();
         host.sender.send(&[b"head\n", b"", b"tail"]).unwrap();
-        let mut got = vec![0u8; 64];
+        let mut got = [0u8; 64];
         let mut n = 0;
         while n < 3 + 4 + 9 {
             n += read_deadline(&worker_in, &mut got[n..], None).unwrap();

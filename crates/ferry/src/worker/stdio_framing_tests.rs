@@ -19,16 +19,16 @@ fn json_lines() -> Codec {
     Codec::new(CodecKind::Json, Framing::Lines, MAX).unwrap()
 }
 
+/// The worker's serve loop, run on a thread.
+type Served = JoinHandle<Result<(), ServeError>>;
+
 /// A host connection over a stdio pipe pair offering `offer` to an echo worker whose
 /// `ready` says `accept` (stdio framing and codec, frame header).
 fn connect(
     offer: Offer,
     accept: Option<CodecKind>,
     frame_header: Option<FrameHeader>,
-) -> (
-    Result<Arc<Connection>, SpawnError>,
-    JoinHandle<Result<(), ServeError>>,
-) {
+) -> (Result<Arc<Connection>, SpawnError>, Served) {
     let (host, worker) = stdio::pipe_pair(MAX).unwrap();
     let mut info = ReadyInfo::new(
         "echo",
@@ -64,7 +64,7 @@ fn echo_round_trip(conn: &Arc<Connection>, size: usize) {
     }
 }
 
-fn shut_down(conn: Arc<Connection>, served: JoinHandle<Result<(), ServeError>>) {
+fn shut_down(conn: Arc<Connection>, served: Served) {
     conn.close_sender();
     drop(conn);
     served.join().unwrap().unwrap();
