@@ -109,3 +109,36 @@ fn the_plain_python_worker_of_the_docs_ignores_the_offer_and_keeps_ndjson() {
         w.shutdown().unwrap();
     });
 }
+
+/// The Python runtime (`ferry_worker`, over the same Rust `serve_link`) accepts the offer.
+#[test]
+fn the_python_echo_worker_switches_to_binary_frames() {
+    let Some(python) = common::python::python_or_skip("python echo over binary stdio") else {
+        return;
+    };
+    with_watchdog(WATCHDOG, move || {
+        let mut spec = WorkerSpec::new(
+            "echo",
+            python.display().to_string(),
+            ["-m", "ferry_worker.echo"],
+        );
+        spec.codec = CodecKind::MsgPack;
+        spec.stdio_framing = StdioFraming::LengthPrefixed;
+        let mut w = WorkerProcess::spawn(spec).expect("python echo worker starts");
+        let info = w.ready_info().unwrap().clone();
+        assert_eq!(info.stdio_framing, Some(StdioFraming::LengthPrefixed));
+        assert_eq!(info.stdio_codec.as_deref(), Some("msgpack"));
+        let image: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let reply = w
+            .call_with(
+                Envelope::request("", "echo", json!({"n": 1})),
+                &[&image],
+                &CallOptions::default(),
+                |_| {},
+            )
+            .unwrap();
+        assert_eq!(reply.data, json!({"n": 1}));
+        assert_eq!(reply.attachments, vec![image]);
+        w.shutdown().unwrap();
+    });
+}
