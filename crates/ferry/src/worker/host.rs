@@ -121,7 +121,7 @@ impl WorkerProcess {
             && spec.dialect == Dialect::Ferry
             && spec.stdio_framing == StdioFraming::LengthPrefixed;
         let (line_codec, stdio_codec) = if stdio_switch {
-            Codec::new(spec.codec, Framing::LengthPrefixed, spec.max_frame)?;
+            // Every codec fits length-prefixed frames.
             (CodecKind::Json, Some(spec.codec))
         } else {
             (spec.codec, None)
