@@ -27,7 +27,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use ferry::transport::{FrameReceiver, TransportError};
+use ferry::transport::{FrameReceiver, Framing, TransportError};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -138,6 +138,10 @@ impl FrameReceiver for TrackingReceiver {
             lock(&self.tracker.0).last = Some(start..start + buf.len());
         }
         received
+    }
+
+    fn switch_framing(&mut self, framing: Framing) -> Result<(), TransportError> {
+        self.inner.switch_framing(framing)
     }
 }
 

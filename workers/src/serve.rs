@@ -28,8 +28,10 @@ use std::sync::{Mutex, PoisonError};
 /// The worker's end of the link to its host, not yet served.
 #[pyclass(name = "Connection", module = "ferry_worker._native", frozen)]
 pub struct Connection {
-    /// What `ready` accepts of the host's frame header offer.
-    frame_header: Option<ferry::protocol::FrameHeader>,
+    /// The host's offers (frame header, stdio framing), accepted in `ready`.
+    env: WorkerEnv,
+    /// The link's framing before any switch.
+    framing: ferry::codec::Framing,
     link: Mutex<Option<(Link, Codec)>>,
     transport: &'static str,
     codec: &'static str,
@@ -45,14 +47,16 @@ pub fn connect() -> PyResult<Connection> {
     ferry::worker::watchdog::start();
     let link = worker_link(env.transport, env.max_frame).map_err(NativeError::from)?;
     let codec = Codec::new(env.codec, link.framing, env.max_frame).map_err(NativeError::from)?;
-    // The compact frame header (docs/protocol.md, section 9) when the host offers it on a
-    // framed link: the runtime implements it for Python handlers too.
-    let frame_header = env.accepted_frame_header(link.framing);
+    // The compact frame header (docs/protocol.md, section 9) and length-prefixed frames on
+    // stdio (section 10) when the host offers them: the runtime implements both for Python
+    // handlers too (accepted in `serve`).
+    let framing = link.framing;
     Ok(Connection {
-        frame_header,
         link: Mutex::new(Some((link, codec))),
+        framing,
         transport: env.transport.as_str(),
         codec: env.codec.as_str(),
+        env,
     })
 }
 
@@ -103,7 +107,7 @@ impl Connection {
         }
         let mut info = ReadyInfo::new(worker_type, operations);
         info.runtime = Some(runtime);
-        info.frame_header = self.frame_header;
+        self.env.accept_offers(self.framing, &mut info);
         let mut handler = PyHandler {
             dispatch,
             raw: raw_operations,

@@ -2,7 +2,7 @@
 
 use super::{python, BenchError, RoundTrip};
 use ferry::codec::{CodecKind, Framing};
-use ferry::protocol::Envelope;
+use ferry::protocol::{Envelope, StdioFraming};
 use ferry::transport::TransportKind;
 use ferry::worker::{CallError, CallOptions, Response, WorkerProcess, WorkerSpec};
 use serde::Serialize;
@@ -64,6 +64,16 @@ pub fn codec_for(transport: TransportKind) -> CodecKind {
     }
 }
 
+/// The codec the suite uses on `transport` when stdio offers `stdio_framing`: MessagePack
+/// after a switch to length-prefixed stdio frames, else [`codec_for`].
+pub fn codec_for_framing(transport: TransportKind, stdio_framing: StdioFraming) -> CodecKind {
+    if transport == TransportKind::Stdio && stdio_framing == StdioFraming::LengthPrefixed {
+        CodecKind::MsgPack
+    } else {
+        codec_for(transport)
+    }
+}
+
 /// How to start an echo worker of `lang`: the `ferry` executable for Rust, a Python with
 /// `ferry_worker` for Python (`Err` says why there is none; always for
 /// [`WorkerLang::Cmd`], whose spec is the user's command line).
@@ -88,7 +98,8 @@ pub fn echo_spec(lang: WorkerLang, ferry_exe: &Path) -> Result<WorkerSpec, Strin
 /// codec, connection, transport) on both sides.
 ///
 /// On line-framed transports (stdio) the payload travels as the request's `data`, a JSON
-/// string; on framed ones as one raw attachment with `data` null. Each round trip checks
+/// string; on framed ones (and stdio switched to length-prefixed frames) as one raw
+/// attachment with `data` null. Each round trip checks
 /// the echo's shape (`data` a string and no attachments, or `data` null and one
 /// attachment) and length; the first one also checks its bytes. With a
 /// [`timeout`](EnginePeer::with_timeout) every request has that deadline, and a worker
@@ -128,10 +139,15 @@ impl EnginePeer {
     /// Starts the worker of `spec` on `transport` with the suite's codec for it.
     pub fn spawn(mut spec: WorkerSpec, transport: TransportKind) -> Result<Self, BenchError> {
         spec.transport = transport;
-        spec.codec = codec_for(transport);
+        spec.codec = codec_for_framing(transport, spec.stdio_framing);
+        let worker = WorkerProcess::spawn(spec)?;
+        // A stdio worker that accepted length-prefixed frames takes raw attachments.
+        let switched = worker
+            .ready_info()
+            .is_some_and(|i| i.stdio_framing == Some(StdioFraming::LengthPrefixed));
         Ok(EnginePeer {
-            worker: WorkerProcess::spawn(spec)?,
-            in_data: transport.framing() == Framing::Lines,
+            worker,
+            in_data: transport.framing() == Framing::Lines && !switched,
             options: CallOptions::default(),
             checked: false,
         })

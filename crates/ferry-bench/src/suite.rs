@@ -1,7 +1,7 @@
 //! The whole run behind `ferry bench`: plan the cases, measure each beside its floor, and
 //! collect the report.
 
-use super::engine::{codec_for, echo_spec, EnginePeer, WorkerLang};
+use super::engine::{codec_for_framing, echo_spec, EnginePeer, WorkerLang};
 use super::floors::FloorKind;
 use super::http::HttpPeer;
 use super::machine::Machine;
@@ -52,6 +52,10 @@ pub struct SuiteOptions {
     /// The frame header offered to the engine's workers on framed transports (compact by
     /// default; `envelope` measures the envelope frames of workers that decline it).
     pub frame_header: ferry::protocol::FrameHeader,
+    /// The framing offered to the engine's stdio workers for after `ready`: `lines`
+    /// (NDJSON, JSON codec, the default) or `length_prefixed` (binary frames, MessagePack,
+    /// raw attachments, when the worker accepts; the Rust and Python echo workers do).
+    pub stdio_framing: ferry::protocol::StdioFraming,
     /// How both ends of the engine's shm links wait (adaptive by default).
     pub shm_wait: ferry::transport::shm::WaitStrategy,
 }
@@ -73,6 +77,7 @@ impl SuiteOptions {
             pin: Pin::None,
             pipelined_depth: 16,
             frame_header: ferry::protocol::FrameHeader::default(),
+            stdio_framing: ferry::protocol::StdioFraming::default(),
             shm_wait: ferry::transport::shm::WaitStrategy::default(),
         }
     }
@@ -133,6 +138,7 @@ fn run_case(
     let engine = |t: TransportKind, w: WorkerLang| {
         let mut spec = spec(w)?;
         spec.frame_header = options.frame_header;
+        spec.stdio_framing = options.stdio_framing;
         spec.transport_options.shm.wait = options.shm_wait;
         let peer = EnginePeer::spawn(spec, t)?;
         Ok::<_, BenchError>(match w {
@@ -294,7 +300,12 @@ pub fn run(
                     }
                     step => {
                         let (worker_name, codec) = match step {
-                            Step::Engine(t, w) => (w.as_str(), codec_for(*t).as_str().to_string()),
+                            Step::Engine(t, w) => (
+                                w.as_str(),
+                                codec_for_framing(*t, options.stdio_framing)
+                                    .as_str()
+                                    .to_string(),
+                            ),
                             Step::Serve => (
                                 "rust",
                                 format!("http/1.1 json, {} msgpack", worker_transport()),
@@ -387,7 +398,7 @@ fn method(options: &SuiteOptions) -> Method {
     let mut notes = vec![
             "processes, not threads: the host is this process, every peer a child process".into(),
             "payload written and read: the host sends the whole payload and reads the whole echo back; the peer reads it whole and writes it back".into(),
-            "engine: stdio carries the payload as a JSON string in `data`; socket, tcp and shm as one raw attachment, MessagePack envelope; the echo length is checked on every call, the bytes on the first".into(),
+            "engine: stdio on lines carries the payload as a JSON string in `data`; socket, tcp, shm (and stdio switched to length-prefixed frames) as one raw attachment, MessagePack envelope; the echo length is checked on every call, the bytes on the first".into(),
             "floors: the same mechanism with no engine (`ferry floor pipe-echo | uds-echo | tcp-echo | shm-echo`), same payload, same pinning, same run; ratio = p50 / floor p50".into(),
             "http: the old design's bridge, an HTTP/1.1 keep-alive POST (TCP_NODELAY) to a Python http.server echo worker on loopback; its floor is the bare TCP ping-pong".into(),
             format!("serve: ferry's own HTTP path, one keep-alive client (TCP_NODELAY) POSTing {{\"worker_type\": \"echo\", \"operation\": \"echo\", \"data\": PAYLOAD}} to /api/inference/generate of a `ferry serve` whose pool runs the Rust echo worker over {} (MessagePack); the whole JSON answer is read, its data compared on the first call; floor: the bare TCP ping-pong; ratio_to_http_baseline = p50 / the http row's p50 at the same payload and pinning", worker_transport()),
@@ -396,6 +407,10 @@ fn method(options: &SuiteOptions) -> Method {
             format!("each case: a warm-up, then up to {} timed round trips one at a time (at most {:.1} s), latencies in an HDR histogram", options.iterations, options.max_case_time.as_secs_f64()),
             format!("pipelined: {} caller threads on one connection, payloads up to {} B", options.pipelined_depth, PIPELINED_MAX_PAYLOAD),
             format!("frame header offered on socket, tcp and shm: {} (used when the worker accepts it in ready; the Rust echo worker does)", options.frame_header),
+            match options.stdio_framing {
+                ferry::protocol::StdioFraming::LengthPrefixed => format!("stdio framing offered: length_prefixed (after the JSON ready line, u32 LE length-prefixed MessagePack frames with the payload as one raw attachment, as on socket; the frame header offered applies after the switch: {}); the pipe-echo floor is unchanged", options.frame_header),
+                _ => "stdio framing: lines (NDJSON, `--stdio-framing length_prefixed` measures binary frames on stdio)".to_string(),
+            },
         ];
     let shm_targeted = options.targets.iter().any(|t| t.name() == "shm");
     if shm_targeted {

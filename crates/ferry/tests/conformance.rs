@@ -9,6 +9,12 @@ fn stdio_pair(max: usize) -> (Link, Link) {
     stdio::pipe_pair(max).expect("pipes")
 }
 
+/// stdio switched to length-prefixed frames, as after an accepted `FERRY_STDIO_FRAMING`
+/// offer.
+fn stdio_framed_pair(max: usize) -> (Link, Link) {
+    stdio::framed_pipe_pair(max).expect("pipes")
+}
+
 fn local_socket_pair(max: usize) -> (Link, Link) {
     local_socket::pair(&local_socket::SocketOptions::default(), max).expect("socket pair")
 }
@@ -63,6 +69,7 @@ fn shm_block_pair(max: usize) -> (Link, Link) {
 
 ferry::conformance_tests!(memory_transport, memory::pair);
 ferry::conformance_tests!(stdio_transport, stdio_pair);
+ferry::conformance_tests!(stdio_framed_transport, stdio_framed_pair);
 ferry::conformance_tests!(local_socket_transport, local_socket_pair);
 ferry::conformance_tests!(local_socket_abstract_transport, local_socket_abstract_pair);
 ferry::conformance_tests!(tcp_transport, tcp_pair);

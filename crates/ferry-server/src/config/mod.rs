@@ -238,6 +238,12 @@ pub struct WorkerTypeConfig {
     /// `envelope`); used only when the worker accepts it.
     #[serde(default)]
     pub frame_header: ferry::protocol::FrameHeader,
+    /// `stdio`: the framing offered for after the worker's `ready` line: `lines` (the
+    /// default, NDJSON throughout) or `length_prefixed` (binary frames in `codec`, with raw
+    /// attachments, used only when the worker accepts; the `ready` line and a worker that
+    /// ignores the offer stay on JSON lines).
+    #[serde(default)]
+    pub stdio_framing: ferry::protocol::StdioFraming,
     /// How long a worker may take to send `ready`.
     #[serde(default = "default_startup_timeout_ms")]
     pub startup_timeout_ms: u64,
@@ -515,6 +521,7 @@ impl WorkerTypeConfig {
         spec.codec = self.codec;
         spec.dialect = self.dialect;
         spec.frame_header = self.frame_header;
+        spec.stdio_framing = self.stdio_framing;
         spec.startup_timeout = Duration::from_millis(self.startup_timeout_ms);
         spec.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
         spec.max_frame = self.max_frame;

@@ -125,7 +125,21 @@ pub(super) fn validate(c: &FerryConfig) -> Result<(), Invalid> {
         if w.command.trim().is_empty() {
             return bad(key("command"), "must not be empty");
         }
-        if let Err(e) = Codec::new(w.codec, w.transport.framing(), w.max_frame) {
+        // With length-prefixed stdio frames the codec is the one after the switch.
+        let stdio_switch = w.transport == TransportKind::Stdio
+            && w.stdio_framing == ferry::protocol::StdioFraming::LengthPrefixed;
+        if stdio_switch && w.dialect == Dialect::Legacy {
+            return bad(
+                key("stdio_framing"),
+                "the legacy dialect speaks JSON lines only",
+            );
+        }
+        let framing = if stdio_switch {
+            ferry::codec::Framing::LengthPrefixed
+        } else {
+            w.transport.framing()
+        };
+        if let Err(e) = Codec::new(w.codec, framing, w.max_frame) {
             return bad(key("codec"), &e.to_string());
         }
         if w.dialect == Dialect::Legacy {
@@ -365,5 +379,43 @@ mod tls_tests {
         std::fs::write(&path, worker(&format!("{tcp}{keys}"))).unwrap();
         let e = FerryConfig::load(&path).unwrap_err();
         assert_eq!(e.key, "workers.w.tls_ca");
+    }
+}
+
+#[cfg(test)]
+mod stdio_framing_tests {
+    use crate::config::FerryConfig;
+    use ferry::codec::CodecKind;
+    use ferry::protocol::StdioFraming;
+
+    fn worker(keys: &str) -> String {
+        format!("[workers.w]\ncommand = \"w\"\n{keys}\n")
+    }
+
+    #[test]
+    fn a_binary_codec_on_stdio_needs_length_prefixed_stdio_framing() {
+        let e = FerryConfig::parse(&worker("codec = \"msgpack\""), "t").unwrap_err();
+        assert_eq!(e.key, "workers.w.codec");
+        let c = FerryConfig::parse(
+            &worker("codec = \"msgpack\"\nstdio_framing = \"length_prefixed\""),
+            "t",
+        )
+        .unwrap();
+        let spec = c.workers["w"].spec("w");
+        assert_eq!(spec.stdio_framing, StdioFraming::LengthPrefixed);
+        assert_eq!(spec.codec, CodecKind::MsgPack);
+    }
+
+    #[test]
+    fn stdio_framing_defaults_to_lines_and_refuses_unknown_names() {
+        let c = FerryConfig::parse(&worker(""), "t").unwrap();
+        assert_eq!(c.workers["w"].stdio_framing, StdioFraming::Lines);
+        assert!(FerryConfig::parse(&worker("stdio_framing = \"frames\""), "t").is_err());
+        let e = FerryConfig::parse(
+            &worker("dialect = \"legacy\"\nstdio_framing = \"length_prefixed\"\n[workers.w.pool]\nmax_in_flight = 1"),
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "workers.w.stdio_framing");
     }
 }

@@ -844,6 +844,7 @@ fn placeholder_worker() -> crate::config::WorkerTypeConfig {
         codec: Default::default(),
         dialect: Default::default(),
         frame_header: Default::default(),
+        stdio_framing: Default::default(),
         startup_timeout_ms: 1,
         shutdown_grace_ms: 1,
         max_frame: 1 << 20,

@@ -17,4 +17,5 @@ mod socket_faults;
 mod worker_bad_input;
 mod worker_socket;
 mod worker_stdio;
+mod worker_stdio_binary;
 mod worker_tls;

@@ -20,9 +20,9 @@ impl Connection {
             Dialect::Ferry => {
                 match self.compact.get() {
                     Some(wire) => wire.encode_ref(env, attachments, out)?,
-                    None => self.codec.encode_ref(env, attachments, out)?,
+                    None => self.wire_codec().encode_ref(env, attachments, out)?,
                 }
-                let raw = match self.codec.framing() {
+                let raw = match self.wire_codec().framing() {
                     Framing::LengthPrefixed => attachments,
                     Framing::Lines => &[],
                 };
@@ -54,7 +54,7 @@ impl Connection {
         Some(match self.dialect {
             Dialect::Ferry => match match self.compact.get() {
                 Some(wire) => wire.decode(frame),
-                None => self.codec.decode(frame),
+                None => self.wire_codec().decode(frame),
             } {
                 Ok(decoded) => {
                     let attachments = if decoded.attachment_count() > 0 {
@@ -97,8 +97,10 @@ impl Connection {
         })
     }
 
+    /// Whether a frame that does not decode is a stray print to skip: only on a line link
+    /// (never after a stdio switch, where every frame must be a protocol frame).
     pub(super) fn is_noise(&self, e: &CodecError) -> bool {
-        self.codec.framing() == Framing::Lines
+        self.wire_codec().framing() == Framing::Lines
             && matches!(e, CodecError::NotUtf8 | CodecError::Header { .. })
     }
 

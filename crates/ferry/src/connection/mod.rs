@@ -49,9 +49,10 @@ pub use coalesce::{Coalescing, DEFAULT_EVENT_CAPACITY};
 pub use slot::Incoming;
 use slot::Slot;
 
-use crate::codec::{Codec, CompactWire, EnvelopeRef, Framing};
+use crate::codec::{Codec, CodecKind, CompactWire, EnvelopeRef, Framing};
 use crate::protocol::{
-    Dialect, Envelope, FrameHeader, IdGenerator, ProtocolError, ReadyInfo, PROTOCOL_VERSION,
+    Dialect, Envelope, FrameHeader, IdGenerator, ProtocolError, ReadyInfo, StdioFraming,
+    PROTOCOL_VERSION,
 };
 use crate::transport::{FrameReceiver, FrameSender, Link, TransportError};
 use parking_lot::{Condvar, Mutex};
@@ -121,15 +122,46 @@ impl Hasher for IdHasher {
     }
 }
 
+/// What a host offered the worker a connection talks to, for the handshake to check the
+/// worker's `ready` against (docs/protocol.md, "Compact frames" and "Binary frames on
+/// stdio").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Offer {
+    /// The frame header offered in `FERRY_FRAME_HEADER`.
+    pub frame_header: FrameHeader,
+    /// On stdio: the codec offered in `FERRY_STDIO_CODEC` for length-prefixed frames after
+    /// `ready` (`FERRY_STDIO_FRAMING=length_prefixed`); `None`: no offer.
+    pub stdio_codec: Option<CodecKind>,
+}
+
+impl Offer {
+    /// An offer of `frame_header` and, when `stdio_codec` is set, of length-prefixed
+    /// stdio frames in that codec.
+    pub fn new(frame_header: FrameHeader, stdio_codec: Option<CodecKind>) -> Self {
+        Offer {
+            frame_header,
+            stdio_codec,
+        }
+    }
+}
+
 /// Called whenever a request leaves the pending table (its worker has room again).
 pub type FreedHook = Arc<dyn Fn() + Send + Sync>;
 
 /// One multiplexed link to a worker.
 pub struct Connection {
     label: String,
+    /// The codec of the handshake, and of every frame unless the link switched.
     codec: Codec,
     /// The frame header offered to the worker (`FERRY_FRAME_HEADER`).
     offered: FrameHeader,
+    /// The codec offered for length-prefixed frames after `ready` on stdio
+    /// (`FERRY_STDIO_CODEC`), if any.
+    offered_stdio: Option<CodecKind>,
+    /// The codec of every frame after `ready`, once the worker accepted the stdio offer
+    /// and the link switched; set before any request.
+    switched: OnceLock<Codec>,
     /// The compact wire, once the worker's `ready` accepted it; set before any request.
     compact: OnceLock<CompactWire>,
     dialect: Dialect,
@@ -176,10 +208,36 @@ impl Connection {
         on_freed: Option<FreedHook>,
         offered: FrameHeader,
     ) -> Arc<Self> {
+        Self::with_offer(
+            link,
+            codec,
+            dialect,
+            label,
+            on_freed,
+            Offer {
+                frame_header: offered,
+                stdio_codec: None,
+            },
+        )
+    }
+
+    /// [`new`](Self::new), for a worker that was offered what `offer` says
+    /// (`FERRY_FRAME_HEADER`, `FERRY_STDIO_FRAMING` and `FERRY_STDIO_CODEC`): the
+    /// handshake switches the link to what the worker's `ready` accepts.
+    pub fn with_offer(
+        link: Link,
+        codec: Codec,
+        dialect: Dialect,
+        label: impl Into<String>,
+        on_freed: Option<FreedHook>,
+        offer: Offer,
+    ) -> Arc<Self> {
         Arc::new(Connection {
             label: label.into(),
             codec,
-            offered,
+            offered: offer.frame_header,
+            offered_stdio: offer.stdio_codec,
+            switched: OnceLock::new(),
             compact: OnceLock::new(),
             dialect,
             ids: IdGenerator::new("r"),
@@ -279,10 +337,10 @@ impl Connection {
             ))
             .into());
         }
+        self.accept_stdio_framing(&info, rx)?;
+        let codec = *self.wire_codec();
         if info.frame_header == Some(FrameHeader::Compact) {
-            if self.offered != FrameHeader::Compact
-                || self.codec.framing() != Framing::LengthPrefixed
-            {
+            if self.offered != FrameHeader::Compact || codec.framing() != Framing::LengthPrefixed {
                 return Err(ProtocolError::InvalidReady(
                     "worker chose frame_header compact, which was not offered".into(),
                 )
@@ -290,13 +348,59 @@ impl Connection {
             }
             tracing::debug!(worker = %self.label, "compact frames accepted");
             // Set before the handshake returns, so before any request is sent.
-            let _ = self.compact.set(CompactWire::new(
-                self.codec.kind(),
-                self.codec.max_frame(),
-                &info,
-            ));
+            let _ = self
+                .compact
+                .set(CompactWire::new(codec.kind(), codec.max_frame(), &info));
         }
         Ok(info)
+    }
+
+    /// Checks `ready`'s answer to the stdio offer and, when it accepts, switches both
+    /// halves of the link and the codec (before any request is sent; the host sends
+    /// nothing before `ready`). `rx` is the receive half, held by the handshake.
+    fn accept_stdio_framing(&self, info: &ReadyInfo, rx: &mut RxHalf) -> Result<(), SpawnError> {
+        let offered = self.offered_stdio;
+        let codec = match (info.stdio_framing, info.stdio_codec.as_deref()) {
+            (None | Some(StdioFraming::Lines), None) => return Ok(()),
+            (Some(StdioFraming::LengthPrefixed), Some(name))
+                if offered.is_some_and(|k| k.as_str() == name) =>
+            {
+                offered.unwrap_or_default()
+            }
+            (framing, codec) => {
+                return Err(ProtocolError::InvalidReady(format!(
+                    "worker chose stdio_framing {} with stdio_codec {}, which was not offered \
+                     (offered: {})",
+                    framing.map_or("(none)", StdioFraming::as_str),
+                    codec.unwrap_or("(none)"),
+                    offered.map_or("nothing", CodecKind::as_str),
+                ))
+                .into())
+            }
+        };
+        let codec = Codec::new(codec, Framing::LengthPrefixed, self.codec.max_frame())?;
+        // The receive half first: bytes the worker sent after `ready` are already read ahead.
+        rx.receiver
+            .switch_framing(Framing::LengthPrefixed)
+            .map_err(SpawnError::Transport)?;
+        self.tx
+            .lock()
+            .sender
+            .switch_framing(Framing::LengthPrefixed)
+            .map_err(SpawnError::Transport)?;
+        tracing::debug!(worker = %self.label, codec = %codec.kind(), "stdio switched to length-prefixed frames");
+        let _ = self.switched.set(codec);
+        Ok(())
+    }
+
+    /// The codec of the frames on the link now: the stdio switch's once it happened.
+    pub(crate) fn wire_codec(&self) -> &Codec {
+        self.switched.get().unwrap_or(&self.codec)
+    }
+
+    /// How frames are delimited on the link now (after the handshake: after any switch).
+    pub fn framing(&self) -> Framing {
+        self.wire_codec().framing()
     }
 
     /// The frame header this link uses (after the handshake).

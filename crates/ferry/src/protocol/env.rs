@@ -12,6 +12,17 @@ pub const FERRY_CODEC: &str = "FERRY_CODEC";
 /// default when unset). A worker that speaks it accepts with `frame_header` in `ready`.
 pub const FERRY_FRAME_HEADER: &str = "FERRY_FRAME_HEADER";
 
+/// `stdio` transport: `length_prefixed` when the host offers to switch the link to
+/// length-prefixed binary frames right after the worker's `ready` line; unset (or `lines`)
+/// otherwise. A worker that speaks it accepts with `stdio_framing` and `stdio_codec` in
+/// `ready` (docs/protocol.md, "Binary frames on stdio"); one that ignores it keeps NDJSON.
+pub const FERRY_STDIO_FRAMING: &str = "FERRY_STDIO_FRAMING";
+
+/// `stdio` transport, with `FERRY_STDIO_FRAMING=length_prefixed`: the codec of the frames
+/// after the switch (`msgpack`, `bincode` or `json`). `FERRY_CODEC` stays `json`, the
+/// codec of the `ready` line and of a worker that does not switch.
+pub const FERRY_STDIO_CODEC: &str = "FERRY_STDIO_CODEC";
+
 /// The maximum frame size in bytes, both directions.
 pub const FERRY_MAX_FRAME: &str = "FERRY_MAX_FRAME";
 

@@ -19,6 +19,7 @@ pub mod legacy;
 mod ops;
 mod ready;
 pub(crate) mod schema;
+mod stdio_framing;
 
 pub use dialect::Dialect;
 pub use envelope::{
@@ -34,6 +35,7 @@ pub use ops::{
     OP_SHUTDOWN,
 };
 pub use ready::ReadyInfo;
+pub use stdio_framing::{StdioFraming, UnknownStdioFraming};
 
 /// The protocol version this build speaks. A peer announcing another version is refused
 /// with [`ProtocolError::VersionMismatch`].

@@ -27,6 +27,15 @@ pub struct ReadyInfo {
     /// host offered it (`FERRY_FRAME_HEADER`); absent means envelope frames.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame_header: Option<super::FrameHeader>,
+    /// stdio only: the framing the worker switches to right after this line,
+    /// `length_prefixed` only when the host offered it (`FERRY_STDIO_FRAMING`); absent
+    /// means NDJSON lines throughout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdio_framing: Option<super::StdioFraming>,
+    /// stdio only, with `stdio_framing`: the codec of the frames after the switch; must be
+    /// the one the host offered in `FERRY_STDIO_CODEC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdio_codec: Option<String>,
     /// Free-form implementation name and version, e.g. `ferry-rust/0.1.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
@@ -42,6 +51,8 @@ impl ReadyInfo {
             operations,
             codecs: super::CODEC_NAMES.iter().map(|c| (*c).to_owned()).collect(),
             frame_header: None,
+            stdio_framing: None,
+            stdio_codec: None,
             runtime: Some(concat!("ferry-rust/", env!("CARGO_PKG_VERSION")).to_owned()),
         }
     }

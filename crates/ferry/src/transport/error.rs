@@ -23,6 +23,9 @@ pub enum TransportError {
     /// A frame this link cannot carry (e.g. a newline on a line link, or an empty frame).
     #[error("invalid frame: {0}")]
     InvalidFrame(&'static str),
+    /// The transport cannot do what was asked (e.g. switch its framing).
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
     /// The connection handshake failed: a wrong token, or a peer that is not ferry.
     #[error("handshake refused: {0}")]
     Refused(&'static str),
@@ -89,7 +92,9 @@ impl TransportError {
             TransportError::Disconnected | TransportError::Io(_) => ErrorCode::WorkerCrashed,
             TransportError::Timeout => ErrorCode::Timeout,
             TransportError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
-            TransportError::InvalidFrame(_) | TransportError::Refused(_) => ErrorCode::Protocol,
+            TransportError::InvalidFrame(_)
+            | TransportError::Refused(_)
+            | TransportError::Unsupported(_) => ErrorCode::Protocol,
             TransportError::UnknownName { .. }
             | TransportError::InvalidOption { .. }
             | TransportError::TlsConfig { .. } => ErrorCode::InvalidRequest,

@@ -133,6 +133,22 @@ impl<R: WireRead> FramedReceiver<R> {
         }
     }
 
+    /// A receiver that first consumes `ahead`: bytes another reader of the same stream
+    /// already read past its last frame (stdio's line reader, when the link switches to
+    /// length-prefixed frames after `ready`).
+    pub(crate) fn with_read_ahead(wire: R, max_frame: usize, ahead: &[u8]) -> Self {
+        let mut receiver = Self::new(wire, max_frame);
+        if ahead.len() <= READ_AHEAD {
+            receiver.chunk[..ahead.len()].copy_from_slice(ahead);
+            receiver.filled = ahead.len();
+        } else {
+            // Never the case for stdio (its read-ahead is as large), but stay correct.
+            receiver.chunk = ahead.into();
+            receiver.filled = ahead.len();
+        }
+        receiver
+    }
+
     /// Changes the largest frame accepted from now on (the handshake uses a small one).
     pub(crate) fn set_max_frame(&mut self, max_frame: usize) {
         self.max_frame = max_frame;

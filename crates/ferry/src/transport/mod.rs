@@ -61,6 +61,18 @@ pub trait FrameSender: Send {
     /// Sends one frame: the concatenation of `parts`. Parts let a caller send a header and
     /// large attachments without first copying them together.
     fn send(&mut self, parts: &[&[u8]]) -> Result<(), TransportError>;
+
+    /// Switches how frames are delimited from the next [`send`](Self::send) on (stdio:
+    /// from lines to length-prefixed frames after `ready`, docs/protocol.md "Binary frames
+    /// on stdio"). Switching to the framing already in use does nothing. Transports that
+    /// cannot switch need not implement it: the default refuses with
+    /// [`TransportError::Unsupported`].
+    fn switch_framing(&mut self, framing: Framing) -> Result<(), TransportError> {
+        let _ = framing;
+        Err(TransportError::Unsupported(
+            "this transport cannot switch framing",
+        ))
+    }
 }
 
 /// The receiving half of a link.
@@ -101,6 +113,17 @@ pub trait FrameReceiver: Send {
     fn lends_in_place(&self) -> bool {
         false
     }
+
+    /// Switches how frames are delimited from the next byte not yet part of a received
+    /// frame on; bytes already read ahead are kept and read in the new framing. Like
+    /// [`FrameSender::switch_framing`], the default refuses with
+    /// [`TransportError::Unsupported`].
+    fn switch_framing(&mut self, framing: Framing) -> Result<(), TransportError> {
+        let _ = framing;
+        Err(TransportError::Unsupported(
+            "this transport cannot switch framing",
+        ))
+    }
 }
 
 /// Both halves of one connection, with the properties the layers above need.
@@ -113,6 +136,18 @@ pub struct Link {
     pub framing: Framing,
     /// The largest frame either direction accepts.
     pub max_frame: usize,
+}
+
+impl Link {
+    /// Switches both halves to `framing` (see [`FrameSender::switch_framing`]) and records
+    /// it in [`framing`](Self::framing). On an error the link may be half switched and
+    /// should be dropped.
+    pub fn switch_framing(&mut self, framing: Framing) -> Result<(), TransportError> {
+        self.sender.switch_framing(framing)?;
+        self.receiver.switch_framing(framing)?;
+        self.framing = framing;
+        Ok(())
+    }
 }
 
 impl fmt::Debug for Link {

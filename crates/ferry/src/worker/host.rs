@@ -1,15 +1,15 @@
 //! The host side of one worker: spawn, handshake, call, stop.
 
 use super::env::{
-    FERRY_CODEC, FERRY_FRAME_HEADER, FERRY_HOST_PID, FERRY_MAX_FRAME, FERRY_TMPDIR,
-    FERRY_TRANSPORT, FERRY_WORKER_ID, FERRY_WORKER_TYPE,
+    FERRY_CODEC, FERRY_FRAME_HEADER, FERRY_HOST_PID, FERRY_MAX_FRAME, FERRY_STDIO_CODEC,
+    FERRY_STDIO_FRAMING, FERRY_TMPDIR, FERRY_TRANSPORT, FERRY_WORKER_ID, FERRY_WORKER_TYPE,
 };
 use super::spec::WorkerSpec;
 use super::stderr_log::{self, ExitHook};
 use crate::codec::{Codec, CodecKind, Framing};
 use crate::connection::{Call, CallError, Response, SpawnError};
-use crate::connection::{Connection, Fill, FreedHook};
-use crate::protocol::{Dialect, FrameHeader};
+use crate::connection::{Connection, Fill, FreedHook, Offer};
+use crate::protocol::{Dialect, FrameHeader, StdioFraming};
 use crate::protocol::{Envelope, ReadyInfo, Stamp, OP_SHUTDOWN};
 use crate::transport::private_dir::PrivateDir;
 use crate::transport::{self, TransportError, TransportKind};
@@ -114,7 +114,19 @@ impl WorkerProcess {
             transport::check_custom_name(chosen.name()).map_err(SpawnError::Transport)?;
         }
         let framing = chosen.framing();
-        let codec = Codec::new(spec.codec, framing, spec.max_frame)?;
+        // Length-prefixed frames after `ready` on stdio: offered only when asked for; the
+        // `ready` line (and a worker that ignores the offer) stays on JSON lines.
+        let stdio_switch = spec.custom_transport.is_none()
+            && spec.transport == TransportKind::Stdio
+            && spec.dialect == Dialect::Ferry
+            && spec.stdio_framing == StdioFraming::LengthPrefixed;
+        let (line_codec, stdio_codec) = if stdio_switch {
+            // Every codec fits length-prefixed frames.
+            (CodecKind::Json, Some(spec.codec))
+        } else {
+            (spec.codec, None)
+        };
+        let codec = Codec::new(line_codec, framing, spec.max_frame)?;
         if spec.dialect == Dialect::Legacy
             && (spec.custom_transport.is_some()
                 || spec.transport != TransportKind::Stdio
@@ -126,7 +138,10 @@ impl WorkerProcess {
             });
         }
         // Only framed links of the ferry dialect can switch; others are told `envelope`.
-        let offered = if framing == Framing::LengthPrefixed && spec.dialect == Dialect::Ferry {
+        // (stdio too when it is offered to switch: compact then applies after the switch).
+        let offered = if (framing == Framing::LengthPrefixed || stdio_switch)
+            && spec.dialect == Dialect::Ferry
+        {
             spec.frame_header
         } else {
             FrameHeader::Envelope
@@ -135,7 +150,7 @@ impl WorkerProcess {
         cmd.args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env(FERRY_TRANSPORT, chosen.name())
-            .env(FERRY_CODEC, spec.codec.as_str())
+            .env(FERRY_CODEC, line_codec.as_str())
             .env(FERRY_MAX_FRAME, spec.max_frame.to_string())
             .env(FERRY_FRAME_HEADER, offered.as_str())
             .env(FERRY_WORKER_ID, &spec.worker_id)
@@ -146,6 +161,15 @@ impl WorkerProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        match stdio_codec {
+            Some(kind) => cmd
+                .env(FERRY_STDIO_FRAMING, StdioFraming::LengthPrefixed.as_str())
+                .env(FERRY_STDIO_CODEC, kind.as_str()),
+            // Not inherited from this process's own environment either.
+            None => cmd
+                .env_remove(FERRY_STDIO_FRAMING)
+                .env_remove(FERRY_STDIO_CODEC),
+        };
         if let Some(dir) = &spec.cwd {
             cmd.current_dir(dir);
         }
@@ -208,13 +232,13 @@ impl WorkerProcess {
                 None,
             ));
         }
-        let conn = Connection::with_frame_header(
+        let conn = Connection::with_offer(
             link,
             codec,
             spec.dialect,
             spec.worker_id.clone(),
             on_freed,
-            offered,
+            Offer::new(offered, stdio_codec),
         );
         let mut worker = WorkerProcess {
             child,

@@ -15,6 +15,8 @@ mod host;
 mod runtime;
 mod spec;
 mod stderr_log;
+#[cfg(test)]
+mod stdio_framing_tests;
 pub mod watchdog;
 
 /// Defined by the connection layer (a call, its outcome, a failed start), re-exported where

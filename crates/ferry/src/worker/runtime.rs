@@ -8,11 +8,12 @@
 use super::env::{EnvError, WorkerEnv};
 use super::handler::{Context, Handler, HandlerError, Reply, ReplyRef, Request};
 use crate::codec::{
-    request_id_of, with_parts, with_slices, Codec, CodecError, CompactWire, DecodedFrame,
-    EnvelopeRef, Framing,
+    request_id_of, with_parts, with_slices, Codec, CodecError, CodecKind, CompactWire,
+    DecodedFrame, EnvelopeRef, Framing,
 };
 use crate::protocol::{
     Envelope, ErrorBody, ErrorCode, FrameHeader, IdGenerator, MessageType, Operation, ReadyInfo,
+    StdioFraming,
 };
 use crate::transport::{FrameReceiver, FrameSender, Link, TransportError};
 use serde_json::{json, Value};
@@ -251,7 +252,7 @@ pub fn serve<H: Handler>(
         worker_type,
         operations.iter().map(|s| (*s).to_owned()).collect(),
     );
-    info.frame_header = env.accepted_frame_header(link.framing);
+    env.accept_offers(link.framing, &mut info);
     serve_link(link, codec, info, handler)
 }
 
@@ -260,12 +261,17 @@ pub fn serve<H: Handler>(
 /// `info` is sent as the `ready` event; with `info.frame_header` set to
 /// [`FrameHeader::Compact`] (which a worker may do only when the host offered it, see
 /// [`WorkerEnv::accepted_frame_header`]) every frame after it is a compact link's frame.
+/// With `info.stdio_framing` set to [`StdioFraming::LengthPrefixed`] (only when offered,
+/// see [`WorkerEnv::accept_offers`]) the link switches to length-prefixed frames in
+/// `info.stdio_codec` right after `ready`.
 pub fn serve_link<H: Handler>(
     link: Link,
     codec: Codec,
     info: ReadyInfo,
     mut handler: H,
 ) -> Result<(), ServeError> {
+    // Checked before `ready` goes out: a switch the worker cannot make must not be announced.
+    let switch_to = stdio_switch(&link, &codec, &info)?;
     let mut io = Io {
         tx: link.sender,
         rx: Some(link.receiver),
@@ -287,6 +293,15 @@ pub fn serve_link<H: Handler>(
         Err(TransportError::Disconnected) => return Ok(()),
         Err(e) => return Err(e.into()),
     }
+    if let Some(after) = switch_to {
+        // Everything after `ready`, both ways, is a length-prefixed frame in `after`.
+        io.tx.switch_framing(Framing::LengthPrefixed)?;
+        if let Some(rx) = io.rx.as_mut() {
+            rx.switch_framing(Framing::LengthPrefixed)?;
+        }
+        io.codec = after;
+    }
+    let codec = io.codec;
     if info.frame_header == Some(FrameHeader::Compact) && codec.framing() == Framing::LengthPrefixed
     {
         // Everything after `ready`, both ways, is a compact link's frame.
@@ -400,6 +415,24 @@ fn dispatch_decoded<H: Handler>(
         .filter_map(|i| decoded.attachment(frame, i))
         .collect();
     dispatch(io, info, handler, &decoded.envelope, atts)
+}
+
+/// The codec of the frames after `ready` when `info` accepts length-prefixed stdio frames.
+fn stdio_switch(link: &Link, codec: &Codec, info: &ReadyInfo) -> Result<Option<Codec>, ServeError> {
+    if info.stdio_framing != Some(StdioFraming::LengthPrefixed) {
+        return Ok(None);
+    }
+    if link.framing != Framing::Lines {
+        return Err(
+            TransportError::Unsupported("stdio_framing on a link that is not a line link").into(),
+        );
+    }
+    let kind: CodecKind = info.stdio_codec.as_deref().unwrap_or_default().parse()?;
+    Ok(Some(Codec::new(
+        kind,
+        Framing::LengthPrefixed,
+        codec.max_frame(),
+    )?))
 }
 
 /// Handles one incoming message; returns `true` when the worker should stop.

@@ -1,7 +1,7 @@
 //! What the host needs to start one worker.
 
 use crate::codec::{CodecKind, DEFAULT_MAX_FRAME};
-use crate::protocol::{Dialect, FrameHeader};
+use crate::protocol::{Dialect, FrameHeader, StdioFraming};
 use crate::transport::{Transport, TransportKind, TransportOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +41,12 @@ pub struct WorkerSpec {
     /// The frame header offered on a framed link (`FERRY_FRAME_HEADER`): compact by
     /// default, used only when the worker accepts it in `ready`.
     pub frame_header: FrameHeader,
+    /// stdio only: the framing offered for after the worker's `ready` line
+    /// (`FERRY_STDIO_FRAMING`). [`StdioFraming::LengthPrefixed`] offers length-prefixed
+    /// frames in `codec` (`FERRY_STDIO_CODEC`; `FERRY_CODEC` is then `json`, for the
+    /// `ready` line and a worker that keeps lines); used only when the worker accepts.
+    /// Default: [`StdioFraming::Lines`], no offer.
+    pub stdio_framing: StdioFraming,
     /// How long the worker may take to send `ready`.
     pub startup_timeout: Duration,
     /// How long `shutdown` waits at each step (answer, exit after SIGTERM) before escalating.
@@ -78,6 +84,7 @@ impl WorkerSpec {
             codec: CodecKind::Json,
             dialect: Dialect::Ferry,
             frame_header: FrameHeader::default(),
+            stdio_framing: StdioFraming::default(),
             startup_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,

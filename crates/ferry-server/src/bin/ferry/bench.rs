@@ -40,6 +40,11 @@ pub struct BenchArgs {
     /// the worker accepts it) or envelope.
     #[arg(long, default_value = "compact", value_parser = parse_frame_header)]
     frame_header: ferry::protocol::FrameHeader,
+    /// The framing offered to the stdio workers for after their ready line: lines (NDJSON,
+    /// JSON) or length_prefixed (binary frames, MessagePack, raw attachments; used when
+    /// the worker accepts it, the Rust and Python echo workers do).
+    #[arg(long, default_value = "lines", value_parser = parse_stdio_framing)]
+    stdio_framing: ferry::protocol::StdioFraming,
     /// How both ends of the engine's shm links wait: adaptive, spin or block.
     #[arg(long, default_value = "adaptive", value_parser = parse_shm_wait)]
     shm_wait: ferry::transport::shm::WaitStrategy,
@@ -218,6 +223,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     options.payloads = args.payload.map(|Payloads(p)| p);
     options.iterations = args.iterations.max(1);
     options.frame_header = args.frame_header;
+    options.stdio_framing = args.stdio_framing;
     options.shm_wait = args.shm_wait;
     options.max_case_time = Duration::from_secs_f64(args.max_case_seconds.max(0.0));
     options.pin = args.pin;
@@ -264,6 +270,11 @@ pub fn run(args: BenchArgs) -> ExitCode {
         );
         ExitCode::FAILURE
     }
+}
+
+fn parse_stdio_framing(s: &str) -> Result<ferry::protocol::StdioFraming, String> {
+    s.parse()
+        .map_err(|e: ferry::protocol::UnknownStdioFraming| e.to_string())
 }
 
 fn parse_frame_header(s: &str) -> Result<ferry::protocol::FrameHeader, String> {
