@@ -66,6 +66,8 @@ pub struct PoolSection {
     /// [`PoolConfig::devices`]: a list of names (`["cuda:0", "cuda:1"]`) or a count of
     /// GPUs (`2` meaning `cuda:0` and `cuda:1`).
     pub devices: Devices,
+    /// [`PoolConfig::async_lead`], in microseconds.
+    pub async_lead_us: u64,
 }
 
 /// `devices` of a pool section: names, or a count of GPUs.
@@ -133,6 +135,7 @@ impl From<&PoolConfig> for PoolSection {
             cancel_grace_ms: millis(c.cancel_grace),
             cancel_escalation: c.cancel_escalation,
             devices: Devices::Names(c.devices.clone()),
+            async_lead_us: u64::try_from(c.async_lead.as_micros()).unwrap_or(u64::MAX),
         }
     }
 }
@@ -169,6 +172,7 @@ impl PoolSection {
         c.cancel_grace = ms(self.cancel_grace_ms);
         c.cancel_escalation = self.cancel_escalation;
         c.devices = self.devices.names();
+        c.async_lead = Duration::from_micros(self.async_lead_us);
         c
     }
 
@@ -201,6 +205,7 @@ fn toml_key(field: &'static str) -> &'static str {
         "retry_backoff" => "retry_backoff_ms",
         "idle_timeout" => "idle_timeout_ms",
         "cancel_grace" => "cancel_grace_ms",
+        "async_lead" => "async_lead_us",
         other => other,
     }
 }
@@ -239,6 +244,7 @@ mod tests {
             scale_up_queue_depth = 18
             cancel_grace_ms = 19
             cancel_escalation = "ignore"
+            async_lead_us = 20
         "#;
         let section: PoolSection = toml::from_str(text).unwrap();
         let c = section.to_config();
@@ -264,6 +270,7 @@ mod tests {
         assert_eq!((c.idle_timeout, c.scale_up_queue_depth), (ms(17), 18));
         assert_eq!(c.cancel_grace, ms(19));
         assert_eq!(c.cancel_escalation, CancelEscalation::Ignore);
+        assert_eq!(c.async_lead, Duration::from_micros(20));
         // And back: the section is the config's, key for key.
         assert_eq!(PoolSection::from(&c), section);
     }

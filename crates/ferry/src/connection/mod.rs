@@ -67,12 +67,6 @@ use std::time::{Duration, Instant};
 /// How long the async reader reads before re-checking whether anyone still waits.
 const READER_SLICE: Duration = Duration::from_millis(50);
 
-/// How long an async caller of a pool reads the link itself, on its own thread, before
-/// leaving the read to the connection's reader thread (see [`Pending::next_async`]). A
-/// worker that answers within it costs no thread hop: no wake-up of the reader thread and
-/// none of the task's thread. Longer requests block their executor thread this long once.
-const ASYNC_LEAD: Duration = Duration::from_micros(50);
-
 struct TxHalf {
     sender: Box<dyn FrameSender>,
     out: Vec<u8>,
@@ -664,6 +658,7 @@ mod tests {
                     Fill::default(),
                     &[],
                     None,
+                    Duration::from_micros(50),
                 )
                 .unwrap();
             worker.receiver.recv(&mut buf, None).unwrap();

@@ -106,8 +106,8 @@ impl Pending {
     /// [`start_async`](Connection::start_async)). Returns `None` after the answer.
     ///
     /// A request a pool sent from async code is first read for on the polling thread, for
-    /// at most [`ASYNC_LEAD`](super::ASYNC_LEAD) after it was sent; only then is the
-    /// connection's reader thread woken to read on its behalf.
+    /// at most the pool's [`async_lead`](crate::pool::PoolConfig::async_lead) after it was
+    /// sent; only then is the connection's reader thread woken to read on its behalf.
     pub fn next_async(&mut self) -> impl Future<Output = Option<Incoming>> + '_ {
         std::future::poll_fn(move |cx| {
             if self.finished {

@@ -6,7 +6,7 @@ use super::{CallError, Connection, Pending};
 use crate::codec::EnvelopeRef;
 use crate::protocol::{Envelope, MessageType};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a sender puts in the fields a request leaves unset.
 #[derive(Debug, Clone, Copy, Default)]
@@ -127,21 +127,23 @@ impl Reservation {
         attachments: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
-        self.send_async_with(request, fill, attachments, deadline, false)
+        self.send_async_with(request, fill, attachments, deadline, None)
     }
 
     /// [`send_async_filled`](Self::send_async_filled) for a caller that awaits
-    /// [`Pending::next_async`] at once: its first polls read the link on the caller's
-    /// thread for a short while ([`ASYNC_LEAD`](super::ASYNC_LEAD)) before the reader
-    /// thread is woken, so a quick answer costs no thread hop.
+    /// [`Pending::next_async`] at once: its polls read the link on the caller's thread for
+    /// `lead` after the send (the pool's `async_lead`) before the reader thread is woken,
+    /// so a quick answer costs no thread hop. A zero `lead` is `send_async_filled`.
     pub(crate) fn send_async_leading(
         self,
         request: &Envelope,
         fill: Fill<'_>,
         attachments: &[&[u8]],
         deadline: Option<Instant>,
+        lead: Duration,
     ) -> Result<Pending, CallError> {
-        self.send_async_with(request, fill, attachments, deadline, true)
+        let lead = (!lead.is_zero()).then_some(lead);
+        self.send_async_with(request, fill, attachments, deadline, lead)
     }
 
     fn send_async_with(
@@ -150,18 +152,18 @@ impl Reservation {
         fill: Fill<'_>,
         attachments: &[&[u8]],
         deadline: Option<Instant>,
-        lead: bool,
+        lead: Option<Duration>,
     ) -> Result<Pending, CallError> {
         let Some((conn, key)) = self.claim.as_ref().map(|c| (c.conn.clone(), c.key)) else {
             unreachable!("a reservation is sent once: send_async takes it by value");
         };
-        if !lead {
+        if lead.is_none() {
             conn.register_async(key)?;
         }
         match self.send_filled(request, fill, attachments, deadline) {
             Ok(mut p) => {
                 p.is_async = true;
-                p.lead_until = lead.then(|| Instant::now() + super::ASYNC_LEAD);
+                p.lead_until = lead.map(|lead| Instant::now() + lead);
                 Ok(p)
             }
             Err(e) => {

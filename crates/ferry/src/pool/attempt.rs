@@ -122,6 +122,8 @@ impl<F: FnMut(&Envelope)> Waiting for Blocking<'_, F> {
 pub(super) struct Awaiting<'a, F> {
     pub attachments: &'a [&'a [u8]],
     pub on_event: F,
+    /// The pool's `async_lead`.
+    pub lead: Duration,
 }
 
 impl<F: FnMut(&Envelope) + Send> Waiting for Awaiting<'_, F> {
@@ -142,8 +144,13 @@ impl<F: FnMut(&Envelope) + Send> Waiting for Awaiting<'_, F> {
         deadline: Instant,
         limit: Duration,
     ) -> Result<Response, CallError> {
-        let mut pending =
-            reservation.send_async_leading(request, fill, self.attachments, Some(deadline))?;
+        let mut pending = reservation.send_async_leading(
+            request,
+            fill,
+            self.attachments,
+            Some(deadline),
+            self.lead,
+        )?;
         let on_event = &mut self.on_event;
         let waited = tokio::time::timeout_at(deadline.into(), async {
             loop {

@@ -101,6 +101,13 @@ pub struct PoolConfig {
     /// its device for life: its replacements (after a crash, a failed health check or a
     /// restart request) get the same one.
     pub devices: Vec<String>,
+    /// How long an async call ([`Pool::call_async`](super::Pool::call_async),
+    /// [`Pool::send_async`](super::Pool::send_async)) reads the worker's link on its own
+    /// thread after sending, before the connection's reader thread takes over: an answer
+    /// within it costs no thread hop (the HTTP path's echo is answered well inside the
+    /// default 50 µs), but the executor thread is blocked that long once per call whose
+    /// answer is slower. Zero: the reader thread reads from the start. At most 10 ms.
+    pub async_lead: Duration,
 }
 
 impl Default for PoolConfig {
@@ -129,6 +136,7 @@ impl Default for PoolConfig {
             cancel_escalation: CancelEscalation::Restart,
             strict_start: false,
             devices: Vec::new(),
+            async_lead: Duration::from_micros(50),
         }
     }
 }
@@ -254,6 +262,9 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// The longest [`PoolConfig::async_lead`].
+const MAX_ASYNC_LEAD: Duration = Duration::from_millis(10);
+
 const fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
@@ -293,6 +304,12 @@ impl PoolConfig {
         }
         if !(self.retry_budget_ratio >= 0.0 && self.retry_budget_ratio.is_finite()) {
             return bad("retry_budget_ratio", "must be a non-negative number");
+        }
+        if self.async_lead > MAX_ASYNC_LEAD {
+            return bad(
+                "async_lead",
+                "must be at most 10 ms: it blocks an executor thread while it lasts",
+            );
         }
         for (i, name) in self.devices.iter().enumerate() {
             if let Some(problem) = device_name_problem(name) {
@@ -338,6 +355,13 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().key, "min_workers");
         let c = PoolConfig::default().max_in_flight(0);
         assert_eq!(c.validate().unwrap_err().key, "max_in_flight");
+        let mut c = PoolConfig {
+            async_lead: Duration::from_millis(11),
+            ..PoolConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "async_lead");
+        c.async_lead = Duration::ZERO;
+        c.validate().unwrap();
         let c = PoolConfig {
             health_timeout: Duration::ZERO,
             ..PoolConfig::default()

@@ -250,7 +250,7 @@ impl Pool {
     }
 
     /// Calls a worker from async code; `on_event` sees each event. The request is sent from
-    /// this task, which then reads the link itself for a few tens of microseconds: a quick
+    /// this task, which then reads the link itself for the pool's `async_lead`: a quick
     /// answer costs no thread hop. After that the connection's reader thread delivers the
     /// answer (one wake-up).
     pub async fn call_async(
@@ -264,6 +264,7 @@ impl Pool {
         let mut on_event = on_event;
         let inner = &self.inner;
         let mut awaiting = attempt::Awaiting {
+            lead: inner.config.async_lead,
             attachments: &parts,
             on_event: |e: &Envelope| {
                 inner.observe_event(e);

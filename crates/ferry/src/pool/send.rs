@@ -37,10 +37,13 @@ impl Pool {
         )
     }
 
-    /// [`send`](Self::send) from async code: the request is sent from this task and the
-    /// connection's reader thread delivers events and the answer (one wake-up). Waiting
-    /// never blocks the executor, so it runs on any runtime, a current-thread one
-    /// included. Borrowed attachments are copied once (owned ones are moved).
+    /// [`send`](Self::send) from async code: the request is sent from this task, which then
+    /// reads the link itself for up to the pool's
+    /// [`async_lead`](crate::pool::PoolConfig::async_lead) (50 µs by default; an answer
+    /// within it costs no thread hop); after that the connection's reader thread delivers
+    /// events and the answer (one wake-up). Waiting never blocks the executor longer than
+    /// that window, so it runs on any runtime, a current-thread one included. Borrowed
+    /// attachments are copied once (owned ones are moved).
     ///
     /// ```
     /// use ferry::prelude::*;
