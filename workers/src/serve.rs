@@ -55,7 +55,11 @@ pub fn connect() -> PyResult<Connection> {
         link: Mutex::new(Some((link, codec))),
         framing,
         transport: env.transport.as_str(),
-        codec: env.codec.as_str(),
+        // What the frames after `ready` are in: the stdio offer's codec when it is taken.
+        codec: env
+            .accepted_stdio_codec(framing)
+            .unwrap_or(env.codec)
+            .as_str(),
         env,
     })
 }
@@ -68,7 +72,8 @@ impl Connection {
         self.transport
     }
 
-    /// The codec's name (`json`, ...).
+    /// The codec's name (`json`, ...): of the frames after `ready` (on stdio switched to
+    /// length-prefixed frames, the offered codec, not `FERRY_CODEC`).
     #[getter]
     fn codec(&self) -> &'static str {
         self.codec
