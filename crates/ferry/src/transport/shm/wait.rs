@@ -11,9 +11,11 @@
 //! 2. **Yield** (at most `yield_for` more) while the peer is awake: on a shared CPU this
 //!    hands the CPU to the peer straight away, so a same-core round trip costs two context
 //!    switches, not two timeslices. A yield that keeps us off the CPU for 200 µs without
-//!    an answer handed it to a third, CPU-bound process instead (it then runs a whole
-//!    timeslice): the end stops yielding for the next 4,096 waits and sleeps on the futex
-//!    at once, whose wake-up preempts such a process.
+//!    an answer (or that got one only after that long) handed it to a third, CPU-bound
+//!    process instead (it then runs a whole timeslice): the end stops yielding for the next
+//!    4,096 waits and sleeps on the futex at once, whose wake-up preempts such a process.
+//!    Each further slow yield doubles that count (up to about a million waits); a yield
+//!    answered quickly brings it back to 4,096.
 //! 3. **Sleep** on this end's futex word: announce [`SLEEPING`], fence, re-check, then
 //!    `FUTEX_WAIT` in slices of at most `liveness` so a dead peer is noticed. The other
 //!    end pays a `FUTEX_WAKE` only when it sees the word set; otherwise publishing costs
@@ -106,9 +108,15 @@ const CPU_REFRESH: u32 = 1024;
 /// timeslice, which sleeping on the futex would not have cost (a futex wake preempts the
 /// CPU-bound process; a yield only goes to the back of the line).
 const SLOW_YIELD: Duration = Duration::from_micros(200);
-/// Waits that skip the yield phase after a slow yield, before yielding is tried again: at
-/// most one timeslice lost per this many waits while a CPU-bound process shares our CPU.
+/// Waits that skip the yield phase after a slow yield, before yielding is tried again;
+/// doubled after each further slow yield up to [`MAX_WAITS_WITHOUT_YIELD`], back to this
+/// after a yield that was answered quickly. Each retry while a CPU-bound process still
+/// shares our CPU costs one timeslice: backing off makes that rarer than one wait in a
+/// million once the situation has lasted a few seconds, and a retry still finds out
+/// within seconds that the process has gone.
 const WAITS_WITHOUT_YIELD: u32 = 4096;
+/// The longest back-off between two yield retries (a few seconds of round trips).
+const MAX_WAITS_WITHOUT_YIELD: u32 = 1 << 20;
 
 /// The words a waiting end reads and writes, in the segment.
 pub(crate) struct Words {
@@ -133,6 +141,9 @@ pub(crate) struct Waiter {
     since_cpu: u32,
     /// Waits left that go from the spin straight to the futex (after a slow yield).
     waits_without_yield: u32,
+    /// What `waits_without_yield` is set to at the next slow yield (see
+    /// [`WAITS_WITHOUT_YIELD`]).
+    yield_backoff: u32,
 }
 
 /// How one phase of a wait ended.
@@ -169,6 +180,7 @@ impl Waiter {
             cpu: 0,
             since_cpu: 0,
             waits_without_yield: 0,
+            yield_backoff: WAITS_WITHOUT_YIELD,
         }
     }
 
@@ -307,14 +319,15 @@ impl Waiter {
         while self.peer_awake() {
             yield_now();
             yielded = true;
-            if ready()? {
+            let now = Instant::now();
+            let slow = now - before >= SLOW_YIELD;
+            let answered = ready()?;
+            self.after_yield(slow, answered);
+            if answered {
                 phase = Phase::Ready;
                 break;
             }
-            let now = Instant::now();
-            if now - before >= SLOW_YIELD {
-                // Someone else had the CPU: sleep instead, now and for a while.
-                self.waits_without_yield = WAITS_WITHOUT_YIELD;
+            if slow {
                 break;
             }
             before = now;
@@ -334,6 +347,19 @@ impl Waiter {
             self.refresh_cpu();
         }
         Ok(phase)
+    }
+
+    /// Learns from one yield: a `slow` one (off the CPU for [`SLOW_YIELD`]) gave the CPU to
+    /// someone else, even when the answer is here now, so the next waits sleep instead, for
+    /// longer each time it happens again; a quick one that was `answered` shows yielding
+    /// works, so after a future slow one it is retried soon.
+    fn after_yield(&mut self, slow: bool, answered: bool) {
+        if slow {
+            self.waits_without_yield = self.yield_backoff;
+            self.yield_backoff = (self.yield_backoff * 2).min(MAX_WAITS_WITHOUT_YIELD);
+        } else if answered {
+            self.yield_backoff = WAITS_WITHOUT_YIELD;
+        }
     }
 
     /// Sleeps on this end's futex word until the condition holds, the peer is gone or the
@@ -374,5 +400,54 @@ impl Waiter {
         self.words.own.store(AWAKE, Ordering::Relaxed);
         self.refresh_cpu();
         result
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::transport::shm::ring::RingControl;
+    use crate::transport::shm::segment::{Segment, Side};
+
+    fn waiter(seg: &std::sync::Arc<Segment>) -> Waiter {
+        let (tx, rx) = (Side::Host.tx_ring(), Side::Host.rx_ring());
+        let consumer_wait = std::mem::offset_of!(RingControl, consumer_wait);
+        let producer_wait = std::mem::offset_of!(RingControl, producer_wait);
+        let cfg = WaitConfig {
+            strategy: WaitStrategy::Adaptive,
+            spin: Duration::from_micros(50),
+            yield_for: Duration::from_micros(50),
+            liveness: Duration::from_millis(20),
+        };
+        let words = Words {
+            own: seg.word(rx, consumer_wait),
+            peer: [seg.word(tx, consumer_wait), seg.word(rx, producer_wait)],
+            my_cpu: seg.cpu_word(Side::Host),
+            peer_cpu: seg.cpu_word(Side::Worker),
+        };
+        Waiter::new(cfg, words, Liveness::none())
+    }
+
+    #[test]
+    fn slow_yields_back_off_yielding_longer_each_time_and_a_quick_answer_resets_it() {
+        let (seg, _fd) = Segment::create(4096).expect("segment");
+        let mut w = waiter(&seg);
+        // A slow yield counts even when the answer came with it (a timeslice was lost).
+        w.after_yield(true, true);
+        assert_eq!(w.waits_without_yield, WAITS_WITHOUT_YIELD);
+        w.after_yield(true, false);
+        assert_eq!(w.waits_without_yield, 2 * WAITS_WITHOUT_YIELD);
+        for _ in 0..32 {
+            w.after_yield(true, true);
+        }
+        assert_eq!(w.waits_without_yield, MAX_WAITS_WITHOUT_YIELD);
+        // A quick yield that was not answered says nothing about who had the CPU.
+        w.after_yield(false, false);
+        w.after_yield(true, false);
+        assert_eq!(w.waits_without_yield, MAX_WAITS_WITHOUT_YIELD);
+        // A quick answer shows yielding works: the next slow one skips the base count only.
+        w.after_yield(false, true);
+        w.after_yield(true, true);
+        assert_eq!(w.waits_without_yield, WAITS_WITHOUT_YIELD);
     }
 }
