@@ -110,6 +110,11 @@ pub struct EnginePeer {
     in_data: bool,
     options: CallOptions,
     checked: bool,
+    /// Whether round trips read the answer in place ([`WorkerProcess::call_in_place`])
+    /// and copy the echo into `kept`, rather than into an owned `Response`.
+    in_place: bool,
+    /// The buffer the echo is copied into when `in_place`.
+    kept: Vec<u8>,
 }
 
 impl EnginePeer {
@@ -117,6 +122,12 @@ impl EnginePeer {
     /// in time fails the round trip with [`BenchError::NoAnswer`] instead of hanging it.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// How each round trip takes its answer (default [`Answer::Owned`]).
+    pub fn answer(mut self, answer: Answer) -> Self {
+        self.in_place = answer == Answer::InPlace;
         self
     }
 
@@ -150,6 +161,8 @@ impl EnginePeer {
             in_data: transport.framing() == Framing::Lines && !switched,
             options: CallOptions::default(),
             checked: false,
+            in_place: false,
+            kept: Vec::new(),
         })
     }
 
@@ -167,53 +180,8 @@ impl EnginePeer {
 
     /// Checks that `reply` echoes `payload` (length always, bytes when `full`).
     pub fn check(&self, reply: &Response, payload: &[u8], full: bool) -> Result<(), BenchError> {
-        let echoed: &[u8] = if self.in_data {
-            if !reply.attachments.is_empty() {
-                return Err(BenchError::BadEcho(format!(
-                    "{} attachments back, expected none",
-                    reply.attachments.len()
-                )));
-            }
-            match reply.data.as_str() {
-                Some(text) => text.as_bytes(),
-                None => {
-                    return Err(BenchError::BadEcho(format!(
-                        "data back is {}, expected the string sent",
-                        kind_of(&reply.data)
-                    )))
-                }
-            }
-        } else {
-            if !reply.data.is_null() {
-                return Err(BenchError::BadEcho(format!(
-                    "data back is {}, expected null",
-                    kind_of(&reply.data)
-                )));
-            }
-            match reply.attachments.as_slice() {
-                [one] => one,
-                other => {
-                    return Err(BenchError::BadEcho(format!(
-                        "{} attachments back, expected 1",
-                        other.len()
-                    )))
-                }
-            }
-        };
-        if echoed.len() != payload.len() {
-            return Err(BenchError::BadEcho(format!(
-                "{} bytes back for {} sent",
-                echoed.len(),
-                payload.len()
-            )));
-        }
-        if full && echoed != payload {
-            return Err(BenchError::BadEcho(format!(
-                "{} bytes back as sent, but not the bytes sent",
-                echoed.len()
-            )));
-        }
-        Ok(())
+        let attachments: Vec<&[u8]> = reply.attachments.iter().map(Vec::as_slice).collect();
+        check_parts(self.in_data, &reply.data, &attachments, payload, full)
     }
 
     /// The worker (for pipelined calls over its connection).
@@ -239,14 +207,130 @@ impl RoundTrip for EnginePeer {
         // Its timestamp is the one `call_with` sets on every request that has none.
         let one = [payload];
         let attachments: &[&[u8]] = if self.in_data { &attachments } else { &one };
+        let full = !self.checked;
+        if self.in_place {
+            // The answer is checked where it lies, then copied into the buffer this peer
+            // keeps (as the floors and iceoryx2's host copy theirs out), not into a new
+            // `Response`.
+            let in_data = self.in_data;
+            let kept = &mut self.kept;
+            let checked = self.worker.call_in_place(
+                request,
+                attachments,
+                &self.options,
+                |_| {},
+                |answer| {
+                    check_parts(in_data, answer.data, answer.attachments, payload, full)?;
+                    kept.clear();
+                    if let Some(echo) = answer.attachments.first() {
+                        kept.extend_from_slice(echo);
+                    }
+                    Ok::<(), BenchError>(())
+                },
+            );
+            checked.map_err(|e| self.call_error(e))??;
+            self.checked = true;
+            return Ok(());
+        }
         let reply = self
             .worker
             .call_with(request, attachments, &self.options, |_| {})
             .map_err(|e| self.call_error(e))?;
-        let full = !self.checked;
         self.check(&reply, payload, full)?;
         self.checked = true;
         Ok(())
+    }
+}
+
+/// Checks that an answer's `data` and `attachments` echo `payload` (length always, bytes
+/// when `full`): in `data` as a string when `in_data`, else as the one attachment.
+fn check_parts(
+    in_data: bool,
+    data: &Value,
+    attachments: &[&[u8]],
+    payload: &[u8],
+    full: bool,
+) -> Result<(), BenchError> {
+    let echoed: &[u8] = if in_data {
+        if !attachments.is_empty() {
+            return Err(BenchError::BadEcho(format!(
+                "{} attachments back, expected none",
+                attachments.len()
+            )));
+        }
+        match data.as_str() {
+            Some(text) => text.as_bytes(),
+            None => {
+                return Err(BenchError::BadEcho(format!(
+                    "data back is {}, expected the string sent",
+                    kind_of(data)
+                )))
+            }
+        }
+    } else {
+        if !data.is_null() {
+            return Err(BenchError::BadEcho(format!(
+                "data back is {}, expected null",
+                kind_of(data)
+            )));
+        }
+        match attachments {
+            [one] => one,
+            other => {
+                return Err(BenchError::BadEcho(format!(
+                    "{} attachments back, expected 1",
+                    other.len()
+                )))
+            }
+        }
+    };
+    if echoed.len() != payload.len() {
+        return Err(BenchError::BadEcho(format!(
+            "{} bytes back for {} sent",
+            echoed.len(),
+            payload.len()
+        )));
+    }
+    if full && echoed != payload {
+        return Err(BenchError::BadEcho(format!(
+            "{} bytes back as sent, but not the bytes sent",
+            echoed.len()
+        )));
+    }
+    Ok(())
+}
+
+/// How the engine cases take each answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Answer {
+    /// As an owned `Response` (`WorkerProcess::call_with`): the echo is copied out of the
+    /// link into new vectors. The default.
+    #[default]
+    Owned,
+    /// Read where it lies (`WorkerProcess::call_in_place`; in the ring on shm), checked
+    /// there and copied into one buffer the harness keeps, as the floors and the iceoryx2
+    /// peer copy theirs out. Pipelined cases still take owned answers.
+    InPlace,
+}
+
+impl Answer {
+    /// The name in `--answer`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Answer::Owned => "owned",
+            Answer::InPlace => "in_place",
+        }
+    }
+}
+
+impl std::str::FromStr for Answer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "owned" => Ok(Answer::Owned),
+            "in_place" => Ok(Answer::InPlace),
+            other => Err(format!("unknown answer mode {other:?}: owned or in_place")),
+        }
     }
 }
 

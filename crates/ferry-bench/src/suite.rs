@@ -58,6 +58,8 @@ pub struct SuiteOptions {
     pub stdio_framing: ferry::protocol::StdioFraming,
     /// How both ends of the engine's shm links wait (adaptive by default).
     pub shm_wait: ferry::transport::shm::WaitStrategy,
+    /// How the engine cases take each answer (owned by default).
+    pub answer: crate::Answer,
 }
 
 impl SuiteOptions {
@@ -79,6 +81,7 @@ impl SuiteOptions {
             frame_header: ferry::protocol::FrameHeader::default(),
             stdio_framing: ferry::protocol::StdioFraming::default(),
             shm_wait: ferry::transport::shm::WaitStrategy::default(),
+            answer: crate::Answer::default(),
         }
     }
 }
@@ -140,7 +143,7 @@ fn run_case(
         spec.frame_header = options.frame_header;
         spec.stdio_framing = options.stdio_framing;
         spec.transport_options.shm.wait = options.shm_wait;
-        let peer = EnginePeer::spawn(spec, t)?;
+        let peer = EnginePeer::spawn(spec, t)?.answer(options.answer);
         Ok::<_, BenchError>(match w {
             WorkerLang::Cmd => peer.with_timeout(options.cmd_timeout),
             _ => peer,
@@ -402,7 +405,7 @@ fn method(options: &SuiteOptions) -> Method {
             "floors: the same mechanism with no engine (`ferry floor pipe-echo | uds-echo | tcp-echo | shm-echo`), same payload, same pinning, same run; ratio = p50 / floor p50".into(),
             "http: the old design's bridge, an HTTP/1.1 keep-alive POST (TCP_NODELAY) to a Python http.server echo worker on loopback; its floor is the bare TCP ping-pong".into(),
             format!("serve: ferry's own HTTP path, one keep-alive client (TCP_NODELAY) POSTing {{\"worker_type\": \"echo\", \"operation\": \"echo\", \"data\": PAYLOAD}} to /api/inference/generate of a `ferry serve` whose pool runs the Rust echo worker over {} (MessagePack); the whole JSON answer is read, its data compared on the first call; floor: the bare TCP ping-pong; ratio_to_http_baseline = p50 / the http row's p50 at the same payload and pinning", worker_transport()),
-            format!("waits: blocking reads on both sides (no spinning) for stdio, socket, tcp and http; shm waits {} (adaptive: spin while the peer runs on another CPU, yield while yielding hands the CPU to it, then a futex; block: the futex at once) and its floor busy-polls", options.shm_wait),
+            format!("waits: blocking reads on both sides (no spinning) for stdio, socket, tcp and http; shm waits {} (adaptive: spin while the peer runs on another CPU, yield while yielding hands the CPU to it, then a futex; block: the futex at once) and its floor busy-polls; engine answers taken {}", options.shm_wait, match options.answer { crate::Answer::Owned => "owned (copied into a new Response)", crate::Answer::InPlace => "in place (checked where received, copied into one kept buffer)" }),
             pin,
             format!("each case: a warm-up, then up to {} timed round trips one at a time (at most {:.1} s), latencies in an HDR histogram", options.iterations, options.max_case_time.as_secs_f64()),
             format!("pipelined: {} caller threads on one connection, payloads up to {} B", options.pipelined_depth, PIPELINED_MAX_PAYLOAD),

@@ -32,5 +32,5 @@ pub use crate::transport::shm::ShmOptions;
 pub use crate::transport::TransportKind;
 pub use crate::worker::{
     handler_fn, serve, Call, CallError, CallOptions, Context, Handler, HandlerError, Reply,
-    Request, Response, SpawnError, WorkerProcess, WorkerSpec,
+    Request, Response, ResponseRef, SpawnError, WorkerProcess, WorkerSpec,
 };

@@ -64,6 +64,55 @@ fn calls_are_spread_over_workers() {
 }
 
 #[test]
+fn a_pool_call_sees_its_answer_in_place_on_shm_and_reports_errors() {
+    with_watchdog(WATCHDOG, || {
+        let mut spec = echo_spec();
+        spec.transport = ferry::transport::TransportKind::Shm;
+        let pool = Pool::start(spec, PoolConfig::default()).unwrap();
+        let image: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let options = CallOptions::default();
+        for i in 0..20 {
+            let len = pool
+                .call_in_place(
+                    request("echo", json!({"i": i})),
+                    &[&image],
+                    &options,
+                    |_| {},
+                    |answer| {
+                        assert!(
+                            !answer.copied,
+                            "a lone synchronous caller reads its own answer"
+                        );
+                        assert_eq!(answer.data, &json!({"i": i}));
+                        assert_eq!(answer.attachments, [&image[..]]);
+                        answer.attachments[0].len()
+                    },
+                )
+                .unwrap();
+            assert_eq!(len, image.len());
+        }
+        let refused = pool.call_in_place(
+            request("no_such_operation", json!(null)),
+            &[],
+            &options,
+            |_| {},
+            |_| panic!("an error answer is not a response"),
+        );
+        assert!(
+            matches!(&refused, Err(PoolError::Call(ferry::worker::CallError::Remote(e))) if e.code == ErrorCode::UnknownOperation),
+            "{refused:?}"
+        );
+        assert_eq!(
+            pool.call(request("echo", json!(1)), &[], |_| {})
+                .unwrap()
+                .data,
+            json!(1)
+        );
+        pool.shutdown();
+    });
+}
+
+#[test]
 fn kill_9_of_a_rust_worker_during_1000_async_requests_answers_each_exactly_once() {
     with_watchdog(WATCHDOG * 2, || {
         kill_9_during_1000_requests(echo_spec(), Calls::AsyncWithRetries);

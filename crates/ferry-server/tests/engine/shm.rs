@@ -315,3 +315,60 @@ fn worker_killed_during_a_call_over_shm_is_worker_crashed() {
         );
     });
 }
+
+#[test]
+fn answers_are_seen_in_place_with_their_events_and_errors_on_shm_and_stdio() {
+    with_watchdog(WATCHDOG, || {
+        for transport in [TransportKind::Shm, TransportKind::Stdio] {
+            let mut spec = WorkerSpec::new("echo", ferry_bin(), ["worker", "echo"]);
+            spec.transport = transport;
+            let mut w = WorkerProcess::spawn(spec).expect("echo worker");
+            let options = CallOptions::default();
+            // 64 B in one record, 5 MiB chunked on shm (over half the ring).
+            for len in [64usize, 5 << 20] {
+                let image: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                let request = Envelope::request("", "echo", json!({"len": len}));
+                let seen = w
+                    .call_in_place(
+                        request,
+                        &[&image, b"\n\0raw"],
+                        &options,
+                        |_| {},
+                        |answer| {
+                            assert!(!answer.copied, "the caller read its own answer");
+                            assert_eq!(answer.data, &json!({"len": len}));
+                            assert_eq!(answer.attachments, [&image[..], b"\n\0raw"]);
+                            answer.attachments.iter().map(|a| a.len()).sum::<usize>()
+                        },
+                    )
+                    .unwrap();
+                assert_eq!(seen, len + 5, "{transport}");
+            }
+            let mut events = 0;
+            let steps = w
+                .call_in_place(
+                    Envelope::request("", "sleep", json!({"ms": 30, "steps": 3})),
+                    &[],
+                    &options,
+                    |_| events += 1,
+                    |answer| answer.to_owned().data["steps"].clone(),
+                )
+                .unwrap();
+            assert_eq!((events, steps), (3, json!(3)), "{transport}");
+            let refused = w.call_in_place(
+                Envelope::request("", "no_such_operation", json!(null)),
+                &[],
+                &options,
+                |_| {},
+                |_| panic!("an error answer is not a response"),
+            );
+            assert!(
+                matches!(&refused, Err(ferry::worker::CallError::Remote(e)) if e.code == ferry::protocol::ErrorCode::UnknownOperation),
+                "{transport}: {refused:?}"
+            );
+            // Nothing is left pending: plain calls go on.
+            assert_eq!(w.call("echo", json!(7), |_| {}).unwrap().data, json!(7));
+            assert!(w.shutdown().unwrap().success());
+        }
+    });
+}

@@ -2,7 +2,7 @@
 //! ferry's protocol (any codec) and in the old design's six-line JSON worker protocol.
 
 use super::{CallError, Connection, TxHalf};
-use crate::codec::{with_parts, CodecError, EnvelopeRef, Framing};
+use crate::codec::{with_parts, CodecError, DecodedFrame, EnvelopeRef, Framing};
 use crate::protocol::{legacy, Dialect, Envelope, ProtocolError, PROTOCOL_VERSION};
 use crate::transport::TransportError;
 use serde_json::Value;
@@ -47,23 +47,17 @@ impl Connection {
         })
     }
 
-    /// Decodes one received frame in this connection's dialect. `None`: nothing to route
-    /// (noise that was skipped and counted, or a version switch that failed every pending
+    /// Decodes one received frame in this connection's dialect, its attachments left where
+    /// they are in `frame` (see [`Lent::attachments`]). `None`: nothing to route (noise
+    /// that was skipped and counted, or a version switch that failed every pending
     /// request).
-    pub(super) fn decode_frame(&self, frame: &[u8]) -> Option<(Envelope, Vec<Vec<u8>>)> {
+    pub(super) fn decode_frame_lent(&self, frame: &[u8]) -> Option<Lent> {
         Some(match self.dialect {
             Dialect::Ferry => match match self.compact.get() {
                 Some(wire) => wire.decode(frame),
                 None => self.wire_codec().decode(frame),
             } {
-                Ok(decoded) => {
-                    let attachments = if decoded.attachment_count() > 0 {
-                        decoded.attachments_owned(frame)
-                    } else {
-                        Vec::new()
-                    };
-                    (decoded.envelope, attachments)
-                }
+                Ok(decoded) => Lent::Frame(decoded),
                 Err(e @ CodecError::Protocol(ProtocolError::VersionMismatch { got, .. })) => {
                     // Every caller hears the version the worker really sent.
                     self.fail_pending_with(|| {
@@ -87,7 +81,7 @@ impl Connection {
                         legacy::decode_answer(v, self.ids.next_id()).map_err(|e| e.to_string())
                     });
                 match decoded {
-                    Ok(env) => (env, Vec::new()),
+                    Ok(env) => Lent::Legacy(env),
                     Err(e) => {
                         self.skip(frame, &e);
                         return None;
@@ -108,5 +102,49 @@ impl Connection {
         self.skipped.fetch_add(1, Ordering::Relaxed);
         let preview = String::from_utf8_lossy(&frame[..frame.len().min(200)]).into_owned();
         tracing::warn!(worker = %self.label, error = %e, line = %preview, "skipping non-protocol output");
+    }
+}
+
+/// A frame decoded with its attachments still in the frame's bytes.
+pub(super) enum Lent {
+    /// A ferry frame: its envelope and where its attachments lie.
+    Frame(DecodedFrame),
+    /// An old-protocol answer (no attachments).
+    Legacy(Envelope),
+}
+
+impl Lent {
+    /// The envelope, moved out.
+    pub(super) fn into_envelope(self) -> Envelope {
+        match self {
+            Lent::Frame(d) => d.envelope,
+            Lent::Legacy(env) => env,
+        }
+    }
+
+    /// The envelope.
+    pub(super) fn envelope(&self) -> &Envelope {
+        match self {
+            Lent::Frame(d) => &d.envelope,
+            Lent::Legacy(env) => env,
+        }
+    }
+
+    /// The attachments, borrowed from `frame` (the bytes that were decoded).
+    pub(super) fn attachments<'a>(&'a self, frame: &'a [u8]) -> Vec<&'a [u8]> {
+        match self {
+            Lent::Frame(d) => (0..d.attachment_count())
+                .filter_map(|i| d.attachment(frame, i))
+                .collect(),
+            Lent::Legacy(_) => Vec::new(),
+        }
+    }
+
+    /// The attachments copied out of `frame`.
+    pub(super) fn attachments_owned(&self, frame: &[u8]) -> Vec<Vec<u8>> {
+        match self {
+            Lent::Frame(d) if d.attachment_count() > 0 => d.attachments_owned(frame),
+            _ => Vec::new(),
+        }
     }
 }

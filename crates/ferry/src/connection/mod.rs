@@ -42,7 +42,7 @@ pub(crate) use reservation::Fill;
 pub use reservation::Reservation;
 
 pub use call_error::CallError;
-pub use response::Response;
+pub use response::{Response, ResponseRef};
 pub use spawn_error::SpawnError;
 
 pub use coalesce::{Coalescing, DEFAULT_EVENT_CAPACITY};

@@ -2,12 +2,23 @@
 //! when the link is free), or polls them from async code; dropping it cancels.
 
 use super::slot::{Incoming, Slot};
-use super::{CallError, Connection, Response};
+use super::{CallError, Connection, Response, ResponseRef};
 use crate::protocol::Envelope;
 use crate::transport::TransportError;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How a synchronous wait ended well.
+// Why allowed: a short-lived stack value returned once per call; boxing the large variant
+// would add an allocation to every call's hot path.
+#[allow(clippy::large_enum_variant)]
+enum Answer {
+    /// The answer, copied out of the link.
+    Owned(Response),
+    /// The answer was seen in place by the caller's visitor.
+    Visited,
+}
 
 /// One request in flight: wait for its events and its answer.
 pub struct Pending {
@@ -43,6 +54,83 @@ impl Pending {
     /// Waits on this thread for the answer; `on_event` sees each event as it arrives.
     /// Reads the link itself when no one else does (no thread hop).
     pub fn wait(mut self, mut on_event: impl FnMut(&Envelope)) -> Result<Response, CallError> {
+        match self.wait_for_answer(&mut on_event, None)? {
+            Answer::Owned(response) => Ok(response),
+            Answer::Visited => Err(CallError::Transport(TransportError::Internal(
+                "an answer was visited in place with nobody to visit it".into(),
+            ))),
+        }
+    }
+
+    /// Like [`wait`](Self::wait), but the answer is not copied out: `f` sees it where it
+    /// lies and its result is returned. On shm, when this caller reads the answer itself
+    /// (a synchronous call with the link to itself), `data` is decoded there and the
+    /// attachments are slices of the ring, valid during `f` only: nothing is copied
+    /// unless `f` copies it. When another thread read the answer first (the link's reader
+    /// thread, a concurrent caller), `f` sees the copy that thread made. Keep `f` short:
+    /// the worker cannot reuse the ring space of the answer, and no other answer on this
+    /// link is read, while it runs.
+    ///
+    /// ```
+    /// # use ferry::prelude::*;
+    /// # use ferry::protocol::Envelope;
+    /// # fn demo(worker: &std::sync::Arc<ferry::connection::Connection>) -> Result<(), CallError> {
+    /// let request = Envelope::request("", "echo", serde_json::Value::Null);
+    /// let pending = worker.start(request, &[b"abc".as_slice()], None)?;
+    /// let total: usize = pending.wait_in_place(|_event| {}, |answer| {
+    ///     answer.attachments.iter().map(|a| a.len()).sum()
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_in_place<R>(
+        mut self,
+        mut on_event: impl FnMut(&Envelope),
+        f: impl FnOnce(ResponseRef<'_>) -> R,
+    ) -> Result<R, CallError> {
+        let mut f = Some(f);
+        let mut out = None;
+        let answer = {
+            let mut visit = |answer: ResponseRef<'_>| {
+                if let Some(f) = f.take() {
+                    out = Some(f(answer));
+                }
+            };
+            self.wait_for_answer(&mut on_event, Some(&mut visit))?
+        };
+        match (answer, f, out) {
+            (Answer::Visited, _, Some(out)) => Ok(out),
+            (Answer::Owned(response), Some(f), _) => {
+                let attachments: Vec<&[u8]> =
+                    response.attachments.iter().map(Vec::as_slice).collect();
+                Ok(f(ResponseRef {
+                    envelope: &response.envelope,
+                    data: &response.data,
+                    attachments: &attachments,
+                    copied: true,
+                }))
+            }
+            _ => Err(CallError::Transport(TransportError::Internal(
+                "an answer in place was seen twice or not at all".into(),
+            ))),
+        }
+    }
+
+    /// The loop behind [`wait`](Self::wait) and [`wait_in_place`](Self::wait_in_place).
+    fn wait_for_answer(
+        &mut self,
+        on_event: &mut dyn FnMut(&Envelope),
+        visit: Option<&mut dyn FnMut(ResponseRef<'_>)>,
+    ) -> Result<Answer, CallError> {
+        // Whether `visit` saw the answer (then `read_one` returns nothing for it).
+        let visited = std::cell::Cell::new(false);
+        let seen_it = &visited;
+        let mut noting = visit.map(|visit| {
+            move |answer: ResponseRef<'_>| {
+                let visited = seen_it;
+                visited.set(true);
+                visit(answer)
+            }
+        });
         loop {
             // What has arrived, or (in the same look) the nudge count to wait past.
             let seen = match self.slot.pop_or_nudges() {
@@ -52,7 +140,7 @@ impl Pending {
                 }
                 Ok(Incoming::Done(result)) => {
                     self.finished = true;
-                    return result;
+                    return result.map(Answer::Owned);
                 }
                 Err(seen) => seen,
             };
@@ -68,14 +156,22 @@ impl Pending {
                             if let Some(item) = self.slot.pop() {
                                 match item {
                                     Incoming::Event(e) => on_event(&e),
-                                    Incoming::Done(result) => break Some(result),
+                                    Incoming::Done(result) => {
+                                        break Some(result.map(Answer::Owned))
+                                    }
                                 }
                                 continue;
                             }
                         }
-                        match conn.read_one(&mut rx, self.deadline, Some(&self.slot)) {
+                        let visit = noting
+                            .as_mut()
+                            .map(|v| v as &mut dyn FnMut(ResponseRef<'_>));
+                        match conn.read_one(&mut rx, self.deadline, Some(&self.slot), visit) {
                             Ok(Some(Incoming::Event(e))) => on_event(&e),
-                            Ok(Some(Incoming::Done(result))) => break Some(result),
+                            Ok(Some(Incoming::Done(result))) => {
+                                break Some(result.map(Answer::Owned))
+                            }
+                            Ok(None) if visited.get() => break Some(Ok(Answer::Visited)),
                             Ok(None) => {}
                             // Every pending slot, ours included, now holds its failure.
                             Err(TransportError::Timeout) => break None,
@@ -145,7 +241,7 @@ impl Pending {
                     break Some(item);
                 }
             }
-            match conn.read_one(&mut rx, Some(until), Some(slot)) {
+            match conn.read_one(&mut rx, Some(until), Some(slot), None) {
                 Ok(Some(item)) => break Some(item),
                 Ok(None) => {}
                 Err(TransportError::Timeout) => break None,

@@ -2,7 +2,7 @@
 //! routes each to the slot of the request it names; see the module docs for who leads.
 
 use super::slot::{Incoming, Slot};
-use super::{CallError, Connection, Response, RxHalf, READER_SLICE};
+use super::{CallError, Connection, Response, ResponseRef, RxHalf, State, READER_SLICE};
 use crate::protocol::{Dialect, Envelope, ErrorBody, ErrorCode, MessageType};
 use crate::transport::TransportError;
 use serde_json::Value;
@@ -13,18 +13,35 @@ impl Connection {
     /// Reads one frame as leader and routes it; what is for `own` (the leader's slot) is
     /// returned instead of delivered. Link failures are returned after every pending
     /// request (`own` included) has been failed.
+    ///
+    /// With `visit`, `own`'s successful answer is not returned: `visit` sees it where it
+    /// lies (in the ring on shm), before the frame's space is given back, and `Ok(None)`
+    /// is returned (the caller knows from its `visit` that it ran).
     pub(super) fn read_one(
         &self,
         rx: &mut RxHalf,
         deadline: Option<Instant>,
         own: Option<&Arc<Slot>>,
+        mut visit: Option<&mut dyn FnMut(ResponseRef<'_>)>,
     ) -> Result<Option<Incoming>, TransportError> {
         // Decoded where the frame lies (in the ring on shm): the answer's data and
-        // attachments are copied once, into what the caller owns.
+        // attachments are copied once, into what the caller owns, unless it visits them.
         let mut decoded = None;
         let RxHalf { receiver, buf } = rx;
         match receiver.recv_with(buf, deadline, &mut |frame| {
-            decoded = Some(self.decode_frame(frame));
+            let Some(lent) = self.decode_frame_lent(frame) else {
+                return;
+            };
+            if let (Some(visit), Some(own)) = (visit.as_deref_mut(), own) {
+                if self.take_if_own_response(lent.envelope(), own) {
+                    let attachments = lent.attachments(frame);
+                    visit(ResponseRef::new(lent.envelope(), &attachments));
+                    self.freed();
+                    return;
+                }
+            }
+            let attachments = lent.attachments_owned(frame);
+            decoded = Some((lent.into_envelope(), attachments));
         }) {
             Ok(()) => {}
             Err(TransportError::Timeout) => return Err(TransportError::Timeout),
@@ -45,10 +62,39 @@ impl Connection {
                 return Err(e);
             }
         }
-        match decoded.flatten() {
+        match decoded {
             Some((env, attachments)) => Ok(self.route(env, attachments, own)),
             None => Ok(None),
         }
+    }
+
+    /// The pending-table key of the request `env` answers, if it names one of ours (a
+    /// legacy answer without an id answers the one request in flight).
+    fn key_of(&self, env: &Envelope, st: &State) -> Option<u64> {
+        match (env.request_id.as_deref(), self.dialect) {
+            (Some(id), _) => self.ids.number_of(id),
+            (None, Dialect::Legacy) => st.pending.keys().next().copied(),
+            (None, Dialect::Ferry) => None,
+        }
+    }
+
+    /// When `env` is the successful answer to `own`'s request, takes that request out of
+    /// the pending table (as [`route`](Self::route) does for a terminal message) and
+    /// returns `true`.
+    fn take_if_own_response(&self, env: &Envelope, own: &Arc<Slot>) -> bool {
+        if env.kind != MessageType::Response {
+            return false;
+        }
+        let mut st = self.state.lock();
+        let Some(key) = self.key_of(env, &st) else {
+            return false;
+        };
+        if !st.pending.get(&key).is_some_and(|s| Arc::ptr_eq(s, own)) {
+            return false;
+        }
+        st.forget(key);
+        st.pending.remove(&key);
+        true
     }
 
     pub(super) fn fail_pending_with(&self, make: impl Fn() -> CallError) {
@@ -76,17 +122,13 @@ impl Connection {
         let terminal = env.is_terminal();
         let slot = {
             let mut st = self.state.lock();
-            let key = match (env.request_id.as_deref(), self.dialect) {
-                // Not an id this connection made: no request of ours can match it.
-                (Some(id), _) => self.ids.number_of(id),
-                // A legacy answer may omit request_id: it answers the one request in flight.
-                (None, Dialect::Legacy) => st.pending.keys().next().copied(),
-                (None, Dialect::Ferry) => {
-                    drop(st);
-                    tracing::debug!(worker = %self.label, event = ?env.event_name, "worker-wide message");
-                    return None;
-                }
-            };
+            if env.request_id.is_none() && self.dialect == Dialect::Ferry {
+                drop(st);
+                tracing::debug!(worker = %self.label, event = ?env.event_name, "worker-wide message");
+                return None;
+            }
+            // `None`: not an id this connection made, so no request of ours can match it.
+            let key = self.key_of(&env, &st);
             let slot = key.and_then(|key| {
                 if terminal {
                     st.forget(key);
@@ -179,7 +221,8 @@ impl Connection {
                             break;
                         }
                     }
-                    match self.read_one(&mut rx, Some(Instant::now() + READER_SLICE), None) {
+                    let until = Some(Instant::now() + READER_SLICE);
+                    match self.read_one(&mut rx, until, None, None) {
                         Ok(_) | Err(TransportError::Timeout) => {}
                         Err(_) => break,
                     }

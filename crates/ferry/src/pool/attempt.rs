@@ -11,7 +11,7 @@
 use super::member::Member;
 use super::retry::Outcome;
 use super::{Inner, PoolError};
-use crate::connection::{CallError, Fill, Incoming, Reservation, Response};
+use crate::connection::{CallError, Fill, Incoming, Reservation, Response, ResponseRef};
 use crate::protocol::{Envelope, Stamp};
 use crate::worker::CallOptions;
 use std::future::Future;
@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 /// How one call path waits: for a place, for the answer, between attempts.
 pub(super) trait Waiting {
+    /// What a successful exchange gives: the owned answer, or what a visitor made of it.
+    type Answer;
+
     /// A reserved place on a worker, or why there is none before `deadline`.
     fn acquire(
         &mut self,
@@ -37,7 +40,7 @@ pub(super) trait Waiting {
         fill: Fill<'_>,
         deadline: Instant,
         limit: Duration,
-    ) -> impl Future<Output = Result<Response, CallError>>;
+    ) -> impl Future<Output = Result<Self::Answer, CallError>>;
 
     /// Waits out a retry's backoff.
     fn pause(&mut self, delay: Duration) -> impl Future<Output = ()>;
@@ -49,7 +52,7 @@ pub(super) async fn run<W: Waiting>(
     request: &Envelope,
     options: &CallOptions,
     waiting: &mut W,
-) -> Result<Response, PoolError> {
+) -> Result<W::Answer, PoolError> {
     let (deadline, limit) = inner.deadline_for(request, options);
     let retryable_op = inner.may_retry(request);
     let mut attempt = 0u32;
@@ -81,6 +84,21 @@ pub(super) fn complete_now<T>(future: impl Future<Output = T>) -> T {
     }
 }
 
+/// A place on a worker, waited for on this thread (the synchronous paths).
+fn acquire_blocking(
+    inner: &Arc<Inner>,
+    request: &Envelope,
+    deadline: Instant,
+) -> std::future::Ready<Result<(Arc<Member>, Reservation), PoolError>> {
+    std::future::ready(inner.acquire_sync(request.priority.unwrap_or_default(), deadline))
+}
+
+/// A retry's backoff, slept on this thread (the synchronous paths).
+fn pause_blocking(delay: Duration) -> std::future::Ready<()> {
+    std::thread::sleep(delay);
+    std::future::ready(())
+}
+
 /// The synchronous path: every step blocks this thread, then is ready.
 pub(super) struct Blocking<'a, F> {
     pub attachments: &'a [&'a [u8]],
@@ -88,13 +106,15 @@ pub(super) struct Blocking<'a, F> {
 }
 
 impl<F: FnMut(&Envelope)> Waiting for Blocking<'_, F> {
+    type Answer = Response;
+
     fn acquire(
         &mut self,
         inner: &Arc<Inner>,
         request: &Envelope,
         deadline: Instant,
     ) -> impl Future<Output = Result<(Arc<Member>, Reservation), PoolError>> {
-        std::future::ready(inner.acquire_sync(request.priority.unwrap_or_default(), deadline))
+        acquire_blocking(inner, request, deadline)
     }
 
     fn exchange(
@@ -112,8 +132,69 @@ impl<F: FnMut(&Envelope)> Waiting for Blocking<'_, F> {
     }
 
     fn pause(&mut self, delay: Duration) -> impl Future<Output = ()> {
-        std::thread::sleep(delay);
-        std::future::ready(())
+        pause_blocking(delay)
+    }
+}
+
+/// The synchronous path with the answer seen in place by `visit` (run once, on success).
+pub(super) struct BlockingInPlace<'a, F, V> {
+    pub attachments: &'a [&'a [u8]],
+    pub on_event: F,
+    pub visit: Option<V>,
+}
+
+impl<F: FnMut(&Envelope), V: FnOnce(ResponseRef<'_>) -> R, R> Waiting
+    for BlockingInPlace<'_, F, V>
+{
+    type Answer = R;
+
+    fn acquire(
+        &mut self,
+        inner: &Arc<Inner>,
+        request: &Envelope,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<(Arc<Member>, Reservation), PoolError>> {
+        acquire_blocking(inner, request, deadline)
+    }
+
+    fn exchange(
+        &mut self,
+        reservation: Reservation,
+        request: &Envelope,
+        fill: Fill<'_>,
+        deadline: Instant,
+        _limit: Duration,
+    ) -> impl Future<Output = Result<R, CallError>> {
+        let result = reservation
+            .send_filled(request, fill, self.attachments, Some(deadline))
+            .and_then(|pending| {
+                // Only a successful answer reaches the visitor, and that ends the call: an
+                // attempt after it (none is made) would find it gone.
+                let visit = self.visit.take().ok_or_else(|| {
+                    CallError::Transport(crate::transport::TransportError::Internal(
+                        "a pool call's answer was visited twice".into(),
+                    ))
+                })?;
+                let mut visit = Some(visit);
+                let result = pending
+                    .wait_in_place(&mut self.on_event, |answer| visit.take().map(|v| v(answer)));
+                if let Some(unused) = visit {
+                    // Not answered (an error to retry or report): keep it for the next try.
+                    self.visit = Some(unused);
+                }
+                result.and_then(|out| {
+                    out.ok_or_else(|| {
+                        CallError::Transport(crate::transport::TransportError::Internal(
+                            "an answer in place was not seen".into(),
+                        ))
+                    })
+                })
+            });
+        std::future::ready(result)
+    }
+
+    fn pause(&mut self, delay: Duration) -> impl Future<Output = ()> {
+        pause_blocking(delay)
     }
 }
 
@@ -127,6 +208,8 @@ pub(super) struct Awaiting<'a, F> {
 }
 
 impl<F: FnMut(&Envelope) + Send> Waiting for Awaiting<'_, F> {
+    type Answer = Response;
+
     fn acquire(
         &mut self,
         inner: &Arc<Inner>,

@@ -47,7 +47,7 @@ pub use status::{WorkerState, WorkerStatus, WorkerTelemetry};
 
 use crate::connection::Fill;
 use crate::protocol::{Envelope, Stamp};
-use crate::worker::{CallError, CallOptions, Response, WorkerSpec};
+use crate::worker::{CallError, CallOptions, Response, ResponseRef, WorkerSpec};
 use backoff::Backoff;
 use breaker::{Breaker, Transition};
 use budget::RetryBudget;
@@ -245,6 +245,43 @@ impl Pool {
                 inner.observe_event(e);
                 on_event(e)
             },
+        };
+        attempt::complete_now(attempt::run(&self.inner, &request, options, &mut blocking))
+    }
+
+    /// Like [`call_with`](Self::call_with), but the answer is not copied out of the link:
+    /// `f` sees it in place (on shm, its data decoded inside the ring and its attachments
+    /// as slices of it) and its result is returned; see
+    /// [`Pending::wait_in_place`](crate::connection::Pending::wait_in_place). Retries
+    /// happen as for `call_with`; `f` runs once, on the successful answer.
+    ///
+    /// ```no_run
+    /// # use ferry::prelude::*;
+    /// # use ferry::protocol::Envelope;
+    /// # fn demo(pool: &Pool, image: &[u8]) -> Result<(), PoolError> {
+    /// let request = Envelope::request("", "echo", serde_json::Value::Null);
+    /// let same = pool.call_in_place(request, &[image], &CallOptions::default(), |_| {}, |answer| {
+    ///     answer.attachments.first() == Some(&image)
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn call_in_place<R>(
+        &self,
+        request: Envelope,
+        attachments: &[&[u8]],
+        options: &CallOptions,
+        on_event: impl FnMut(&Envelope),
+        f: impl FnOnce(ResponseRef<'_>) -> R,
+    ) -> Result<R, PoolError> {
+        let mut on_event = on_event;
+        let inner = &self.inner;
+        let mut blocking = attempt::BlockingInPlace {
+            attachments,
+            on_event: |e: &Envelope| {
+                inner.observe_event(e);
+                on_event(e)
+            },
+            visit: Some(f),
         };
         attempt::complete_now(attempt::run(&self.inner, &request, options, &mut blocking))
     }

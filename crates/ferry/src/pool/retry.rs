@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 // Why allowed: a short-lived stack value returned once per call; boxing the large variant
 // would add an allocation to every call's hot path.
 #[allow(clippy::large_enum_variant)]
-pub(super) enum Outcome {
-    Done(Result<Response, PoolError>),
+pub(super) enum Outcome<T = Response> {
+    Done(Result<T, PoolError>),
     Retry(Duration),
 }
 
@@ -38,15 +38,15 @@ impl Inner {
                 .is_idempotent(request.operation.as_deref().unwrap_or_default())
     }
 
-    pub(super) fn after_call(
+    pub(super) fn after_call<T>(
         &self,
         member: &Member,
-        result: Result<Response, CallError>,
+        result: Result<T, CallError>,
         retryable_op: bool,
         attempt: u32,
         deadline: Instant,
         limit: Duration,
-    ) -> Outcome {
+    ) -> Outcome<T> {
         // Statistics only: no other memory is published through this counter.
         member.served.fetch_add(1, Ordering::Relaxed);
         let mut d = self.dispatch.lock();

@@ -7,7 +7,7 @@ use super::env::{
 use super::spec::WorkerSpec;
 use super::stderr_log::{self, ExitHook};
 use crate::codec::{Codec, CodecKind, Framing};
-use crate::connection::{Call, CallError, Response, SpawnError};
+use crate::connection::{Call, CallError, Pending, Response, ResponseRef, SpawnError};
 use crate::connection::{Connection, Fill, FreedHook, Offer};
 use crate::protocol::{Dialect, FrameHeader, StdioFraming};
 use crate::protocol::{Envelope, ReadyInfo, Stamp, OP_SHUTDOWN};
@@ -348,6 +348,40 @@ impl WorkerProcess {
         options: &CallOptions,
         on_event: impl FnMut(&Envelope),
     ) -> Result<Response, CallError> {
+        let result = self
+            .start_call(request, attachments, options)
+            .and_then(|pending| pending.wait(on_event));
+        self.with_exit_status(result)
+    }
+
+    /// Like [`call_with`](Self::call_with), but the answer is not copied out of the link:
+    /// `f` sees it in place (on shm, its data decoded inside the ring and its attachments
+    /// as slices of it) and its result is returned; see [`Pending::wait_in_place`]. For a
+    /// host that only reads the answer (checks it, copies a part, hands it to a GPU
+    /// buffer), this saves the copy into an owned [`Response`].
+    ///
+    /// [`Pending::wait_in_place`]: crate::connection::Pending::wait_in_place
+    pub fn call_in_place<R>(
+        &mut self,
+        request: Envelope,
+        attachments: &[&[u8]],
+        options: &CallOptions,
+        on_event: impl FnMut(&Envelope),
+        f: impl FnOnce(ResponseRef<'_>) -> R,
+    ) -> Result<R, CallError> {
+        let result = self
+            .start_call(request, attachments, options)
+            .and_then(|pending| pending.wait_in_place(on_event, f));
+        self.with_exit_status(result)
+    }
+
+    /// Sends a request as [`call_with`](Self::call_with) does.
+    fn start_call(
+        &mut self,
+        request: Envelope,
+        attachments: &[&[u8]],
+        options: &CallOptions,
+    ) -> Result<Pending, CallError> {
         // A timestamp and the worker type where the request has none, on the wire only.
         // (Compact frames carry no timestamp: the clock is not read for them.)
         let stamp = (request.timestamp.is_none()
@@ -358,10 +392,11 @@ impl WorkerProcess {
             worker_type: Some(&self.spec.worker_type),
         };
         let deadline = options.deadline_for(&request);
-        let result = self
-            .conn
-            .start_filled(request, fill, attachments, deadline)
-            .and_then(|pending| pending.wait(on_event));
+        self.conn.start_filled(request, fill, attachments, deadline)
+    }
+
+    /// `result`, with a crashed worker's exit status when it ends within a moment.
+    fn with_exit_status<T>(&mut self, result: Result<T, CallError>) -> Result<T, CallError> {
         match result {
             Err(CallError::WorkerCrashed { .. }) => Err(CallError::WorkerCrashed {
                 status: CallError::status_text(self.exit_status_soon()),

@@ -21,7 +21,7 @@ pub mod watchdog;
 
 /// Defined by the connection layer (a call, its outcome, a failed start), re-exported where
 /// callers meet them.
-pub use crate::connection::{Call, CallError, Response, SpawnError};
+pub use crate::connection::{Call, CallError, Response, ResponseRef, SpawnError};
 /// Defined by the protocol (the wire format), re-exported beside [`WorkerSpec`].
 pub use crate::protocol::Dialect;
 pub use handler::{Context, Handler, HandlerError, Reply, ReplyRef, Request};

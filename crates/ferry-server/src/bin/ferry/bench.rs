@@ -48,6 +48,11 @@ pub struct BenchArgs {
     /// How both ends of the engine's shm links wait: adaptive, spin or block.
     #[arg(long, default_value = "adaptive", value_parser = parse_shm_wait)]
     shm_wait: ferry::transport::shm::WaitStrategy,
+    /// How the engine cases take each answer: owned (copied into a new Response, what
+    /// `call_with` returns) or in_place (read where it was received with `call_in_place`,
+    /// in the ring on shm, and copied into one kept buffer, as the floors do).
+    #[arg(long, default_value = "owned")]
+    answer: ferry_bench::Answer,
     /// Timed round trips per case (after a warm-up of a tenth as many).
     #[arg(long, default_value_t = 2000)]
     iterations: u64,
@@ -225,6 +230,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     options.frame_header = args.frame_header;
     options.stdio_framing = args.stdio_framing;
     options.shm_wait = args.shm_wait;
+    options.answer = args.answer;
     options.max_case_time = Duration::from_secs_f64(args.max_case_seconds.max(0.0));
     options.pin = args.pin;
     options.pipelined_depth = args.pipelined;
