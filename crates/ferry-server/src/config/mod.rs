@@ -292,7 +292,8 @@ pub struct WorkerTypeConfig {
     /// `shm`: how a waiting end waits: `adaptive` (default), `spin` or `block`.
     #[serde(default)]
     pub shm_wait: WaitStrategy,
-    /// `shm`, adaptive: the longest spin of one wait while the peer runs on another CPU
+    /// `shm`, adaptive: the longest spin of one wait while the peer runs on another CPU, at
+    /// first (it grows up to 20 times this while answers keep coming just after it)
     /// (default 50).
     #[serde(default)]
     pub shm_spin_us: Option<u64>,

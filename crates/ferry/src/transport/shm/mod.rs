@@ -101,7 +101,9 @@ pub struct ShmOptions {
     pub capacity: usize,
     /// How a waiting end waits. Default [`WaitStrategy::Adaptive`].
     pub wait: WaitStrategy,
-    /// Adaptive: the longest spin of one wait while the peer runs on another CPU.
+    /// Adaptive: the longest spin of one wait while the peer runs on another CPU, at first:
+    /// it grows up to 20 times this while answers keep coming just after it, and shrinks
+    /// back after slower ones.
     /// Default 50 µs.
     pub spin: Duration,
     /// Adaptive: the longest yielding after that while the peer is awake. Default 50 µs.

@@ -7,7 +7,9 @@
 //! [`WaitStrategy::Adaptive`] looks at what the peer keeps in the segment before spinning:
 //!
 //! 1. **Spin** (at most `spin`) while the peer's futex words say it is awake and the CPU
-//!    it last reported is not ours.
+//!    it last reported is not ours. When answers keep coming just after the spin (a large
+//!    frame takes the peer 100-1000 µs to copy), the spin grows to a quarter more than the
+//!    last such wait, up to 20 times `spin`; a longer wait halves it again.
 //! 2. **Yield** (at most `yield_for` more) while the peer is awake: on a shared CPU this
 //!    hands the CPU to the peer straight away, so a same-core round trip costs two context
 //!    switches, not two timeslices. A yield that keeps us off the CPU for 200 µs without
@@ -115,6 +117,9 @@ const SLOW_YIELD: Duration = Duration::from_micros(200);
 /// million once the situation has lasted a few seconds, and a retry still finds out
 /// within seconds that the process has gone.
 const WAITS_WITHOUT_YIELD: u32 = 4096;
+/// The longest an adaptive spin may grow to, in multiples of the configured `spin` (50 µs
+/// by default: 1 ms), see [`Waiter::learn_spin`].
+const MAX_SPIN_FACTOR: u32 = 20;
 /// The longest back-off between two yield retries (a few seconds of round trips).
 const MAX_WAITS_WITHOUT_YIELD: u32 = 1 << 20;
 
@@ -144,6 +149,9 @@ pub(crate) struct Waiter {
     /// What `waits_without_yield` is set to at the next slow yield (see
     /// [`WAITS_WITHOUT_YIELD`]).
     yield_backoff: u32,
+    /// How long the adaptive spin lasts now: the configured `spin`, or longer while the
+    /// peer's answers keep coming just after it (see [`Waiter::learn_spin`]).
+    spin_budget: Duration,
 }
 
 /// How one phase of a wait ended.
@@ -181,6 +189,7 @@ impl Waiter {
             since_cpu: 0,
             waits_without_yield: 0,
             yield_backoff: WAITS_WITHOUT_YIELD,
+            spin_budget: cfg.spin,
         }
     }
 
@@ -232,12 +241,29 @@ impl Waiter {
             phase = match self.cfg.strategy {
                 WaitStrategy::Spin => self.spin(start, None, deadline, ready, closed)?,
                 WaitStrategy::Adaptive => {
-                    match self.spin(start, Some(self.cfg.spin), deadline, ready, closed)? {
-                        Phase::Next if self.waits_without_yield > 0 => {
-                            self.waits_without_yield -= 1;
-                            Phase::Next
+                    match self.spin(start, Some(self.spin_budget), deadline, ready, closed)? {
+                        Phase::Next => {
+                            let phase = if self.waits_without_yield > 0 {
+                                self.waits_without_yield -= 1;
+                                Phase::Next
+                            } else {
+                                self.yield_phase(start, deadline, ready, closed)?
+                            };
+                            let phase = match phase {
+                                Phase::Next => match self.sleep(deadline, ready, closed) {
+                                    Ok(()) => Phase::Ready,
+                                    Err(e) => Phase::Stop(e),
+                                },
+                                done => done,
+                            };
+                            if matches!(phase, Phase::Ready) {
+                                self.learn_spin(start.elapsed());
+                            }
+                            return match phase {
+                                Phase::Stop(e) => Err(e),
+                                _ => Ok(()),
+                            };
                         }
-                        Phase::Next => self.yield_phase(start, deadline, ready, closed)?,
                         done => done,
                     }
                 }
@@ -249,6 +275,21 @@ impl Waiter {
             Phase::Stop(e) => Err(e),
             Phase::Next => self.sleep(deadline, ready, closed),
         }
+    }
+
+    /// Learns from a wait that outlasted the spin: if the answer came within what spinning
+    /// may cost ([`MAX_SPIN_FACTOR`] times the configured spin), the next waits spin a
+    /// quarter longer than this one took, so a peer whose answers take a steady 100-1000
+    /// µs (a large frame copied) is met spinning instead of through a futex wake-up (tens
+    /// of µs on a VM); a longer wait halves the budget back towards the configured spin,
+    /// so a slow or idle peer costs no more than that.
+    fn learn_spin(&mut self, waited: Duration) {
+        let most = self.cfg.spin * MAX_SPIN_FACTOR;
+        self.spin_budget = if waited <= most {
+            (waited + waited / 4).clamp(self.cfg.spin, most)
+        } else {
+            (self.spin_budget / 2).max(self.cfg.spin)
+        };
     }
 
     /// Looks at the peer and the clock: stop (with the condition re-checked when the peer
@@ -312,7 +353,7 @@ impl Waiter {
         ready: Ready<'_>,
         closed: &dyn Fn() -> bool,
     ) -> Result<Phase, TransportError> {
-        let until = start + self.cfg.spin + self.cfg.yield_for;
+        let until = start + self.spin_budget + self.cfg.yield_for;
         let mut yielded = false;
         let mut phase = Phase::Next;
         let mut before = Instant::now();
@@ -426,6 +467,30 @@ mod tests {
             peer_cpu: seg.cpu_word(Side::Worker),
         };
         Waiter::new(cfg, words, Liveness::none())
+    }
+
+    #[test]
+    fn the_spin_grows_to_meet_answers_that_come_just_after_it_and_shrinks_for_slow_ones() {
+        let (seg, _fd) = Segment::create(4096).expect("segment");
+        let mut w = waiter(&seg);
+        let base = Duration::from_micros(50);
+        assert_eq!(w.spin_budget, base);
+        // Answers after 200 µs (a large frame copied): spin a quarter longer next time.
+        w.learn_spin(Duration::from_micros(200));
+        assert_eq!(w.spin_budget, Duration::from_micros(250));
+        // Never past 20 times the configured spin, however close the answers come to it.
+        w.learn_spin(Duration::from_micros(990));
+        assert_eq!(w.spin_budget, base * MAX_SPIN_FACTOR);
+        // A slow answer (the peer works for longer than spinning may cost) halves it...
+        w.learn_spin(Duration::from_secs(2));
+        assert_eq!(w.spin_budget, base * MAX_SPIN_FACTOR / 2);
+        for _ in 0..10 {
+            w.learn_spin(Duration::from_secs(2));
+        }
+        // ...down to the configured spin, never below.
+        assert_eq!(w.spin_budget, base);
+        w.learn_spin(Duration::from_micros(10));
+        assert_eq!(w.spin_budget, base);
     }
 
     #[test]
