@@ -83,6 +83,13 @@ fn app() -> &'static axum::Router {
     })
 }
 
+/// The style catalogue the router uses (the default `[sdxl]` section): the SDXL routes apply
+/// a request's `style`/`quality` before they check it, so the oracle must too.
+fn styles() -> &'static ferry_server::sdxl::Styles {
+    static STYLES: OnceLock<ferry_server::sdxl::Styles> = OnceLock::new();
+    STYLES.get_or_init(|| ferry_server::sdxl::Styles::new(&Default::default()))
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else {
         return;
@@ -137,8 +144,7 @@ fuzz_target!(|data: &[u8]| {
         "/api/sdxl/enhanced/validate" => match &json {
             Some(v) => {
                 assert_eq!(status, StatusCode::OK);
-                let report =
-                    serde_json::to_value(ferry_server::sdxl::validate(v).unwrap()).unwrap();
+                let report = serde_json::to_value(styles().validate(v).unwrap()).unwrap();
                 assert_eq!(answer, report);
             }
             None => assert_eq!(status, StatusCode::BAD_REQUEST),
@@ -153,7 +159,7 @@ fuzz_target!(|data: &[u8]| {
                 .is_some();
             let valid = request
                 .as_ref()
-                .is_some_and(|v| ferry_server::sdxl::check(v).is_ok());
+                .is_some_and(|v| styles().prepare(v).is_ok());
             if valid && attachments {
                 // Bad base64 (or a bad entry) is a 400 of its own.
                 assert!(
