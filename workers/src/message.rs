@@ -404,8 +404,15 @@ impl RawRequest {
         tracker: &Tracker,
     ) -> PyResult<RawRequest> {
         let env = request.envelope;
-        let data = serde_json::to_vec(request.data())
-            .map_err(|e| PyValueError::new_err(format!("the request's data: {e}")))?;
+        // `null` (no data, as in most calls that carry attachments) needs no encoder.
+        let data = match request.data() {
+            serde_json::Value::Null => PyBytes::new(py, b"null"),
+            value => PyBytes::new(
+                py,
+                &serde_json::to_vec(value)
+                    .map_err(|e| PyValueError::new_err(format!("the request's data: {e}")))?,
+            ),
+        };
         let frame = if request.attachments.is_empty() {
             None
         } else {
@@ -418,7 +425,7 @@ impl RawRequest {
         let (list, lent) = lend(py, attachments)?;
         Ok(RawRequest {
             operation: PyString::new(py, request.operation()).unbind(),
-            data: PyBytes::new(py, &data).unbind(),
+            data: data.unbind(),
             attachments: list,
             request_id: PyString::new(py, &env.message_id).unbind(),
             deadline_ms: env.deadline_ms,
@@ -437,7 +444,7 @@ impl RawRequest {
         for (view, attachment) in &self.lent {
             // Fails (BufferError) when something exported from the view is alive: that
             // export then keeps the attachment's memory, checked below.
-            let _ = view.bind(py).call_method0("release");
+            let _ = view.bind(py).call_method0(pyo3::intern!(py, "release"));
             kept |= attachment.get().revoke();
         }
         if kept {

@@ -334,6 +334,47 @@ impl std::str::FromStr for Answer {
     }
 }
 
+/// Which handler the Python echo worker (`python -m ferry_worker.echo`) serves `echo` with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PythonEcho {
+    /// The plain handler: the data as Python objects, each attachment copied into `bytes`
+    /// and the answer's copied back. The default: what a handler written with the default
+    /// API costs.
+    #[default]
+    Plain,
+    /// The raw handler (`FERRY_ECHO_RAW=1`): the data as JSON bytes, the attachments lent
+    /// as `memoryview`s over the receive buffer and echoed from there, with no copy in
+    /// Python.
+    Raw,
+}
+
+impl PythonEcho {
+    /// The name in `--python-echo`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PythonEcho::Plain => "plain",
+            PythonEcho::Raw => "raw",
+        }
+    }
+}
+
+impl std::fmt::Display for PythonEcho {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PythonEcho {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "plain" => Ok(PythonEcho::Plain),
+            "raw" => Ok(PythonEcho::Raw),
+            other => Err(format!("unknown Python echo {other:?}: plain or raw")),
+        }
+    }
+}
+
 /// The JSON type of `value`, for a bad-echo message (not the value: it may be large).
 fn kind_of(value: &Value) -> &'static str {
     match value {

@@ -83,12 +83,18 @@ impl FloorKind {
                 &["floor", "tcp-echo", &size_arg],
                 size,
             )?),
-            // Two messages and their length words fit with room to spare.
             FloorKind::ShmRing => Box::new(ShmFloor::spawn(
                 &exe,
                 &["floor", "shm-echo"],
-                2 * size + 64,
+                shm_ring_capacity(size),
             )?),
         })
     }
+}
+
+/// The data bytes of each ring of the shm floor for `payload`-byte messages, also given to
+/// the engine's shm links in the same run: two messages and their length words fit with
+/// room to spare (rounded up to a power of two by the ring), so neither side chunks them.
+pub fn shm_ring_capacity(payload: usize) -> usize {
+    payload.saturating_mul(2).saturating_add(64)
 }

@@ -54,7 +54,9 @@ mod table;
 mod target;
 
 pub use claims::{claim_met, claim_us};
-pub use engine::{codec_for, codec_for_framing, echo_spec, Answer, EnginePeer, WorkerLang};
+pub use engine::{
+    codec_for, codec_for_framing, echo_spec, Answer, EnginePeer, PythonEcho, WorkerLang,
+};
 pub use error::BenchError;
 pub use floors::FloorKind;
 pub use http::{HttpPeer, SERVER_SOURCE};

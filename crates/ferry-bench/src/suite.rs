@@ -60,6 +60,8 @@ pub struct SuiteOptions {
     pub shm_wait: ferry::transport::shm::WaitStrategy,
     /// How the engine cases take each answer (owned by default).
     pub answer: crate::Answer,
+    /// The handler the Python echo worker serves `echo` with (plain by default).
+    pub python_echo: crate::PythonEcho,
 }
 
 impl SuiteOptions {
@@ -82,6 +84,7 @@ impl SuiteOptions {
             stdio_framing: ferry::protocol::StdioFraming::default(),
             shm_wait: ferry::transport::shm::WaitStrategy::default(),
             answer: crate::Answer::default(),
+            python_echo: crate::PythonEcho::default(),
         }
     }
 }
@@ -127,11 +130,17 @@ fn run_case(
     let limits = Limits::new(options.iterations, options.max_case_time);
     let message = payload(case.payload);
     let spec = |w: WorkerLang| match (w, &plan.python) {
-        (WorkerLang::Python, Some(python)) => Ok(ferry::worker::WorkerSpec::new(
-            "echo",
-            python.display().to_string(),
-            ["-m", "ferry_worker.echo"],
-        )),
+        (WorkerLang::Python, Some(python)) => {
+            let spec = ferry::worker::WorkerSpec::new(
+                "echo",
+                python.display().to_string(),
+                ["-m", "ferry_worker.echo"],
+            );
+            Ok(match options.python_echo {
+                crate::PythonEcho::Plain => spec,
+                crate::PythonEcho::Raw => spec.env("FERRY_ECHO_RAW", "1"),
+            })
+        }
         (WorkerLang::Cmd, _) => options
             .cmd
             .clone()
@@ -143,6 +152,13 @@ fn run_case(
         spec.frame_header = options.frame_header;
         spec.stdio_framing = options.stdio_framing;
         spec.transport_options.shm.wait = options.shm_wait;
+        // The rings the shm floor gets for this payload, so that a frame the floor sends
+        // whole is one record in the engine's ring too (not chunked and reassembled).
+        spec.transport_options.shm.capacity = spec
+            .transport_options
+            .shm
+            .capacity
+            .max(crate::floors::shm_ring_capacity(case.payload));
         let peer = EnginePeer::spawn(spec, t)?.answer(options.answer);
         Ok::<_, BenchError>(match w {
             WorkerLang::Cmd => peer.with_timeout(options.cmd_timeout),
@@ -415,7 +431,13 @@ fn method(options: &SuiteOptions) -> Method {
                 _ => "stdio framing: lines (NDJSON, `--stdio-framing length_prefixed` measures binary frames on stdio)".to_string(),
             },
         ];
+    if options.workers.contains(&WorkerLang::Python) {
+        notes.push(format!("python echo: the {} handler ({})", options.python_echo, match options.python_echo { crate::PythonEcho::Plain => "data as Python objects, attachments copied into bytes and back", crate::PythonEcho::Raw => "FERRY_ECHO_RAW=1: data as JSON bytes, attachments lent as memoryviews over the receive buffer and echoed from there" }));
+    }
     let shm_targeted = options.targets.iter().any(|t| t.name() == "shm");
+    if shm_targeted {
+        notes.push("shm rings: the engine's links get at least the floor's ring capacity for the payload (2 x payload + 64 bytes, rounded up to a power of two; 4 MiB by default), so frames the floor sends whole are whole records on both".into());
+    }
     if shm_targeted {
         for (kind, how) in PeerKind::missing_for_transport("shm") {
             notes.push(format!("{} peer: not built ({how})", kind.as_str()));

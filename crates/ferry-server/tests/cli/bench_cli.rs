@@ -347,3 +347,58 @@ fn cmd_that_is_not_a_command_line_is_a_cli_error() {
     );
     assert!(json.is_none());
 }
+
+#[test]
+fn python_echo_raw_is_benched_over_shm_whole_frames_and_said_in_the_notes() {
+    let Some(python) = common::python::python_or_skip("bench --python-echo raw") else {
+        return;
+    };
+    let python = python.display().to_string();
+    // 1 MiB: a frame larger than the smallest ring the bench could give, checked byte for
+    // byte on the first round trip by the bench itself.
+    let mut args = vec![
+        "--transport",
+        "shm",
+        "--worker",
+        "python",
+        "--python-echo",
+        "raw",
+        "--payload",
+        "64,1m",
+    ];
+    args.extend(TINY);
+    let (out, json) = bench(&args, &[("FERRY_PYTHON", python.as_str())]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let json = json.unwrap();
+    let rows: Vec<&Value> = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["worker"] == "python" && r["transport"] == "shm" && r["pin"] == "none")
+        .collect();
+    assert_eq!(rows.len(), 2, "{json}");
+    let notes: Vec<&str> = json["method"]["notes"]
+        .as_array()
+        .expect("the notes are in the JSON")
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("python echo: the raw handler")),
+        "{notes:?}"
+    );
+    assert!(
+        notes.iter().any(|n| n.starts_with("shm rings:")),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn unknown_python_echo_is_a_cli_error() {
+    let (out, json) = bench(&["--python-echo", "cooked"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("plain or raw"), "{}", stderr(&out));
+    assert!(json.is_none());
+}

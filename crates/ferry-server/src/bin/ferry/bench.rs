@@ -53,6 +53,11 @@ pub struct BenchArgs {
     /// in the ring on shm, and copied into one kept buffer, as the floors do).
     #[arg(long, default_value = "owned")]
     answer: ferry_bench::Answer,
+    /// The handler the Python echo worker answers with: plain (data as Python objects,
+    /// attachments copied into bytes) or raw (data as JSON bytes, attachments lent as
+    /// memoryviews over the receive buffer and echoed from there).
+    #[arg(long, default_value = "plain")]
+    python_echo: ferry_bench::PythonEcho,
     /// Timed round trips per case (after a warm-up of a tenth as many).
     #[arg(long, default_value_t = 2000)]
     iterations: u64,
@@ -231,6 +236,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     options.stdio_framing = args.stdio_framing;
     options.shm_wait = args.shm_wait;
     options.answer = args.answer;
+    options.python_echo = args.python_echo;
     options.max_case_time = Duration::from_secs_f64(args.max_case_seconds.max(0.0));
     options.pin = args.pin;
     options.pipelined_depth = args.pipelined;
