@@ -437,8 +437,6 @@ fn method(options: &SuiteOptions) -> Method {
     let shm_targeted = options.targets.iter().any(|t| t.name() == "shm");
     if shm_targeted {
         notes.push("shm rings: the engine's links get at least the floor's ring capacity for the payload (2 x payload + 64 bytes, rounded up to a power of two; 4 MiB by default), so frames the floor sends whole are whole records on both".into());
-    }
-    if shm_targeted {
         for (kind, how) in PeerKind::missing_for_transport("shm") {
             notes.push(format!("{} peer: not built ({how})", kind.as_str()));
         }
