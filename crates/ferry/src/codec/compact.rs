@@ -327,17 +327,6 @@ impl CompactWire {
 
     /// Decodes one frame of a compact link. Attachments are located, not copied.
     pub fn decode(&self, frame: &[u8]) -> Result<DecodedFrame, CodecError> {
-        self.decode_reusing(frame, &mut Spare::default())
-    }
-
-    /// [`decode`](Self::decode), building the envelope's id, operation and attachment list
-    /// in `spare`'s buffers (those of an envelope [recycled](Spare::recycle) before) rather
-    /// than new ones: a worker's serve loop decodes a request per round trip.
-    pub(crate) fn decode_reusing(
-        &self,
-        frame: &[u8],
-        spare: &mut Spare,
-    ) -> Result<DecodedFrame, CodecError> {
         if frame.len() > self.max_frame {
             return Err(CodecError::FrameTooLarge {
                 size: frame.len(),
@@ -386,7 +375,7 @@ impl CompactWire {
         }
         // From here every offset is inside the frame: the sums above matched its length.
         let mut envelope = Envelope::new(header.message_type(), String::new());
-        let id_text = text_id_into(std::mem::take(&mut spare.id), header.id);
+        let id_text = text_id(header.id);
         let mut at = name_at;
         // A name on a frame other than a request is skipped (senders write none).
         let name_len = if header.flags & flag::OP_NAME != 0 {
@@ -409,15 +398,13 @@ impl CompactWire {
         }
         match header.kind {
             kind::REQUEST => {
-                let name = if header.flags & flag::OP_NAME != 0 {
+                let operation = if header.flags & flag::OP_NAME != 0 {
                     std::str::from_utf8(&frame[at..at + name_len])
                         .map_err(|_| compact(CompactError::OperationNotUtf8))?
+                        .to_owned()
                 } else {
-                    self.operation_at(header.operation)?
+                    self.operation_at(header.operation)?.to_owned()
                 };
-                let mut operation = std::mem::take(&mut spare.operation);
-                operation.clear();
-                operation.push_str(name);
                 envelope.message_id = id_text;
                 envelope.operation = Some(operation);
                 envelope.priority = match header.priority {
@@ -446,9 +433,7 @@ impl CompactWire {
         let mut decoded = DecodedFrame::located(envelope);
         let mut offset = data_end;
         if count > 0 {
-            let mut metas = std::mem::take(&mut spare.metas);
-            metas.clear();
-            metas.reserve(count);
+            let mut metas = Vec::with_capacity(count);
             for c in frame[sizes_at..metrics_at].chunks_exact(4) {
                 let size = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
                 decoded.push_range(offset..offset + size);
@@ -490,48 +475,10 @@ pub fn request_id_of(frame: &[u8]) -> Option<String> {
 
 /// `r-<n>`.
 fn text_id(n: u64) -> String {
-    text_id_into(String::with_capacity(22), n)
-}
-
-/// `r-<n>`, written over `id`'s old text (its buffer reused).
-fn text_id_into(mut id: String, n: u64) -> String {
-    id.clear();
+    let mut id = String::with_capacity(22);
     id.push_str("r-");
     crate::protocol::push_decimal(&mut id, n);
     id
-}
-
-/// Buffers [`CompactWire::decode_reusing`] builds an envelope in: the id and operation
-/// strings and the attachment list of an envelope that is done with, kept for the next one.
-#[derive(Debug, Default)]
-pub(crate) struct Spare {
-    id: String,
-    operation: String,
-    metas: Vec<AttachmentMeta>,
-}
-
-impl Spare {
-    /// Keeps `envelope`'s id, operation and attachment-list buffers for the next decode
-    /// (its other fields are dropped).
-    pub(crate) fn recycle(&mut self, envelope: Envelope) {
-        let Envelope {
-            message_id,
-            request_id,
-            operation,
-            attachments,
-            ..
-        } = envelope;
-        // A request's id is its `message_id`; any other frame's is its `request_id`.
-        if let Some(id) = request_id.filter(|_| message_id.capacity() == 0) {
-            self.id = id;
-        } else {
-            self.id = message_id;
-        }
-        if let Some(operation) = operation {
-            self.operation = operation;
-        }
-        self.metas = attachments;
-    }
 }
 
 const METRIC_FLAGS: [u8; 3] = [flag::METRIC_TIME, flag::METRIC_MEMORY, flag::METRIC_GPU];

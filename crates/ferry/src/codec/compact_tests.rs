@@ -170,36 +170,6 @@ proptest! {
         }
     }
 
-    /// Decoding into the recycled buffers of earlier envelopes (what the worker's serve
-    /// loop does) gives exactly what a fresh decode gives: nothing of an earlier frame
-    /// (its id, operation or attachments) shows through.
-    #[test]
-    fn decoding_into_recycled_buffers_is_decoding_afresh(
-        frames in prop::collection::vec(arb_hot_envelope(), 1..6),
-        codec in prop_oneof![Just(CodecKind::MsgPack), Just(CodecKind::Json)],
-    ) {
-        let wire = wire(codec);
-        let mut spare = Spare::default();
-        for (env, atts) in &frames {
-            let att_refs: Vec<&[u8]> = atts.iter().map(Vec::as_slice).collect();
-            let bytes = frame(&wire, env, &att_refs);
-            let fresh = wire.decode(&bytes);
-            let reused = wire.decode_reusing(&bytes, &mut spare);
-            match (fresh, reused) {
-                (Ok(fresh), Ok(reused)) => {
-                    prop_assert_eq!(&fresh.envelope, &reused.envelope);
-                    prop_assert_eq!(fresh.attachment_count(), reused.attachment_count());
-                    for i in 0..fresh.attachment_count() {
-                        prop_assert_eq!(fresh.attachment(&bytes, i), reused.attachment(&bytes, i));
-                    }
-                    spare.recycle(reused.envelope);
-                }
-                (Err(_), Err(_)) => {}
-                (fresh, reused) => prop_assert!(false, "fresh: {fresh:?}, reused: {reused:?}"),
-            }
-        }
-    }
-
     /// Any bytes: a result or a typed error, never a panic.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {

@@ -23,7 +23,6 @@ mod view;
 /// the codec follows.
 pub use crate::transport::Framing;
 pub use body::DecodedFrame;
-pub(crate) use compact::Spare;
 pub use compact::{request_id_of, CompactError, CompactWire};
 pub use error::{AttachmentError, CodecError, HeaderError};
 pub(crate) use view::{EnvelopeRef, Metas};

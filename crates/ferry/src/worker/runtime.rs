@@ -9,7 +9,7 @@ use super::env::{EnvError, WorkerEnv};
 use super::handler::{Context, Handler, HandlerError, Reply, ReplyRef, Request};
 use crate::codec::{
     request_id_of, with_parts, with_slices, Codec, CodecError, CodecKind, CompactWire,
-    DecodedFrame, EnvelopeRef, Framing, Spare,
+    DecodedFrame, EnvelopeRef, Framing,
 };
 use crate::protocol::{
     Envelope, ErrorBody, ErrorCode, FrameHeader, IdGenerator, MessageType, Operation, ReadyInfo,
@@ -62,8 +62,6 @@ pub(super) struct Io {
     codec: Codec,
     /// The compact wire, once `ready` has accepted it.
     compact: Option<CompactWire>,
-    /// Buffers of the last request decoded from it, reused for the next one.
-    spare: Spare,
     ids: IdGenerator,
     /// The last message id sent, kept for its allocation.
     id_buf: String,
@@ -128,7 +126,7 @@ impl Io {
     /// `protocol` (so the host's caller hears why instead of waiting).
     fn decode(&mut self, frame: &[u8]) -> Option<DecodedFrame> {
         let decoded = match &self.compact {
-            Some(wire) => wire.decode_reusing(frame, &mut self.spare),
+            Some(wire) => wire.decode(frame),
             None => self.codec.decode(frame),
         };
         match decoded {
@@ -279,7 +277,6 @@ pub fn serve_link<H: Handler>(
         rx: Some(link.receiver),
         codec,
         compact: None,
-        spare: Spare::default(),
         ids: IdGenerator::new("w"),
         id_buf: String::new(),
         out: Vec::new(),
@@ -353,9 +350,7 @@ fn serve_received_frame<H: Handler>(
     let Some(decoded) = io.decode(buf) else {
         return Ok(false);
     };
-    let stop = dispatch_decoded(io, info, handler, &decoded, buf);
-    io.spare.recycle(decoded.envelope);
-    Ok(stop)
+    Ok(dispatch_decoded(io, info, handler, &decoded, buf))
 }
 
 /// Receives one frame on a transport that lends it in place (shm) and handles it there
@@ -382,7 +377,6 @@ fn serve_lent_frame<H: Handler>(
         };
         if runs_in_place(&decoded.envelope, handler) {
             stop = dispatch_decoded(io, info, handler, &decoded, frame);
-            io.spare.recycle(decoded.envelope);
         } else {
             buf.clear();
             buf.extend_from_slice(frame);
@@ -393,7 +387,6 @@ fn serve_lent_frame<H: Handler>(
     received?;
     if let Some(decoded) = copied {
         stop = dispatch_decoded(io, info, handler, &decoded, buf);
-        io.spare.recycle(decoded.envelope);
     }
     Ok(stop)
 }
