@@ -18,6 +18,7 @@
 //! | `json_ferry_lines` | [`CodecKind::Json`] on a line link (stdio): attachments inline as base64 | |
 //! | `bincode_ferry` | [`CodecKind::Bincode`], framed (the `bincode` crate over a wire struct; no hand-written path) | |
 //! | `legacy` | the legacy dialect through its public API: `legacy::encode_request` + `serde_json` (requests), `serde_json` + `legacy::decode_answer` (answers) | |
+//! | `compact_ferry` | [`CompactWire`] over MessagePack (docs/protocol.md, section 9): the hand-written 24-byte header, the message with the host's numeric id (`r-1`), the operation by its index in `ready` | `msgpack_ferry` |
 //!
 //! Not benched alone: the borrowed view *decoder* and the legacy dialect's borrowed line
 //! writer are `pub(crate)` in `ferry`; the view's encoder is timed through every framed
@@ -26,8 +27,8 @@
 use criterion::measurement::WallTime;
 use criterion::Throughput;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
-use ferry::codec::{Codec, CodecKind, Framing, DEFAULT_MAX_FRAME};
-use ferry::protocol::{legacy, AttachmentMeta, Envelope};
+use ferry::codec::{Codec, CodecKind, CompactWire, Framing, DEFAULT_MAX_FRAME};
+use ferry::protocol::{legacy, AttachmentMeta, Envelope, ReadyInfo};
 use serde_json::Value;
 use std::hint::black_box;
 use std::time::Duration;
@@ -56,6 +57,21 @@ impl Message {
                 ..AttachmentMeta::default()
             })
             .collect();
+        e
+    }
+
+    /// The message as a host and worker on a compact link send it: the id in the host's
+    /// numeric form (`r-1`), which compact frames carry as a number, and no timestamp or
+    /// worker type (compact frames drop them).
+    fn hot(&self) -> Envelope {
+        let mut e = self.envelope.clone();
+        if e.request_id.is_some() {
+            e.request_id = Some("r-1".into());
+        } else {
+            e.message_id = "r-1".into();
+        }
+        e.timestamp = None;
+        e.worker_type = None;
         e
     }
 
@@ -118,6 +134,27 @@ fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     group
 }
 
+/// The compact wire of a worker that announced `echo` (MessagePack data).
+fn compact_wire() -> CompactWire {
+    CompactWire::new(
+        CodecKind::MsgPack,
+        DEFAULT_MAX_FRAME,
+        &ReadyInfo::new("echo", vec!["echo".into()]),
+    )
+}
+
+/// A compact frame of `m`: the header part, then the attachments. Checked to be a compact
+/// frame (first byte 1 or 2), not the envelope frame a compact link falls back to.
+fn compact_frame(wire: &CompactWire, m: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    wire.encode(&m.hot(), &m.parts(), &mut out).expect("encode");
+    assert!(matches!(out.first(), Some(1 | 2)), "{} is compact", m.name);
+    for a in &m.attachments {
+        out.extend_from_slice(a);
+    }
+    out
+}
+
 fn codec(kind: CodecKind, framing: Framing) -> Codec {
     Codec::new(kind, framing, DEFAULT_MAX_FRAME).expect("a valid codec")
 }
@@ -168,6 +205,7 @@ fn encode(c: &mut Criterion) {
     let json_framed = codec(CodecKind::Json, Framing::LengthPrefixed);
     let json_lines = codec(CodecKind::Json, Framing::Lines);
     let bincode = codec(CodecKind::Bincode, Framing::LengthPrefixed);
+    let compact = compact_wire();
     let mut out = Vec::with_capacity(2 << 20);
     for m in messages() {
         group.throughput(Throughput::Bytes(m.bytes()));
@@ -192,6 +230,16 @@ fn encode(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("msgpack_rmp_serde", &m.name), |b| {
             b.iter(|| {
                 rmp_encode(black_box(&sized), &mut out);
+                black_box(out.len())
+            })
+        });
+        let hot = m.hot();
+        compact_frame(&compact, &m);
+        group.bench_function(BenchmarkId::new("compact_ferry", &m.name), |b| {
+            b.iter(|| {
+                compact
+                    .encode(black_box(&hot), black_box(&parts), &mut out)
+                    .expect("encode");
                 black_box(out.len())
             })
         });
@@ -225,6 +273,7 @@ fn decode(c: &mut Criterion) {
     let json_framed = codec(CodecKind::Json, Framing::LengthPrefixed);
     let json_lines = codec(CodecKind::Json, Framing::Lines);
     let bincode = codec(CodecKind::Bincode, Framing::LengthPrefixed);
+    let compact = compact_wire();
     for m in messages() {
         group.throughput(Throughput::Bytes(m.bytes()));
         group.sample_size(if m.bytes() >= 1 << 20 { 20 } else { 100 });
@@ -253,6 +302,13 @@ fn decode(c: &mut Criterion) {
         );
         group.bench_function(BenchmarkId::new("msgpack_rmp_serde", &m.name), |b| {
             b.iter_with_large_drop(|| rmp_decode(black_box(&frame)))
+        });
+        let compact_bytes = compact_frame(&compact, &m);
+        let decoded = compact.decode(&compact_bytes).expect("decode");
+        assert_eq!(decoded.envelope.data, m.envelope.data, "compact {}", m.name);
+        assert_eq!(decoded.attachment_count(), m.attachments.len());
+        group.bench_function(BenchmarkId::new("compact_ferry", &m.name), |b| {
+            b.iter_with_large_drop(|| compact.decode(black_box(&compact_bytes)).expect("decode"))
         });
         if m.name.starts_with("response") && m.attachments.is_empty() {
             let line = legacy_answer(&m);
