@@ -12,7 +12,7 @@ It mirrors the Rust echo worker (``ferry worker echo``):
 - ``async_echo``: ``echo`` as an ``async def`` handler.
 
 With ``--raw`` (or ``FERRY_ECHO_RAW=1`` in its environment, which ``ferry bench --worker
-python`` passes on), ``echo`` is a raw handler (:meth:`Worker.raw_operation`): the data as
+python --python-echo raw`` sets), ``echo`` is a raw handler (:meth:`Worker.raw_operation`): the data as
 JSON bytes, the attachments as views over the receive buffer, answered from where they are.
 """
 
