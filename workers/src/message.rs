@@ -436,13 +436,6 @@ impl RawRequest {
         })
     }
 
-    /// Which of the views handed out `obj` is (its index, the attachment's), if any.
-    pub fn view_index(&self, obj: &Bound<'_, PyAny>) -> Option<usize> {
-        self.lent
-            .iter()
-            .position(|(view, _)| std::ptr::eq(view.as_ptr(), obj.as_ptr()))
-    }
-
     /// Ends the loan: releases every view handed out (a kept one then raises `ValueError`)
     /// and closes the attachments to new exports. A buffer exported from them that is still
     /// alive keeps its memory: the frame is given to `tracker` to take over before reuse.
@@ -556,13 +549,9 @@ impl RawRequest {
 /// like [`read_answer`], with attachments sent without copies where they can be: a
 /// [`ReplyBuffer`] moves its bytes into the answer, a view into one of `lent` is sent from
 /// the receive buffer (an echo).
-///
-/// `view_of` names which of the request's own views (in the order of `lent`) an object is,
-/// if it is one: an echoed view is then sent from its bytes without asking it for a buffer.
 pub fn read_answer_ref<'r>(
     answer: &Bound<'_, PyAny>,
     lent: &[&'r [u8]],
-    view_of: &dyn Fn(&Bound<'_, PyAny>) -> Option<usize>,
 ) -> Result<ReplyRef<'r>, HandlerError> {
     let Ok(reply) = answer.cast::<Reply>() else {
         return read_answer(answer).map(ReplyRef::from);
@@ -575,10 +564,7 @@ pub fn read_answer_ref<'r>(
         .attachments
         .bind(py)
         .iter()
-        .map(|a| match view_of(&a).and_then(|i| lent.get(i)) {
-            Some(bytes) => Ok(Cow::Borrowed(*bytes)),
-            None => attachment_ref(&a, lent),
-        })
+        .map(|a| attachment_ref(&a, lent))
         .collect::<PyResult<Vec<_>>>()
         .map_err(|e| HandlerError::internal(format!("the handler's attachments: {e}")))?;
     let metrics = match &reply.metrics {

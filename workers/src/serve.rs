@@ -243,14 +243,13 @@ impl PyHandler {
                 tracker: &self.tracker,
             };
             let answer = self.dispatch.bind(py).call1((raw.clone(),));
-            let view_of = |obj: &Bound<'_, PyAny>| raw.get().view_index(obj);
-            return self.answer(py, answer, &request.attachments, &view_of);
+            return self.answer(py, answer, &request.attachments);
         }
         let plain = message::Request::from_wire(py, request, ctx)
             .and_then(|r| Bound::new(py, r))
             .map_err(bad_request)?;
         let answer = self.dispatch.bind(py).call1((plain,));
-        self.answer(py, answer, &[], &|_| None)
+        self.answer(py, answer, &[])
     }
 
     /// The runtime's answer from what the dispatcher gave back (or raised); `lent` are the
@@ -260,12 +259,9 @@ impl PyHandler {
         py: Python<'_>,
         answer: PyResult<Bound<'_, PyAny>>,
         lent: &[&'r [u8]],
-        view_of: &dyn Fn(&Bound<'_, PyAny>) -> Option<usize>,
     ) -> Result<ReplyRef<'r>, Failure> {
         match answer {
-            Ok(answer) => {
-                message::read_answer_ref(&answer, lent, view_of).map_err(Failure::Handler)
-            }
+            Ok(answer) => message::read_answer_ref(&answer, lent).map_err(Failure::Handler),
             Err(e) => {
                 if let Ok(error) = e.value(py).cast::<FerryError>() {
                     Err(Failure::Handler(FerryError::to_handler_error(error)))

@@ -234,6 +234,7 @@ fn encode(c: &mut Criterion) {
             })
         });
         let hot = m.hot();
+        // Outside the timing: the message is one a compact link sends compact.
         compact_frame(&compact, &m);
         group.bench_function(BenchmarkId::new("compact_ferry", &m.name), |b| {
             b.iter(|| {

@@ -366,6 +366,16 @@ impl PythonEcho {
     }
 }
 
+impl PythonEcho {
+    /// What the handler does with a request, as the method notes say it.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            PythonEcho::Plain => "data as Python objects, attachments copied into bytes and back",
+            PythonEcho::Raw => "FERRY_ECHO_RAW=1: data as JSON bytes, attachments lent as memoryviews over the receive buffer and echoed from there",
+        }
+    }
+}
+
 impl std::fmt::Display for PythonEcho {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

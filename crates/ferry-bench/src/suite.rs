@@ -432,7 +432,11 @@ fn method(options: &SuiteOptions) -> Method {
             },
         ];
     if options.workers.contains(&WorkerLang::Python) {
-        notes.push(format!("python echo: the {} handler ({})", options.python_echo, match options.python_echo { crate::PythonEcho::Plain => "data as Python objects, attachments copied into bytes and back", crate::PythonEcho::Raw => "FERRY_ECHO_RAW=1: data as JSON bytes, attachments lent as memoryviews over the receive buffer and echoed from there" }));
+        notes.push(format!(
+            "python echo: the {} handler ({})",
+            options.python_echo,
+            options.python_echo.describe()
+        ));
     }
     let shm_targeted = options.targets.iter().any(|t| t.name() == "shm");
     if shm_targeted {
