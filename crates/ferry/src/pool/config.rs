@@ -107,6 +107,10 @@ pub struct PoolConfig {
     /// within it costs no thread hop (the HTTP path's echo is answered well inside the
     /// default 50 µs), but the executor thread is blocked that long once per call whose
     /// answer is slower. Zero: the reader thread reads from the start. At most 10 ms.
+    /// On a pipe, a lead of a few milliseconds made the async call as cheap in CPU as a
+    /// synchronous one on the project's VM (a short `poll` timeout costs timer work in the
+    /// kernel; docs/benchmarks.md, "fifth round"): worth it where calls are short and the
+    /// executor has threads to spare, not where slow answers would hold them.
     pub async_lead: Duration,
 }
 
