@@ -14,6 +14,13 @@ pub fn fmt_us(us: f64) -> String {
     }
 }
 
+/// A difference in µs with its sign, to the precision [`fmt_us`] gives its size:
+/// `+0.74`, `-15.0`.
+pub fn fmt_signed_us(us: f64) -> String {
+    let sign = if us < 0.0 { '-' } else { '+' };
+    format!("{sign}{}", fmt_us(us.abs()))
+}
+
 /// A byte count as `64 B`, `4 KiB`, `1 MiB`.
 pub fn fmt_bytes(n: usize) -> String {
     if n >= 1 << 20 && n % (1 << 20) == 0 {
@@ -71,6 +78,7 @@ impl Report {
             "MB/s",
             "floor p50 µs",
             "x floor",
+            "+floor µs",
             "old claim",
             "met",
         ];
@@ -97,6 +105,7 @@ impl Report {
                         _ => "n/a".into(),
                     },
                     opt(r.ratio_to_floor, |x| format!("{x:.2}x")),
+                    opt(r.over_floor_us, fmt_signed_us),
                     opt(r.claim_us, |c| format!("~{c:.0} µs")),
                     match r.claim_met {
                         Some(true) => "met".into(),
@@ -318,5 +327,8 @@ mod tests {
         assert_eq!(fmt_us(7.256), "7.26");
         assert_eq!(fmt_us(73.25), "73.2");
         assert_eq!(fmt_us(1234.5), "1234");
+        assert_eq!(fmt_signed_us(0.744), "+0.74");
+        assert_eq!(fmt_signed_us(-15.0), "-15.0");
+        assert_eq!(fmt_signed_us(0.0), "+0.00");
     }
 }

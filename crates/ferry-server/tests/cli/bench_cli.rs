@@ -95,6 +95,12 @@ fn json_has_every_transport_and_payload_with_percentiles_and_floor_ratio() {
                 assert!(number(row, field) > 0.0, "{field} in {row}");
             }
             assert!(row["floor"].is_string(), "{row}");
+            // What the engine adds to its floor, consistent with the two medians.
+            let added = number(row, "p50_us") - number(row, "floor_p50_us");
+            assert!(
+                (number(row, "over_floor_us") - added).abs() < 1e-9,
+                "over_floor_us in {row}"
+            );
         }
     }
     let claims: Vec<(&str, Option<f64>)> = results
