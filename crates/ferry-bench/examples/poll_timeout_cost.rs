@@ -51,10 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let exe = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "target/release/ferry".into());
-    let pin: Pin = match std::env::var("FERRY_BENCH_PIN") {
-        Ok(name) => name.parse()?,
-        Err(_) => Pin::Split,
-    };
+    let pin = Pin::from_env_or(Pin::Split)?;
     let placement = Placement::new(pin)?;
     let mut child = placement.spawn_peer(|| {
         Command::new(&exe)

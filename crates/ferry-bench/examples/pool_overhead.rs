@@ -83,10 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => None,
     };
     // FERRY_BENCH_PIN=none|same|split: where the workers run beside this thread.
-    let pin: Pin = match std::env::var("FERRY_BENCH_PIN") {
-        Ok(name) => name.parse()?,
-        Err(_) => Pin::None,
-    };
+    let pin = Pin::from_env_or(Pin::None)?;
     let placement = Placement::new(pin)?;
     for round in 0..3 {
         let mut worker = placement.spawn_peer(|| WorkerProcess::spawn(spec()))??;

@@ -58,17 +58,17 @@ pub use engine::{
     codec_for, codec_for_framing, echo_spec, Answer, EnginePeer, PythonEcho, WorkerLang,
 };
 pub use error::BenchError;
-pub use floors::FloorKind;
+pub use floors::{shm_ring_capacity, FloorKind};
 pub use http::{HttpPeer, SERVER_SOURCE};
 pub use machine::{load_avg, Machine};
 pub use measure::{measure, Limits, Stats};
 pub use peer::{payload, RoundTrip};
 pub use peers::PeerKind;
-pub use pin::{allowed_cpus, Pin, Placement};
+pub use pin::{allowed_cpus, Pin, Placement, PIN_VAR};
 pub use pipelined::{pipelined, PipelinedStats};
 pub use plot::p50_chart;
 pub use report::{CaseResult, FloorResult, Method, PeerResult, PipelinedResult, Report, Skipped};
 pub use serve::ServePeer;
 pub use suite::{run, Progress, SuiteOptions};
-pub use table::{fmt_bytes, fmt_us};
+pub use table::{fmt_bytes, fmt_signed_us, fmt_us};
 pub use target::{default_payloads, Target, PLANNED, SAME_CORE_EXTRA};

@@ -25,9 +25,29 @@ pub enum Pin {
     Same,
 }
 
+/// The environment variable [`Pin::from_env_or`] reads.
+pub const PIN_VAR: &str = "FERRY_BENCH_PIN";
+
 impl Pin {
     /// Every mode.
     pub const ALL: [Pin; 3] = [Pin::None, Pin::Split, Pin::Same];
+
+    /// The mode named by the environment variable `FERRY_BENCH_PIN` (the knob of the
+    /// crate's examples), or `default` when it is not set; an unknown name is an error.
+    ///
+    /// ```
+    /// use ferry_bench::{Pin, PIN_VAR};
+    /// if std::env::var_os(PIN_VAR).is_none() {
+    ///     assert_eq!(Pin::from_env_or(Pin::Split)?, Pin::Split);
+    /// }
+    /// # Ok::<(), ferry_bench::BenchError>(())
+    /// ```
+    pub fn from_env_or(default: Pin) -> Result<Pin, BenchError> {
+        match std::env::var(PIN_VAR) {
+            Ok(name) => name.parse(),
+            Err(_) => Ok(default),
+        }
+    }
 
     /// The name used on the command line and in the JSON.
     pub const fn as_str(self) -> &'static str {
