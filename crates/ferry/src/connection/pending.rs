@@ -1,6 +1,7 @@
 //! One request in flight: its caller waits for events and the answer (leading the read
 //! when the link is free), or polls them from async code; dropping it cancels.
 
+use super::reader::OwnAnswer;
 use super::slot::{Incoming, Slot};
 use super::{CallError, Connection, Response, ResponseRef};
 use crate::protocol::Envelope;
@@ -123,6 +124,8 @@ impl Pending {
     ) -> Result<Answer, CallError> {
         // Whether `visit` saw the answer (then `read_one` returns nothing for it).
         let visited = std::cell::Cell::new(false);
+        // Without `visit`: the answer, when `read_one` moved it here.
+        let mut taken: Option<Response> = None;
         let seen_it = &visited;
         let mut noting = visit.map(|visit| {
             move |answer: ResponseRef<'_>| {
@@ -163,16 +166,22 @@ impl Pending {
                                 continue;
                             }
                         }
-                        let visit = noting
-                            .as_mut()
-                            .map(|v| v as &mut dyn FnMut(ResponseRef<'_>));
-                        match conn.read_one(&mut rx, self.deadline, Some(&self.slot), visit) {
+                        // The caller's own answer is visited, or moved into `taken`.
+                        let answer = match noting.as_mut() {
+                            Some(v) => OwnAnswer::Visit(v),
+                            None => OwnAnswer::Take(&mut taken),
+                        };
+                        match conn.read_one(&mut rx, self.deadline, Some(&self.slot), answer) {
                             Ok(Some(Incoming::Event(e))) => on_event(&e),
                             Ok(Some(Incoming::Done(result))) => {
                                 break Some(result.map(Answer::Owned))
                             }
                             Ok(None) if visited.get() => break Some(Ok(Answer::Visited)),
-                            Ok(None) => {}
+                            Ok(None) => {
+                                if let Some(response) = taken.take() {
+                                    break Some(Ok(Answer::Owned(response)));
+                                }
+                            }
                             // Every pending slot, ours included, now holds its failure.
                             Err(TransportError::Timeout) => break None,
                             Err(_) => {}
@@ -241,7 +250,7 @@ impl Pending {
                     break Some(item);
                 }
             }
-            match conn.read_one(&mut rx, Some(until), Some(slot), None) {
+            match conn.read_one(&mut rx, Some(until), Some(slot), OwnAnswer::Return) {
                 Ok(Some(item)) => break Some(item),
                 Ok(None) => {}
                 Err(TransportError::Timeout) => break None,

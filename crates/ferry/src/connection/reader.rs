@@ -9,20 +9,32 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// What [`Connection::read_one`] does with the leader's own successful answer.
+pub(super) enum OwnAnswer<'a> {
+    /// Returns it as an [`Incoming`], as any message for the leader.
+    Return,
+    /// Shows it where it lies (in the ring on shm), before the frame's space is given back.
+    Visit(&'a mut dyn FnMut(ResponseRef<'_>)),
+    /// Moves it into this place, copied out of the frame once, without routing it: no
+    /// `Incoming` is built or returned for it, so the large `Response` is not moved
+    /// through the routing's return values.
+    Take(&'a mut Option<Response>),
+}
+
 impl Connection {
     /// Reads one frame as leader and routes it; what is for `own` (the leader's slot) is
     /// returned instead of delivered. Link failures are returned after every pending
     /// request (`own` included) has been failed.
     ///
-    /// With `visit`, `own`'s successful answer is not returned: `visit` sees it where it
-    /// lies (in the ring on shm), before the frame's space is given back, and `Ok(None)`
-    /// is returned (the caller knows from its `visit` that it ran).
+    /// With [`OwnAnswer::Visit`] or [`OwnAnswer::Take`], `own`'s successful answer is not
+    /// returned: it is visited in place or moved into the caller's place, and `Ok(None)`
+    /// is returned (the caller knows from its visitor, or its place, that it came).
     pub(super) fn read_one(
         &self,
         rx: &mut RxHalf,
         deadline: Option<Instant>,
         own: Option<&Arc<Slot>>,
-        mut visit: Option<&mut dyn FnMut(ResponseRef<'_>)>,
+        mut answer: OwnAnswer<'_>,
     ) -> Result<Option<Incoming>, TransportError> {
         // Decoded where the frame lies (in the ring on shm): the answer's data and
         // attachments are copied once, into what the caller owns, unless it visits them.
@@ -32,12 +44,30 @@ impl Connection {
             let Some(lent) = self.decode_frame_lent(frame) else {
                 return;
             };
-            if let (Some(visit), Some(own)) = (visit.as_deref_mut(), own) {
-                if self.take_if_own_response(lent.envelope(), own) {
-                    let attachments = lent.attachments(frame);
-                    visit(ResponseRef::new(lent.envelope(), &attachments));
-                    self.freed();
-                    return;
+            if let Some(own) = own {
+                match &mut answer {
+                    OwnAnswer::Return => {}
+                    OwnAnswer::Visit(visit) => {
+                        if self.take_if_own_response(lent.envelope(), own) {
+                            let attachments = lent.attachments(frame);
+                            visit(ResponseRef::new(lent.envelope(), &attachments));
+                            self.freed();
+                            return;
+                        }
+                    }
+                    OwnAnswer::Take(place) => {
+                        if self.take_if_own_response(lent.envelope(), own) {
+                            let attachments = lent.attachments_owned(frame);
+                            let mut envelope = lent.into_envelope();
+                            **place = Some(Response {
+                                data: envelope.data.take().unwrap_or(Value::Null),
+                                envelope,
+                                attachments,
+                            });
+                            self.freed();
+                            return;
+                        }
+                    }
                 }
             }
             let attachments = lent.attachments_owned(frame);
@@ -222,7 +252,7 @@ impl Connection {
                         }
                     }
                     let until = Some(Instant::now() + READER_SLICE);
-                    match self.read_one(&mut rx, until, None, None) {
+                    match self.read_one(&mut rx, until, None, OwnAnswer::Return) {
                         Ok(_) | Err(TransportError::Timeout) => {}
                         Err(_) => break,
                     }
