@@ -3,6 +3,8 @@
 //! a differential one: whatever the fast reader decides must be what `rmp_serde` decides
 //! on the same header (the module's documented contract), and it allocates no more than
 //! the larger of the common bound and what `rmp_serde` alone allocates on that header.
+//! (One documented difference: `data` nested deeper than `MAX_DATA_DEPTH`, which
+//! `rmp_serde` reads and every ferry codec refuses.)
 #![no_main]
 
 use ferry::codec::{CodecError, CodecKind, Framing};
@@ -36,6 +38,20 @@ fuzz_target!(|data: &[u8]| {
         }
         (Err(CodecError::Protocol(ProtocolError::VersionMismatch { got, .. })), Ok(r)) => {
             assert_eq!(*got, r.version)
+        }
+        // rmp_serde reads up to 1023 levels; ferry refuses a header nesting deeper than
+        // the envelope's map and `max` levels below it (in `data`, or in a field the
+        // envelope does not keep), so that what one codec accepts, all read back. The
+        // refusal must be for that alone: rmp_serde held to the same depth refuses it for
+        // depth too.
+        (Err(CodecError::DataTooDeep { max }), Ok(_)) => {
+            let mut de = rmp_serde::Deserializer::from_read_ref(header);
+            de.set_max_depth(max + 2);
+            let held = <Envelope as serde::Deserialize>::deserialize(&mut de);
+            assert!(
+                matches!(held, Err(rmp_serde::decode::Error::DepthLimitExceeded)),
+                "refused as deeper than {max} levels, but rmp_serde at that depth says {held:?}"
+            );
         }
         (Err(CodecError::Truncated(_)), Ok(_)) | (Err(_), Err(_)) => {}
         (Err(e), Ok(r)) => panic!("unexpected refusal {e:?} of {r:#?}"),

@@ -173,3 +173,37 @@ fn binary_codec_on_stdio_is_refused_up_front() {
         "got {err:?}"
     );
 }
+
+/// `levels` arrays around `1`.
+fn nested(levels: usize) -> serde_json::Value {
+    (0..levels).fold(json!(1), |inner, _| serde_json::Value::Array(vec![inner]))
+}
+
+#[test]
+fn data_nested_past_the_limit_is_refused_before_sending_and_the_link_carries_on() {
+    use ferry::codec::{CodecKind, MAX_DATA_DEPTH};
+    use ferry::transport::TransportKind;
+    with_watchdog(WATCHDOG, || {
+        for (transport, codec) in [
+            (TransportKind::Stdio, CodecKind::Json),
+            (TransportKind::Shm, CodecKind::MsgPack),
+        ] {
+            let mut spec = WorkerSpec::new("echo", common::ferry_bin(), ["worker", "echo"]);
+            spec.transport = transport;
+            spec.codec = codec;
+            let mut w = WorkerProcess::spawn(spec).unwrap();
+            let err = w
+                .call("echo", nested(MAX_DATA_DEPTH + 1), |_| {})
+                .unwrap_err();
+            assert_eq!(
+                err.code(),
+                ErrorCode::InvalidRequest,
+                "{transport:?}: {err}"
+            );
+            let at_limit = nested(MAX_DATA_DEPTH);
+            let reply = w.call("echo", at_limit.clone(), |_| {}).unwrap();
+            assert_eq!(reply.data, at_limit, "{transport:?}");
+            w.shutdown().unwrap();
+        }
+    });
+}

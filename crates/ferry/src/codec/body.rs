@@ -249,10 +249,7 @@ pub(super) fn decode_framed(
     let header = frame
         .get(start + 4..(start + 4).saturating_add(header_len))
         .ok_or(CodecError::Truncated("header shorter than announced"))?;
-    let header_err = |source: HeaderError| CodecError::Header {
-        codec: kind,
-        source,
-    };
+    let header_err = |source: HeaderError| CodecError::header(kind, source);
     // Decoded in place where the codec allows: an envelope is large, and every move of
     // one is a copy.
     let mut decoded = DecodedFrame {

@@ -162,6 +162,7 @@ impl CompactWire {
             };
             body::encode_framed(self.codec, env, &sized, out)?;
         }
+        super::depth::check(env.data, out.len())?;
         super::check_frame_size(out, attachments, self.max_frame)
     }
 
@@ -311,13 +312,10 @@ impl CompactWire {
     }
 
     fn read_data(&self, bytes: &[u8]) -> Result<Value, CodecError> {
-        let header_err = |source| CodecError::Header {
-            codec: self.codec,
-            source,
-        };
+        let header_err = |source| CodecError::header(self.codec, source);
         match self.codec {
             CodecKind::MsgPack => {
-                rmp_serde::from_slice(bytes).map_err(|e| header_err(HeaderError::serde(e)))
+                super::msgpack::read_nested(bytes, super::MAX_DATA_DEPTH).map_err(header_err)
             }
             CodecKind::Json | CodecKind::Bincode => {
                 serde_json::from_slice(bytes).map_err(|e| header_err(HeaderError::serde(e)))
@@ -327,6 +325,13 @@ impl CompactWire {
 
     /// Decodes one frame of a compact link. Attachments are located, not copied.
     pub fn decode(&self, frame: &[u8]) -> Result<DecodedFrame, CodecError> {
+        let decoded = self.decode_any_depth(frame)?;
+        super::depth::check(decoded.envelope.data.as_ref(), frame.len())?;
+        Ok(decoded)
+    }
+
+    /// [`decode`](Self::decode) without the nesting limit of `data`.
+    fn decode_any_depth(&self, frame: &[u8]) -> Result<DecodedFrame, CodecError> {
         if frame.len() > self.max_frame {
             return Err(CodecError::FrameTooLarge {
                 size: frame.len(),

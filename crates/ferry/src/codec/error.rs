@@ -46,6 +46,13 @@ pub enum CodecError {
     /// A compact frame breaks its layout.
     #[error("compact frame: {0}")]
     Compact(#[from] super::CompactError),
+    /// `data` nests arrays and objects deeper than every codec can read back (see
+    /// [`MAX_DATA_DEPTH`](super::MAX_DATA_DEPTH)).
+    #[error("data nests arrays and objects more than {max} levels deep")]
+    DataTooDeep {
+        /// The limit.
+        max: usize,
+    },
     /// The message decoded but breaks the protocol.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -57,9 +64,9 @@ impl CodecError {
         match self {
             CodecError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
             CodecError::Protocol(p) => p.code(),
-            CodecError::CodecNotLineSafe(_) | CodecError::UnknownCodec(_) => {
-                ErrorCode::InvalidRequest
-            }
+            CodecError::CodecNotLineSafe(_)
+            | CodecError::UnknownCodec(_)
+            | CodecError::DataTooDeep { .. } => ErrorCode::InvalidRequest,
             CodecError::Truncated(_)
             | CodecError::Header { .. }
             | CodecError::NotUtf8
@@ -86,6 +93,24 @@ pub enum HeaderError {
     /// A bincode header with a priority tag that is not one of the three.
     #[error("unknown priority tag {0}")]
     UnknownPriority(u8),
+    /// A MessagePack header nesting arrays and maps deeper than the envelope and its
+    /// `data` may (see [`MAX_DATA_DEPTH`](super::MAX_DATA_DEPTH)); reported by the codecs as
+    /// [`CodecError::DataTooDeep`].
+    #[error("arrays and maps nested too deep")]
+    TooDeep,
+}
+
+impl CodecError {
+    /// `source` from a `codec` header: [`CodecError::Header`], or
+    /// [`CodecError::DataTooDeep`] for [`HeaderError::TooDeep`].
+    pub(crate) fn header(codec: CodecKind, source: HeaderError) -> Self {
+        match source {
+            HeaderError::TooDeep => CodecError::DataTooDeep {
+                max: super::MAX_DATA_DEPTH,
+            },
+            source => CodecError::Header { codec, source },
+        }
+    }
 }
 
 impl HeaderError {

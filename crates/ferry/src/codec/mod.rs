@@ -15,6 +15,7 @@
 mod bincode_wire;
 mod body;
 mod compact;
+mod depth;
 mod error;
 mod msgpack;
 mod view;
@@ -24,6 +25,8 @@ mod view;
 pub use crate::transport::Framing;
 pub use body::DecodedFrame;
 pub use compact::{request_id_of, CompactError, CompactWire};
+pub(crate) use depth::check as check_data_depth;
+pub use depth::MAX_DATA_DEPTH;
 pub use error::{AttachmentError, CodecError, HeaderError};
 pub(crate) use view::{EnvelopeRef, Metas};
 
@@ -213,6 +216,7 @@ impl Codec {
                 body::encode_framed(self.kind, envelope, &sized, out)?
             }
         }
+        depth::check(envelope.data, out.len())?;
         self.check_size(out, attachments)
     }
 
@@ -230,10 +234,12 @@ impl Codec {
                 max: self.max_frame,
             });
         }
-        match self.framing {
-            Framing::Lines => body::decode_line(frame),
-            Framing::LengthPrefixed => body::decode_framed(self.kind, frame, 0),
-        }
+        let decoded = match self.framing {
+            Framing::Lines => body::decode_line(frame)?,
+            Framing::LengthPrefixed => body::decode_framed(self.kind, frame, 0)?,
+        };
+        depth::check(decoded.envelope.data.as_ref(), frame.len())?;
+        Ok(decoded)
     }
 }
 

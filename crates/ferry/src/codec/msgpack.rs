@@ -10,9 +10,13 @@
 //! field, no UTF-8 check of keys, whose bytes are compared with the known names.
 //! Anything else (unknown keys, integer keys or enums, `bin` strings, a missing field, a
 //! type mismatch, trailing bytes) is handed to `rmp_serde` whole, so what is accepted,
-//! what is refused and how are `rmp_serde`'s decisions, as before. The tests check both
-//! paths against `rmp_serde` on random envelopes and on corrupted ones.
+//! what is refused and how are `rmp_serde`'s decisions, as before, with one exception:
+//! `rmp_serde` reads here at most the envelope's map and [`MAX_DATA_DEPTH`] levels below
+//! it (its own default, 1023, lets a 2 KB frame overflow a thread's stack), and a header
+//! nested deeper is refused as `CodecError::DataTooDeep`. The tests check both paths
+//! against `rmp_serde` on random envelopes and on corrupted ones.
 
+use super::depth::MAX_DATA_DEPTH;
 use super::view::{EnvelopeRef, MetaRef, Metas};
 use super::HeaderError;
 use crate::protocol::schema::{envelope_fields, is_optional, Field};
@@ -482,10 +486,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A free-form value, read by `rmp_serde` from its own bytes.
+    /// A free-form value, read by `rmp_serde` from its own bytes (at most
+    /// [`MAX_DATA_DEPTH`] levels: deeper, the whole-header path refuses it).
     fn serde_value<T: serde::de::DeserializeOwned>(&mut self) -> Fast<T> {
         let bytes = self.value_bytes()?;
-        rmp_serde::from_slice(bytes).map_err(|_| Unusual)
+        read_nested(bytes, MAX_DATA_DEPTH).map_err(|_| Unusual)
     }
 
     fn kind(&mut self) -> Fast<MessageType> {
@@ -741,10 +746,28 @@ pub(super) fn decode_into(header: &[u8], e: &mut Envelope) -> Result<(), HeaderE
     match reader.envelope(e) {
         Ok(()) => Ok(()),
         Err(Unusual) => {
-            *e = rmp_serde::from_slice(header).map_err(HeaderError::serde)?;
+            // The envelope's own map, then `data` at most MAX_DATA_DEPTH levels.
+            *e = read_nested(header, MAX_DATA_DEPTH + 1)?;
             Ok(())
         }
     }
+}
+
+/// `rmp_serde::from_slice`, reading at most `levels` nested arrays and maps
+/// ([`HeaderError::TooDeep`] beyond). Its own default, 1023 levels, recurses deep enough on
+/// a 2 KB frame to overflow a 2 MiB thread stack in a debug build.
+pub(super) fn read_nested<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    levels: usize,
+) -> Result<T, HeaderError> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    // rmp_serde refuses the container that brings its count to 0: `levels + 1` allows
+    // `levels`.
+    de.set_max_depth(levels + 1);
+    T::deserialize(&mut de).map_err(|e| match e {
+        rmp_serde::decode::Error::DepthLimitExceeded => HeaderError::TooDeep,
+        other => HeaderError::serde(other),
+    })
 }
 
 /// Reads one MessagePack envelope header.

@@ -2,7 +2,7 @@
 //! ferry's protocol (any codec) and in the old design's six-line JSON worker protocol.
 
 use super::{CallError, Connection, TxHalf};
-use crate::codec::{with_parts, CodecError, DecodedFrame, EnvelopeRef, Framing};
+use crate::codec::{check_data_depth, with_parts, CodecError, DecodedFrame, EnvelopeRef, Framing};
 use crate::protocol::{legacy, Dialect, Envelope, ProtocolError, PROTOCOL_VERSION};
 use crate::transport::TransportError;
 use serde_json::Value;
@@ -79,6 +79,13 @@ impl Connection {
                     .map_err(|e| e.to_string())
                     .and_then(|v| {
                         legacy::decode_answer(v, self.ids.next_id()).map_err(|e| e.to_string())
+                    })
+                    .and_then(|env| {
+                        // The same nesting limit as every codec's, so the answer's data
+                        // can be passed on in any of them.
+                        check_data_depth(env.data.as_ref(), frame.len())
+                            .map(|()| env)
+                            .map_err(|e| e.to_string())
                     });
                 match decoded {
                     Ok(env) => Lent::Legacy(env),
