@@ -30,7 +30,7 @@ use session::{Flag, Resume};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 /// The orchestration core.
@@ -792,8 +792,12 @@ impl Orchestrator {
     /// Stops every pool gracefully (blocking).
     ///
     /// Sessions and batch items still running are left as they are in the store: the next
-    /// start of this host (same `host_id`) or another host takes them over.
+    /// start of this host (same `host_id`) or another host takes them over. A session that
+    /// has finished has its end stored first (waiting five seconds at most): a client
+    /// that saw it finished finds it finished after a restart, not run again from its last
+    /// stored step.
     pub fn shutdown(&self) {
+        self.wait_for_stored_ends(STORE_ENDS_WAIT);
         // From here a call that fails is the pools stopping, not the work failing: it stays
         // unfinished in the store for the next start.
         self.stopping
@@ -808,6 +812,28 @@ impl Orchestrator {
             .collect();
         for h in handles {
             let _ = h.join();
+        }
+    }
+}
+
+/// How long [`Orchestrator::shutdown`] waits for the ends of finished sessions to be
+/// stored: a store that does not answer must not hold the exit up for long.
+const STORE_ENDS_WAIT: Duration = Duration::from_secs(5);
+
+impl Orchestrator {
+    /// Waits (blocking, at most `limit`) until no live session is finished: each leaves
+    /// `live_sessions` once its end is stored (`session::save_loop`).
+    fn wait_for_stored_ends(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while self.live_sessions.lock().values().any(|s| s.is_finished()) {
+            if Instant::now() >= until {
+                tracing::warn!(
+                    ?limit,
+                    "stopping with finished sessions whose end is not stored yet"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
