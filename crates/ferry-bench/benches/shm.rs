@@ -24,9 +24,9 @@ use ferry::transport::TransportKind;
 use ferry::worker::{CallOptions, WorkerProcess, WorkerSpec};
 use serde_json::Value;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use common::FERRY;
+use ferry_bench::floor::ShmFrames;
 const TRANSPORT_ONLY_SIZES: [usize; 3] = [64, 4096, 1 << 20];
 
 fn shm_worker(wait: WaitStrategy) -> WorkerProcess {
@@ -35,50 +35,6 @@ fn shm_worker(wait: WaitStrategy) -> WorkerProcess {
     spec.codec = CodecKind::MsgPack;
     spec.transport_options.shm.wait = wait;
     WorkerProcess::spawn(spec).expect("echo worker over shm")
-}
-
-/// The shm transport alone: a child echoing raw frames (`ferry floor shm-frame-echo`).
-struct FrameEcho {
-    child: std::process::Child,
-    link: ferry::transport::Link,
-    buf: Vec<u8>,
-}
-
-impl FrameEcho {
-    fn spawn() -> FrameEcho {
-        let options = ferry::transport::TransportOptions::default();
-        let max = ferry::codec::DEFAULT_MAX_FRAME;
-        let mut pending =
-            ferry::transport::prepare(TransportKind::Shm, &options, max).expect("segment");
-        let mut cmd = std::process::Command::new(FERRY);
-        cmd.args(["floor", "shm-frame-echo"]).env(
-            ferry::worker::env::FERRY_HOST_PID,
-            std::process::id().to_string(),
-        );
-        pending.configure(&mut cmd).expect("configure");
-        let mut child = cmd.spawn().expect("spawn frame echo");
-        let link = pending
-            .connect(&mut child, Instant::now() + Duration::from_secs(10))
-            .expect("connect");
-        FrameEcho {
-            child,
-            link,
-            buf: Vec::new(),
-        }
-    }
-
-    fn round_trip(&mut self, message: &[u8]) {
-        self.link.sender.send(&[message]).expect("send");
-        self.link.receiver.recv(&mut self.buf, None).expect("recv");
-        assert_eq!(self.buf.len(), message.len());
-    }
-}
-
-impl Drop for FrameEcho {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn call(worker: &mut WorkerProcess, payload: &[u8]) {
@@ -99,10 +55,10 @@ fn shm_transport_only(c: &mut Criterion) {
     for size in TRANSPORT_ONLY_SIZES {
         common::size_group(&mut group, size);
         let message = ferry_bench::payload(size);
-        let mut frames = FrameEcho::spawn();
-        frames.round_trip(&message);
+        let mut frames = ShmFrames::spawn(FERRY).expect("spawn frame echo");
+        frames.round_trip(&message).expect("frame echo");
         group.bench_with_input(BenchmarkId::new("shm_frames", size), &size, |b, _| {
-            b.iter(|| frames.round_trip(black_box(&message)))
+            b.iter(|| frames.round_trip(black_box(&message)).expect("frame echo"))
         });
     }
     group.finish();

@@ -28,12 +28,11 @@
 
 use ferry::codec::CodecKind;
 use ferry::protocol::Envelope;
-use ferry::transport::{Link, TransportKind, TransportOptions};
-use ferry::worker::{env::FERRY_HOST_PID, CallOptions, WorkerProcess, WorkerSpec};
-use ferry_bench::floor::ShmFloor;
+use ferry::transport::TransportKind;
+use ferry::worker::{CallOptions, WorkerProcess, WorkerSpec};
+use ferry_bench::floor::{ShmFloor, ShmFrames};
 use ferry_bench::{payload, shm_ring_capacity, Pin, Placement};
 use serde_json::Value;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// Blocks of each kind per run.
@@ -44,48 +43,6 @@ const BLOCK: u32 = 2_000;
 const RUNS: usize = 3;
 /// The pause before each block, for the idle children to fall asleep.
 const SETTLE: Duration = Duration::from_millis(20);
-
-/// The shm transport alone: a child echoing raw frames.
-struct Frames {
-    child: Child,
-    link: Link,
-    buf: Vec<u8>,
-}
-
-impl Frames {
-    fn spawn(exe: &str) -> Result<Frames, Box<dyn std::error::Error>> {
-        let max = ferry::codec::DEFAULT_MAX_FRAME;
-        let mut pending =
-            ferry::transport::prepare(TransportKind::Shm, &TransportOptions::default(), max)?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["floor", "shm-frame-echo"])
-            .env(FERRY_HOST_PID, std::process::id().to_string());
-        pending.configure(&mut cmd)?;
-        let mut child = cmd.spawn()?;
-        let link = pending.connect(&mut child, Instant::now() + Duration::from_secs(10))?;
-        Ok(Frames {
-            child,
-            link,
-            buf: Vec::new(),
-        })
-    }
-
-    fn round_trip(&mut self, message: &[u8]) {
-        self.link.sender.send(&[message]).expect("send a frame");
-        self.link
-            .receiver
-            .recv(&mut self.buf, None)
-            .expect("receive the echo");
-        assert_eq!(self.buf.len(), message.len(), "frame echo length");
-    }
-}
-
-impl Drop for Frames {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The median of `v` (sorted here).
 fn median(v: &mut [f64]) -> f64 {
@@ -111,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ShmFloor::spawn(&exe, &["floor", "shm-echo"], shm_ring_capacity(size))
             })
         };
-        let mut frames = placement.spawn_peer(|| Frames::spawn(&exe))??;
+        let mut frames = placement.spawn_peer(|| ShmFrames::spawn(&exe))??;
         let mut worker = placement.spawn_peer(|| {
             let mut spec = WorkerSpec::new("echo", &exe, ["worker", "echo"]);
             spec.transport = TransportKind::Shm;
@@ -122,7 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut kept = Vec::new();
         // The ring's round trips go through `timed` (its peer lives for one block only).
         let mut one = |kind: usize, worker: &mut WorkerProcess| match kind {
-            1 => frames.round_trip(&message),
+            1 => frames.round_trip(&message).expect("frame echo"),
             2 => {
                 let request = Envelope::request("", "echo", Value::Null);
                 worker

@@ -268,6 +268,78 @@ impl ShmFloor {
     }
 }
 
+/// The host side of the shm transport *without* the engine: a child running
+/// [`shm_frame_echo`] (`PROGRAM floor shm-frame-echo`) over a link wired as the engine
+/// wires its workers', frames sent and received raw.
+pub struct ShmFrames {
+    child: Child,
+    link: ferry::transport::Link,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for ShmFrames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmFrames")
+            .field("pid", &self.child.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShmFrames {
+    /// Starts `program floor shm-frame-echo` with default shm options and connects.
+    pub fn spawn(program: &str) -> Result<Self, crate::BenchError> {
+        use ferry::transport::{TransportKind, TransportOptions};
+        let options = TransportOptions::default();
+        let max = ferry::codec::DEFAULT_MAX_FRAME;
+        let mut pending =
+            ferry::transport::prepare(TransportKind::Shm, &options, max).map_err(link_error)?;
+        let mut cmd = Command::new(program);
+        cmd.args(["floor", "shm-frame-echo"]).env(
+            ferry::worker::env::FERRY_HOST_PID,
+            std::process::id().to_string(),
+        );
+        pending.configure(&mut cmd).map_err(link_error)?;
+        let mut child = cmd.spawn()?;
+        let link = pending
+            .connect(&mut child, Instant::now() + Duration::from_secs(10))
+            .map_err(link_error)?;
+        Ok(ShmFrames {
+            child,
+            link,
+            buf: Vec::new(),
+        })
+    }
+
+    /// One round trip of `message`; checks the echo has its length.
+    pub fn round_trip(&mut self, message: &[u8]) -> Result<(), crate::BenchError> {
+        self.link.sender.send(&[message]).map_err(link_error)?;
+        self.link
+            .receiver
+            .recv(&mut self.buf, None)
+            .map_err(link_error)?;
+        if self.buf.len() != message.len() {
+            return Err(crate::BenchError::BadEcho(format!(
+                "frame echo of {} bytes for {}",
+                self.buf.len(),
+                message.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A link failure, as the engine's calls report it.
+fn link_error(e: ferry::transport::TransportError) -> crate::BenchError {
+    ferry::worker::CallError::Transport(e).into()
+}
+
+impl Drop for ShmFrames {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The peer's loop of the shm transport *without* the engine: echo every frame of the
 /// link the host wired (`FERRY_SHM_FD`), no codec, no worker runtime. Isolates the
 /// transport's own cost between the bare ring and the full engine.

@@ -326,7 +326,7 @@ impl CompactWire {
     /// Decodes one frame of a compact link. Attachments are located, not copied.
     pub fn decode(&self, frame: &[u8]) -> Result<DecodedFrame, CodecError> {
         let decoded = self.decode_any_depth(frame)?;
-        super::depth::check(decoded.envelope.data.as_ref(), frame.len())?;
+        super::depth::check_decoded(self.codec, decoded.envelope.data.as_ref(), frame.len())?;
         Ok(decoded)
     }
 

@@ -16,6 +16,22 @@ use serde_json::Value;
 /// `[[1]]` two; a scalar none.
 pub const MAX_DATA_DEPTH: usize = 100;
 
+/// The check after decoding with `kind`: none for MessagePack, whose reader (`rmp_serde`
+/// held to the limit, `msgpack::read_nested`) refuses deeper data while parsing; the
+/// JSON parsers' own limits are higher, so JSON and bincode (`data` as JSON text) are
+/// walked.
+#[inline]
+pub(crate) fn check_decoded(
+    kind: super::CodecKind,
+    data: Option<&Value>,
+    encoded_len: usize,
+) -> Result<(), CodecError> {
+    match kind {
+        super::CodecKind::MsgPack => Ok(()),
+        super::CodecKind::Json | super::CodecKind::Bincode => check(data, encoded_len),
+    }
+}
+
 /// `Err` when `data` nests deeper than [`MAX_DATA_DEPTH`]. `encoded_len` is the length of
 /// the frame or header it came in or went into: a value that deep takes at least one byte
 /// per level in every codec, so a shorter frame is not looked at.

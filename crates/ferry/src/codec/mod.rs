@@ -238,7 +238,7 @@ impl Codec {
             Framing::Lines => body::decode_line(frame)?,
             Framing::LengthPrefixed => body::decode_framed(self.kind, frame, 0)?,
         };
-        depth::check(decoded.envelope.data.as_ref(), frame.len())?;
+        depth::check_decoded(self.kind, decoded.envelope.data.as_ref(), frame.len())?;
         Ok(decoded)
     }
 }

@@ -5,7 +5,6 @@ use super::slot::{Incoming, Slot};
 use super::{CallError, Connection, Response, ResponseRef, RxHalf, State, READER_SLICE};
 use crate::protocol::{Dialect, Envelope, ErrorBody, ErrorCode, MessageType};
 use crate::transport::TransportError;
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -58,12 +57,8 @@ impl Connection {
                     OwnAnswer::Take(place) => {
                         if self.take_if_own_response(lent.envelope(), own) {
                             let attachments = lent.attachments_owned(frame);
-                            let mut envelope = lent.into_envelope();
-                            **place = Some(Response {
-                                data: envelope.data.take().unwrap_or(Value::Null),
-                                envelope,
-                                attachments,
-                            });
+                            **place =
+                                Some(Response::from_envelope(lent.into_envelope(), attachments));
                             self.freed();
                             return;
                         }
@@ -145,7 +140,7 @@ impl Connection {
     /// is `own`.
     pub(super) fn route(
         &self,
-        mut env: Envelope,
+        env: Envelope,
         attachments: Vec<Vec<u8>>,
         own: Option<&Arc<Slot>>,
     ) -> Option<Incoming> {
@@ -176,12 +171,7 @@ impl Connection {
         let slot = slot?;
         let item = match env.kind {
             MessageType::Event => Incoming::Event(env),
-            MessageType::Response => Incoming::Done(Ok(Response {
-                // Moved, not cloned: a large `data` is not copied a second time.
-                data: env.data.take().unwrap_or(Value::Null),
-                envelope: env,
-                attachments,
-            })),
+            MessageType::Response => Incoming::Done(Ok(Response::from_envelope(env, attachments))),
             MessageType::Error => Incoming::Done(Err(match env.error {
                 Some(body) => CallError::Remote(body),
                 None => CallError::Remote(ErrorBody::new(

@@ -15,6 +15,18 @@ pub struct Response {
     pub attachments: Vec<Vec<u8>>,
 }
 
+impl Response {
+    /// The answer of a received response `envelope`: its `data` moved (not cloned: a
+    /// large one is not copied a second time) out of it into [`data`](Self::data).
+    pub(crate) fn from_envelope(mut envelope: Envelope, attachments: Vec<Vec<u8>>) -> Self {
+        Response {
+            data: envelope.data.take().unwrap_or(Value::Null),
+            envelope,
+            attachments,
+        }
+    }
+}
+
 /// A worker's successful answer seen where it was received (see
 /// [`Pending::wait_in_place`](super::Pending::wait_in_place)): on shm, inside the ring.
 #[derive(Debug, Clone, Copy)]
