@@ -8,6 +8,7 @@
 //! | `garbage` | prints non-protocol lines before `ready` and before every answer, answers correctly |
 //! | `oversize` | answers the first request with a line longer than `FERRY_MAX_FRAME`, later ones correctly |
 //! | `invalid-utf8` | precedes every answer with a line that is not UTF-8 |
+//! | `bad-attachment` | answers the first request with an envelope whose attachment is not base64, later ones correctly |
 //! | `exit-before-ready` | exits with status 3 at once |
 //! | `never-ready` | says nothing for N seconds (default 60), then exits |
 //! | `die-mid-response` | sends `ready`, then half an answer, then exits with status 1 |
@@ -148,6 +149,19 @@ fn main() -> ExitCode {
             writeln!(out, "{}", answer_line(req))?;
             Ok(!is_shutdown(req))
         }),
+        "bad-attachment" => {
+            let mut first = true;
+            raw_loop(&[], move |req, out| {
+                if std::mem::take(&mut first) {
+                    let mut line: Value = serde_json::from_str(&answer_line(req))?;
+                    line["attachments"] = json!([{"size": 3, "data_base64": "!!!"}]);
+                    writeln!(out, "{line}")?;
+                } else {
+                    writeln!(out, "{}", answer_line(req))?;
+                }
+                Ok(!is_shutdown(req))
+            })
+        }
         "exit-before-ready" => ExitCode::from(3),
         "never-ready" => {
             std::thread::sleep(Duration::from_secs(if n == 0 { 60 } else { n }));

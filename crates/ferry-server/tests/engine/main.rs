@@ -14,6 +14,7 @@ mod pool;
 mod shm;
 mod shm_process;
 mod socket_faults;
+mod unreadable_answers;
 mod worker_bad_input;
 mod worker_socket;
 mod worker_stdio;

@@ -41,6 +41,19 @@ fn line_over_the_maximum_is_frame_too_large_and_the_link_recovers() {
 }
 
 #[test]
+fn an_envelope_line_that_breaks_the_protocol_fails_its_request_not_skipped() {
+    with_watchdog(WATCHDOG, || {
+        let mut w = WorkerProcess::spawn(fault_spec("bad-attachment")).unwrap();
+        let err = w.call("echo", json!({"first": true}), |_| {}).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Protocol, "got {err}");
+        assert!(err.to_string().contains("attachment 0"), "got {err}");
+        let reply = w.call("echo", json!({"second": true}), |_| {}).unwrap();
+        assert_eq!(reply.data, json!({"second": true}));
+        assert_eq!(w.skipped_frames(), 0);
+    });
+}
+
+#[test]
 fn invalid_utf8_lines_are_skipped() {
     with_watchdog(WATCHDOG, || {
         let mut w = WorkerProcess::spawn(fault_spec("invalid-utf8")).unwrap();

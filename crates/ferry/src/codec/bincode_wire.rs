@@ -241,6 +241,26 @@ macro_rules! define_wire {
 }
 envelope_fields!(define_wire);
 
+/// The `request_id` of a bincode envelope header that did not decode: the first three
+/// fields (`version`, `message_id`, `request_id`, the list's order) read alone, so a header
+/// refused for a later field still says which request it answers.
+pub(super) fn request_id(bytes: &[u8]) -> Option<String> {
+    use bincode::Options as _;
+    #[derive(Deserialize)]
+    struct Prefix {
+        _version: u32,
+        _message_id: String,
+        request_id: Option<String>,
+    }
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(bytes.len() as u64)
+        .deserialize::<Prefix>(bytes)
+        .ok()?
+        .request_id
+}
+
 fn kind_to_u8(k: MessageType) -> u8 {
     match k {
         MessageType::Request => 0,

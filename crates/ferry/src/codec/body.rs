@@ -234,6 +234,40 @@ pub(super) fn encode_framed(
     Ok(())
 }
 
+/// The envelope header of a length-prefixed frame whose header starts at `start`.
+fn header_of(frame: &[u8], start: usize) -> Result<&[u8], CodecError> {
+    let len_bytes: [u8; 4] = frame
+        .get(start..start + 4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(CodecError::Truncated("no header length"))?;
+    let header_len = u32::from_le_bytes(len_bytes) as usize;
+    frame
+        .get(start + 4..(start + 4).saturating_add(header_len))
+        .ok_or(CodecError::Truncated("header shorter than announced"))
+}
+
+/// The `request_id` a length-prefixed frame that did not decode still names (its header
+/// at `start`), read as little of the header as each codec allows.
+pub(super) fn framed_request_id(kind: CodecKind, frame: &[u8], start: usize) -> Option<String> {
+    let header = header_of(frame, start).ok()?;
+    match kind {
+        CodecKind::Json => json_request_id(header),
+        CodecKind::MsgPack => msgpack::request_id(header),
+        CodecKind::Bincode => bincode_wire::request_id(header),
+    }
+}
+
+/// The `request_id` of a JSON envelope (a line, or a framed header) that did not decode:
+/// the other fields are only checked to be JSON. `None` past serde_json's nesting limit.
+pub(super) fn json_request_id(text: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        request_id: Option<String>,
+    }
+    serde_json::from_slice::<IdOnly>(text).ok()?.request_id
+}
+
 /// Decodes the framed body that starts at `start` of `frame` (0, or 1 behind a compact
 /// link's marker byte); attachment ranges are offsets into the whole `frame`.
 pub(super) fn decode_framed(
@@ -241,14 +275,8 @@ pub(super) fn decode_framed(
     frame: &[u8],
     start: usize,
 ) -> Result<DecodedFrame, CodecError> {
-    let len_bytes: [u8; 4] = frame
-        .get(start..start + 4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(CodecError::Truncated("no header length"))?;
-    let header_len = u32::from_le_bytes(len_bytes) as usize;
-    let header = frame
-        .get(start + 4..(start + 4).saturating_add(header_len))
-        .ok_or(CodecError::Truncated("header shorter than announced"))?;
+    let header = header_of(frame, start)?;
+    let header_len = header.len();
     let header_err = |source: HeaderError| CodecError::header(kind, source);
     // Decoded in place where the codec allows: an envelope is large, and every move of
     // one is a copy.

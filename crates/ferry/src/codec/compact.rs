@@ -330,6 +330,20 @@ impl CompactWire {
         Ok(decoded)
     }
 
+    /// The `request_id` that a frame [`decode`](Self::decode) refused still names: a
+    /// compact response's id from its fixed header, an envelope frame's as
+    /// [`Codec::answer_id`](super::Codec::answer_id) reads it. Only for frames that failed.
+    pub fn answer_id(&self, frame: &[u8]) -> Option<String> {
+        match *frame.first()? {
+            kind::ENVELOPE => body::framed_request_id(self.codec, frame, 1),
+            kind::RESPONSE => {
+                let fixed: &[u8; FIXED_LEN] = frame.get(..FIXED_LEN)?.try_into().ok()?;
+                Some(text_id(u64_at(fixed, 8)))
+            }
+            _ => None,
+        }
+    }
+
     /// [`decode`](Self::decode) without the nesting limit of `data`.
     fn decode_any_depth(&self, frame: &[u8]) -> Result<DecodedFrame, CodecError> {
         if frame.len() > self.max_frame {

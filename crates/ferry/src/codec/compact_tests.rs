@@ -175,6 +175,11 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let _ = wire(CodecKind::MsgPack).decode(&bytes);
         let _ = request_id_of(&bytes);
+        let _ = wire(CodecKind::MsgPack).answer_id(&bytes);
+        for kind in [CodecKind::Json, CodecKind::MsgPack, CodecKind::Bincode] {
+            let _ = Codec::new(kind, Framing::LengthPrefixed, MAX).unwrap().answer_id(&bytes);
+        }
+        let _ = Codec::new(CodecKind::Json, Framing::Lines, MAX).unwrap().answer_id(&bytes);
     }
 
     /// A valid compact frame with one byte changed or cut short: a result or a typed
@@ -191,6 +196,7 @@ proptest! {
         let mut bytes = frame(&wire, &env, &att_refs);
         let i = at.index(bytes.len());
         if cut { bytes.truncate(i) } else { bytes[i] = byte }
+        let _ = wire.answer_id(&bytes);
         if let Ok(d) = wire.decode(&bytes) {
             for a in 0..d.attachment_count() {
                 prop_assert!(d.attachment(&bytes, a).is_some());
@@ -382,4 +388,40 @@ fn the_id_of_an_unreadable_request_can_still_be_answered() {
     assert_eq!(request_id_of(&bytes).as_deref(), Some("r-7"));
     assert_eq!(request_id_of(&header(2, 0, 0, 0, 0)), None);
     assert_eq!(request_id_of(&bytes[..10]), None);
+}
+
+#[test]
+fn a_refused_answer_still_names_its_request() {
+    let w = wire(CodecKind::MsgPack);
+    // A response whose data runs past the frame, and one with reserved flags.
+    let short = header(2, 0, 0, 0, 99);
+    assert!(w.decode(&short).is_err());
+    assert_eq!(w.answer_id(&short).as_deref(), Some("r-7"));
+    let flagged = header(2, 0x80, 0, 0, 0);
+    assert!(w.decode(&flagged).is_err());
+    assert_eq!(w.answer_id(&flagged).as_deref(), Some("r-7"));
+    // An envelope frame (an error or event) whose attachment runs past the frame.
+    let mut error = envelope_frame(
+        CodecKind::MsgPack,
+        &Envelope::error(
+            "w-1",
+            "r-12",
+            crate::protocol::ErrorBody::new(crate::protocol::ErrorCode::Internal, "x"),
+        ),
+        &[b"12345678"],
+    );
+    error.insert(0, kind::ENVELOPE);
+    error.truncate(error.len() - 4);
+    assert!(w.decode(&error).is_err());
+    assert_eq!(w.answer_id(&error).as_deref(), Some("r-12"));
+    // Requests, cancels, unknown kinds and short frames name no answer.
+    for frame in [
+        header(1, 0, 0, 0, 99),
+        header(3, 0x80, 0, 0, 0),
+        header(9, 0, 0, 0, 0),
+        header(2, 0, 0, 0, 0)[..10].to_vec(),
+        Vec::new(),
+    ] {
+        assert_eq!(w.answer_id(&frame), None, "{frame:?}");
+    }
 }

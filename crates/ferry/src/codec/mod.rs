@@ -241,6 +241,29 @@ impl Codec {
         depth::check_decoded(self.kind, decoded.envelope.data.as_ref(), frame.len())?;
         Ok(decoded)
     }
+
+    /// The `request_id` that a frame [`decode`](Self::decode) refused still names, where
+    /// the codec can read it without the rest (a host fails that request instead of letting
+    /// it wait). `None` when it cannot be read. Only for frames that failed: it reads
+    /// leniently and checks nothing else.
+    ///
+    /// ```
+    /// use ferry::codec::{Codec, CodecKind, Framing};
+    ///
+    /// let codec = Codec::new(CodecKind::Json, Framing::Lines, 1 << 20).unwrap();
+    /// // An answer whose attachment is not base64: refused, but its request is known.
+    /// let line = br#"{"version":1,"message_id":"w-2","request_id":"r-7","type":"response",
+    ///     "attachments":[{"size":3,"data_base64":"!!!"}]}"#;
+    /// assert!(codec.decode(line).is_err());
+    /// assert_eq!(codec.answer_id(line).as_deref(), Some("r-7"));
+    /// assert_eq!(codec.answer_id(b"not json"), None);
+    /// ```
+    pub fn answer_id(&self, frame: &[u8]) -> Option<String> {
+        match self.framing {
+            Framing::Lines => body::json_request_id(frame),
+            Framing::LengthPrefixed => body::framed_request_id(self.kind, frame, 0),
+        }
+    }
 }
 
 #[cfg(test)]

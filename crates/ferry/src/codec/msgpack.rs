@@ -753,6 +753,24 @@ pub(super) fn decode_into(header: &[u8], e: &mut Envelope) -> Result<(), HeaderE
     }
 }
 
+/// The `request_id` of a MessagePack envelope header that did not decode, read without
+/// the rest: the other fields' values are stepped over (no recursion, any shape), so a
+/// header refused for its `data` still says which request it answers. `None` when the
+/// header is not a map, has no string `request_id`, or breaks off first.
+pub(super) fn request_id(header: &[u8]) -> Option<String> {
+    let mut reader = Reader {
+        bytes: header,
+        pos: 0,
+    };
+    for _ in 0..reader.map_len().ok()? {
+        if reader.str_bytes().ok()? == keys::request_id {
+            return reader.opt_string().ok()?;
+        }
+        reader.value_bytes().ok()?;
+    }
+    None
+}
+
 /// `rmp_serde::from_slice`, reading at most `levels` nested arrays and maps
 /// ([`HeaderError::TooDeep`] beyond). Its own default, 1023 levels, recurses deep enough on
 /// a 2 KB frame to overflow a 2 MiB thread stack in a debug build.

@@ -561,14 +561,69 @@ mod data_depth {
         assert!(codec.decode(&frame).is_err());
     }
 
+    #[test]
+    fn a_refused_answer_still_names_its_request() {
+        let over = Envelope::response("w-1", "r-7", nested(MAX_DATA_DEPTH + 1));
+        let lines = Codec::new(CodecKind::Json, Framing::Lines, 1 << 20).unwrap();
+        let line = serde_json::to_vec(&over).unwrap();
+        assert!(too_deep(lines.decode(&line)));
+        assert_eq!(lines.answer_id(&line).as_deref(), Some("r-7"));
+        for kind in [CodecKind::Json, CodecKind::MsgPack] {
+            let codec = Codec::new(kind, Framing::LengthPrefixed, 1 << 20).unwrap();
+            let frame = reference_header(kind, &over, &[]);
+            assert!(too_deep(codec.decode(&frame)), "{kind:?}");
+            assert_eq!(codec.answer_id(&frame).as_deref(), Some("r-7"), "{kind:?}");
+        }
+        // MessagePack past every parser's limit: the id is read, the arrays stepped over
+        // without recursion (it stops at the fast reader's bound, 256 levels).
+        let deep = Envelope::response("w-1", "r-8", json!(1));
+        let frame = msgpack_frame_with_data_nested(&deep, 2000);
+        let msgpack = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, 1 << 20).unwrap();
+        assert!(msgpack.decode(&frame).is_err());
+        assert_eq!(msgpack.answer_id(&frame).as_deref(), Some("r-8"));
+        // Every codec: an answer whose attachment runs past the frame.
+        let answer = Envelope::response("w-1", "r-9", json!({"ok": true}));
+        for kind in [CodecKind::Json, CodecKind::MsgPack, CodecKind::Bincode] {
+            let codec = Codec::new(kind, Framing::LengthPrefixed, 1 << 20).unwrap();
+            let mut frame = Vec::new();
+            codec.encode(&answer, &[b"12345678"], &mut frame).unwrap();
+            // The header announces 8 bytes; half of them follow (`encode` writes the
+            // header, the attachment is the frame's next part).
+            frame.extend_from_slice(b"1234");
+            assert!(
+                matches!(codec.decode(&frame), Err(CodecError::Truncated(_))),
+                "{kind:?}"
+            );
+            assert_eq!(codec.answer_id(&frame).as_deref(), Some("r-9"), "{kind:?}");
+            // Nothing readable, or no id: nothing is made up.
+            assert_eq!(codec.answer_id(b"\x03\0\0\0\xc1\xc1\xc1"), None, "{kind:?}");
+            assert_eq!(codec.answer_id(b"\x03\0"), None, "{kind:?}");
+            let mut event = Vec::new();
+            codec
+                .encode(&Envelope::new(MessageType::Event, "w-2"), &[], &mut event)
+                .unwrap();
+            assert_eq!(codec.answer_id(&event), None, "{kind:?}");
+        }
+    }
+
     /// A MessagePack request frame whose `data` is `levels` one-element arrays around `1`.
     fn msgpack_request_with_data_nested(levels: usize) -> Vec<u8> {
+        msgpack_frame_with_data_nested(&Envelope::request("r-1", "echo", json!(1)), levels)
+    }
+
+    /// `shallow` (whose `data` is `1`) as a MessagePack frame, its `data` wrapped in
+    /// `levels` one-element arrays.
+    fn msgpack_frame_with_data_nested(shallow: &Envelope, levels: usize) -> Vec<u8> {
         let mut header = Vec::new();
-        let shallow = Envelope::request("r-1", "echo", json!(1));
-        rmp_serde::encode::write_named(&mut header, &shallow).unwrap();
-        // `data` is the last key written with value 1 (0x01): put the arrays before it.
-        let at = header.len() - 1;
-        assert_eq!(header[at], 0x01, "data is written last");
+        rmp_serde::encode::write_named(&mut header, shallow).unwrap();
+        // The key `data` (fixstr 0xa4) and its value 1 (0x01): put the arrays before the 1.
+        let key = b"\xa4data\x01";
+        let at = header
+            .windows(key.len())
+            .position(|w| w == key)
+            .expect("data is 1")
+            + key.len()
+            - 1;
         header.splice(at..at, std::iter::repeat_n(0x91, levels));
         let mut frame = (header.len() as u32).to_le_bytes().to_vec();
         frame.extend_from_slice(&header);

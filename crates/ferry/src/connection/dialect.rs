@@ -69,8 +69,12 @@ impl Connection {
                     tracing::error!(worker = %self.label, error = %e, "worker switched protocol version");
                     return None;
                 }
-                Err(e) => {
+                Err(e) if self.is_noise(&e) => {
                     self.skip(frame, &e);
+                    return None;
+                }
+                Err(e) => {
+                    self.refuse(frame, e);
                     return None;
                 }
             },
@@ -103,6 +107,36 @@ impl Connection {
     pub(super) fn is_noise(&self, e: &CodecError) -> bool {
         self.wire_codec().framing() == Framing::Lines
             && matches!(e, CodecError::NotUtf8 | CodecError::Header { .. })
+    }
+
+    /// A frame that is not noise and does not decode: the worker broke the protocol, and
+    /// the answer it carried is lost. The request it names, when its id can still be read,
+    /// fails with the reason; when none can be read, every pending request fails (as for an
+    /// oversized frame): each may have been the one it answered, and none must wait for an
+    /// answer that will not come.
+    pub(super) fn refuse(&self, frame: &[u8], e: CodecError) {
+        let id = match self.compact.get() {
+            Some(wire) => wire.answer_id(frame),
+            None => self.wire_codec().answer_id(frame),
+        };
+        tracing::warn!(worker = %self.label, error = %e, request = ?id, "refusing an unreadable frame");
+        let Some(id) = id else {
+            let why = e.to_string();
+            self.fail_pending_with(|| {
+                CallError::Protocol(ProtocolError::UnattributableFrame(why.clone()))
+            });
+            return;
+        };
+        let slot = self.ids.number_of(&id).and_then(|key| {
+            let mut st = self.state.lock();
+            st.forget(key);
+            st.pending.remove(&key)
+        });
+        // No slot: it names a request no longer pending (or not one of ours); nobody waits.
+        if let Some(slot) = slot {
+            slot.deliver(super::slot::Incoming::Done(Err(CallError::Codec(e))));
+            self.freed();
+        }
     }
 
     pub(super) fn skip(&self, frame: &[u8], e: &dyn std::fmt::Display) {

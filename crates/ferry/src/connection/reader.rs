@@ -3,7 +3,7 @@
 
 use super::slot::{Incoming, Slot};
 use super::{CallError, Connection, Response, ResponseRef, RxHalf, State, READER_SLICE};
-use crate::protocol::{Dialect, Envelope, ErrorBody, ErrorCode, MessageType};
+use crate::protocol::{Dialect, Envelope, ErrorBody, ErrorCode, MessageType, ProtocolError};
 use crate::transport::TransportError;
 use std::sync::Arc;
 use std::time::Instant;
@@ -149,7 +149,20 @@ impl Connection {
             let mut st = self.state.lock();
             if env.request_id.is_none() && self.dialect == Dialect::Ferry {
                 drop(st);
-                tracing::debug!(worker = %self.label, event = ?env.event_name, "worker-wide message");
+                if terminal {
+                    // An answer that names no request answers one that can no longer be
+                    // told: fail what waits rather than let the one it was for hang.
+                    tracing::warn!(worker = %self.label, kind = ?env.kind, "answer without request_id");
+                    let kind = env.kind;
+                    self.fail_pending_with(|| {
+                        CallError::Protocol(ProtocolError::MissingField {
+                            kind,
+                            field: "request_id",
+                        })
+                    });
+                } else {
+                    tracing::debug!(worker = %self.label, event = ?env.event_name, "worker-wide message");
+                }
                 return None;
             }
             // `None`: not an id this connection made, so no request of ours can match it.

@@ -191,6 +191,11 @@ pub enum ProtocolError {
     /// The `ready` event's data is not a valid ready description.
     #[error("invalid ready event: {0}")]
     InvalidReady(String),
+    /// The worker sent a frame the host could not read, and which request it answers could
+    /// not be read either: every request in flight on that link fails with this, since the
+    /// answer it carried is lost.
+    #[error("the worker sent an unreadable frame that names no request ({0})")]
+    UnattributableFrame(String),
 }
 
 impl ProtocolError {
@@ -200,7 +205,8 @@ impl ProtocolError {
             ProtocolError::VersionMismatch { .. } => ErrorCode::VersionMismatch,
             ProtocolError::MissingField { .. }
             | ProtocolError::NotReady(_)
-            | ProtocolError::InvalidReady(_) => ErrorCode::Protocol,
+            | ProtocolError::InvalidReady(_)
+            | ProtocolError::UnattributableFrame(_) => ErrorCode::Protocol,
         }
     }
 }
