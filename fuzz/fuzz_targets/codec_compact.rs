@@ -30,6 +30,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(decoded) = r else {
         if let Err(e) = r {
             let _ = (e.code(), e.to_string());
+            let (_, usage) = ferry_fuzz::measure(|| wire.answer_id(data));
+            ferry_fuzz::assert_bounded("compact answer_id", data.len(), usage, also);
         }
         return;
     };

@@ -292,6 +292,9 @@ pub fn check_codec(kind: CodecKind, framing: Framing, frame: &[u8], also: usize)
                 e,
                 CodecError::CodecNotLineSafe(_) | CodecError::UnknownCodec(_)
             ));
+            // What a host reads of a refused answer: within the same bounds.
+            let (_, usage) = measure(|| codec.answer_id(frame));
+            assert_bounded("answer_id", frame.len(), usage, also);
             return;
         }
     };

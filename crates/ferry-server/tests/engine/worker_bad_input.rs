@@ -54,6 +54,24 @@ fn an_envelope_line_that_breaks_the_protocol_fails_its_request_not_skipped() {
 }
 
 #[test]
+fn a_legacy_answer_nested_past_the_limit_fails_its_request_and_the_link_carries_on() {
+    with_watchdog(WATCHDOG, || {
+        let deep = format!("{}1{}", "[".repeat(110), "]".repeat(110));
+        let script = format!(
+            r#"read -r _; echo '{{"success": true, "data": {deep}}}'
+               while read -r _; do echo '{{"success": true, "data": "fine"}}'; done"#
+        );
+        let spec = WorkerSpec::new("legacy", "sh", ["-c", script.as_str()])
+            .dialect(ferry::worker::Dialect::Legacy);
+        let mut w = WorkerProcess::spawn(spec).unwrap();
+        let err = w.call("echo", json!(1), |_| {}).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidRequest, "got {err}");
+        let reply = w.call("echo", json!(2), |_| {}).unwrap();
+        assert_eq!(reply.data, json!("fine"));
+    });
+}
+
+#[test]
 fn invalid_utf8_lines_are_skipped() {
     with_watchdog(WATCHDOG, || {
         let mut w = WorkerProcess::spawn(fault_spec("invalid-utf8")).unwrap();

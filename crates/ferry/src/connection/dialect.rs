@@ -83,21 +83,26 @@ impl Connection {
                     .map_err(|e| e.to_string())
                     .and_then(|v| {
                         legacy::decode_answer(v, self.ids.next_id()).map_err(|e| e.to_string())
-                    })
-                    .and_then(|env| {
-                        // The same nesting limit as every codec's, so the answer's data
-                        // can be passed on in any of them.
-                        check_data_depth(env.data.as_ref(), frame.len())
-                            .map(|()| env)
-                            .map_err(|e| e.to_string())
                     });
-                match decoded {
-                    Ok(env) => Lent::Legacy(env),
+                let env = match decoded {
+                    Ok(env) => env,
                     Err(e) => {
                         self.skip(frame, &e);
                         return None;
                     }
+                };
+                // The same nesting limit as every codec's, so the answer's data can be
+                // passed on in any of them. Past it, the answer is refused, not skipped:
+                // its caller hears why.
+                if let Err(e) = check_data_depth(env.data.as_ref(), frame.len()) {
+                    tracing::warn!(worker = %self.label, error = %e, "refusing an answer");
+                    let key = self.key_of(&env, &self.state.lock());
+                    if let Some(key) = key {
+                        self.fail_one(key, CallError::Codec(e));
+                    }
+                    return None;
                 }
+                Lent::Legacy(env)
             }
         })
     }
@@ -127,14 +132,20 @@ impl Connection {
             });
             return;
         };
-        let slot = self.ids.number_of(&id).and_then(|key| {
+        if let Some(key) = self.ids.number_of(&id) {
+            self.fail_one(key, CallError::Codec(e));
+        }
+    }
+
+    /// Fails request `key` with `error`, when it is still pending (else nobody waits).
+    fn fail_one(&self, key: u64, error: CallError) {
+        let slot = {
             let mut st = self.state.lock();
             st.forget(key);
             st.pending.remove(&key)
-        });
-        // No slot: it names a request no longer pending (or not one of ours); nobody waits.
+        };
         if let Some(slot) = slot {
-            slot.deliver(super::slot::Incoming::Done(Err(CallError::Codec(e))));
+            slot.deliver(super::slot::Incoming::Done(Err(error)));
             self.freed();
         }
     }

@@ -95,7 +95,7 @@ impl Connection {
 
     /// The pending-table key of the request `env` answers, if it names one of ours (a
     /// legacy answer without an id answers the one request in flight).
-    fn key_of(&self, env: &Envelope, st: &State) -> Option<u64> {
+    pub(super) fn key_of(&self, env: &Envelope, st: &State) -> Option<u64> {
         match (env.request_id.as_deref(), self.dialect) {
             (Some(id), _) => self.ids.number_of(id),
             (None, Dialect::Legacy) => st.pending.keys().next().copied(),
