@@ -9,6 +9,7 @@
 //! | `oversize` | answers the first request with a line longer than `FERRY_MAX_FRAME`, later ones correctly |
 //! | `invalid-utf8` | precedes every answer with a line that is not UTF-8 |
 //! | `bad-attachment` | answers the first request with an envelope whose attachment is not base64, later ones correctly |
+//! | `wrong-type` | before the first answer prints a JSON log line naming the request, then answers it with `"success": "yes"` (a string); later requests correctly |
 //! | `exit-before-ready` | exits with status 3 at once |
 //! | `never-ready` | says nothing for N seconds (default 60), then exits |
 //! | `die-mid-response` | sends `ready`, then half an answer, then exits with status 1 |
@@ -155,6 +156,22 @@ fn main() -> ExitCode {
                 if std::mem::take(&mut first) {
                     let mut line: Value = serde_json::from_str(&answer_line(req))?;
                     line["attachments"] = json!([{"size": 3, "data_base64": "!!!"}]);
+                    writeln!(out, "{line}")?;
+                } else {
+                    writeln!(out, "{}", answer_line(req))?;
+                }
+                Ok(!is_shutdown(req))
+            })
+        }
+        "wrong-type" => {
+            let mut first = true;
+            raw_loop(&[], move |req, out| {
+                if std::mem::take(&mut first) {
+                    let id = req.get("message_id").cloned().unwrap_or(Value::Null);
+                    let log = json!({"level": "info", "request_id": id, "msg": "working"});
+                    writeln!(out, "{log}")?;
+                    let mut line: Value = serde_json::from_str(&answer_line(req))?;
+                    line["success"] = json!("yes");
                     writeln!(out, "{line}")?;
                 } else {
                     writeln!(out, "{}", answer_line(req))?;

@@ -54,6 +54,20 @@ fn an_envelope_line_that_breaks_the_protocol_fails_its_request_not_skipped() {
 }
 
 #[test]
+fn an_answer_line_with_a_field_of_the_wrong_type_fails_its_request_and_logs_stay_noise() {
+    with_watchdog(WATCHDOG, || {
+        let mut w = WorkerProcess::spawn(fault_spec("wrong-type")).unwrap();
+        let err = w.call("echo", json!({"first": true}), |_| {}).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Protocol, "got {err}");
+        assert!(err.to_string().contains("json header"), "got {err}");
+        // The JSON log line naming the request (no `version`, no `type`) was noise.
+        assert_eq!(w.skipped_frames(), 1);
+        let reply = w.call("echo", json!({"second": true}), |_| {}).unwrap();
+        assert_eq!(reply.data, json!({"second": true}));
+    });
+}
+
+#[test]
 fn a_legacy_answer_nested_past_the_limit_fails_its_request_and_the_link_carries_on() {
     with_watchdog(WATCHDOG, || {
         let deep = format!("{}1{}", "[".repeat(110), "]".repeat(110));

@@ -257,15 +257,22 @@ pub(super) fn framed_request_id(kind: CodecKind, frame: &[u8], start: usize) -> 
     }
 }
 
-/// The `request_id` of a JSON envelope (a line, or a framed header) that did not decode:
-/// the other fields are only checked to be JSON. `None` past serde_json's nesting limit.
+/// The `request_id` of a JSON envelope (a line, or a framed header) that did not decode.
+/// Only an object with the envelope's own `version` and `type` keys counts: on a line link
+/// that tells a worker's envelope with a bad field from a stray print, even a JSON log line
+/// that mentions a `request_id`. The other fields are only checked to be JSON. `None` past
+/// serde_json's nesting limit.
 pub(super) fn json_request_id(text: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
-    struct IdOnly {
+    struct Marked {
+        #[serde(rename = "version")]
+        _version: serde::de::IgnoredAny,
+        #[serde(rename = "type")]
+        _kind: serde::de::IgnoredAny,
         #[serde(default)]
         request_id: Option<String>,
     }
-    serde_json::from_slice::<IdOnly>(text).ok()?.request_id
+    serde_json::from_slice::<Marked>(text).ok()?.request_id
 }
 
 /// Decodes the framed body that starts at `start` of `frame` (0, or 1 behind a compact

@@ -568,6 +568,12 @@ mod data_depth {
         let line = serde_json::to_vec(&over).unwrap();
         assert!(too_deep(lines.decode(&line)));
         assert_eq!(lines.answer_id(&line).as_deref(), Some("r-7"));
+        // A JSON log line that mentions a request is not an envelope (no `version`, `type`).
+        let log = br#"{"level":"info","request_id":"r-7","msg":"working"}"#;
+        assert_eq!(lines.answer_id(log), None);
+        let marked = br#"{"version":1,"type":"response","request_id":"r-7","success":"yes"}"#;
+        assert!(lines.decode(marked).is_err());
+        assert_eq!(lines.answer_id(marked).as_deref(), Some("r-7"));
         for kind in [CodecKind::Json, CodecKind::MsgPack] {
             let codec = Codec::new(kind, Framing::LengthPrefixed, 1 << 20).unwrap();
             let frame = reference_header(kind, &over, &[]);

@@ -69,7 +69,7 @@ impl Connection {
                     tracing::error!(worker = %self.label, error = %e, "worker switched protocol version");
                     return None;
                 }
-                Err(e) if self.is_noise(&e) => {
+                Err(e) if self.is_noise(&e) && !self.names_a_pending_request(frame) => {
                     self.skip(frame, &e);
                     return None;
                 }
@@ -112,6 +112,16 @@ impl Connection {
     pub(super) fn is_noise(&self, e: &CodecError) -> bool {
         self.wire_codec().framing() == Framing::Lines
             && matches!(e, CodecError::NotUtf8 | CodecError::Header { .. })
+    }
+
+    /// Whether a line that looks like noise is an envelope (it has `version` and `type`)
+    /// answering a request still pending: a worker's answer with a field of the wrong type,
+    /// which must fail that request rather than be skipped while its caller waits.
+    fn names_a_pending_request(&self, frame: &[u8]) -> bool {
+        self.wire_codec()
+            .answer_id(frame)
+            .and_then(|id| self.ids.number_of(&id))
+            .is_some_and(|key| self.state.lock().pending.contains_key(&key))
     }
 
     /// A frame that is not noise and does not decode: the worker broke the protocol, and
