@@ -17,6 +17,8 @@ pub struct DecodedFrame {
     ranges: Ranges,
     /// Attachments decoded from base64 (line links).
     inline: Vec<Vec<u8>>,
+    /// The number of the request's id as a compact header carries it (compact frames only).
+    id_number: Option<u64>,
 }
 
 /// Where attachments are in a frame: the first two in place, any more in a vector (a
@@ -47,6 +49,26 @@ impl Ranges {
     }
 }
 
+/// The longest text buffer [`DecodedFrame::recycle`] keeps for the next frame.
+const SPARE_TEXT_MAX: usize = 256;
+
+/// The allocations a decoded frame leaves for the next decode into it (see
+/// [`DecodedFrame::recycle`]): two texts (its id, its operation) and its emptied attachment
+/// list.
+pub(super) struct Spare {
+    pub(super) id: String,
+    pub(super) operation: String,
+    pub(super) metas: Vec<AttachmentMeta>,
+}
+
+impl Default for DecodedFrame {
+    /// An empty frame (a request with no id) to decode into, e.g. with
+    /// [`CompactWire::decode_into`](super::CompactWire::decode_into).
+    fn default() -> Self {
+        DecodedFrame::located(Envelope::new(MessageType::Request, String::new()))
+    }
+}
+
 impl DecodedFrame {
     /// A frame whose attachments are added with [`push_range`](Self::push_range).
     pub(super) fn located(envelope: Envelope) -> Self {
@@ -54,7 +76,51 @@ impl DecodedFrame {
             envelope,
             ranges: Ranges::default(),
             inline: Vec::new(),
+            id_number: None,
         }
+    }
+
+    /// The number of the request's id (`r-<n>`: the message id of a request, the
+    /// `request_id` of anything else) when the frame carried it as a number (a compact
+    /// header): a host's pending key without parsing the text back.
+    pub(crate) fn id_number(&self) -> Option<u64> {
+        self.id_number
+    }
+
+    pub(super) fn set_id_number(&mut self, n: u64) {
+        self.id_number = Some(n);
+    }
+
+    /// Makes this a fresh [`located`](Self::located) frame of `kind` and returns the
+    /// buffers the old one held, emptied, so a decode into it allocates nothing for them.
+    pub(super) fn recycle(&mut self, kind: MessageType) -> Spare {
+        let old = std::mem::replace(&mut self.envelope, Envelope::new(kind, String::new()));
+        self.ranges.len = 0;
+        self.ranges.more.clear();
+        self.inline.clear();
+        self.id_number = None;
+        let mut spare = Spare {
+            id: old.message_id,
+            operation: old.operation.unwrap_or_default(),
+            metas: old.attachments,
+        };
+        // A response's id is its `request_id`: whichever text has no buffer takes it.
+        if let Some(request_id) = old.request_id {
+            if spare.id.capacity() == 0 {
+                spare.id = request_id;
+            } else if spare.operation.capacity() == 0 {
+                spare.operation = request_id;
+            }
+        }
+        // A long operation name sent once is not held for the connection's life.
+        for text in [&mut spare.id, &mut spare.operation] {
+            if text.capacity() > SPARE_TEXT_MAX {
+                *text = String::new();
+            }
+            text.clear();
+        }
+        spare.metas.clear();
+        spare
     }
 
     /// Locates the next attachment at `range` of the frame.
@@ -73,6 +139,29 @@ impl DecodedFrame {
             return frame.get(r.clone());
         }
         self.inline.get(i).map(Vec::as_slice)
+    }
+
+    /// Runs `f` on the attachments, borrowed from `frame`, collected on the stack when
+    /// there are at most four (no allocation for a typical answer).
+    pub(crate) fn with_attachments<R>(&self, frame: &[u8], f: impl FnOnce(&[&[u8]]) -> R) -> R {
+        const STACK: usize = 4;
+        let count = self.attachment_count();
+        if count <= STACK {
+            let mut few: [&[u8]; STACK] = [&[]; STACK];
+            let mut found = 0;
+            for (slot, i) in few.iter_mut().zip(0..count) {
+                if let Some(a) = self.attachment(frame, i) {
+                    *slot = a;
+                    found += 1;
+                }
+            }
+            f(&few[..found])
+        } else {
+            let all: Vec<&[u8]> = (0..count)
+                .filter_map(|i| self.attachment(frame, i))
+                .collect();
+            f(&all)
+        }
     }
 
     /// Every attachment copied out, for callers that keep them past the frame buffer.
@@ -169,6 +258,7 @@ pub(super) fn decode_line(frame: &[u8]) -> Result<DecodedFrame, CodecError> {
         envelope,
         ranges: Ranges::default(),
         inline,
+        id_number: None,
     })
 }
 
@@ -287,11 +377,7 @@ pub(super) fn decode_framed(
     let header_err = |source: HeaderError| CodecError::header(kind, source);
     // Decoded in place where the codec allows: an envelope is large, and every move of
     // one is a copy.
-    let mut decoded = DecodedFrame {
-        envelope: Envelope::new(MessageType::Request, String::new()),
-        ranges: Ranges::default(),
-        inline: Vec::new(),
-    };
+    let mut decoded = DecodedFrame::default();
     match kind {
         CodecKind::Json => {
             decoded.envelope =

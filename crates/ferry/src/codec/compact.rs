@@ -325,9 +325,38 @@ impl CompactWire {
 
     /// Decodes one frame of a compact link. Attachments are located, not copied.
     pub fn decode(&self, frame: &[u8]) -> Result<DecodedFrame, CodecError> {
-        let decoded = self.decode_any_depth(frame)?;
-        super::depth::check_decoded(self.codec, decoded.envelope.data.as_ref(), frame.len())?;
+        let mut decoded = DecodedFrame::default();
+        self.decode_into(frame, &mut decoded)?;
         Ok(decoded)
+    }
+
+    /// [`decode`](Self::decode) into `out`, reusing what it holds (its id and operation
+    /// texts, its attachment list) so that a receiver decoding frame after frame into one
+    /// place allocates nothing for them. After an error `out` holds no meaningful frame.
+    ///
+    /// ```
+    /// use ferry::codec::{CodecKind, CompactWire, DecodedFrame};
+    /// use ferry::protocol::{Envelope, ReadyInfo};
+    /// use serde_json::Value;
+    ///
+    /// let info = ReadyInfo::new("echo", vec!["echo".into()]);
+    /// let wire = CompactWire::new(CodecKind::MsgPack, 1 << 20, &info);
+    /// let mut header = Vec::new();
+    /// let mut place = DecodedFrame::default();
+    /// for n in 1..=2 {
+    ///     let id = format!("r-{n}");
+    ///     let request = Envelope::request(id.as_str(), "echo", Value::Null);
+    ///     wire.encode(&request, &[b"abc"], &mut header)?;
+    ///     let frame = [header.as_slice(), b"abc"].concat();
+    ///     wire.decode_into(&frame, &mut place)?;
+    ///     assert_eq!(place.envelope.message_id, id);
+    ///     assert_eq!(place.attachment(&frame, 0), Some(&b"abc"[..]));
+    /// }
+    /// # Ok::<(), ferry::codec::CodecError>(())
+    /// ```
+    pub fn decode_into(&self, frame: &[u8], out: &mut DecodedFrame) -> Result<(), CodecError> {
+        self.decode_any_depth(frame, out)?;
+        super::depth::check_decoded(self.codec, out.envelope.data.as_ref(), frame.len())
     }
 
     /// The `request_id` that a frame [`decode`](Self::decode) refused still names: a
@@ -344,8 +373,8 @@ impl CompactWire {
         }
     }
 
-    /// [`decode`](Self::decode) without the nesting limit of `data`.
-    fn decode_any_depth(&self, frame: &[u8]) -> Result<DecodedFrame, CodecError> {
+    /// [`decode_into`](Self::decode_into) without the nesting limit of `data`.
+    fn decode_any_depth(&self, frame: &[u8], out: &mut DecodedFrame) -> Result<(), CodecError> {
         if frame.len() > self.max_frame {
             return Err(CodecError::FrameTooLarge {
                 size: frame.len(),
@@ -356,7 +385,8 @@ impl CompactWire {
             return Err(CodecError::Truncated("empty frame"));
         };
         if first == kind::ENVELOPE {
-            return body::decode_framed(self.codec, frame, 1);
+            *out = body::decode_framed(self.codec, frame, 1)?;
+            return Ok(());
         }
         let fixed: &[u8; FIXED_LEN] = frame
             .get(..FIXED_LEN)
@@ -393,8 +423,11 @@ impl CompactWire {
             }));
         }
         // From here every offset is inside the frame: the sums above matched its length.
-        let mut envelope = Envelope::new(header.message_type(), String::new());
-        let id_text = text_id(header.id);
+        let spare = out.recycle(header.message_type());
+        out.set_id_number(header.id);
+        let mut id_text = spare.id;
+        push_text_id(&mut id_text, header.id);
+        let envelope = &mut out.envelope;
         let mut at = name_at;
         // A name on a frame other than a request is skipped (senders write none).
         let name_len = if header.flags & flag::OP_NAME != 0 {
@@ -417,13 +450,14 @@ impl CompactWire {
         }
         match header.kind {
             kind::REQUEST => {
-                let operation = if header.flags & flag::OP_NAME != 0 {
+                let name = if header.flags & flag::OP_NAME != 0 {
                     std::str::from_utf8(&frame[at..at + name_len])
                         .map_err(|_| compact(CompactError::OperationNotUtf8))?
-                        .to_owned()
                 } else {
-                    self.operation_at(header.operation)?.to_owned()
+                    self.operation_at(header.operation)?
                 };
+                let mut operation = spare.operation;
+                operation.push_str(name);
                 envelope.message_id = id_text;
                 envelope.operation = Some(operation);
                 envelope.priority = match header.priority {
@@ -449,13 +483,13 @@ impl CompactWire {
         if header.flags & flag::DATA != 0 {
             envelope.data = Some(self.read_data(&frame[at..data_end])?).filter(|d| !d.is_null());
         }
-        let mut decoded = DecodedFrame::located(envelope);
         let mut offset = data_end;
         if count > 0 {
-            let mut metas = Vec::with_capacity(count);
+            let mut metas = spare.metas;
+            metas.reserve(count);
             for c in frame[sizes_at..metrics_at].chunks_exact(4) {
                 let size = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
-                decoded.push_range(offset..offset + size);
+                out.push_range(offset..offset + size);
                 offset += size;
                 metas.push(AttachmentMeta {
                     name: None,
@@ -465,9 +499,9 @@ impl CompactWire {
                     path: None,
                 });
             }
-            decoded.envelope.attachments = metas;
+            out.envelope.attachments = metas;
         }
-        Ok(decoded)
+        Ok(())
     }
 
     fn operation_at(&self, index: u32) -> Result<&str, CodecError> {
@@ -495,9 +529,14 @@ pub fn request_id_of(frame: &[u8]) -> Option<String> {
 /// `r-<n>`.
 fn text_id(n: u64) -> String {
     let mut id = String::with_capacity(22);
-    id.push_str("r-");
-    crate::protocol::push_decimal(&mut id, n);
+    push_text_id(&mut id, n);
     id
+}
+
+/// Appends `r-<n>` to `id`.
+fn push_text_id(id: &mut String, n: u64) {
+    id.push_str("r-");
+    crate::protocol::push_decimal(id, n);
 }
 
 const METRIC_FLAGS: [u8; 3] = [flag::METRIC_TIME, flag::METRIC_MEMORY, flag::METRIC_GPU];

@@ -170,6 +170,44 @@ proptest! {
         }
     }
 
+    /// Decoding frame after frame into one place (as a receiver does, reusing its texts
+    /// and lists) gives what a fresh decode of each gives, whatever came before: requests,
+    /// answers, envelope frames and refused frames in any order.
+    #[test]
+    fn decoding_into_a_used_place_equals_a_fresh_decode(
+        messages in prop::collection::vec((arb_hot_envelope(), any::<bool>()), 1..8),
+        codec in prop_oneof![Just(CodecKind::MsgPack), Just(CodecKind::Json), Just(CodecKind::Bincode)],
+    ) {
+        let wire = wire(codec);
+        let mut place = DecodedFrame::default();
+        for ((env, atts), damaged) in messages {
+            let att_refs: Vec<&[u8]> = atts.iter().map(Vec::as_slice).collect();
+            let mut bytes = frame(&wire, &env, &att_refs);
+            if damaged {
+                bytes.truncate(bytes.len() / 2);
+            }
+            match (wire.decode(&bytes), wire.decode_into(&bytes, &mut place)) {
+                (Ok(fresh), Ok(())) => {
+                    prop_assert_eq!(&fresh.envelope, &place.envelope);
+                    prop_assert_eq!(fresh.id_number(), place.id_number());
+                    // A compact frame's number is the id its text gives.
+                    let text = match place.envelope.kind {
+                        MessageType::Request => Some(place.envelope.message_id.clone()),
+                        _ => place.envelope.request_id.clone(),
+                    };
+                    let compact = bytes[0] != kind::ENVELOPE;
+                    prop_assert_eq!(place.id_number().map(|n| format!("r-{n}")), text.filter(|_| compact));
+                    prop_assert_eq!(fresh.attachment_count(), place.attachment_count());
+                    for i in 0..fresh.attachment_count() {
+                        prop_assert_eq!(fresh.attachment(&bytes, i), place.attachment(&bytes, i));
+                    }
+                }
+                (Err(fresh), Err(reused)) => prop_assert_eq!(fresh.to_string(), reused.to_string()),
+                (fresh, reused) => prop_assert!(false, "fresh: {fresh:?}, reused: {reused:?}"),
+            }
+        }
+    }
+
     /// Any bytes: a result or a typed error, never a panic.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {

@@ -49,9 +49,9 @@ pub use coalesce::{Coalescing, DEFAULT_EVENT_CAPACITY};
 pub use slot::Incoming;
 use slot::Slot;
 
-use crate::codec::{Codec, CodecKind, CompactWire, EnvelopeRef, Framing};
+use crate::codec::{Codec, CodecKind, CompactWire, DecodedFrame, EnvelopeRef, Framing};
 use crate::protocol::{
-    Dialect, Envelope, FrameHeader, IdGenerator, ProtocolError, ReadyInfo, StdioFraming,
+    Dialect, Envelope, FrameHeader, IdGenerator, ProtocolError, ReadyInfo, RequestId, StdioFraming,
     PROTOCOL_VERSION,
 };
 use crate::transport::{FrameReceiver, FrameSender, Link, TransportError};
@@ -75,6 +75,8 @@ struct TxHalf {
 struct RxHalf {
     receiver: Box<dyn FrameReceiver>,
     buf: Vec<u8>,
+    /// Where each frame is decoded, reusing the texts and lists of the one before.
+    place: DecodedFrame,
 }
 
 #[derive(Default)]
@@ -234,7 +236,7 @@ impl Connection {
             switched: OnceLock::new(),
             compact: OnceLock::new(),
             dialect,
-            ids: IdGenerator::new("r"),
+            ids: IdGenerator::new(RequestId::PREFIX),
             tx: Mutex::new(TxHalf {
                 sender: link.sender,
                 out: Vec::new(),
@@ -242,6 +244,7 @@ impl Connection {
             rx: Mutex::new(RxHalf {
                 receiver: link.receiver,
                 buf: Vec::new(),
+                place: DecodedFrame::default(),
             }),
             state: Mutex::new(State::default()),
             state_cv: Condvar::new(),
@@ -432,8 +435,8 @@ impl Connection {
     /// now), to be sent with [`Reservation::send`]. Dropping the reservation unsent
     /// releases the place.
     pub fn reserve(self: &Arc<Self>) -> Result<Reservation, CallError> {
-        let mut id = String::with_capacity(24);
-        let key = self.ids.next_id_into(&mut id);
+        let key = self.ids.next_number();
+        let id = RequestId::new(key);
         let slot = Arc::new(Slot::default());
         {
             let mut st = self.state.lock();

@@ -4,7 +4,7 @@
 use super::reader::OwnAnswer;
 use super::slot::{Incoming, Slot};
 use super::{CallError, Connection, Response, ResponseRef};
-use crate::protocol::Envelope;
+use crate::protocol::{Envelope, RequestId};
 use crate::transport::TransportError;
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ enum Answer {
 /// One request in flight: wait for its events and its answer.
 pub struct Pending {
     pub(super) conn: Arc<Connection>,
-    pub(super) id: String,
+    pub(super) id: RequestId,
     /// The number of `id`: the request's key in the pending table.
     pub(super) key: u64,
     pub(super) slot: Arc<Slot>,
@@ -49,7 +49,7 @@ impl std::fmt::Debug for Pending {
 impl Pending {
     /// The request's `message_id`.
     pub fn id(&self) -> &str {
-        &self.id
+        self.id.as_str()
     }
 
     /// Waits on this thread for the answer; `on_event` sees each event as it arrives.
@@ -305,7 +305,7 @@ impl Pending {
         if !self.finished {
             self.finished = true;
             self.slot.abandon();
-            self.conn.send_cancel(&self.id);
+            self.conn.send_cancel(self.id.as_str());
         }
         if self.is_async {
             self.is_async = false;

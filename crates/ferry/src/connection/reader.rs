@@ -1,6 +1,7 @@
 //! Reading the link: the leader (a caller, or the async reader thread) reads frames and
 //! routes each to the slot of the request it names; see the module docs for who leads.
 
+use super::dialect::Lent;
 use super::slot::{Incoming, Slot};
 use super::{CallError, Connection, Response, ResponseRef, RxHalf, State, READER_SLICE};
 use crate::protocol::{Dialect, Envelope, ErrorBody, ErrorCode, MessageType, ProtocolError};
@@ -38,24 +39,29 @@ impl Connection {
         // Decoded where the frame lies (in the ring on shm): the answer's data and
         // attachments are copied once, into what the caller owns, unless it visits them.
         let mut decoded = None;
-        let RxHalf { receiver, buf } = rx;
+        let RxHalf {
+            receiver,
+            buf,
+            place,
+        } = rx;
         match receiver.recv_with(buf, deadline, &mut |frame| {
-            let Some(lent) = self.decode_frame_lent(frame) else {
+            let Some(lent) = self.decode_frame_lent(frame, place) else {
                 return;
             };
             if let Some(own) = own {
                 match &mut answer {
                     OwnAnswer::Return => {}
                     OwnAnswer::Visit(visit) => {
-                        if self.take_if_own_response(lent.envelope(), own) {
-                            let attachments = lent.attachments(frame);
-                            visit(ResponseRef::new(lent.envelope(), &attachments));
+                        if self.take_if_own_response(&lent, own) {
+                            lent.with_attachments(frame, |attachments| {
+                                visit(ResponseRef::new(lent.envelope(), attachments));
+                            });
                             self.freed();
                             return;
                         }
                     }
                     OwnAnswer::Take(place) => {
-                        if self.take_if_own_response(lent.envelope(), own) {
+                        if self.take_if_own_response(&lent, own) {
                             let attachments = lent.attachments_owned(frame);
                             **place =
                                 Some(Response::from_envelope(lent.into_envelope(), attachments));
@@ -106,12 +112,14 @@ impl Connection {
     /// When `env` is the successful answer to `own`'s request, takes that request out of
     /// the pending table (as [`route`](Self::route) does for a terminal message) and
     /// returns `true`.
-    fn take_if_own_response(&self, env: &Envelope, own: &Arc<Slot>) -> bool {
+    fn take_if_own_response(&self, lent: &Lent<'_>, own: &Arc<Slot>) -> bool {
+        let env = lent.envelope();
         if env.kind != MessageType::Response {
             return false;
         }
         let mut st = self.state.lock();
-        let Some(key) = self.key_of(env, &st) else {
+        // A compact frame carries the key itself: no text to parse back.
+        let Some(key) = lent.id_number().or_else(|| self.key_of(env, &st)) else {
             return false;
         };
         if !st.pending.get(&key).is_some_and(|s| Arc::ptr_eq(s, own)) {

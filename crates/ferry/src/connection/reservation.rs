@@ -4,7 +4,7 @@
 use super::slot::Slot;
 use super::{CallError, Connection, Pending};
 use crate::codec::EnvelopeRef;
-use crate::protocol::{Envelope, MessageType};
+use crate::protocol::{Envelope, MessageType, RequestId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ pub struct Reservation {
 
 pub(super) struct Claim {
     pub(super) conn: Arc<Connection>,
-    pub(super) id: String,
+    pub(super) id: RequestId,
     pub(super) key: u64,
     pub(super) slot: Arc<Slot>,
 }
@@ -40,7 +40,7 @@ impl Claim {
 impl std::fmt::Debug for Reservation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reservation")
-            .field("id", &self.claim.as_ref().map(|c| c.id.as_str()))
+            .field("id", &self.claim.as_ref().map(|c| c.id))
             .finish_non_exhaustive()
     }
 }
@@ -78,7 +78,7 @@ impl Reservation {
         };
         // Sent under the reserved id from a view: the envelope is not rewritten.
         let mut view = EnvelopeRef::from(request);
-        view.message_id = &claim.id;
+        view.message_id = claim.id.as_str();
         view.kind = MessageType::Request;
         view.timestamp = view.timestamp.or(fill.timestamp);
         view.worker_type = view.worker_type.or(fill.worker_type);

@@ -8,6 +8,47 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// A host's request id, `r-<n>`, held inline: a connection makes one per request, and
+/// this way allocates nothing for it.
+#[derive(Clone, Copy)]
+pub(crate) struct RequestId {
+    text: [u8; RequestId::MAX_LEN],
+    len: u8,
+}
+
+impl RequestId {
+    /// The prefix of a host's request ids.
+    pub(crate) const PREFIX: &'static str = "r";
+    /// `r-` and the 20 digits of `u64::MAX`.
+    const MAX_LEN: usize = 22;
+
+    /// `r-<n>`.
+    pub(crate) fn new(n: u64) -> Self {
+        let mut text = [0u8; Self::MAX_LEN];
+        text[0] = b'r';
+        text[1] = b'-';
+        let (digits, start) = decimal_digits(n);
+        let count = digits.len() - start;
+        text[2..2 + count].copy_from_slice(&digits[start..]);
+        RequestId {
+            text,
+            len: (2 + count) as u8,
+        }
+    }
+
+    /// The id as text.
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII is ever written: the conversion cannot fail.
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
 /// Hands out message ids `<prefix>-<n>`, unique within one process side.
 ///
 /// ```
@@ -38,6 +79,12 @@ impl IdGenerator {
         let mut id = String::with_capacity(self.prefix.len() + 1 + 20);
         self.next_id_into(&mut id);
         id
+    }
+
+    /// The next id's number, for a caller that writes the text itself (see [`RequestId`]).
+    #[inline]
+    pub(crate) fn next_number(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The next id, written over `out` (which keeps its allocation); returns its number.
@@ -88,7 +135,14 @@ impl IdGenerator {
 
 /// Appends `n` in decimal.
 #[inline]
-pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
+pub(crate) fn push_decimal(out: &mut String, n: u64) {
+    let (digits, start) = decimal_digits(n);
+    // ASCII digits: always UTF-8.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+}
+
+/// The decimal digits of `n`: they are `digits[start..]`.
+fn decimal_digits(mut n: u64) -> ([u8; 20], usize) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -99,8 +153,7 @@ pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    // ASCII digits: always UTF-8.
-    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+    (digits, start)
 }
 
 thread_local! {
@@ -245,6 +298,16 @@ mod tests {
             n.clear();
             push_decimal(&mut n, v);
             assert_eq!(n, v.to_string());
+        }
+    }
+
+    #[test]
+    fn inline_request_ids_read_back_as_their_numbers() {
+        let ids = IdGenerator::new(RequestId::PREFIX);
+        for n in [0, 1, 9, 10, 12_345, u64::MAX] {
+            let id = RequestId::new(n);
+            assert_eq!(id.as_str(), format!("r-{n}"));
+            assert_eq!(ids.number_of(id.as_str()), Some(n));
         }
     }
 

@@ -124,19 +124,21 @@ impl Io {
     /// Decodes one received frame; a frame that cannot be read is logged and skipped, and
     /// when it is a request whose id can still be read, that request is answered
     /// `protocol` (so the host's caller hears why instead of waiting).
-    fn decode(&mut self, frame: &[u8]) -> Option<DecodedFrame> {
+    /// Decodes `frame` into `place` (a compact link reuses what `place` holds); `false`:
+    /// the frame was refused (and answered with an error when its request can be told).
+    fn decode(&mut self, frame: &[u8], place: &mut DecodedFrame) -> bool {
         let decoded = match &self.compact {
-            Some(wire) => wire.decode(frame),
-            None => self.codec.decode(frame),
+            Some(wire) => wire.decode_into(frame, place),
+            None => self.codec.decode(frame).map(|d| *place = d),
         };
         match decoded {
-            Ok(d) => Some(d),
+            Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "skipping undecodable frame");
                 if let Some(id) = self.compact.as_ref().and_then(|_| request_id_of(frame)) {
                     self.send_error(&id, ErrorBody::new(e.code(), e.to_string()));
                 }
-                None
+                false
             }
         }
     }
@@ -175,9 +177,10 @@ impl Io {
                     continue;
                 }
             }
-            let Some(decoded) = self.decode(&buf) else {
+            let mut decoded = DecodedFrame::default();
+            if !self.decode(&buf, &mut decoded) {
                 continue;
-            };
+            }
             let is_health = decoded.envelope.kind == MessageType::Request
                 && decoded
                     .envelope
@@ -309,6 +312,8 @@ pub fn serve_link<H: Handler>(
     }
     let lends_in_place = io.rx.as_ref().is_some_and(|rx| rx.lends_in_place());
     let mut buf = Vec::new();
+    // Every request is decoded here, reusing the texts and lists of the one before.
+    let mut place = DecodedFrame::default();
     while !io.host_gone && !io.stop_requested {
         if let Some(q) = io.queue.pop_front() {
             let atts: Vec<&[u8]> = q.attachments.iter().map(Vec::as_slice).collect();
@@ -319,9 +324,9 @@ pub fn serve_link<H: Handler>(
             continue;
         }
         let served = if lends_in_place {
-            serve_lent_frame(&mut io, &info, &mut handler, &mut buf)
+            serve_lent_frame(&mut io, &info, &mut handler, &mut buf, &mut place)
         } else {
-            serve_received_frame(&mut io, &info, &mut handler, &mut buf)
+            serve_received_frame(&mut io, &info, &mut handler, &mut buf, &mut place)
         };
         match served {
             Ok(false) => {}
@@ -341,16 +346,17 @@ fn serve_received_frame<H: Handler>(
     info: &ReadyInfo,
     handler: &mut H,
     buf: &mut Vec<u8>,
+    place: &mut DecodedFrame,
 ) -> Result<bool, TransportError> {
     let rx = io
         .rx
         .as_mut()
         .expect("the receiver is back after every lent frame");
     rx.recv(buf, None)?;
-    let Some(decoded) = io.decode(buf) else {
+    if !io.decode(buf, place) {
         return Ok(false);
-    };
-    Ok(dispatch_decoded(io, info, handler, &decoded, buf))
+    }
+    Ok(dispatch_decoded(io, info, handler, place, buf))
 }
 
 /// Receives one frame on a transport that lends it in place (shm) and handles it there
@@ -364,29 +370,31 @@ fn serve_lent_frame<H: Handler>(
     info: &ReadyInfo,
     handler: &mut H,
     buf: &mut Vec<u8>,
+    place: &mut DecodedFrame,
 ) -> Result<bool, TransportError> {
     let mut rx = io
         .rx
         .take()
         .expect("the receiver is back after every lent frame");
     let mut stop = false;
-    let mut copied: Option<DecodedFrame> = None;
+    let mut copied = false;
     let received = rx.recv_with(&mut Vec::new(), None, &mut |frame| {
-        let Some(decoded) = io.decode(frame) else {
+        if !io.decode(frame, place) {
             return;
-        };
-        if runs_in_place(&decoded.envelope, handler) {
-            stop = dispatch_decoded(io, info, handler, &decoded, frame);
+        }
+        if runs_in_place(&place.envelope, handler) {
+            stop = dispatch_decoded(io, info, handler, place, frame);
         } else {
+            // The frame's ranges locate the attachments in the copy just as well.
             buf.clear();
             buf.extend_from_slice(frame);
-            copied = Some(decoded);
+            copied = true;
         }
     });
     io.rx = Some(rx);
     received?;
-    if let Some(decoded) = copied {
-        stop = dispatch_decoded(io, info, handler, &decoded, buf);
+    if copied {
+        stop = dispatch_decoded(io, info, handler, place, buf);
     }
     Ok(stop)
 }
