@@ -251,7 +251,8 @@ class Worker:
     def _dispatch(self, request: Request | RawRequest) -> Answer:
         """Runs one request's handler; called by the native loop (and :meth:`handle`)."""
         operation = request.operation
-        entry = self._entry(operation)
+        # An exact name is one dict lookup here: no method call on the hot path.
+        entry = self._exact.get(operation) or self._entry(operation)
         if entry is None:
             return FerryError(self._unknown(operation), "unknown_operation")
         handler, is_async = entry
@@ -273,7 +274,8 @@ class Worker:
                 log.exception("operation %s (request %s) failed", operation, request.request_id)
             # A FerryError answers as itself (the serve loop reads its code and message).
             return exc if isinstance(exc, FerryError) else FerryError(message, code)
-        return _answer(result)
+        # A `Reply`, what most handlers return, answers as it is (no call into `_answer`).
+        return result if result.__class__ is Reply else _answer(result)
 
     def _run_async(self, awaitable: Any) -> Any:
         loop = self._loop
