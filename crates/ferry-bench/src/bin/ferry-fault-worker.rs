@@ -10,6 +10,7 @@
 //! | `invalid-utf8` | precedes every answer with a line that is not UTF-8 |
 //! | `bad-attachment` | answers the first request with an envelope whose attachment is not base64, later ones correctly |
 //! | `wrong-type` | before the first answer prints a JSON log line naming the request, then answers it with `"success": "yes"` (a string); later requests correctly |
+//! | `too-deep` | answers the first request with `data` nested 2,000 levels (past every JSON parser's limit), later ones correctly |
 //! | `exit-before-ready` | exits with status 3 at once |
 //! | `never-ready` | says nothing for N seconds (default 60), then exits |
 //! | `die-mid-response` | sends `ready`, then half an answer, then exits with status 1 |
@@ -103,6 +104,26 @@ fn raw_loop(
     ExitCode::SUCCESS
 }
 
+/// How deep `too-deep` nests its first answer's data: past serde_json's own limit (128),
+/// so the line cannot be read as an envelope at all.
+const TOO_DEEP: usize = 2000;
+
+/// A raw loop that answers the first request with what `broken` writes, later ones
+/// correctly.
+fn first_answer_broken(
+    mut broken: impl FnMut(&Value, &mut dyn Write) -> std::io::Result<()>,
+) -> ExitCode {
+    let mut first = true;
+    raw_loop(&[], move |req, out| {
+        if std::mem::take(&mut first) {
+            broken(req, out)?;
+        } else {
+            writeln!(out, "{}", answer_line(req))?;
+        }
+        Ok(!is_shutdown(req))
+    })
+}
+
 fn is_shutdown(request: &Value) -> bool {
     request.get("operation").and_then(Value::as_str) == Some("shutdown")
 }
@@ -150,35 +171,29 @@ fn main() -> ExitCode {
             writeln!(out, "{}", answer_line(req))?;
             Ok(!is_shutdown(req))
         }),
-        "bad-attachment" => {
-            let mut first = true;
-            raw_loop(&[], move |req, out| {
-                if std::mem::take(&mut first) {
-                    let mut line: Value = serde_json::from_str(&answer_line(req))?;
-                    line["attachments"] = json!([{"size": 3, "data_base64": "!!!"}]);
-                    writeln!(out, "{line}")?;
-                } else {
-                    writeln!(out, "{}", answer_line(req))?;
-                }
-                Ok(!is_shutdown(req))
-            })
-        }
-        "wrong-type" => {
-            let mut first = true;
-            raw_loop(&[], move |req, out| {
-                if std::mem::take(&mut first) {
-                    let id = req.get("message_id").cloned().unwrap_or(Value::Null);
-                    let log = json!({"level": "info", "request_id": id, "msg": "working"});
-                    writeln!(out, "{log}")?;
-                    let mut line: Value = serde_json::from_str(&answer_line(req))?;
-                    line["success"] = json!("yes");
-                    writeln!(out, "{line}")?;
-                } else {
-                    writeln!(out, "{}", answer_line(req))?;
-                }
-                Ok(!is_shutdown(req))
-            })
-        }
+        "bad-attachment" => first_answer_broken(|req, out| {
+            let mut line: Value = serde_json::from_str(&answer_line(req))?;
+            line["attachments"] = json!([{"size": 3, "data_base64": "!!!"}]);
+            writeln!(out, "{line}")
+        }),
+        "wrong-type" => first_answer_broken(|req, out| {
+            let id = req.get("message_id").cloned().unwrap_or(Value::Null);
+            let log = json!({"level": "info", "request_id": id, "msg": "working"});
+            writeln!(out, "{log}")?;
+            let mut line: Value = serde_json::from_str(&answer_line(req))?;
+            line["success"] = json!("yes");
+            writeln!(out, "{line}")
+        }),
+        "too-deep" => first_answer_broken(|req, out| {
+            // Written by hand: serializing (or dropping) a `Value` this deep recurses once
+            // per level.
+            let id = req.get("message_id").cloned().unwrap_or(Value::Null);
+            let (open, close) = ("[".repeat(TOO_DEEP), "]".repeat(TOO_DEEP));
+            writeln!(
+                out,
+                r#"{{"version":1,"message_id":"w-1","type":"response","request_id":{id},"success":true,"data":{open}1{close}}}"#
+            )
+        }),
         "exit-before-ready" => ExitCode::from(3),
         "never-ready" => {
             std::thread::sleep(Duration::from_secs(if n == 0 { 60 } else { n }));

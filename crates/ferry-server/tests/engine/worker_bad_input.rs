@@ -8,6 +8,13 @@ use ferry::worker::{CallError, SpawnError, WorkerProcess, WorkerSpec};
 use serde_json::json;
 use std::time::Duration;
 
+/// A legacy-dialect worker running `script` in `sh`.
+fn legacy_sh(script: &str) -> WorkerProcess {
+    let spec =
+        WorkerSpec::new("legacy", "sh", ["-c", script]).dialect(ferry::worker::Dialect::Legacy);
+    WorkerProcess::spawn(spec).unwrap()
+}
+
 fn fault_spec(mode: &str) -> WorkerSpec {
     WorkerSpec::new("fault", fault_bin(), [mode])
 }
@@ -54,6 +61,21 @@ fn an_envelope_line_that_breaks_the_protocol_fails_its_request_not_skipped() {
 }
 
 #[test]
+fn an_answer_line_too_deep_to_parse_fails_its_request_instead_of_waiting() {
+    with_watchdog(WATCHDOG, || {
+        // No deadline: a skipped answer would leave this call waiting for ever (the
+        // watchdog would fail the test).
+        let mut w = WorkerProcess::spawn(fault_spec("too-deep")).unwrap();
+        let err = w.call("echo", json!({"first": true}), |_| {}).unwrap_err();
+        assert!(matches!(err, CallError::Codec(_)), "got {err:?}");
+        assert!(err.to_string().contains("recursion limit"), "got {err}");
+        assert_eq!(w.skipped_frames(), 0);
+        let reply = w.call("echo", json!({"second": true}), |_| {}).unwrap();
+        assert_eq!(reply.data, json!({"second": true}));
+    });
+}
+
+#[test]
 fn an_answer_line_with_a_field_of_the_wrong_type_fails_its_request_and_logs_stay_noise() {
     with_watchdog(WATCHDOG, || {
         let mut w = WorkerProcess::spawn(fault_spec("wrong-type")).unwrap();
@@ -68,6 +90,27 @@ fn an_answer_line_with_a_field_of_the_wrong_type_fails_its_request_and_logs_stay
 }
 
 #[test]
+fn a_legacy_answer_too_deep_to_parse_fails_its_request_and_prints_stay_noise() {
+    with_watchdog(WATCHDOG, || {
+        // Past serde_json's own limit: the line cannot be read as JSON at all, but it is an
+        // object with a boolean `success`, so it answers the request in flight (no deadline:
+        // skipping it would leave the call waiting for ever).
+        let deep = format!("{}1{}", "[".repeat(2000), "]".repeat(2000));
+        let script = format!(
+            r#"read -r _; echo 'loading {{'; echo '{{"success": true, "data": {deep}}}'
+               while read -r _; do echo '{{"success": true, "data": "fine"}}'; done"#
+        );
+        let mut w = legacy_sh(&script);
+        let err = w.call("echo", json!(1), |_| {}).unwrap_err();
+        assert!(matches!(err, CallError::Codec(_)), "got {err:?}");
+        assert!(err.to_string().contains("recursion limit"), "got {err}");
+        assert_eq!(w.skipped_frames(), 1, "the print before it is noise");
+        let reply = w.call("echo", json!(2), |_| {}).unwrap();
+        assert_eq!(reply.data, json!("fine"));
+    });
+}
+
+#[test]
 fn a_legacy_answer_nested_past_the_limit_fails_its_request_and_the_link_carries_on() {
     with_watchdog(WATCHDOG, || {
         let deep = format!("{}1{}", "[".repeat(110), "]".repeat(110));
@@ -75,9 +118,7 @@ fn a_legacy_answer_nested_past_the_limit_fails_its_request_and_the_link_carries_
             r#"read -r _; echo '{{"success": true, "data": {deep}}}'
                while read -r _; do echo '{{"success": true, "data": "fine"}}'; done"#
         );
-        let spec = WorkerSpec::new("legacy", "sh", ["-c", script.as_str()])
-            .dialect(ferry::worker::Dialect::Legacy);
-        let mut w = WorkerProcess::spawn(spec).unwrap();
+        let mut w = legacy_sh(&script);
         let err = w.call("echo", json!(1), |_| {}).unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidRequest, "got {err}");
         let reply = w.call("echo", json!(2), |_| {}).unwrap();

@@ -568,6 +568,16 @@ mod data_depth {
         let line = serde_json::to_vec(&over).unwrap();
         assert!(too_deep(lines.decode(&line)));
         assert_eq!(lines.answer_id(&line).as_deref(), Some("r-7"));
+        // Past serde_json's own limit (128): the line does not decode at all, and its id is
+        // still read (the data stepped over without recursion), so its request fails
+        // instead of waiting. (Written by hand: serializing such a `Value` recurses.)
+        let deepest = format!(
+            r#"{{"version":1,"type":"response","request_id":"r-7","data":{}1{}}}"#,
+            "[".repeat(2000),
+            "]".repeat(2000)
+        );
+        assert!(lines.decode(deepest.as_bytes()).is_err());
+        assert_eq!(lines.answer_id(deepest.as_bytes()).as_deref(), Some("r-7"));
         // A JSON log line that mentions a request is not an envelope (no `version`, `type`).
         let log = br#"{"level":"info","request_id":"r-7","msg":"working"}"#;
         assert_eq!(lines.answer_id(log), None);

@@ -85,11 +85,25 @@ impl Connection {
                 }
             },
             Dialect::Legacy => {
-                let decoded = serde_json::from_slice::<Value>(frame)
-                    .map_err(|e| e.to_string())
-                    .and_then(|v| {
-                        legacy::decode_answer(v, self.ids.next_id()).map_err(|e| e.to_string())
-                    });
+                let value = match serde_json::from_slice::<Value>(frame) {
+                    Ok(value) => value,
+                    Err(e) => {
+                        // An answer the parser cannot hold (data nested past its limit)
+                        // fails its request rather than being skipped while it waits.
+                        if let Some(key) = self.legacy_answer_key(frame) {
+                            tracing::warn!(worker = %self.label, error = %e, "refusing an answer");
+                            let e = CodecError::Header {
+                                codec: crate::codec::CodecKind::Json,
+                                source: crate::codec::HeaderError::serde(e),
+                            };
+                            self.fail_one(key, CallError::Codec(e));
+                        } else {
+                            self.skip(frame, &e);
+                        }
+                        return None;
+                    }
+                };
+                let decoded = legacy::decode_answer(value, self.ids.next_id());
                 let env = match decoded {
                     Ok(env) => env,
                     Err(e) => {
@@ -111,6 +125,20 @@ impl Connection {
                 Lent::Legacy(Box::new(env))
             }
         })
+    }
+
+    /// The pending key of the request a legacy line that cannot be parsed whole still
+    /// answers ([`legacy::marked_answer`]): the one it names, or the one in flight.
+    fn legacy_answer_key(&self, frame: &[u8]) -> Option<u64> {
+        let named = legacy::marked_answer(frame)?;
+        let st = self.state.lock();
+        match named {
+            Some(id) => self
+                .ids
+                .number_of(&id)
+                .filter(|key| st.pending.contains_key(key)),
+            None => st.pending.keys().next().copied(),
+        }
     }
 
     /// Whether a frame that does not decode is a stray print to skip: only on a line link

@@ -77,6 +77,32 @@ pub(crate) fn write_request(
     serde_json::to_writer(out, &line)
 }
 
+/// Whether a line that cannot be read whole (e.g. data nested past serde_json's limit) is
+/// still a legacy answer: a JSON object with a boolean `success`. Returns the `request_id`
+/// it names (`Some(None)`: an answer without one), stepping over every other field without
+/// recursion; `None`: not an answer (a stray print).
+///
+/// ```
+/// use ferry::protocol::legacy::marked_answer;
+/// let deep = format!(r#"{{"success":true,"data":{}1{}}}"#, "[".repeat(500), "]".repeat(500));
+/// assert!(serde_json::from_str::<serde_json::Value>(&deep).is_err());
+/// assert_eq!(marked_answer(deep.as_bytes()), Some(None));
+/// assert_eq!(marked_answer(br#"{"success":false,"request_id":"r-3"}"#), Some(Some("r-3".into())));
+/// assert_eq!(marked_answer(b"loading weights..."), None);
+/// ```
+pub fn marked_answer(line: &[u8]) -> Option<Option<String>> {
+    #[derive(serde::Deserialize)]
+    struct Marked {
+        #[serde(rename = "success")]
+        _success: bool,
+        #[serde(default)]
+        request_id: Option<String>,
+    }
+    serde_json::from_slice::<Marked>(line)
+        .ok()
+        .map(|m| m.request_id)
+}
+
 /// Reads a legacy answer as a response or error envelope. A missing `request_id` is
 /// left unset: with one request outstanding the caller knows which it answers.
 pub fn decode_answer(value: Value, message_id: String) -> Result<Envelope, LegacyError> {
