@@ -1,11 +1,12 @@
 //! The compact frame header (docs/protocol.md, section 9) over a MessagePack link whose
 //! worker announced `["echo", "device.*", "sleep"]`: any bytes decode to a frame or a typed
 //! error, within the common allocation bound; a frame that decodes locates its attachments
-//! inside the input, re-encodes, and decodes again to the same envelope.
+//! inside the input, re-encodes, and decodes again to the same envelope; decoding into a
+//! place that held another frame gives what a fresh decode gives.
 #![no_main]
 
-use ferry::codec::{CodecKind, CompactWire};
-use ferry::protocol::ReadyInfo;
+use ferry::codec::{CodecKind, CompactWire, DecodedFrame};
+use ferry::protocol::{Envelope, ReadyInfo};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -27,6 +28,26 @@ fuzz_target!(|data: &[u8]| {
     };
     let (r, usage) = ferry_fuzz::measure(|| wire.decode(data));
     ferry_fuzz::assert_bounded("compact decode", data.len(), usage, also);
+    let roomy = CompactWire::new(CodecKind::MsgPack, 1 << 30, &ready);
+    // Decoding into a place that held another frame (as both ends of a link do) gives
+    // what a fresh decode gives, refusals included.
+    let mut place = DecodedFrame::default();
+    let primer = Envelope::request("r-5", "sleep", serde_json::json!({"ms": 1}));
+    let mut header = Vec::new();
+    roomy.encode(&primer, &[b"primer"], &mut header).expect("the primer encodes");
+    header.extend_from_slice(b"primer");
+    roomy.decode_into(&header, &mut place).expect("the primer decodes");
+    match (&r, wire.decode_into(data, &mut place)) {
+        (Ok(fresh), Ok(())) => {
+            assert_eq!(ferry_fuzz::canon(&fresh.envelope), ferry_fuzz::canon(&place.envelope));
+            assert_eq!(fresh.attachment_count(), place.attachment_count());
+            for i in 0..fresh.attachment_count() {
+                assert_eq!(fresh.attachment(data, i), place.attachment(data, i));
+            }
+        }
+        (Err(fresh), Err(reused)) => assert_eq!(fresh.to_string(), reused.to_string()),
+        (fresh, reused) => panic!("fresh decode {fresh:?}, into a used place {reused:?}"),
+    }
     let Ok(decoded) = r else {
         if let Err(e) = r {
             let _ = (e.code(), e.to_string());
@@ -44,7 +65,6 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let refs: Vec<&[u8]> = attachments.iter().map(Vec::as_slice).collect();
-    let roomy = CompactWire::new(CodecKind::MsgPack, 1 << 30, &ready);
     let mut out = Vec::new();
     roomy
         .encode(&decoded.envelope, &refs, &mut out)
