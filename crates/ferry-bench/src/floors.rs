@@ -48,6 +48,13 @@ impl FloorKind {
         }
     }
 
+    /// Whether both ends of this floor busy-poll (the shm ring). On one CPU each end then
+    /// waits out the other's timeslice, so its figure there is the scheduler's, not the
+    /// mechanism's, and no ratio to it means anything.
+    pub const fn busy_polls(self) -> bool {
+        matches!(self, FloorKind::ShmRing)
+    }
+
     /// The name in tables and the JSON.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -110,6 +110,16 @@ impl CaseResult {
         }
     }
 
+    /// Leaves out the ratios and the difference to a floor and a peer that busy-poll, on a
+    /// pinning where that makes their figures the scheduler's (both ends on one CPU, see
+    /// [`FloorKind::busy_polls`](crate::floors::FloorKind::busy_polls)); their medians stay.
+    pub fn without_busy_polling_comparisons(mut self) -> Self {
+        self.ratio_to_floor = None;
+        self.over_floor_us = None;
+        self.ratio_to_peer = None;
+        self
+    }
+
     /// Sets the peer of this row and its median (`None`: it failed), and the ratio.
     pub fn with_peer(mut self, peer: Option<(&str, Option<f64>)>) -> Self {
         let peer_p50_us = peer.and_then(|(_, p50)| p50);
@@ -285,6 +295,18 @@ mod tests {
         let row = row.with_peer(Some(("iceoryx2", None)));
         assert_eq!(row.peer.as_deref(), Some("iceoryx2"));
         assert_eq!((row.peer_p50_us, row.ratio_to_peer), (None, None));
+        // On one CPU a busy-polling floor's and peer's medians stay, their ratios go.
+        let spinning = Some(("shm_ring", Some(8000.0)));
+        let row = CaseResult::new("shm", "rust", "msgpack", 64, Pin::Same, &stats, spinning)
+            .with_peer(Some(("iceoryx2", Some(9000.0))))
+            .without_busy_polling_comparisons();
+        assert_eq!(
+            (row.floor_p50_us, row.peer_p50_us),
+            (Some(8000.0), Some(9000.0))
+        );
+        assert_eq!(row.ratio_to_floor, None);
+        assert_eq!(row.over_floor_us, None);
+        assert_eq!(row.ratio_to_peer, None);
     }
 
     #[test]

@@ -383,6 +383,19 @@ fn python_echo_raw_rows_are_benched_over_shm_and_said_in_the_notes() {
         .filter(|r| r["worker"] == "python" && r["transport"] == "shm" && r["pin"] == "none")
         .collect();
     assert_eq!(rows.len(), 2, "{json}");
+    for row in &rows {
+        assert!(number(row, "ratio_to_floor") > 0.0, "{row}");
+    }
+    // The same-core extra case: the busy-polling ring's median is kept, no ratio to it.
+    let same = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["transport"] == "shm" && r["pin"] == "same")
+        .unwrap_or_else(|| panic!("no same-core shm row in {json}"));
+    assert!(number(same, "floor_p50_us") > 0.0, "{same}");
+    assert!(same["ratio_to_floor"].is_null(), "{same}");
+    assert!(same["over_floor_us"].is_null(), "{same}");
     let notes: Vec<&str> = json["method"]["notes"]
         .as_array()
         .expect("the notes are in the JSON")
