@@ -34,12 +34,19 @@ fuzz_target!(|data: &[u8]| {
     let mut place = DecodedFrame::default();
     let primer = Envelope::request("r-5", "sleep", serde_json::json!({"ms": 1}));
     let mut header = Vec::new();
-    roomy.encode(&primer, &[b"primer"], &mut header).expect("the primer encodes");
+    roomy
+        .encode(&primer, &[b"primer"], &mut header)
+        .expect("the primer encodes");
     header.extend_from_slice(b"primer");
-    roomy.decode_into(&header, &mut place).expect("the primer decodes");
+    roomy
+        .decode_into(&header, &mut place)
+        .expect("the primer decodes");
     match (&r, wire.decode_into(data, &mut place)) {
         (Ok(fresh), Ok(())) => {
-            assert_eq!(ferry_fuzz::canon(&fresh.envelope), ferry_fuzz::canon(&place.envelope));
+            assert_eq!(
+                ferry_fuzz::canon(&fresh.envelope),
+                ferry_fuzz::canon(&place.envelope)
+            );
             assert_eq!(fresh.attachment_count(), place.attachment_count());
             for i in 0..fresh.attachment_count() {
                 assert_eq!(fresh.attachment(data, i), place.attachment(data, i));
