@@ -147,13 +147,13 @@ impl DecodedFrame {
         const STACK: usize = 4;
         let count = self.attachment_count();
         if count <= STACK {
+            // In order, as the `Vec` path below (a located attachment always lies in the
+            // frame that was decoded; one that did not would be left out by both).
             let mut few: [&[u8]; STACK] = [&[]; STACK];
             let mut found = 0;
-            for (slot, i) in few.iter_mut().zip(0..count) {
-                if let Some(a) = self.attachment(frame, i) {
-                    *slot = a;
-                    found += 1;
-                }
+            for a in (0..count).filter_map(|i| self.attachment(frame, i)) {
+                few[found] = a;
+                found += 1;
             }
             f(&few[..found])
         } else {

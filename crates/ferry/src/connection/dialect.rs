@@ -90,15 +90,9 @@ impl Connection {
                     Err(e) => {
                         // An answer the parser cannot hold (data nested past its limit)
                         // fails its request rather than being skipped while it waits.
-                        if let Some(key) = self.legacy_answer_key(frame) {
-                            tracing::warn!(worker = %self.label, error = %e, "refusing an answer");
-                            let e = CodecError::Header {
-                                codec: crate::codec::CodecKind::Json,
-                                source: crate::codec::HeaderError::serde(e),
-                            };
-                            self.fail_one(key, CallError::Codec(e));
-                        } else {
-                            self.skip(frame, &e);
+                        match legacy::marked_answer(frame) {
+                            Some(named) => self.refuse_legacy(named, e),
+                            None => self.skip(frame, &e),
                         }
                         return None;
                     }
@@ -127,18 +121,30 @@ impl Connection {
         })
     }
 
-    /// The pending key of the request a legacy line that cannot be parsed whole still
-    /// answers ([`legacy::marked_answer`]): the one it names, or the one in flight.
-    fn legacy_answer_key(&self, frame: &[u8]) -> Option<u64> {
-        let named = legacy::marked_answer(frame)?;
-        let st = self.state.lock();
-        match named {
-            Some(id) => self
-                .ids
-                .number_of(&id)
-                .filter(|key| st.pending.contains_key(key)),
-            None => st.pending.keys().next().copied(),
-        }
+    /// Fails the request a legacy answer that cannot be parsed whole answers (`named`, as
+    /// [`legacy::marked_answer`] read it; else the one in flight) with `why`. An answer to
+    /// a request no longer pending is dropped, as a readable one is (not counted as noise).
+    fn refuse_legacy(&self, named: Option<String>, why: serde_json::Error) {
+        let key = {
+            let st = self.state.lock();
+            match named {
+                Some(id) => self
+                    .ids
+                    .number_of(&id)
+                    .filter(|key| st.pending.contains_key(key)),
+                None => st.pending.keys().next().copied(),
+            }
+        };
+        let Some(key) = key else {
+            tracing::debug!(worker = %self.label, error = %why, "unreadable answer for a request no longer pending");
+            return;
+        };
+        tracing::warn!(worker = %self.label, error = %why, "refusing an answer");
+        let e = CodecError::Header {
+            codec: crate::codec::CodecKind::Json,
+            source: crate::codec::HeaderError::serde(why),
+        };
+        self.fail_one(key, CallError::Codec(e));
     }
 
     /// Whether a frame that does not decode is a stray print to skip: only on a line link
@@ -220,6 +226,14 @@ impl Lent<'_> {
                 Envelope::new(MessageType::Response, String::new()),
             ),
             Lent::Legacy(env) => *env,
+        }
+    }
+
+    /// Drops the answer's data from the receive half's place once it has been seen, so a
+    /// large one is not held while the link is idle.
+    pub(super) fn release_data(&mut self) {
+        if let Lent::Frame(d) = self {
+            d.envelope.data = None;
         }
     }
 

@@ -45,7 +45,7 @@ impl Connection {
             place,
         } = rx;
         match receiver.recv_with(buf, deadline, &mut |frame| {
-            let Some(lent) = self.decode_frame_lent(frame, place) else {
+            let Some(mut lent) = self.decode_frame_lent(frame, place) else {
                 return;
             };
             if let Some(own) = own {
@@ -56,6 +56,7 @@ impl Connection {
                             lent.with_attachments(frame, |attachments| {
                                 visit(ResponseRef::new(lent.envelope(), attachments));
                             });
+                            lent.release_data();
                             self.freed();
                             return;
                         }

@@ -77,10 +77,11 @@ pub(crate) fn write_request(
     serde_json::to_writer(out, &line)
 }
 
-/// Whether a line that cannot be read whole (e.g. data nested past serde_json's limit) is
-/// still a legacy answer: a JSON object with a boolean `success`. Returns the `request_id`
-/// it names (`Some(None)`: an answer without one), stepping over every other field without
-/// recursion; `None`: not an answer (a stray print).
+/// Whether a line that cannot be read whole as a JSON value (data nested past serde_json's
+/// limit, a number out of `f64`'s range, a lone surrogate escape) is still a legacy answer:
+/// a JSON object with a boolean `success`. Returns the `request_id` it names (`Some(None)`:
+/// an answer without a text one, which [`decode_answer`] also reads as none), stepping over
+/// every other field without recursion; `None`: not an answer (a stray print).
 ///
 /// ```
 /// use ferry::protocol::legacy::marked_answer;
@@ -88,19 +89,30 @@ pub(crate) fn write_request(
 /// assert!(serde_json::from_str::<serde_json::Value>(&deep).is_err());
 /// assert_eq!(marked_answer(deep.as_bytes()), Some(None));
 /// assert_eq!(marked_answer(br#"{"success":false,"request_id":"r-3"}"#), Some(Some("r-3".into())));
+/// assert_eq!(marked_answer(br#"{"success":true,"request_id":7,"data":1e999}"#), Some(None));
 /// assert_eq!(marked_answer(b"loading weights..."), None);
 /// ```
 pub fn marked_answer(line: &[u8]) -> Option<Option<String>> {
+    /// A `request_id` of any type, as [`decode_answer`] takes it: only text names one.
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Other(serde::de::IgnoredAny),
+    }
     #[derive(serde::Deserialize)]
     struct Marked {
         #[serde(rename = "success")]
         _success: bool,
         #[serde(default)]
-        request_id: Option<String>,
+        request_id: Option<Id>,
     }
     serde_json::from_slice::<Marked>(line)
         .ok()
-        .map(|m| m.request_id)
+        .map(|m| match m.request_id {
+            Some(Id::Text(id)) => Some(id),
+            Some(Id::Other(_)) | None => None,
+        })
 }
 
 /// Reads a legacy answer as a response or error envelope. A missing `request_id` is

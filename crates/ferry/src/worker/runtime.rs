@@ -121,11 +121,10 @@ impl Io {
         }
     }
 
-    /// Decodes one received frame; a frame that cannot be read is logged and skipped, and
-    /// when it is a request whose id can still be read, that request is answered
-    /// `protocol` (so the host's caller hears why instead of waiting).
     /// Decodes `frame` into `place` (a compact link reuses what `place` holds); `false`:
-    /// the frame was refused (and answered with an error when its request can be told).
+    /// the frame cannot be read. It is logged and skipped, and when it is a request whose
+    /// id can still be read, that request is answered `protocol` (so the host's caller
+    /// hears why instead of waiting).
     fn decode(&mut self, frame: &[u8], place: &mut DecodedFrame) -> bool {
         let decoded = match &self.compact {
             Some(wire) => wire.decode_into(frame, place),
@@ -356,7 +355,10 @@ fn serve_received_frame<H: Handler>(
     if !io.decode(buf, place) {
         return Ok(false);
     }
-    Ok(dispatch_decoded(io, info, handler, place, buf))
+    let stop = dispatch_decoded(io, info, handler, place, buf);
+    // Not held while the link is idle (it may be large).
+    place.envelope.data = None;
+    Ok(stop)
 }
 
 /// Receives one frame on a transport that lends it in place (shm) and handles it there
@@ -396,6 +398,8 @@ fn serve_lent_frame<H: Handler>(
     if copied {
         stop = dispatch_decoded(io, info, handler, place, buf);
     }
+    // Not held while the link is idle (it may be large); the answer has been sent.
+    place.envelope.data = None;
     Ok(stop)
 }
 
