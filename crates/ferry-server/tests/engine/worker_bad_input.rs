@@ -8,11 +8,20 @@ use ferry::worker::{CallError, SpawnError, WorkerProcess, WorkerSpec};
 use serde_json::json;
 use std::time::Duration;
 
-/// A legacy-dialect worker running `script` in `sh`.
-fn legacy_sh(script: &str) -> WorkerProcess {
-    let spec =
-        WorkerSpec::new("legacy", "sh", ["-c", script]).dialect(ferry::worker::Dialect::Legacy);
-    WorkerProcess::spawn(spec).unwrap()
+/// A legacy-dialect `sh` worker that prints `before` (shell commands), then answers its
+/// first request with data nested `levels` deep and every later one with `"fine"`; and the
+/// error of that first call (which has no deadline: a skipped answer would hang it).
+fn legacy_first_answer_nested(levels: usize, before: &str) -> (WorkerProcess, CallError) {
+    let deep = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+    let script = format!(
+        r#"read -r _; {before}echo '{{"success": true, "data": {deep}}}'
+           while read -r _; do echo '{{"success": true, "data": "fine"}}'; done"#
+    );
+    let spec = WorkerSpec::new("legacy", "sh", ["-c", script.as_str()])
+        .dialect(ferry::worker::Dialect::Legacy);
+    let mut w = WorkerProcess::spawn(spec).unwrap();
+    let err = w.call("echo", json!(1), |_| {}).unwrap_err();
+    (w, err)
 }
 
 fn fault_spec(mode: &str) -> WorkerSpec {
@@ -95,13 +104,7 @@ fn a_legacy_answer_too_deep_to_parse_fails_its_request_and_prints_stay_noise() {
         // Past serde_json's own limit: the line cannot be read as JSON at all, but it is an
         // object with a boolean `success`, so it answers the request in flight (no deadline:
         // skipping it would leave the call waiting for ever).
-        let deep = format!("{}1{}", "[".repeat(2000), "]".repeat(2000));
-        let script = format!(
-            r#"read -r _; echo 'loading {{'; echo '{{"success": true, "data": {deep}}}'
-               while read -r _; do echo '{{"success": true, "data": "fine"}}'; done"#
-        );
-        let mut w = legacy_sh(&script);
-        let err = w.call("echo", json!(1), |_| {}).unwrap_err();
+        let (mut w, err) = legacy_first_answer_nested(2000, "echo 'loading {'; ");
         assert!(matches!(err, CallError::Codec(_)), "got {err:?}");
         assert!(err.to_string().contains("recursion limit"), "got {err}");
         assert_eq!(w.skipped_frames(), 1, "the print before it is noise");
@@ -113,13 +116,7 @@ fn a_legacy_answer_too_deep_to_parse_fails_its_request_and_prints_stay_noise() {
 #[test]
 fn a_legacy_answer_nested_past_the_limit_fails_its_request_and_the_link_carries_on() {
     with_watchdog(WATCHDOG, || {
-        let deep = format!("{}1{}", "[".repeat(110), "]".repeat(110));
-        let script = format!(
-            r#"read -r _; echo '{{"success": true, "data": {deep}}}'
-               while read -r _; do echo '{{"success": true, "data": "fine"}}'; done"#
-        );
-        let mut w = legacy_sh(&script);
-        let err = w.call("echo", json!(1), |_| {}).unwrap_err();
+        let (mut w, err) = legacy_first_answer_nested(110, "");
         assert_eq!(err.code(), ErrorCode::InvalidRequest, "got {err}");
         let reply = w.call("echo", json!(2), |_| {}).unwrap();
         assert_eq!(reply.data, json!("fine"));

@@ -141,27 +141,13 @@ impl DecodedFrame {
         self.inline.get(i).map(Vec::as_slice)
     }
 
-    /// Runs `f` on the attachments, borrowed from `frame`, collected on the stack when
-    /// there are at most four (no allocation for a typical answer).
+    /// Runs `f` on the attachments, borrowed from `frame`, in order (on the stack for up
+    /// to four: no allocation for a typical answer).
     pub(crate) fn with_attachments<R>(&self, frame: &[u8], f: impl FnOnce(&[&[u8]]) -> R) -> R {
-        const STACK: usize = 4;
-        let count = self.attachment_count();
-        if count <= STACK {
-            // In order, as the `Vec` path below (a located attachment always lies in the
-            // frame that was decoded; one that did not would be left out by both).
-            let mut few: [&[u8]; STACK] = [&[]; STACK];
-            let mut found = 0;
-            for a in (0..count).filter_map(|i| self.attachment(frame, i)) {
-                few[found] = a;
-                found += 1;
-            }
-            f(&few[..found])
-        } else {
-            let all: Vec<&[u8]> = (0..count)
-                .filter_map(|i| self.attachment(frame, i))
-                .collect();
-            f(&all)
-        }
+        super::collect_slices(
+            (0..self.attachment_count()).filter_map(|i| self.attachment(frame, i)),
+            f,
+        )
     }
 
     /// Every attachment copied out, for callers that keep them past the frame buffer.

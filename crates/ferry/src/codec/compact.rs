@@ -23,7 +23,7 @@ use super::body::{self, DecodedFrame};
 use super::view::{EnvelopeRef, Metas};
 use super::{CodecError, CodecKind, HeaderError};
 use crate::protocol::{
-    AttachmentMeta, Envelope, IdGenerator, MessageType, Metrics, Priority, ReadyInfo,
+    AttachmentMeta, Envelope, IdGenerator, MessageType, Metrics, Priority, ReadyInfo, RequestId,
     PROTOCOL_VERSION,
 };
 use serde_json::Value;
@@ -51,7 +51,7 @@ mod flag {
 pub const FIXED_LEN: usize = 24;
 
 /// The text form of request ids on a compact link: `r-<n>` (what a ferry host makes).
-static HOST_IDS: IdGenerator = IdGenerator::new("r");
+static HOST_IDS: IdGenerator = IdGenerator::new(RequestId::PREFIX);
 
 /// Why a compact frame could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -426,7 +426,7 @@ impl CompactWire {
         let spare = out.recycle(header.message_type());
         out.set_id_number(header.id);
         let mut id_text = spare.id;
-        push_text_id(&mut id_text, header.id);
+        id_text.push_str(RequestId::new(header.id).as_str());
         let envelope = &mut out.envelope;
         let mut at = name_at;
         // A name on a frame other than a request is skipped (senders write none).
@@ -528,15 +528,7 @@ pub fn request_id_of(frame: &[u8]) -> Option<String> {
 
 /// `r-<n>`.
 fn text_id(n: u64) -> String {
-    let mut id = String::with_capacity(22);
-    push_text_id(&mut id, n);
-    id
-}
-
-/// Appends `r-<n>` to `id`.
-fn push_text_id(id: &mut String, n: u64) {
-    id.push_str("r-");
-    crate::protocol::push_decimal(id, n);
+    RequestId::new(n).as_str().to_owned()
 }
 
 const METRIC_FLAGS: [u8; 3] = [flag::METRIC_TIME, flag::METRIC_MEMORY, flag::METRIC_GPU];

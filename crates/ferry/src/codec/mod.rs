@@ -60,17 +60,30 @@ pub(crate) fn with_parts<R>(
 /// Calls `f` with `items` as byte slices (on the stack for up to four, no allocation).
 #[inline]
 pub(crate) fn with_slices<T: AsRef<[u8]>, R>(items: &[T], f: impl FnOnce(&[&[u8]]) -> R) -> R {
+    collect_slices(items.iter().map(AsRef::as_ref), f)
+}
+
+/// Calls `f` with the slices `items` yields, in order: on the stack for up to four (no
+/// allocation), in a `Vec` past that.
+#[inline]
+pub(crate) fn collect_slices<'a, R>(
+    mut items: impl Iterator<Item = &'a [u8]>,
+    f: impl FnOnce(&[&'a [u8]]) -> R,
+) -> R {
     const STACK: usize = 4;
-    if items.len() <= STACK {
-        let mut slices: [&[u8]; STACK] = [&[]; STACK];
-        for (slot, item) in slices.iter_mut().zip(items) {
-            *slot = item.as_ref();
+    let mut few: [&[u8]; STACK] = [&[]; STACK];
+    let mut len = 0;
+    while let Some(item) = items.next() {
+        if len == STACK {
+            let mut all = few.to_vec();
+            all.push(item);
+            all.extend(items);
+            return f(&all);
         }
-        f(&slices[..items.len()])
-    } else {
-        let slices: Vec<&[u8]> = items.iter().map(AsRef::as_ref).collect();
-        f(&slices)
+        few[len] = item;
+        len += 1;
     }
+    f(&few[..len])
 }
 
 /// Refuses a frame (`header` then `attachments`) longer than `max`: what every encoder
@@ -222,6 +235,28 @@ impl Codec {
 
     fn check_size(&self, out: &[u8], attachments: &[&[u8]]) -> Result<(), CodecError> {
         check_frame_size(out, attachments, self.max_frame)
+    }
+
+    /// [`decode`](Self::decode) into `place`, which it replaces (only a compact link reuses
+    /// what a place holds, see [`CompactWire::decode_into`]); so both kinds of link decode
+    /// through one call. After an error `place` is unchanged.
+    ///
+    /// ```
+    /// use ferry::codec::{Codec, CodecKind, DecodedFrame, Framing};
+    /// use ferry::protocol::Envelope;
+    /// let codec = Codec::new(CodecKind::Json, Framing::Lines, 1 << 20)?;
+    /// let mut line = Vec::new();
+    /// codec.encode(&Envelope::request("r-1", "echo", serde_json::json!(1)), &[], &mut line)?;
+    /// let mut place = DecodedFrame::default();
+    /// codec.decode_into(&line, &mut place)?;
+    /// assert_eq!(place.envelope.operation.as_deref(), Some("echo"));
+    /// assert!(codec.decode_into(b"not json", &mut place).is_err());
+    /// assert_eq!(place.envelope.message_id, "r-1");
+    /// # Ok::<(), ferry::codec::CodecError>(())
+    /// ```
+    pub fn decode_into(&self, frame: &[u8], place: &mut DecodedFrame) -> Result<(), CodecError> {
+        *place = self.decode(frame)?;
+        Ok(())
     }
 
     /// Decodes one frame. Attachments are located, not copied: read them with

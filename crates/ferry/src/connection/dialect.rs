@@ -61,7 +61,7 @@ impl Connection {
                 // Into the place the answer before was decoded in: no allocation for its
                 // id or attachment list.
                 Some(wire) => wire.decode_into(frame, place),
-                None => self.wire_codec().decode(frame).map(|d| *place = d),
+                None => self.wire_codec().decode_into(frame, place),
             } {
                 Ok(()) => Lent::Frame(place),
                 Err(e @ CodecError::Protocol(ProtocolError::VersionMismatch { got, .. })) => {
@@ -127,13 +127,8 @@ impl Connection {
     fn refuse_legacy(&self, named: Option<String>, why: serde_json::Error) {
         let key = {
             let st = self.state.lock();
-            match named {
-                Some(id) => self
-                    .ids
-                    .number_of(&id)
-                    .filter(|key| st.pending.contains_key(key)),
-                None => st.pending.keys().next().copied(),
-            }
+            self.key_for(named.as_deref(), &st)
+                .filter(|key| st.pending.contains_key(key))
         };
         let Some(key) = key else {
             tracing::debug!(worker = %self.label, error = %why, "unreadable answer for a request no longer pending");

@@ -103,7 +103,12 @@ impl Connection {
     /// The pending-table key of the request `env` answers, if it names one of ours (a
     /// legacy answer without an id answers the one request in flight).
     pub(super) fn key_of(&self, env: &Envelope, st: &State) -> Option<u64> {
-        match (env.request_id.as_deref(), self.dialect) {
+        self.key_for(env.request_id.as_deref(), st)
+    }
+
+    /// [`key_of`](Self::key_of) for an answer that names `request_id` (or none).
+    pub(super) fn key_for(&self, request_id: Option<&str>, st: &State) -> Option<u64> {
+        match (request_id, self.dialect) {
             (Some(id), _) => self.ids.number_of(id),
             (None, Dialect::Legacy) => st.pending.keys().next().copied(),
             (None, Dialect::Ferry) => None,

@@ -135,7 +135,7 @@ impl IdGenerator {
 
 /// Appends `n` in decimal.
 #[inline]
-pub(crate) fn push_decimal(out: &mut String, n: u64) {
+fn push_decimal(out: &mut String, n: u64) {
     let (digits, start) = decimal_digits(n);
     // ASCII digits: always UTF-8.
     out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());

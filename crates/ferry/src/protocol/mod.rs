@@ -29,7 +29,7 @@ pub use error_code::ErrorCode;
 pub use event::{Event, Progress};
 pub use frame_header::{FrameHeader, UnknownFrameHeader};
 pub use ids::{now_timestamp, IdGenerator};
-pub(crate) use ids::{push_decimal, RequestId, Stamp};
+pub(crate) use ids::{RequestId, Stamp};
 pub use ops::{
     Operation, EVENT_PROGRESS, EVENT_READY, EVENT_STATUS_CHANGE, OP_CAPABILITIES, OP_HEALTH,
     OP_SHUTDOWN,

@@ -128,7 +128,7 @@ impl Io {
     fn decode(&mut self, frame: &[u8], place: &mut DecodedFrame) -> bool {
         let decoded = match &self.compact {
             Some(wire) => wire.decode_into(frame, place),
-            None => self.codec.decode(frame).map(|d| *place = d),
+            None => self.codec.decode_into(frame, place),
         };
         match decoded {
             Ok(()) => true,
