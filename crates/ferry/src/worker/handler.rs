@@ -174,6 +174,34 @@ pub trait Handler {
         let _ = operation;
         false
     }
+
+    /// Whether the runtime times requests for `operation` and answers with the handler's
+    /// wall time in `metrics.processing_time_ms` (when the handler's reply sets none). The
+    /// default is `true`.
+    ///
+    /// Timing costs two clock reads per request, on the answer's path: about a tenth of a
+    /// 64 B shared-memory round trip (docs/benchmarks.md, "eighth round"). Say `false` for
+    /// operations so quick that the measurement is noise next to its cost (an echo, a
+    /// lookup); their answers carry the metrics the handler sets, if any.
+    ///
+    /// ```
+    /// use ferry::worker::{Context, Handler, HandlerError, Reply, Request};
+    /// struct Lookup;
+    /// impl Handler for Lookup {
+    ///     fn handle(&mut self, req: &Request<'_>, _: &mut Context<'_>) -> Result<Reply, HandlerError> {
+    ///         Ok(Reply::data(req.data().clone()))
+    ///     }
+    ///     fn timed(&self, operation: &str) -> bool {
+    ///         operation != "get"
+    ///     }
+    /// }
+    /// assert!(!Lookup.timed("get"));
+    /// assert!(Lookup.timed("train"));
+    /// ```
+    fn timed(&self, operation: &str) -> bool {
+        let _ = operation;
+        true
+    }
 }
 
 impl<F> Handler for F

@@ -538,10 +538,15 @@ fn run_handler<'r, H: Handler>(
     env: &'r Envelope,
     attachments: Vec<&'r [u8]>,
 ) -> Result<ReplyRef<'r>, HandlerError> {
-    let started = Instant::now();
+    // The clock is read only when something needs it: a quick operation the handler does
+    // not want timed, without a deadline, reads none (two reads are a tenth of a small
+    // shm round trip).
+    let timed = handler.timed(env.operation.as_deref().unwrap_or_default());
+    let started = (timed || env.deadline_ms.is_some()).then(Instant::now);
     let deadline = env
         .deadline_ms
-        .map(|ms| started + Duration::from_millis(ms));
+        .zip(started)
+        .map(|(ms, started)| started + Duration::from_millis(ms));
     let request = Request {
         envelope: env,
         attachments,
@@ -557,10 +562,12 @@ fn run_handler<'r, H: Handler>(
     }));
     match result {
         Ok(Ok(mut reply)) => {
-            let metrics = reply.metrics.get_or_insert_with(Default::default);
-            metrics
-                .processing_time_ms
-                .get_or_insert(started.elapsed().as_secs_f64() * 1000.0);
+            if let Some(started) = started.filter(|_| timed) {
+                let metrics = reply.metrics.get_or_insert_with(Default::default);
+                metrics
+                    .processing_time_ms
+                    .get_or_insert(started.elapsed().as_secs_f64() * 1000.0);
+            }
             Ok(reply)
         }
         Ok(Err(e)) => Err(e),
@@ -691,17 +698,48 @@ mod tests {
         assert_eq!(answer.envelope.request_id.as_deref(), Some("r-1"));
         assert_eq!(answer.envelope.message_id, "w-2");
         assert_eq!(answer.envelope.data, Some(data));
-        assert!(answer
-            .envelope
-            .metrics
-            .as_ref()
-            .unwrap()
-            .processing_time_ms
-            .is_some());
+        // The echo is not timed (`Echo::timed`).
+        assert_eq!(answer.envelope.metrics, None);
         assert_eq!(
             answer.attachments_owned(&buf),
             attachments.map(<[u8]>::to_vec)
         );
+        drop(host);
+        served.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn timed_operations_answer_their_processing_time_and_untimed_ones_none() {
+        let (mut host, worker) = memory::pair(1 << 20);
+        let codec = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, 1 << 20).unwrap();
+        let info = ReadyInfo::new("echo", vec!["echo".into(), "sleep".into()]);
+        let served =
+            std::thread::spawn(move || serve_link(worker, codec, info, crate::worker::echo::Echo));
+        let mut buf = Vec::new();
+        host.receiver.recv(&mut buf, None).unwrap();
+        assert!(codec.decode(&buf).unwrap().envelope.is_ready_event());
+        let mut out = Vec::new();
+        let mut answer = |op: &str, data: Value, deadline_ms: Option<u64>| {
+            let mut request = Envelope::request("r-1", op, data);
+            request.deadline_ms = deadline_ms;
+            codec.encode(&request, &[], &mut out).unwrap();
+            host.sender.send(&[&out]).unwrap();
+            // Past the progress events, to the answer.
+            let answer = loop {
+                host.receiver.recv(&mut buf, None).unwrap();
+                let message = codec.decode(&buf).unwrap().envelope;
+                if message.is_terminal() {
+                    break message;
+                }
+            };
+            assert_eq!(answer.success, Some(true), "{answer:?}");
+            answer.metrics.and_then(|m| m.processing_time_ms)
+        };
+        let slept = answer("sleep", json!({"ms": 1, "steps": 1}), None);
+        assert!(slept.is_some_and(|ms| ms >= 1.0), "{slept:?}");
+        assert_eq!(answer("echo", Value::Null, None), None);
+        // A deadline reads the clock, but an untimed answer still carries no time.
+        assert_eq!(answer("echo", Value::Null, Some(60_000)), None);
         drop(host);
         served.join().unwrap().unwrap();
     }
