@@ -87,8 +87,12 @@ impl Connection {
     /// raised). Any other `Exception` escaping it is a bug in the dispatcher, answered
     /// `internal`. A `BaseException` that is not an `Exception` (`SystemExit`,
     /// `KeyboardInterrupt`) answers that request `internal`, ends the loop, and is re-raised
-    /// here.
-    #[pyo3(signature = (worker_type, operations, dispatch, runtime, raw_operations = Vec::new()))]
+    /// here. Requests for `untimed_operations` (same patterns) are not timed: their answers
+    /// carry no `processing_time_ms` unless the reply sets one.
+    #[pyo3(signature = (worker_type, operations, dispatch, runtime, raw_operations = Vec::new(), untimed_operations = Vec::new()))]
+    // Why allowed: the arguments are the Python method's, keyword-compatible with callers
+    // written before the last two existed.
+    #[allow(clippy::too_many_arguments)]
     fn serve(
         &self,
         py: Python<'_>,
@@ -97,6 +101,7 @@ impl Connection {
         dispatch: Py<PyAny>,
         runtime: String,
         raw_operations: Vec<String>,
+        untimed_operations: Vec<String>,
     ) -> PyResult<()> {
         let (mut link, codec) = self
             .link
@@ -116,6 +121,7 @@ impl Connection {
         let mut handler = PyHandler {
             dispatch,
             raw: raw_operations,
+            untimed: untimed_operations,
             tracker: tracker.clone(),
             exit: None,
         };
@@ -144,6 +150,8 @@ struct PyHandler {
     dispatch: Py<PyAny>,
     /// The operations served by raw handlers (exact names, or prefixes ending in `*`).
     raw: Vec<String>,
+    /// The operations not timed ([`Handler::timed`]), as `raw`.
+    untimed: Vec<String>,
     /// Where frames land, for lending raw handlers their attachments in place.
     tracker: Tracker,
     /// A `SystemExit`/`KeyboardInterrupt` raised by a handler, re-raised after the loop.
@@ -188,6 +196,20 @@ impl Handler for &mut PyHandler {
             }
         })
     }
+
+    fn timed(&self, operation: &str) -> bool {
+        !matches_any(&self.untimed, operation)
+    }
+}
+
+/// Whether `operation` is one of `patterns` (exact names, or prefixes ending in `*`).
+fn matches_any(patterns: &[String], operation: &str) -> bool {
+    patterns
+        .iter()
+        .any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => operation.starts_with(prefix),
+            None => pattern == operation,
+        })
 }
 
 /// Releases the lent context on drop.
@@ -218,12 +240,7 @@ impl Drop for Revoke<'_, '_> {
 
 impl PyHandler {
     fn is_raw(&self, operation: &str) -> bool {
-        self.raw
-            .iter()
-            .any(|pattern| match pattern.strip_suffix('*') {
-                Some(prefix) => operation.starts_with(prefix),
-                None => pattern == operation,
-            })
+        matches_any(&self.raw, operation)
     }
 
     fn call<'r>(

@@ -69,6 +69,24 @@ def test_unknown_operation_is_a_typed_error() -> None:
     assert info.value.code == "unknown_operation"
 
 
+def test_untimed_operations_are_listed_and_a_later_registration_decides() -> None:
+    worker = Worker("t")
+
+    @worker.operation(timed=False)
+    def quick(request: Request, ctx: Context) -> Any:
+        return None
+
+    @worker.raw_operation("look.*", timed=False)
+    def look(request: Any, ctx: Context) -> Reply:
+        return Reply(None)
+
+    worker.add_operation("slow", lambda r, c: None)
+    assert worker.untimed_operations == ["look.*", "quick"]
+    worker.add_operation("quick", lambda r, c: None)  # timed again
+    assert worker.untimed_operations == ["look.*"]
+    assert echo_worker.untimed_operations == ["echo"]
+
+
 def test_builtin_operation_names_are_refused() -> None:
     with pytest.raises(ValueError, match="built-in"):
         Worker("t").add_operation("health", lambda r, c: None)

@@ -161,6 +161,7 @@ class Connection:
         | Callable[[Request | RawRequest], Reply | FerryError],
         runtime: str,
         raw_operations: list[str] = ...,
+        untimed_operations: list[str] = ...,
     ) -> None: ...
 
 @final

@@ -2,7 +2,8 @@
 
 It mirrors the Rust echo worker (``ferry worker echo``):
 
-- ``echo``: answers the request's data and attachments unchanged.
+- ``echo``: answers the request's data and attachments unchanged, not timed (no
+  ``processing_time_ms``), as the Rust echo worker's.
 - ``sleep`` ``{"ms": 100, "steps": 10}``: works for ``ms`` in ``steps`` steps, checking for
   cancellation and sending a progress event after each; answers ``{"slept_ms", "steps"}``.
 - ``fail`` ``{"code": "invalid_request", "message": "..."}``: answers that error; with
@@ -54,7 +55,7 @@ def _field(data: Any, name: str, default: int) -> int:
     return value
 
 
-@worker.operation()
+@worker.operation(timed=False)
 def echo(request: Request, ctx: Context) -> Reply:
     return Reply(request.data, request.attachments)
 
@@ -103,5 +104,5 @@ async def async_echo(request: Request, ctx: Context) -> Reply:
 
 if __name__ == "__main__":
     if "--raw" in sys.argv[1:] or os.environ.get("FERRY_ECHO_RAW") == "1":
-        worker.add_operation("echo", raw_echo, raw=True)
+        worker.add_operation("echo", raw_echo, raw=True, timed=False)
     worker.run()

@@ -68,24 +68,28 @@ class Worker:
         self._prefixes: list[tuple[str, tuple[_AnyHandler, bool]]] = []
         # the names (prefixes with their `*`) served by raw handlers
         self._raw: set[str] = set()
+        # the names (prefixes with their `*`) whose answers are not timed
+        self._untimed: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- declaring operations -------------------------------------------------------------
 
-    def operation(self, name: str | None = None) -> Callable[[H], H]:
+    def operation(self, name: str | None = None, *, timed: bool = True) -> Callable[[H], H]:
         """Decorator: serve ``name`` (default: the function's name) with this handler.
 
         A name ending in ``*`` is a prefix (``"device.*"``); exact names win over prefixes,
-        longer prefixes over shorter ones.
+        longer prefixes over shorter ones. With ``timed=False`` the runtime does not time the
+        handler: its answers carry no ``processing_time_ms`` unless the handler's ``Reply``
+        sets one (two clock reads saved per call, for operations that take microseconds).
         """
 
         def register(handler: H) -> H:
-            self.add_operation(name or handler.__name__, handler)
+            self.add_operation(name or handler.__name__, handler, timed=timed)
             return handler
 
         return register
 
-    def raw_operation(self, name: str | None = None) -> Callable[[R], R]:
+    def raw_operation(self, name: str | None = None, *, timed: bool = True) -> Callable[[R], R]:
         """Decorator: serve ``name`` with a raw handler, which skips the per-call conversions.
 
         The handler gets a :class:`RawRequest`: ``data`` is the request's data as compact
@@ -94,17 +98,20 @@ class Worker:
         returns they are released, and a kept one raises ``ValueError``. It answers as any
         handler does; an attachment answered as one of those views (or a slice of one) is
         sent from the receive buffer, and a ``ctx.reply_buffer(n)`` is sent without a copy.
+        ``timed`` as for :meth:`operation`.
         """
 
         def register(handler: R) -> R:
-            self.add_operation(name or handler.__name__, handler, raw=True)
+            self.add_operation(name or handler.__name__, handler, raw=True, timed=timed)
             return handler
 
         return register
 
-    def add_operation(self, name: str, handler: Handler | RawHandler, *, raw: bool = False) -> None:
+    def add_operation(
+        self, name: str, handler: Handler | RawHandler, *, raw: bool = False, timed: bool = True
+    ) -> None:
         """Serves ``name`` with ``handler`` (see :meth:`operation`; with ``raw``,
-        :meth:`raw_operation`)."""
+        :meth:`raw_operation`; ``timed`` as for :meth:`operation`)."""
         if not name:
             raise ValueError("an operation needs a name")
         if name in ("health", "capabilities", "shutdown"):
@@ -113,6 +120,10 @@ class Worker:
             self._raw.add(name)
         else:
             self._raw.discard(name)
+        if timed:
+            self._untimed.discard(name)
+        else:
+            self._untimed.add(name)
         entry: tuple[_AnyHandler, bool] = (handler, inspect.iscoroutinefunction(handler))
         if name.endswith("*"):
             self._prefixes = [(p, e) for p, e in self._prefixes if p != name[:-1]]
@@ -146,6 +157,11 @@ class Worker:
     def raw_operations(self) -> list[str]:
         """The operations (prefixes with their ``*``) served by raw handlers."""
         return sorted(self._raw)
+
+    @property
+    def untimed_operations(self) -> list[str]:
+        """The operations (prefixes with their ``*``) whose answers the runtime does not time."""
+        return sorted(self._untimed)
 
     def handler_for(self, operation: str) -> Handler | RawHandler | None:
         """The handler that serves ``operation``, if any."""
@@ -186,7 +202,12 @@ class Worker:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
         try:
             conn.serve(
-                self.worker_type, self.operations, self._dispatch, RUNTIME, self.raw_operations
+                self.worker_type,
+                self.operations,
+                self._dispatch,
+                RUNTIME,
+                self.raw_operations,
+                self.untimed_operations,
             )
         finally:
             self.close()
