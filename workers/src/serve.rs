@@ -115,11 +115,12 @@ impl Connection {
             // transport's receiver as it is.
             link.receiver = Box::new(TrackingReceiver::new(link.receiver, tracker.clone()));
         }
-        let mut info = ReadyInfo::new(worker_type, operations);
+        let mut info = ReadyInfo::new(worker_type, operations.clone());
         info.runtime = Some(runtime);
         self.env.accept_offers(self.framing, &mut info);
         let mut handler = PyHandler {
             dispatch,
+            operations,
             raw: raw_operations,
             untimed: untimed_operations,
             tracker: tracker.clone(),
@@ -148,9 +149,11 @@ impl Connection {
 /// Calls the Python dispatcher for each request.
 struct PyHandler {
     dispatch: Py<PyAny>,
-    /// The operations served by raw handlers (exact names, or prefixes ending in `*`).
+    /// Every operation served: exact names, and prefixes ending in `*`.
+    operations: Vec<String>,
+    /// Those of `operations` served by raw handlers.
     raw: Vec<String>,
-    /// The operations not timed ([`Handler::timed`]), as `raw`.
+    /// Those of `operations` not timed ([`Handler::timed`]).
     untimed: Vec<String>,
     /// Where frames land, for lending raw handlers their attachments in place.
     tracker: Tracker,
@@ -198,18 +201,24 @@ impl Handler for &mut PyHandler {
     }
 
     fn timed(&self, operation: &str) -> bool {
-        !matches_any(&self.untimed, operation)
+        !self.registered_in(&self.untimed, operation)
     }
 }
 
-/// Whether `operation` is one of `patterns` (exact names, or prefixes ending in `*`).
-fn matches_any(patterns: &[String], operation: &str) -> bool {
-    patterns
+/// The registration that serves `operation`, as `Worker` picks it: its exact name, else the
+/// longest prefix (`"device.*"`) it starts with.
+fn serving<'a>(operations: &'a [String], operation: &str) -> Option<&'a str> {
+    if let Some(exact) = operations.iter().find(|o| *o == operation) {
+        return Some(exact);
+    }
+    operations
         .iter()
-        .any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => operation.starts_with(prefix),
-            None => pattern == operation,
+        .filter(|o| {
+            o.strip_suffix('*')
+                .is_some_and(|p| operation.starts_with(p))
         })
+        .max_by_key(|o| o.len())
+        .map(String::as_str)
 }
 
 /// Releases the lent context on drop.
@@ -240,7 +249,13 @@ impl Drop for Revoke<'_, '_> {
 
 impl PyHandler {
     fn is_raw(&self, operation: &str) -> bool {
-        matches_any(&self.raw, operation)
+        self.registered_in(&self.raw, operation)
+    }
+
+    /// Whether the registration serving `operation` is one of `set` (so an exact name
+    /// registered plainly is not raw, or untimed, because a prefix over it is).
+    fn registered_in(&self, set: &[String], operation: &str) -> bool {
+        serving(&self.operations, operation).is_some_and(|r| set.iter().any(|s| s == r))
     }
 
     fn call<'r>(

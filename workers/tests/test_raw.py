@@ -235,6 +235,14 @@ def test_raw_echo_over_a_framed_link(raw_worker: SocketHost) -> None:
     assert blobs == [blob, b"", b"\n"]
 
 
+def test_an_exact_name_wins_over_a_raw_untimed_prefix_over_the_wire(raw_worker: SocketHost) -> None:
+    # As `Worker.is_raw` decides in process: the exact registration, then the longest prefix.
+    plain, _ = raw_worker.call("shape.plain")
+    assert plain["data"] == "Request" and plain["metrics"]["processing_time_ms"] >= 0, plain
+    raw, _ = raw_worker.call("shape.other")
+    assert raw["data"] == "RawRequest" and "metrics" not in raw, raw
+
+
 def test_kept_views_raise_and_kept_exports_keep_their_bytes(raw_worker: SocketHost) -> None:
     first, second = b"A" * 300_000, bytes(range(256)) * 1000
     answer, _ = raw_worker.call("keep", None, (first, second))
