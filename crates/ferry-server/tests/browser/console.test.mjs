@@ -251,6 +251,12 @@ test('the benchmark charts: p50 by transport and payload, with floors', async ()
   assert.ok(bars >= 4, `${bars} bars`);
   assert.match(await page.locator('#bench-charts').textContent(), /floor/);
   await shot('bench');
+  // Every figure: what the engine adds to its floor, the peer and the HTTP baseline columns.
+  await page.locator('#bench-table-box summary').click();
+  const heads = await page.locator('#bench-table thead th').allTextContents();
+  for (const col of ['ratio', '+floor', 'peer', 'vs http']) assert.ok(heads.includes(col), heads.join(', '));
+  const over = await page.locator('#bench-table td[data-col="over-floor"]').allTextContents();
+  assert.ok(over.some((t) => /^[+−]\d/.test(t)), `no signed difference to a floor in ${over.join(', ')}`);
 });
 
 test('no console errors in all of the above', () => {

@@ -845,7 +845,11 @@ function drawBench() {
     h('span', { class: 't-floor' }, 'floor: the same mechanism with no engine'));
   $('#bench-charts').replaceChildren(legend,
     ...payloads.map((p) => chart(p, rows.filter((r) => r.payload_bytes === p))));
-  const cols = ['transport', 'worker', 'codec', 'payload', 'p50', 'p99', 'floor', 'floor p50', 'ratio', 'claim'];
+  // `+floor`: what the engine adds to the floor, steadier than the ratio when the floor itself
+  // moves; `peer`: another project's ping-pong in the same run (iceoryx2 on shm); `vs http`:
+  // a `serve` row over the Python http.server of the same run.
+  const cols = ['transport', 'worker', 'codec', 'payload', 'p50', 'p99', 'floor', 'floor p50', 'ratio', '+floor',
+    'peer', 'vs http', 'claim'];
   $('#bench-table').replaceChildren(h('table', { class: 'grid' },
     h('thead', {}, h('tr', {}, cols.map((c) => h('th', {}, c)))),
     h('tbody', {}, rows.map((r) => h('tr', {},
@@ -853,7 +857,17 @@ function drawBench() {
       h('td', { class: 'num' }, fmtUs(r.p50_us)), h('td', { class: 'num' }, fmtUs(r.p99_us)), h('td', {}, r.floor || ''),
       h('td', { class: 'num' }, r.floor_p50_us ? fmtUs(r.floor_p50_us) : ''),
       h('td', { class: 'num' }, r.ratio_to_floor ? r.ratio_to_floor.toFixed(2) + '×' : ''),
+      h('td', { class: 'num', 'data-col': 'over-floor' }, overFloor(r.over_floor_us)),
+      h('td', { 'data-col': 'peer' }, r.peer && r.peer_p50_us
+        ? `${r.peer} ${fmtUs(r.peer_p50_us)}` + (r.ratio_to_peer ? ` (${r.ratio_to_peer.toFixed(2)}×)` : '') : ''),
+      h('td', { class: 'num', 'data-col': 'vs-http' }, r.ratio_to_http_baseline ? r.ratio_to_http_baseline.toFixed(2) + '×' : ''),
       h('td', {}, r.claim_us ? `${r.claim_met ? 'met' : 'missed'} (< ${fmtUs(r.claim_us)})` : ''))))));
+}
+
+/** What the engine adds to its floor, signed (`−` where it beats the floor); empty without one. */
+function overFloor(us) {
+  if (us === null || us === undefined) return '';
+  return (us < 0 ? '−' : '+') + fmtUs(Math.abs(us));
 }
 
 /** One chart: a bar per transport and worker on a log scale, the floor's bar under it. */
