@@ -82,13 +82,16 @@ impl Connection {
     /// Sends `ready`, then serves requests until the host sends `shutdown` or goes away.
     ///
     /// `dispatch(request)` is called with a `Request` for each request of a served
-    /// operation (a `RawRequest` for those matching `raw_operations`: exact names, or
-    /// prefixes ending in `*`) and gives back a `Reply` or a `FerryError` (returned or
-    /// raised). Any other `Exception` escaping it is a bug in the dispatcher, answered
-    /// `internal`. A `BaseException` that is not an `Exception` (`SystemExit`,
-    /// `KeyboardInterrupt`) answers that request `internal`, ends the loop, and is re-raised
-    /// here. Requests for `untimed_operations` (same patterns) are not timed: their answers
-    /// carry no `processing_time_ms` unless the reply sets one.
+    /// operation and gives back a `Reply` or a `FerryError` (returned or raised). Any other
+    /// `Exception` escaping it is a bug in the dispatcher, answered `internal`. A
+    /// `BaseException` that is not an `Exception` (`SystemExit`, `KeyboardInterrupt`)
+    /// answers that request `internal`, ends the loop, and is re-raised here.
+    ///
+    /// A request is served by one entry of `operations`, as `Worker` picks it: the exact name,
+    /// else the longest prefix ending in `*`. When that entry is in `raw_operations`,
+    /// `dispatch` gets a `RawRequest`; when it is in `untimed_operations`, the request is
+    /// not timed (no `processing_time_ms` unless the reply sets one). An entry of either
+    /// list that is not in `operations` is a `ValueError`.
     #[pyo3(signature = (worker_type, operations, dispatch, runtime, raw_operations = Vec::new(), untimed_operations = Vec::new()))]
     // Why allowed: the arguments are the Python method's, keyword-compatible with callers
     // written before the last two existed.
@@ -103,6 +106,16 @@ impl Connection {
         raw_operations: Vec<String>,
         untimed_operations: Vec<String>,
     ) -> PyResult<()> {
+        for (list, entries) in [
+            ("raw_operations", &raw_operations),
+            ("untimed_operations", &untimed_operations),
+        ] {
+            if let Some(stray) = entries.iter().find(|e| !operations.contains(e)) {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "{list} names `{stray}`, which is not one of the operations served"
+                )));
+            }
+        }
         let (mut link, codec) = self
             .link
             .lock()
@@ -205,10 +218,14 @@ impl Handler for &mut PyHandler {
     }
 }
 
-/// The registration that serves `operation`, as `Worker` picks it: its exact name, else the
-/// longest prefix (`"device.*"`) it starts with.
+/// The registration that serves `operation`, as `Worker` picks it: its exact name (never a
+/// pattern, even one spelled like the operation), else the longest prefix (`"device.*"`) it
+/// starts with.
 fn serving<'a>(operations: &'a [String], operation: &str) -> Option<&'a str> {
-    if let Some(exact) = operations.iter().find(|o| *o == operation) {
+    if let Some(exact) = operations
+        .iter()
+        .find(|o| *o == operation && !o.ends_with('*'))
+    {
         return Some(exact);
     }
     operations
@@ -255,7 +272,9 @@ impl PyHandler {
     /// Whether the registration serving `operation` is one of `set` (so an exact name
     /// registered plainly is not raw, or untimed, because a prefix over it is).
     fn registered_in(&self, set: &[String], operation: &str) -> bool {
-        serving(&self.operations, operation).is_some_and(|r| set.iter().any(|s| s == r))
+        // An empty set (most workers: no raw, no untimed operation) costs no lookup.
+        !set.is_empty()
+            && serving(&self.operations, operation).is_some_and(|r| set.iter().any(|s| s == r))
     }
 
     fn call<'r>(

@@ -84,7 +84,7 @@ def test_untimed_operations_are_listed_and_a_later_registration_decides() -> Non
     assert worker.untimed_operations == ["look.*", "quick"]
     worker.add_operation("quick", lambda r, c: None)  # timed again
     assert worker.untimed_operations == ["look.*"]
-    assert echo_worker.untimed_operations == ["echo"]
+    assert echo_worker.untimed_operations == ["echo", "print"]
 
 
 def test_builtin_operation_names_are_refused() -> None:

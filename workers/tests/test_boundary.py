@@ -88,3 +88,7 @@ def test_a_plain_dispatcher_speaks_the_contract(spawn: Any) -> None:
     assert "RuntimeError: a bug in the dispatcher" in errors["broken"]["message"]
     # None of those ended the loop.
     assert w.call("reply", 1)["data"] == {"echo": 1}
+    # A raw operation that is not among those served was a ValueError, before serving.
+    assert w.call("refused")["data"] == [
+        "raw_operations names `img.*`, which is not one of the operations served"
+    ]

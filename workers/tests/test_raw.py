@@ -239,6 +239,8 @@ def test_an_exact_name_wins_over_a_raw_untimed_prefix_over_the_wire(raw_worker: 
     # As `Worker.is_raw` decides in process: the exact registration, then the longest prefix.
     plain, _ = raw_worker.call("shape.plain")
     assert plain["data"] == "Request" and plain["metrics"]["processing_time_ms"] >= 0, plain
+    deeper, _ = raw_worker.call("shape.deep.x")
+    assert deeper["data"] == "Request" and deeper["metrics"]["processing_time_ms"] >= 0, deeper
     raw, _ = raw_worker.call("shape.other")
     assert raw["data"] == "RawRequest" and "metrics" not in raw, raw
 

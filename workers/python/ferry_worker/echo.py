@@ -3,13 +3,14 @@
 It mirrors the Rust echo worker (``ferry worker echo``):
 
 - ``echo``: answers the request's data and attachments unchanged, not timed (no
-  ``processing_time_ms``), as the Rust echo worker's.
+  ``processing_time_ms``), as the Rust echo worker's ``echo``.
 - ``sleep`` ``{"ms": 100, "steps": 10}``: works for ``ms`` in ``steps`` steps, checking for
   cancellation and sending a progress event after each; answers ``{"slept_ms", "steps"}``.
 - ``fail`` ``{"code": "invalid_request", "message": "..."}``: answers that error; with
   ``{"raise": "ValueError", "message": "..."}`` it raises that built-in exception instead,
   to show how exceptions map to codes.
-- ``print``: writes to stdout with ``print()`` and ``os.write(1, ...)``, then echoes.
+- ``print``: writes to stdout with ``print()`` and ``os.write(1, ...)``, then echoes (not
+  timed either).
 - ``async_echo``: ``echo`` as an ``async def`` handler.
 
 With ``--raw`` (or ``FERRY_ECHO_RAW=1`` in its environment, which ``ferry bench --worker
@@ -88,7 +89,7 @@ def fail(request: Request, ctx: Context) -> None:
     raise FerryError(message, error_code(str(data.get("code", "internal"))))
 
 
-@worker.operation("print")
+@worker.operation("print", timed=False)
 def print_(request: Request, ctx: Context) -> Reply:
     print("a library printing to stdout must not corrupt the channel")
     os.write(1, b"nor one writing to fd 1 directly\n")

@@ -63,8 +63,8 @@ impl Handler for Echo {
         matches!(operation, "echo" | "print" | "fail")
     }
 
-    /// An echo takes a fraction of a microsecond: timing it would cost a tenth of a small
-    /// shm round trip and say nothing. `sleep` is timed.
+    /// An echo takes a fraction of a microsecond: timing it would cost 5-7% of a small shm
+    /// round trip and say nothing. `sleep` is timed.
     fn timed(&self, operation: &str) -> bool {
         !matches!(operation, "echo" | "print")
     }

@@ -179,8 +179,8 @@ pub trait Handler {
     /// wall time in `metrics.processing_time_ms` (when the handler's reply sets none). The
     /// default is `true`.
     ///
-    /// Timing costs two clock reads per request, on the answer's path: about a tenth of a
-    /// 64 B shared-memory round trip (docs/benchmarks.md, "eighth round"). Say `false` for
+    /// Timing costs two clock reads per request, on the answer's path: 5-7% of a 64 B
+    /// shared-memory round trip (docs/benchmarks.md, "eighth round"). Say `false` for
     /// operations so quick that the measurement is noise next to its cost (an echo, a
     /// lookup); their answers carry the metrics the handler sets, if any.
     ///
