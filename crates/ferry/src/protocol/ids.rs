@@ -19,20 +19,21 @@ pub(crate) struct RequestId {
 impl RequestId {
     /// The prefix of a host's request ids.
     pub(crate) const PREFIX: &'static str = "r";
-    /// `r-` and the 20 digits of `u64::MAX`.
-    const MAX_LEN: usize = 22;
+    /// The prefix, `-` and the 20 digits of `u64::MAX`.
+    const MAX_LEN: usize = Self::PREFIX.len() + 1 + 20;
 
     /// `r-<n>`.
     pub(crate) fn new(n: u64) -> Self {
         let mut text = [0u8; Self::MAX_LEN];
-        text[0] = b'r';
-        text[1] = b'-';
+        let head = Self::PREFIX.len() + 1;
+        text[..head - 1].copy_from_slice(Self::PREFIX.as_bytes());
+        text[head - 1] = b'-';
         let (digits, start) = decimal_digits(n);
         let count = digits.len() - start;
-        text[2..2 + count].copy_from_slice(&digits[start..]);
+        text[head..head + count].copy_from_slice(&digits[start..]);
         RequestId {
             text,
-            len: (2 + count) as u8,
+            len: (head + count) as u8,
         }
     }
 

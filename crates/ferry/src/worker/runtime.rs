@@ -327,6 +327,8 @@ pub fn serve_link<H: Handler>(
         } else {
             serve_received_frame(&mut io, &info, &mut handler, &mut buf, &mut place)
         };
+        // Not held while the link is idle (it may be large); its answer has been sent.
+        place.envelope.data = None;
         match served {
             Ok(false) => {}
             Ok(true) | Err(TransportError::Disconnected) => break,
@@ -355,10 +357,7 @@ fn serve_received_frame<H: Handler>(
     if !io.decode(buf, place) {
         return Ok(false);
     }
-    let stop = dispatch_decoded(io, info, handler, place, buf);
-    // Not held while the link is idle (it may be large).
-    place.envelope.data = None;
-    Ok(stop)
+    Ok(dispatch_decoded(io, info, handler, place, buf))
 }
 
 /// Receives one frame on a transport that lends it in place (shm) and handles it there
@@ -398,8 +397,6 @@ fn serve_lent_frame<H: Handler>(
     if copied {
         stop = dispatch_decoded(io, info, handler, place, buf);
     }
-    // Not held while the link is idle (it may be large); the answer has been sent.
-    place.envelope.data = None;
     Ok(stop)
 }
 
@@ -675,16 +672,26 @@ mod tests {
         served.join().unwrap().unwrap();
     }
 
-    #[test]
-    fn borrowing_echo_answers_with_the_requests_data_and_attachments() {
+    /// The echo handler served over a memory link (MessagePack, length-prefixed) for
+    /// `operations`, past its `ready`: the host's end, the codec and the serving thread.
+    fn echo_served(
+        operations: &[&str],
+    ) -> (Link, Codec, std::thread::JoinHandle<Result<(), ServeError>>) {
         let (mut host, worker) = memory::pair(1 << 20);
         let codec = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, 1 << 20).unwrap();
-        let info = ReadyInfo::new("echo", vec!["echo".into()]);
+        let info = ReadyInfo::new("echo", operations.iter().map(|&o| o.into()).collect());
         let served =
             std::thread::spawn(move || serve_link(worker, codec, info, crate::worker::echo::Echo));
         let mut buf = Vec::new();
         host.receiver.recv(&mut buf, None).unwrap();
         assert!(codec.decode(&buf).unwrap().envelope.is_ready_event());
+        (host, codec, served)
+    }
+
+    #[test]
+    fn borrowing_echo_answers_with_the_requests_data_and_attachments() {
+        let (mut host, codec, served) = echo_served(&["echo"]);
+        let mut buf = Vec::new();
         let mut out = Vec::new();
         let attachments: [&[u8]; 2] = [b"first", &[0, 1, 2, 255]];
         let data = json!({"prompt": "a fox", "n": [1, 2.5]});
@@ -710,14 +717,8 @@ mod tests {
 
     #[test]
     fn timed_operations_answer_their_processing_time_and_untimed_ones_none() {
-        let (mut host, worker) = memory::pair(1 << 20);
-        let codec = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, 1 << 20).unwrap();
-        let info = ReadyInfo::new("echo", vec!["echo".into(), "sleep".into()]);
-        let served =
-            std::thread::spawn(move || serve_link(worker, codec, info, crate::worker::echo::Echo));
+        let (mut host, codec, served) = echo_served(&["echo", "sleep"]);
         let mut buf = Vec::new();
-        host.receiver.recv(&mut buf, None).unwrap();
-        assert!(codec.decode(&buf).unwrap().envelope.is_ready_event());
         let mut out = Vec::new();
         let mut answer = |op: &str, data: Value, deadline_ms: Option<u64>| {
             let mut request = Envelope::request("r-1", op, data);
