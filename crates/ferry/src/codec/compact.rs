@@ -152,8 +152,21 @@ impl CompactWire {
         attachments: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
+        self.encode_numbered(env, None, attachments, out)
+    }
+
+    /// [`encode_ref`](Self::encode_ref) for a sender that holds the number of the id the
+    /// header carries (a request's `message_id`, an answer's or cancel's `request_id`), so
+    /// it is not read back from that text. `id_number` must be that text's number.
+    pub(crate) fn encode_numbered(
+        &self,
+        env: &EnvelopeRef<'_>,
+        id_number: Option<u64>,
+        attachments: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
         out.clear();
-        if !self.encode_compact(env, attachments, out)? {
+        if !self.encode_compact(env, id_number, attachments, out)? {
             out.clear();
             out.push(kind::ENVELOPE);
             let sized = Metas {
@@ -171,9 +184,16 @@ impl CompactWire {
     fn encode_compact(
         &self,
         env: &EnvelopeRef<'_>,
+        id_number: Option<u64>,
         attachments: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<bool, CodecError> {
+        // The number of `text`: the caller's when it has it, else read back from the text.
+        let number_of = |text: Option<&str>| {
+            let text = text?;
+            debug_assert!(id_number.is_none_or(|n| HOST_IDS.number_of(text) == Some(n)));
+            id_number.or_else(|| HOST_IDS.number_of(text))
+        };
         if env.version != PROTOCOL_VERSION
             || env.source.is_some()
             || env.destination.is_some()
@@ -198,7 +218,7 @@ impl CompactWire {
                 else {
                     return Ok(false);
                 };
-                let Some(id) = HOST_IDS.number_of(env.message_id) else {
+                let Some(id) = number_of(Some(env.message_id)) else {
                     return Ok(false);
                 };
                 match self.index_of(op) {
@@ -237,7 +257,7 @@ impl CompactWire {
                 {
                     return Ok(false);
                 }
-                let Some(id) = env.request_id.and_then(|r| HOST_IDS.number_of(r)) else {
+                let Some(id) = number_of(env.request_id) else {
                     return Ok(false);
                 };
                 (kind::RESPONSE, id)
@@ -253,7 +273,7 @@ impl CompactWire {
                 {
                     return Ok(false);
                 }
-                let Some(id) = env.request_id.and_then(|r| HOST_IDS.number_of(r)) else {
+                let Some(id) = number_of(env.request_id) else {
                     return Ok(false);
                 };
                 (kind::CANCEL, id)
@@ -426,7 +446,7 @@ impl CompactWire {
         let spare = out.recycle(header.message_type());
         out.set_id_number(header.id);
         let mut id_text = spare.id;
-        id_text.push_str(RequestId::new(header.id).as_str());
+        RequestId::push_text(header.id, &mut id_text);
         let envelope = &mut out.envelope;
         let mut at = name_at;
         // A name on a frame other than a request is skipped (senders write none).

@@ -170,6 +170,28 @@ proptest! {
         }
     }
 
+    /// A sender that holds the number of the id the header carries (a host its request's,
+    /// a worker the one its request came with) writes the bytes the text alone gives.
+    #[test]
+    fn encoding_with_the_ids_number_writes_what_the_text_gives(
+        (env, atts) in arb_hot_envelope(),
+        codec in prop_oneof![Just(CodecKind::MsgPack), Just(CodecKind::Json), Just(CodecKind::Bincode)],
+    ) {
+        let att_refs: Vec<&[u8]> = atts.iter().map(Vec::as_slice).collect();
+        let wire = wire(codec);
+        let view = EnvelopeRef::from(&env);
+        let carried_id = match env.kind {
+            MessageType::Request => Some(env.message_id.as_str()),
+            _ => env.request_id.as_deref(),
+        };
+        let number = carried_id.and_then(|id| HOST_IDS.number_of(id));
+        let (mut from_text, mut from_number) = (Vec::new(), Vec::new());
+        let want = wire.encode_ref(&view, &att_refs, &mut from_text);
+        let got = wire.encode_numbered(&view, number, &att_refs, &mut from_number);
+        prop_assert_eq!(want.is_ok(), got.is_ok());
+        prop_assert_eq!(from_text, from_number);
+    }
+
     /// Decoding frame after frame into one place (as a receiver does, reusing its texts
     /// and lists) gives what a fresh decode of each gives, whatever came before: requests,
     /// answers, envelope frames and refused frames in any order.

@@ -9,9 +9,12 @@ use serde_json::Value;
 use std::sync::atomic::Ordering;
 
 impl Connection {
+    /// Sends `env` (a request or a cancel) with `attachments`; `id_number` is the number
+    /// of the id a compact header carries for it, when the caller holds it.
     pub(super) fn send_request(
         &self,
         env: &EnvelopeRef<'_>,
+        id_number: Option<u64>,
         attachments: &[&[u8]],
     ) -> Result<(), CallError> {
         let mut tx = self.tx.lock();
@@ -19,7 +22,7 @@ impl Connection {
         let result = match self.dialect {
             Dialect::Ferry => {
                 match self.compact.get() {
-                    Some(wire) => wire.encode_ref(env, attachments, out)?,
+                    Some(wire) => wire.encode_numbered(env, id_number, attachments, out)?,
                     None => self.wire_codec().encode_ref(env, attachments, out)?,
                 }
                 let raw = match self.wire_codec().framing() {

@@ -510,7 +510,7 @@ impl Connection {
             return;
         }
         let cancel = Envelope::cancel(self.ids.next_id(), id);
-        let _ = self.send_request(&EnvelopeRef::from(&cancel), &[]);
+        let _ = self.send_request(&EnvelopeRef::from(&cancel), None, &[]);
     }
 
     /// Fails every pending request with `worker_crashed` and refuses new ones; the pool

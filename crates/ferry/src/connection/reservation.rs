@@ -82,7 +82,7 @@ impl Reservation {
         view.kind = MessageType::Request;
         view.timestamp = view.timestamp.or(fill.timestamp);
         view.worker_type = view.worker_type.or(fill.worker_type);
-        if let Err(e) = claim.conn.send_request(&view, attachments) {
+        if let Err(e) = claim.conn.send_request(&view, Some(claim.key), attachments) {
             claim.release();
             if let CallError::WorkerCrashed { status } = &e {
                 claim.conn.fail_all(status);

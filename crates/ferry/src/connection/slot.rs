@@ -24,8 +24,10 @@ struct Inner {
     /// (a worker flooding events, or a caller that stops reading them).
     queue: Coalescing<Incoming>,
     /// The terminal answer, once delivered: taken after every event before it. Kept out of
-    /// `queue` so that a call with no events never allocates one.
-    done: Option<Incoming>,
+    /// `queue` so that a call with no events never allocates one, and boxed so that a slot
+    /// is small: every call makes one, while an answer is delivered here only when another
+    /// thread read it (a lone caller takes its own from the link).
+    done: Option<Box<Incoming>>,
     /// Bumped when the reading leader steps down, so a waiting follower tries to lead.
     nudges: u64,
     /// The async task waiting on this slot, if any.
@@ -37,7 +39,9 @@ struct Inner {
 
 impl Inner {
     fn pop(&mut self) -> Option<Incoming> {
-        self.queue.pop().or_else(|| self.done.take())
+        self.queue
+            .pop()
+            .or_else(|| self.done.take().map(|done| *done))
     }
 
     fn is_empty(&self) -> bool {
@@ -70,7 +74,7 @@ impl Slot {
             // Exactly one terminal answer: a second (which the pending table prevents)
             // would never be read anyway.
             Incoming::Done(_) => {
-                inner.done.get_or_insert(item);
+                inner.done.get_or_insert_with(|| Box::new(item));
             }
             Incoming::Event(_) => inner.queue.push(item, is_progress),
         }

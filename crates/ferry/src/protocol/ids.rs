@@ -1,8 +1,10 @@
 //! Message ids and timestamps.
 //!
 //! Both are made once or twice per call on the hot path, so neither goes through
-//! `format!`: ids are written digit by digit, and a timestamp reuses the date and time
-//! of day formatted for its second (cached per thread) and writes only the milliseconds.
+//! `format!`: an id's number is written by `itoa` (four digits per division, where a
+//! digit-by-digit loop made formatting ids a few percent of a small shm round trip), and
+//! a timestamp reuses the date and time of day formatted for its second (cached per
+//! thread) and writes only the milliseconds.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,13 +30,21 @@ impl RequestId {
         let head = Self::PREFIX.len() + 1;
         text[..head - 1].copy_from_slice(Self::PREFIX.as_bytes());
         text[head - 1] = b'-';
-        let (digits, start) = decimal_digits(n);
-        let count = digits.len() - start;
-        text[head..head + count].copy_from_slice(&digits[start..]);
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n).as_bytes();
+        text[head..head + digits.len()].copy_from_slice(digits);
         RequestId {
             text,
-            len: (head + count) as u8,
+            len: (head + digits.len()) as u8,
         }
+    }
+
+    /// Appends `r-<n>` to `out`, for a decoder that keeps the text in a reused buffer.
+    #[inline]
+    pub(crate) fn push_text(n: u64, out: &mut String) {
+        out.push_str(Self::PREFIX);
+        out.push('-');
+        push_decimal(out, n);
     }
 
     /// The id as text.
@@ -137,24 +147,7 @@ impl IdGenerator {
 /// Appends `n` in decimal.
 #[inline]
 fn push_decimal(out: &mut String, n: u64) {
-    let (digits, start) = decimal_digits(n);
-    // ASCII digits: always UTF-8.
-    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
-}
-
-/// The decimal digits of `n`: they are `digits[start..]`.
-fn decimal_digits(mut n: u64) -> ([u8; 20], usize) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    (digits, start)
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 thread_local! {

@@ -67,6 +67,8 @@ pub(super) struct Io {
     id_buf: String,
     out: Vec<u8>,
     pump_buf: Vec<u8>,
+    /// The allocation of the last request's attachment list, empty, for the next one.
+    spare_attachments: Vec<&'static [u8]>,
     queue: VecDeque<Queued>,
     host_gone: bool,
     /// A handler asked the loop to end after its answer ([`Context::stop_serving`]).
@@ -97,8 +99,20 @@ impl Io {
         env: &EnvelopeRef<'_>,
         attachments: &[&[u8]],
     ) -> Result<(), TransportError> {
+        self.send_numbered(env, None, attachments)
+    }
+
+    /// [`send_ref`](Self::send_ref) of an answer whose `request_id` has the number
+    /// `id_number` when known (the request came in a compact header), so a compact link
+    /// does not read it back from the text.
+    fn send_numbered(
+        &mut self,
+        env: &EnvelopeRef<'_>,
+        id_number: Option<u64>,
+        attachments: &[&[u8]],
+    ) -> Result<(), TransportError> {
         let encoded = match &self.compact {
-            Some(wire) => wire.encode_ref(env, attachments, &mut self.out),
+            Some(wire) => wire.encode_numbered(env, id_number, attachments, &mut self.out),
             None => self.codec.encode_ref(env, attachments, &mut self.out),
         };
         if let Err(e) = encoded {
@@ -283,6 +297,7 @@ pub fn serve_link<H: Handler>(
         id_buf: String::new(),
         out: Vec::new(),
         pump_buf: Vec::new(),
+        spare_attachments: Vec::new(),
         queue: VecDeque::new(),
         host_gone: false,
         stop_requested: false,
@@ -316,7 +331,7 @@ pub fn serve_link<H: Handler>(
     while !io.host_gone && !io.stop_requested {
         if let Some(q) = io.queue.pop_front() {
             let atts: Vec<&[u8]> = q.attachments.iter().map(Vec::as_slice).collect();
-            let stop = dispatch(&mut io, &info, &mut handler, &q.envelope, atts);
+            let stop = dispatch(&mut io, &info, &mut handler, &q.envelope, None, atts);
             if stop {
                 break;
             }
@@ -420,10 +435,25 @@ fn dispatch_decoded<H: Handler>(
     decoded: &DecodedFrame,
     frame: &[u8],
 ) -> bool {
-    let atts: Vec<&[u8]> = (0..decoded.attachment_count())
-        .filter_map(|i| decoded.attachment(frame, i))
-        .collect();
-    dispatch(io, info, handler, &decoded.envelope, atts)
+    let mut atts = emptied(std::mem::take(&mut io.spare_attachments));
+    atts.extend((0..decoded.attachment_count()).filter_map(|i| decoded.attachment(frame, i)));
+    dispatch(
+        io,
+        info,
+        handler,
+        &decoded.envelope,
+        decoded.id_number(),
+        atts,
+    )
+}
+
+/// `list` emptied, as a list of slices of another lifetime: collecting an emptied
+/// `vec::IntoIter` into a `Vec` of a same-sized type reuses its allocation (std's in-place
+/// collection), so the worker loop keeps one attachment list instead of allocating one per
+/// request. Were std to stop doing that, this would allocate and stay correct.
+fn emptied<'b>(mut list: Vec<&[u8]>) -> Vec<&'b [u8]> {
+    list.clear();
+    list.into_iter().map(|_| -> &'b [u8] { &[] }).collect()
 }
 
 /// The codec of the frames after `ready` when `info` accepts length-prefixed stdio frames.
@@ -444,12 +474,14 @@ fn stdio_switch(link: &Link, codec: &Codec, info: &ReadyInfo) -> Result<Option<C
     )?))
 }
 
-/// Handles one incoming message; returns `true` when the worker should stop.
+/// Handles one incoming message; returns `true` when the worker should stop. `id_number`:
+/// the number of its id, when it came in a compact header.
 fn dispatch<'r, H: Handler>(
     io: &mut Io,
     info: &ReadyInfo,
     handler: &mut H,
     env: &'r Envelope,
+    id_number: Option<u64>,
     attachments: Vec<&'r [u8]>,
 ) -> bool {
     match env.kind {
@@ -504,7 +536,9 @@ fn dispatch<'r, H: Handler>(
             out.success = Some(true);
             out.data = Some(&reply.data);
             out.metrics = reply.metrics.as_ref();
-            let sent = with_slices(&reply.attachments, |atts| io.send_ref(&out, atts));
+            let sent = with_slices(&reply.attachments, |atts| {
+                io.send_numbered(&out, id_number, atts)
+            });
             io.id_buf = message_id;
             if let Err(e) = sent {
                 if !matches!(e, TransportError::Disconnected) {
@@ -557,6 +591,8 @@ fn run_handler<'r, H: Handler>(
     let result = catch_unwind(AssertUnwindSafe(|| {
         handler.handle_borrowed(&request, &mut ctx)
     }));
+    // The reply borrows the request's data and attachment bytes, not its list.
+    io.spare_attachments = emptied(request.attachments);
     match result {
         Ok(Ok(mut reply)) => {
             if let Some(started) = started.filter(|_| timed) {
