@@ -134,19 +134,24 @@ impl Pending {
                 visit(answer)
             }
         });
+        // The nudge count noted after this caller last failed to lead; `None`: none since.
+        let mut seen: Option<u64> = None;
         loop {
-            // What has arrived, or (in the same look) the nudge count to wait past.
-            let seen = match self.slot.pop_or_nudges() {
-                Ok(Incoming::Event(e)) => {
-                    on_event(&e);
-                    continue;
+            // What another thread delivered: one load, no lock, when nothing was (a delivery
+            // it misses is seen under the link's lock or the slot's, below).
+            if self.slot.has_items() {
+                match self.slot.pop() {
+                    Some(Incoming::Event(e)) => {
+                        on_event(&e);
+                        continue;
+                    }
+                    Some(Incoming::Done(result)) => {
+                        self.finished = true;
+                        return result.map(Answer::Owned);
+                    }
+                    None => {}
                 }
-                Ok(Incoming::Done(result)) => {
-                    self.finished = true;
-                    return result.map(Answer::Owned);
-                }
-                Err(seen) => seen,
-            };
+            }
             // `Some(outcome)` when this caller led: its answer, or `None` on its deadline.
             let led = {
                 let conn = &*self.conn;
@@ -198,11 +203,25 @@ impl Pending {
                     return result;
                 }
                 Some(None) => return Err(self.time_out()),
-                None => {
-                    if !self.slot.wait(seen, self.deadline) {
-                        return Err(self.time_out());
+                // Another thread reads. First note the nudge count (looking at the slot under
+                // its lock), then try to lead once more: a leader that stepped down before the
+                // count was noted has let go of the link, and one that steps down after it
+                // moves the count past it.
+                None => match seen.take() {
+                    None => match self.slot.pop_or_nudges() {
+                        Ok(Incoming::Event(e)) => on_event(&e),
+                        Ok(Incoming::Done(result)) => {
+                            self.finished = true;
+                            return result.map(Answer::Owned);
+                        }
+                        Err(count) => seen = Some(count),
+                    },
+                    Some(count) => {
+                        if !self.slot.wait(count, self.deadline) {
+                            return Err(self.time_out());
+                        }
                     }
-                }
+                },
             }
         }
     }
