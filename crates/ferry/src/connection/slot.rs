@@ -26,7 +26,8 @@ struct Inner {
     /// The terminal answer, once delivered: taken after every event before it. Kept out of
     /// `queue` so that a call with no events never allocates one, and boxed so that a slot
     /// is small: every call makes one, while an answer is delivered here only when another
-    /// thread read it (a lone caller takes its own from the link).
+    /// thread read it (the reader thread for an async call, a leader for its followers, a
+    /// failure of the whole link); a lone synchronous caller takes its own from the link.
     done: Option<Box<Incoming>>,
     /// Bumped when the reading leader steps down, so a waiting follower tries to lead.
     nudges: u64,
@@ -60,7 +61,8 @@ pub(crate) struct Slot {
     inner: Mutex<Inner>,
     cv: Condvar,
     /// Whether `inner` holds an item; written only under the `inner` lock, read without
-    /// it by the leader between reads ([`Slot::has_items`]).
+    /// it by a synchronous caller before it tries to lead and by the leader between reads
+    /// ([`Slot::has_items`]).
     filled: AtomicBool,
 }
 

@@ -67,7 +67,8 @@ pub(super) struct Io {
     id_buf: String,
     out: Vec<u8>,
     pump_buf: Vec<u8>,
-    /// The allocation of the last request's attachment list, empty, for the next one.
+    /// The allocation of the attachment list of the last request a handler served, empty,
+    /// for the next one (at most [`SPARE_ATTACHMENTS_MAX`] entries long).
     spare_attachments: Vec<&'static [u8]>,
     queue: VecDeque<Queued>,
     host_gone: bool,
@@ -447,6 +448,9 @@ fn dispatch_decoded<H: Handler>(
     )
 }
 
+/// The longest attachment list the worker loop keeps for the next request.
+const SPARE_ATTACHMENTS_MAX: usize = 64;
+
 /// `list` emptied, as a list of slices of another lifetime: collecting an emptied
 /// `vec::IntoIter` into a `Vec` of a same-sized type reuses its allocation (std's in-place
 /// collection), so the worker loop keeps one attachment list instead of allocating one per
@@ -591,8 +595,11 @@ fn run_handler<'r, H: Handler>(
     let result = catch_unwind(AssertUnwindSafe(|| {
         handler.handle_borrowed(&request, &mut ctx)
     }));
-    // The reply borrows the request's data and attachment bytes, not its list.
-    io.spare_attachments = emptied(request.attachments);
+    // The reply borrows the request's data and attachment bytes, not its list. A list made
+    // for a request with very many attachments is not held for the worker's life.
+    if request.attachments.capacity() <= SPARE_ATTACHMENTS_MAX {
+        io.spare_attachments = emptied(request.attachments);
+    }
     match result {
         Ok(Ok(mut reply)) => {
             if let Some(started) = started.filter(|_| timed) {
