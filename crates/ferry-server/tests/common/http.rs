@@ -200,20 +200,24 @@ pub struct Server {
     pub addr: String,
     /// The folder holding its configuration file.
     dir: std::path::PathBuf,
+    /// The temporary folder [`Server::start`] made, removed when the server is dropped
+    /// (after it has exited: fields drop after `Drop::drop`).
+    _made: Option<tempfile::TempDir>,
 }
 
 impl Server {
-    /// Starts `ferry serve` with `config_text` written to a temporary file.
+    /// Starts `ferry serve` with `config_text` written to a file in a new temporary folder,
+    /// removed with everything the server wrote there when the server is dropped.
     pub fn start(config_text: &str) -> Server {
-        let dir = std::env::temp_dir().join(format!(
-            "ferry-http-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ferry.toml");
+        let made = tempfile::Builder::new()
+            .prefix("ferry-http-")
+            .tempdir()
+            .unwrap();
+        let path = made.path().join("ferry.toml");
         std::fs::write(&path, config_text).unwrap();
-        Server::start_file(&path)
+        let mut server = Server::start_file(&path);
+        server._made = Some(made);
+        server
     }
 
     /// Starts `ferry serve` with the configuration file at `path` (a restart on the same
@@ -253,7 +257,12 @@ impl Server {
             .parent()
             .unwrap_or(std::path::Path::new("."))
             .to_path_buf();
-        Server { child, addr, dir }
+        Server {
+            child,
+            addr,
+            dir,
+            _made: None,
+        }
     }
 
     /// The folder holding its configuration file (and the default state database).
@@ -306,16 +315,4 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64,
-    );
-    h.finish()
 }

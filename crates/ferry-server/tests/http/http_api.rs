@@ -526,9 +526,8 @@ fn bearer_token_guards_the_api() {
 
 #[test]
 fn invalid_config_is_refused_at_start_with_key_and_line() {
-    let dir = std::env::temp_dir().join(format!("ferry-badcfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("ferry.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.toml");
     std::fs::write(
         &path,
         "[workers.echo]\ncommand = \"x\"\n[workers.echo.pool]\nmin_workers = 3\nmax_workers = 2\n",

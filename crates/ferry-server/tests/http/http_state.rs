@@ -152,8 +152,12 @@ fn a_finished_session_restarts_after_the_server_restarted() {
              operation = \"echo\"\ninput = {{ wrapped = \"$steps.first\" }}\n",
             config("")
         );
-        let server = Server::start(&text);
-        let file = server.config_dir().join("ferry.toml");
+        // A folder of the test's own: the second server starts on the same file and finds
+        // the first one's state database beside it.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ferry.toml");
+        std::fs::write(&file, text).unwrap();
+        let server = Server::start_file(&file);
         let mut c = server.client();
         let s = c
             .request(

@@ -716,6 +716,64 @@ mod tests {
         conn.close();
     }
 
+    /// A leading caller whose `on_event` (or, in place, whose visitor) panics still steps
+    /// down: the other request's caller is nudged and finds the link free, where it would
+    /// otherwise wait for a nudge that never came.
+    #[test]
+    fn a_leader_that_panics_steps_down_and_lets_go_of_the_link() {
+        let (host, mut worker) = memory::pair(1 << 20);
+        let codec = Codec::new(CodecKind::MsgPack, Framing::LengthPrefixed, 1 << 20).unwrap();
+        let conn = Connection::new(host, codec, Dialect::Ferry, "t", None);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        let mut recv_request = |worker: &mut crate::transport::Link| {
+            worker.receiver.recv(&mut buf, None).unwrap();
+            codec.decode(&buf).unwrap().envelope
+        };
+        let other = conn
+            .start(Envelope::request("", "op", Value::Null), &[], None)
+            .unwrap();
+        recv_request(&mut worker);
+        for in_place in [false, true] {
+            let nudged = |other: &Pending| other.slot.pop_or_nudges().unwrap_err();
+            let nudges_before = nudged(&other);
+            let leader = conn
+                .start(Envelope::request("", "op", Value::Null), &[], None)
+                .unwrap();
+            let request = recv_request(&mut worker);
+            // The leader reads an event for its request (which its `on_event` panics at),
+            // or its answer (which its visitor panics at).
+            let reply = if in_place {
+                Envelope::response("w-1", &request.message_id, Value::Null)
+            } else {
+                Envelope::event("w-1", Some(request.message_id.clone()), "e", Value::Null)
+            };
+            codec.encode(&reply, &[], &mut out).unwrap();
+            worker.sender.send(&[&out]).unwrap();
+            let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if in_place {
+                    leader.wait_in_place(|_| {}, |_| -> () { panic!("the visitor panics") })
+                } else {
+                    leader.wait(|_| panic!("on_event panics")).map(|_| ())
+                }
+            }));
+            assert!(unwound.is_err());
+            assert!(!conn.rx.is_locked(), "the link is let go of");
+            assert_eq!(
+                nudged(&other),
+                nudges_before + 1,
+                "the other caller is nudged"
+            );
+            // The unwound `Pending`'s cancel (harmless for an answered request).
+            assert_eq!(recv_request(&mut worker).kind, MessageType::Cancel);
+        }
+        let answer = Envelope::response("w-2", other.id(), Value::from(7));
+        codec.encode(&answer, &[], &mut out).unwrap();
+        worker.sender.send(&[&out]).unwrap();
+        assert_eq!(other.wait(|_| {}).unwrap().data, Value::from(7));
+        conn.close();
+    }
+
     #[test]
     fn the_reader_reads_on_for_an_abandoned_async_request_until_the_worker_answers() {
         let (host, mut worker) = memory::pair(1 << 20);

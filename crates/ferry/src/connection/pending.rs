@@ -155,7 +155,7 @@ impl Pending {
             // `Some(outcome)` when this caller led: its answer, or `None` on its deadline.
             let led = {
                 let conn = &*self.conn;
-                conn.rx.try_lock().map(|mut rx| {
+                conn.try_lead(Some(self.key)).map(|mut rx| {
                     // Frames for this request come back from `read_one` directly; the slot
                     // holds what other threads delivered (the previous leader, a failure of
                     // the whole link), looked at with one load before each read.
@@ -192,8 +192,9 @@ impl Pending {
                             Err(_) => {}
                         }
                     };
+                    // Lets go of the link and steps down (also when `on_event` or the
+                    // visitor panics, as the guard is dropped while unwinding).
                     drop(rx);
-                    conn.step_down(Some(self.key));
                     outcome
                 })
             };
@@ -263,7 +264,9 @@ impl Pending {
         let until = self.deadline.map_or(until, |d| d.min(until));
         let (conn, slot) = (&self.conn, &self.slot);
         // `Some(outcome)` when this caller led: an item for it, or `None` at the window's end.
-        let led = conn.rx.try_lock().map(|mut rx| loop {
+        // Leading ends with the closure: the link is let go of and the caller steps down
+        // (the reader thread is woken only if it reads for someone: not for this request).
+        let led = conn.try_lead(Some(self.key)).map(|mut rx| loop {
             if slot.has_items() {
                 if let Some(item) = slot.pop() {
                     break Some(item);
@@ -277,12 +280,7 @@ impl Pending {
                 Err(_) => {}
             }
         });
-        let did_lead = led.is_some();
         let outcome = led.flatten();
-        if did_lead {
-            // The reader thread is woken only if it reads for someone: not for this request.
-            self.conn.step_down(Some(self.key));
-        }
         if outcome.is_none() {
             // The window is over, or another thread reads: from now on the reader thread
             // reads for this request (started and woken here).

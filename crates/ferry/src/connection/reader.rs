@@ -6,6 +6,7 @@ use super::slot::{Incoming, Slot};
 use super::{CallError, Connection, Response, ResponseRef, RxHalf, State, READER_SLICE};
 use crate::protocol::{Dialect, Envelope, ErrorBody, ErrorCode, MessageType, ProtocolError};
 use crate::transport::TransportError;
+use parking_lot::MutexGuard;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -224,8 +225,18 @@ impl Connection {
         item
     }
 
+    /// Takes the link to read as leader, if no one else reads it; `own`: the key of the
+    /// leader's request (`None` for the reader thread). See [`Leader`].
+    pub(super) fn try_lead(&self, own: Option<u64>) -> Option<Leader<'_>> {
+        let rx = self.rx.try_lock()?;
+        Some(Leader {
+            rx,
+            _step_down: StepDown { conn: self, own },
+        })
+    }
+
     /// The leader is done reading: let a follower (or the reader thread) take over.
-    pub(super) fn step_down(&self, own: Option<u64>) {
+    fn step_down(&self, own: Option<u64>) {
         let (slots, reader_needed) = {
             let mut st = self.state.lock();
             st.reader_nudges += 1;
@@ -260,7 +271,7 @@ impl Connection {
                 }
                 st.reader_nudges
             };
-            if let Some(mut rx) = self.rx.try_lock() {
+            if let Some(mut rx) = self.try_lead(None) {
                 loop {
                     {
                         let st = self.state.lock();
@@ -275,7 +286,6 @@ impl Connection {
                     }
                 }
                 drop(rx);
-                self.step_down(None);
                 if self.state.lock().broken.is_some() {
                     // Nothing more can arrive; wait until async callers drain or close.
                     let mut st = self.state.lock();
@@ -293,5 +303,42 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// The link, held by the thread that reads it for everyone (a caller or the reader thread);
+/// derefs to its receiving half. Dropping it lets go of the link and then steps down, so
+/// followers and the reader thread are nudged to take over; being a guard, it does so also
+/// when the leader unwinds (a caller's `on_event` or in-place visitor panicked), and no one
+/// is left waiting for a nudge that would never come.
+pub(super) struct Leader<'a> {
+    // Fields drop in this order: the link is let go of before the step-down, so a nudged
+    // follower finds it free.
+    rx: MutexGuard<'a, RxHalf>,
+    _step_down: StepDown<'a>,
+}
+
+impl std::ops::Deref for Leader<'_> {
+    type Target = RxHalf;
+    fn deref(&self) -> &RxHalf {
+        &self.rx
+    }
+}
+
+impl std::ops::DerefMut for Leader<'_> {
+    fn deref_mut(&mut self) -> &mut RxHalf {
+        &mut self.rx
+    }
+}
+
+/// Steps down when dropped (after the [`Leader`]'s link guard).
+struct StepDown<'a> {
+    conn: &'a Connection,
+    own: Option<u64>,
+}
+
+impl Drop for StepDown<'_> {
+    fn drop(&mut self) {
+        self.conn.step_down(self.own);
     }
 }

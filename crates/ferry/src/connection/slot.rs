@@ -24,11 +24,12 @@ struct Inner {
     /// (a worker flooding events, or a caller that stops reading them).
     queue: Coalescing<Incoming>,
     /// The terminal answer, once delivered: taken after every event before it. Kept out of
-    /// `queue` so that a call with no events never allocates one, and boxed so that a slot
-    /// is small: every call makes one, while an answer is delivered here only when another
-    /// thread read it (the reader thread for an async call, a leader for its followers, a
-    /// failure of the whole link); a lone synchronous caller takes its own from the link.
-    done: Option<Box<Incoming>>,
+    /// `queue` so that a call with no events never allocates one. Inline, not boxed: a
+    /// boxed one made the slot smaller (120 bytes instead of 520) but cost the answers that
+    /// another thread delivers (the reader thread's, for async calls) an allocation each,
+    /// and measured no gain for the lone synchronous caller, which takes its own answer
+    /// from the link (docs/benchmarks.md, tenth round).
+    done: Option<Incoming>,
     /// Bumped when the reading leader steps down, so a waiting follower tries to lead.
     nudges: u64,
     /// The async task waiting on this slot, if any.
@@ -40,9 +41,7 @@ struct Inner {
 
 impl Inner {
     fn pop(&mut self) -> Option<Incoming> {
-        self.queue
-            .pop()
-            .or_else(|| self.done.take().map(|done| *done))
+        self.queue.pop().or_else(|| self.done.take())
     }
 
     fn is_empty(&self) -> bool {
@@ -76,7 +75,7 @@ impl Slot {
             // Exactly one terminal answer: a second (which the pending table prevents)
             // would never be read anyway.
             Incoming::Done(_) => {
-                inner.done.get_or_insert_with(|| Box::new(item));
+                inner.done.get_or_insert(item);
             }
             Incoming::Event(_) => inner.queue.push(item, is_progress),
         }

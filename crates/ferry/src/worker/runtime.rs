@@ -67,9 +67,6 @@ pub(super) struct Io {
     id_buf: String,
     out: Vec<u8>,
     pump_buf: Vec<u8>,
-    /// The allocation of the attachment list of the last request a handler served, empty,
-    /// for the next one (at most [`SPARE_ATTACHMENTS_MAX`] entries long).
-    spare_attachments: Vec<&'static [u8]>,
     queue: VecDeque<Queued>,
     host_gone: bool,
     /// A handler asked the loop to end after its answer ([`Context::stop_serving`]).
@@ -298,7 +295,6 @@ pub fn serve_link<H: Handler>(
         id_buf: String::new(),
         out: Vec::new(),
         pump_buf: Vec::new(),
-        spare_attachments: Vec::new(),
         queue: VecDeque::new(),
         host_gone: false,
         stop_requested: false,
@@ -436,8 +432,9 @@ fn dispatch_decoded<H: Handler>(
     decoded: &DecodedFrame,
     frame: &[u8],
 ) -> bool {
-    let mut atts = emptied(std::mem::take(&mut io.spare_attachments));
-    atts.extend((0..decoded.attachment_count()).filter_map(|i| decoded.attachment(frame, i)));
+    let atts: Vec<&[u8]> = (0..decoded.attachment_count())
+        .filter_map(|i| decoded.attachment(frame, i))
+        .collect();
     dispatch(
         io,
         info,
@@ -446,18 +443,6 @@ fn dispatch_decoded<H: Handler>(
         decoded.id_number(),
         atts,
     )
-}
-
-/// The longest attachment list the worker loop keeps for the next request.
-const SPARE_ATTACHMENTS_MAX: usize = 64;
-
-/// `list` emptied, as a list of slices of another lifetime: collecting an emptied
-/// `vec::IntoIter` into a `Vec` of a same-sized type reuses its allocation (std's in-place
-/// collection), so the worker loop keeps one attachment list instead of allocating one per
-/// request. Were std to stop doing that, this would allocate and stay correct.
-fn emptied<'b>(mut list: Vec<&[u8]>) -> Vec<&'b [u8]> {
-    list.clear();
-    list.into_iter().map(|_| -> &'b [u8] { &[] }).collect()
 }
 
 /// The codec of the frames after `ready` when `info` accepts length-prefixed stdio frames.
@@ -595,11 +580,6 @@ fn run_handler<'r, H: Handler>(
     let result = catch_unwind(AssertUnwindSafe(|| {
         handler.handle_borrowed(&request, &mut ctx)
     }));
-    // The reply borrows the request's data and attachment bytes, not its list. A list made
-    // for a request with very many attachments is not held for the worker's life.
-    if request.attachments.capacity() <= SPARE_ATTACHMENTS_MAX {
-        io.spare_attachments = emptied(request.attachments);
-    }
     match result {
         Ok(Ok(mut reply)) => {
             if let Some(started) = started.filter(|_| timed) {
