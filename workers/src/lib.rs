@@ -1,13 +1,13 @@
 //! The native part of the `ferry_worker` Python package: pyo3 bindings over ferry's Rust
 //! worker runtime.
 //!
-//! Python sees `ferry_worker._native` with [`connect`](serve::connect) (open the channel
-//! the host set up), `Connection.serve` (run the runtime's loop with a Python dispatcher,
-//! the GIL released while it waits), the typed boundary of that loop (`Request` in,
-//! `Reply` or `FerryError` out, see [`message`]), `NativeContext` (the per-request context
-//! handed to handlers) and the closed sets the protocol defines (`ERROR_CODES`,
-//! `PRIORITIES`), read from the Rust enums so that Python holds no copy of them. The rest
-//! of the Python API is pure Python in `python/ferry_worker/`.
+//! Python sees `ferry_worker._native` with `connect` (open the channel the host set up),
+//! `Connection.serve` (run the runtime's loop with a Python dispatcher, the GIL released
+//! while it waits), the typed boundary of that loop (`Request` in, `Reply` or `FerryError`
+//! out, see the `message` module), `NativeContext` (the per-request context handed to
+//! handlers) and the closed sets the protocol defines (`ERROR_CODES`, `PRIORITIES`), read
+//! from the Rust enums so that Python holds no copy of them. The rest of the Python API is
+//! pure Python in `python/ferry_worker/`.
 
 mod buffers;
 mod context;

@@ -53,15 +53,18 @@ pub struct Request {
 
 impl Request {
     /// The request the serve loop hands Python, its context `ctx`.
+    /// `operation` is the request's operation name as a Python string (the serve loop keeps
+    /// one per registered name rather than decoding it per call).
     pub fn from_wire(
         py: Python<'_>,
         request: &worker::Request<'_>,
+        operation: Py<PyString>,
         ctx: &Bound<'_, NativeContext>,
     ) -> PyResult<Request> {
         let env = request.envelope;
         let attachments = PyList::new(py, request.attachments.iter().map(|a| PyBytes::new(py, a)))?;
         Ok(Request {
-            operation: PyString::new(py, request.operation()).unbind(),
+            operation,
             data: convert::to_py(py, request.data())?.unbind(),
             attachments: attachments.into_any().unbind(),
             request_id: PyString::new(py, &env.message_id).unbind(),
@@ -400,6 +403,7 @@ impl RawRequest {
     pub fn from_wire(
         py: Python<'_>,
         request: &worker::Request<'_>,
+        operation: Py<PyString>,
         ctx: &Bound<'_, NativeContext>,
         tracker: &Tracker,
     ) -> PyResult<RawRequest> {
@@ -424,7 +428,7 @@ impl RawRequest {
         });
         let (list, lent) = lend(py, attachments)?;
         Ok(RawRequest {
-            operation: PyString::new(py, request.operation()).unbind(),
+            operation,
             data: data.unbind(),
             attachments: list,
             request_id: PyString::new(py, &env.message_id).unbind(),

@@ -88,7 +88,11 @@ def test_a_plain_dispatcher_speaks_the_contract(spawn: Any) -> None:
     assert "RuntimeError: a bug in the dispatcher" in errors["broken"]["message"]
     # None of those ended the loop.
     assert w.call("reply", 1)["data"] == {"echo": 1}
-    # A raw operation that is not among those served was a ValueError, before serving.
+    # A raw operation that is not among those served was a ValueError, before serving; so
+    # were handlers without settle and failed, or for what is not served by exact name.
     assert w.call("refused")["data"] == [
-        "raw_operations names `img.*`, which is not one of the operations served"
+        "raw_operations names `img.*`, which is not one of the operations served",
+        "handlers needs settle and failed, which finish what a handler returns or raises",
+        "handlers names `img.*`, which is not one of the operations served by exact name",
+        "handlers names `missing`, which is not one of the operations served by exact name",
     ]

@@ -162,6 +162,9 @@ class Connection:
         runtime: str,
         raw_operations: list[str] = ...,
         untimed_operations: list[str] = ...,
+        handlers: dict[str, Callable[[Any, Any], Any]] | None = ...,
+        settle: Callable[[Any, Any], Reply | FerryError] | None = ...,
+        failed: Callable[[Any, BaseException], Reply | FerryError] | None = ...,
     ) -> None: ...
 
 @final
