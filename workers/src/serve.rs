@@ -118,7 +118,7 @@ impl Connection {
         failed = None,
     ))]
     // Why allowed: the arguments are the Python method's, keyword-compatible with callers
-    // written before the last two existed.
+    // written before the later ones existed.
     #[allow(clippy::too_many_arguments)]
     fn serve(
         &self,
@@ -143,7 +143,8 @@ impl Connection {
                 )));
             }
         }
-        let direct = Direct::new(handlers, settle, failed, &operations, &raw_operations)?;
+        let direct = Direct::new(handlers, settle, failed, &operations)?;
+        let exact = ExactOperation::table(py, &operations, &raw_operations);
         let (mut link, codec) = self
             .link
             .lock()
@@ -165,6 +166,7 @@ impl Connection {
             raw: raw_operations,
             untimed: untimed_operations,
             tracker: tracker.clone(),
+            exact,
             direct,
             exit: None,
         };
@@ -199,6 +201,8 @@ struct PyHandler {
     untimed: Vec<String>,
     /// Where frames land, for lending raw handlers their attachments in place.
     tracker: Tracker,
+    /// The operations served by exact name.
+    exact: HashMap<String, ExactOperation>,
     /// The handlers the loop calls without `dispatch`, if any.
     direct: Option<Direct>,
     /// A `SystemExit`/`KeyboardInterrupt` raised by a handler, re-raised after the loop.
@@ -316,17 +320,25 @@ impl PyHandler {
     ) -> Result<ReplyRef<'r>, Failure> {
         let bad_request =
             |e: PyErr| Failure::Handler(HandlerError::internal(format!("the request: {e}")));
-        let handler = self
-            .direct
-            .as_ref()
-            .and_then(|d| d.handlers.get(request.operation()));
-        let (operation, raw) = match handler {
-            Some(h) => (h.name.clone_ref(py), h.raw),
+        let exact = self.exact.get(request.operation());
+        let (operation, raw) = match exact {
+            Some(op) => (op.name.bind(py).clone(), op.raw),
             None => (
-                PyString::new(py, request.operation()).unbind(),
+                PyString::new(py, request.operation()),
                 self.is_raw(request.operation()),
             ),
         };
+        let handler = match (exact, &self.direct) {
+            // Looked up per request in the worker's own dict, so a handler registered
+            // again while serving is the one called.
+            (Some(_), Some(direct)) => direct
+                .handlers
+                .bind(py)
+                .get_item(&operation)
+                .map_err(bad_request)?,
+            _ => None,
+        };
+        let operation = operation.unbind();
         if raw {
             let raw = message::RawRequest::from_wire(py, request, operation, ctx, &self.tracker)
                 .and_then(|r| Bound::new(py, r))
@@ -335,30 +347,30 @@ impl PyHandler {
                 request: &raw,
                 tracker: &self.tracker,
             };
-            let answer = self.run(py, handler, raw.as_any(), ctx);
+            let answer = self.run(py, handler.as_ref(), raw.as_any(), ctx);
             return self.answer(py, answer, &request.attachments);
         }
         let plain = message::Request::from_wire(py, request, operation, ctx)
             .and_then(|r| Bound::new(py, r))
             .map_err(bad_request)?;
-        let answer = self.run(py, handler, plain.as_any(), ctx);
+        let answer = self.run(py, handler.as_ref(), plain.as_any(), ctx);
         self.answer(py, answer, &[])
     }
 
     /// What `dispatch(request)` gives back, or the same from `handler` called here (a
-    /// Python frame and its lookups fewer per call: about a tenth of a small echo's round
-    /// trip, docs/benchmarks.md).
+    /// Python frame and its lookups fewer per call: 0.22-0.28 µs, docs/benchmarks.md,
+    /// eleventh round).
     fn run<'py>(
         &self,
         py: Python<'py>,
-        handler: Option<&DirectHandler>,
+        handler: Option<&Bound<'py, PyAny>>,
         request: &Bound<'py, PyAny>,
         ctx: &Bound<'py, NativeContext>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (Some(handler), Some(direct)) = (handler, &self.direct) else {
             return self.dispatch.bind(py).call1((request,));
         };
-        match handler.handler.bind(py).call1((request, ctx)) {
+        match handler.call1((request, ctx)) {
             Ok(result) if result.cast::<message::Reply>().is_ok() => Ok(result),
             Ok(result) => direct.settle.bind(py).call1((request, result)),
             Err(e) => direct.failed.bind(py).call1((request, e.into_value(py))),
@@ -392,33 +404,57 @@ impl PyHandler {
     }
 }
 
-/// The handlers the serve loop calls itself, by exact operation name, and the Python
-/// functions that finish what they return or raise as the dispatcher would.
+/// An operation served by exact name, as the loop keeps it.
+struct ExactOperation {
+    /// Its name, made once: every request to it shares this string.
+    name: Py<PyString>,
+    /// Whether it is a raw operation (one of `raw_operations`).
+    raw: bool,
+}
+
+impl ExactOperation {
+    /// One entry per exact name of `operations` (not the prefixes).
+    fn table(
+        py: Python<'_>,
+        operations: &[String],
+        raw: &[String],
+    ) -> HashMap<String, ExactOperation> {
+        operations
+            .iter()
+            .filter(|o| !o.ends_with('*'))
+            .map(|o| {
+                let op = ExactOperation {
+                    name: PyString::new(py, o).unbind(),
+                    raw: raw.contains(o),
+                };
+                (o.clone(), op)
+            })
+            .collect()
+    }
+}
+
+/// The handlers the serve loop calls itself, and the Python functions that finish what
+/// they return or raise as the dispatcher would.
 struct Direct {
-    handlers: HashMap<String, DirectHandler>,
+    /// The worker's own `{name: handler}` dict, read per request (so a handler registered
+    /// again while serving is the one called).
+    handlers: Py<PyDict>,
     /// `settle(request, result)`: the answer for a result that is not a `Reply`.
     settle: Py<PyAny>,
     /// `failed(request, exception)`: the answer for a raised exception (or it re-raises).
     failed: Py<PyAny>,
 }
 
-struct DirectHandler {
-    /// The operation's name, made once: every request to it shares this string.
-    name: Py<PyString>,
-    handler: Py<PyAny>,
-    /// Whether it is a raw handler (one of `raw_operations`).
-    raw: bool,
-}
-
 impl Direct {
+    /// `None` without `handlers`; a `ValueError` without `settle` and `failed`, or when a
+    /// key of `handlers` is not an exact name of `operations`.
     fn new(
         handlers: Option<Bound<'_, PyDict>>,
         settle: Option<Py<PyAny>>,
         failed: Option<Py<PyAny>>,
         operations: &[String],
-        raw: &[String],
     ) -> PyResult<Option<Direct>> {
-        let Some(handlers) = handlers.filter(|h| !h.is_empty()) else {
+        let Some(handlers) = handlers else {
             return Ok(None);
         };
         let (Some(settle), Some(failed)) = (settle, failed) else {
@@ -426,30 +462,20 @@ impl Direct {
                 "handlers needs settle and failed, which finish what a handler returns or raises",
             ));
         };
-        let mut direct = HashMap::with_capacity(handlers.len());
-        for (name, handler) in handlers.iter() {
+        for name in handlers.keys() {
             let name = name.cast_into::<PyString>().map_err(|e| {
                 PyValueError::new_err(format!("handlers: a key is not a str: {}", PyErr::from(e)))
             })?;
-            let text = name.to_str()?.to_owned();
-            if text.ends_with('*') || !operations.contains(&text) {
+            let name = name.to_str()?;
+            if name.ends_with('*') || !operations.iter().any(|o| o == name) {
                 return Err(PyValueError::new_err(format!(
-                    "handlers names `{text}`, which is not one of the operations served by \
+                    "handlers names `{name}`, which is not one of the operations served by \
                      exact name"
                 )));
             }
-            let raw = raw.contains(&text);
-            direct.insert(
-                text,
-                DirectHandler {
-                    name: name.unbind(),
-                    handler: handler.unbind(),
-                    raw,
-                },
-            );
         }
         Ok(Some(Direct {
-            handlers: direct,
+            handlers: handlers.unbind(),
             settle,
             failed,
         }))

@@ -66,6 +66,9 @@ class Worker:
         # name -> (handler, is a coroutine function)
         self._exact: dict[str, tuple[_AnyHandler, bool]] = {}
         self._prefixes: list[tuple[str, tuple[_AnyHandler, bool]]] = []
+        # name -> handler, for the exact names with a synchronous handler: the native loop
+        # calls these itself (kept up to date, as it reads this dict per request).
+        self._direct: dict[str, _AnyHandler] = {}
         # the names (prefixes with their `*`) served by raw handlers
         self._raw: set[str] = set()
         # the names (prefixes with their `*`) whose answers are not timed
@@ -131,6 +134,10 @@ class Worker:
             self._prefixes.sort(key=lambda pe: len(pe[0]), reverse=True)
         else:
             self._exact[name] = entry
+            if entry[1]:
+                self._direct.pop(name, None)
+            else:
+                self._direct[name] = handler
 
     def legacy_operation(self, name: str) -> Callable[[L], L]:
         """Decorator: serve ``name`` with an old-design ``handler(WorkerRequest)``.
@@ -209,12 +216,9 @@ class Worker:
                 self.raw_operations,
                 self.untimed_operations,
                 # The loop calls these handlers itself (one Python frame fewer per call);
-                # `async def` ones and prefixes go through `_dispatch`.
-                {
-                    name: handler
-                    for name, (handler, is_async) in self._exact.items()
-                    if not is_async
-                },
+                # `async def` ones and prefixes go through `_dispatch`, and every request
+                # does when a subclass has its own `_dispatch`.
+                self._direct if type(self)._dispatch is Worker._dispatch else None,
                 self._settle,
                 self._failed,
             )
