@@ -20,6 +20,13 @@
 //! | `legacy` | the legacy dialect through its public API: `legacy::encode_request` + `serde_json` (requests), `serde_json` + `legacy::decode_answer` (answers) | |
 //! | `compact_ferry` | [`CompactWire`] over MessagePack (docs/protocol.md, section 9): the hand-written 24-byte header, the message with the host's numeric id (`r-1`), the operation by its index in `ready` | `msgpack_ferry` |
 //!
+//! Group `json_text`: a JSON value as text, the way `ferry serve` writes an answer's data,
+//! with parameter `string_64B`, `string_4KiB`, `string_1MiB` (a string of letters), `escapes_4KiB`
+//! (a string with a quote, backslash or newline every 16 bytes) and `object_small` (a few
+//! keys, numbers and short strings): `ferry_json_text`
+//! ([`ferry::codec::json_text::push_value`], eight bytes checked at once) beside
+//! `serde_json_to_string`, which it matches byte for byte.
+//!
 //! Not benched alone: the borrowed view *decoder* and the legacy dialect's borrowed line
 //! writer are `pub(crate)` in `ferry`; the view's encoder is timed through every framed
 //! `encode`. Figures and ratios: `docs/benchmarks.md`.
@@ -324,5 +331,52 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode, decode);
+/// The values of group `json_text`.
+fn json_values() -> Vec<(&'static str, Value)> {
+    let letters =
+        |n: usize| -> String { (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect() };
+    let escapes: String = (0..4096)
+        .map(|i| match i % 48 {
+            15 => '"',
+            31 => '\\',
+            47 => '\n',
+            _ => 'x',
+        })
+        .collect();
+    vec![
+        ("string_64B", Value::String(letters(64))),
+        ("string_4KiB", Value::String(letters(4096))),
+        ("string_1MiB", Value::String(letters(1 << 20))),
+        ("escapes_4KiB", Value::String(escapes)),
+        (
+            "object_small",
+            serde_json::json!({"prompt": "a lighthouse at dusk", "seed": 42, "steps": 30,
+                "guidance": 7.5, "size": [1024, 1024], "negative": null}),
+        ),
+    ]
+}
+
+fn json_text(c: &mut Criterion) {
+    let mut group = group(c, "json_text");
+    for (name, value) in json_values() {
+        let text = serde_json::to_string(&value).unwrap();
+        let mut mine = String::new();
+        ferry::codec::json_text::push_value(&mut mine, &value);
+        assert_eq!(mine, text, "{name}: not the text serde_json writes");
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_function(BenchmarkId::new("ferry_json_text", name), |b| {
+            b.iter(|| {
+                let mut out = String::with_capacity(text.len());
+                ferry::codec::json_text::push_value(&mut out, black_box(&value));
+                out
+            })
+        });
+        group.bench_function(BenchmarkId::new("serde_json_to_string", name), |b| {
+            b.iter(|| serde_json::to_string(black_box(&value)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode, decode, json_text);
 criterion_main!(benches);

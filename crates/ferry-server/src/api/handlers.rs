@@ -16,11 +16,13 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
+use ferry::codec::json_text;
 use ferry::protocol::{Envelope, ErrorBody, ErrorCode, Priority};
 use ferry::worker::Response as WorkerResponse;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
+use std::fmt::Write as _;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -57,21 +59,18 @@ impl InferenceRequest {
     }
 }
 
-/// The answer of `/api/inference/{generate,stream}`, serialized from the worker's response
-/// in place (its `data` is not copied into a new `Value` first). The keys are in the order
-/// a `serde_json::Value` object puts them (sorted), as the answer always had them.
-#[derive(serde::Serialize)]
+/// The answer of `/api/inference/{generate,stream}`, written from the worker's response in
+/// place (its `data` is not copied into a new `Value` first). The keys are in the order a
+/// `serde_json::Value` object puts them (sorted), as the answer always had them.
 struct InferenceAnswer<'a> {
     attachments: Vec<AnswerAttachment<'a>>,
     data: &'a Value,
     metrics: Value,
     /// Absent on the SDXL routes, which name no request.
-    #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
 }
 
 /// One attachment of an [`InferenceAnswer`] (keys sorted, as above).
-#[derive(serde::Serialize)]
 struct AnswerAttachment<'a> {
     content_type: Option<&'a str>,
     data_base64: String,
@@ -104,10 +103,54 @@ impl<'a> InferenceAnswer<'a> {
         }
     }
 
-    /// The JSON text.
+    /// The JSON text, as `serde_json` writes it, with its strings escaped eight bytes at a
+    /// time ([`json_text`]): `serde_json`'s own scan took 0.65-0.95 ms for a 1 MiB string,
+    /// more than a plain HTTP echo's whole round trip (docs/benchmarks.md, eleventh round).
     fn to_json(&self) -> String {
-        // Serializing these types cannot fail: every key is a string.
-        serde_json::to_string(self).unwrap_or_default()
+        let base64: usize = self.attachments.iter().map(|a| a.data_base64.len()).sum();
+        let mut out = String::with_capacity(base64 + json_size_hint(self.data) + 128);
+        out.push_str("{\"attachments\":[");
+        for (i, a) in self.attachments.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"content_type\":");
+            push_optional_str(&mut out, a.content_type);
+            out.push_str(",\"data_base64\":");
+            json_text::push_str(&mut out, &a.data_base64);
+            out.push_str(",\"name\":");
+            push_optional_str(&mut out, a.name);
+            out.push_str(",\"size\":");
+            // Writing into a `String` cannot fail.
+            let _ = write!(out, "{}", a.size);
+            out.push('}');
+        }
+        out.push_str("],\"data\":");
+        json_text::push_value(&mut out, self.data);
+        out.push_str(",\"metrics\":");
+        json_text::push_value(&mut out, &self.metrics);
+        if let Some(id) = self.request_id {
+            out.push_str(",\"request_id\":");
+            json_text::push_str(&mut out, id);
+        }
+        out.push('}');
+        out
+    }
+}
+
+fn push_optional_str(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => json_text::push_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+/// Room for `data`'s JSON text when it is a string, the large case (other values grow the
+/// buffer as they are written).
+fn json_size_hint(data: &Value) -> usize {
+    match data {
+        Value::String(s) => s.len() + 2,
+        _ => 0,
     }
 }
 

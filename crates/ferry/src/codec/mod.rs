@@ -17,6 +17,7 @@ mod body;
 mod compact;
 mod depth;
 mod error;
+pub mod json_text;
 mod msgpack;
 mod view;
 
