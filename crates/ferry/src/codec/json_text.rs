@@ -54,7 +54,9 @@ pub fn push_value(out: &mut String, value: &Value) {
 }
 
 /// `n` as `serde_json` writes it: integers through `itoa`, floats through `Number`'s own
-/// `Display`, which is `serde_json`'s float text (the tests check both).
+/// `Display`, which is `serde_json`'s float text (the tests check both). This assumes
+/// `serde_json` without `arbitrary_precision` (off in this workspace): with it, a `Number`
+/// keeps its text, and `-0` would come out here as `0`.
 fn push_number(out: &mut String, n: &Number) {
     if let Some(u) = n.as_u64() {
         out.push_str(itoa::Buffer::new().format(u));
