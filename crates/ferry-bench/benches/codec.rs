@@ -24,7 +24,7 @@
 //! with parameter `string_64B`, `string_4KiB`, `string_1MiB` (a string of letters), `escapes_4KiB`
 //! (a string with a quote, backslash or newline every 16 bytes) and `object_small` (a few
 //! keys, numbers and short strings): `ferry_json_text`
-//! ([`ferry::codec::json_text::push_value`], eight bytes checked at once) beside
+//! ([`ferry::codec::json_text::push_value`], 64 or eight bytes checked at once) beside
 //! `serde_json_to_string`, which it matches byte for byte.
 //!
 //! Not benched alone: the borrowed view *decoder* and the legacy dialect's borrowed line

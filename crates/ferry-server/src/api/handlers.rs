@@ -103,9 +103,10 @@ impl<'a> InferenceAnswer<'a> {
         }
     }
 
-    /// The JSON text, as `serde_json` writes it, with its strings escaped eight bytes at a
-    /// time ([`json_text`]): `serde_json`'s own scan took 0.65-0.95 ms for a 1 MiB string,
-    /// more than a plain HTTP echo's whole round trip (docs/benchmarks.md, eleventh round).
+    /// The JSON text, as `serde_json` writes it, with its strings checked for escapes 64
+    /// bytes at a time ([`json_text`]): `serde_json`'s own scan took 0.65-0.95 ms for a
+    /// 1 MiB string, more than a plain HTTP echo's whole round trip (docs/benchmarks.md,
+    /// eleventh and twelfth rounds).
     fn to_json(&self) -> String {
         let base64: usize = self.attachments.iter().map(|a| a.data_base64.len()).sum();
         let mut out = String::with_capacity(base64 + json_size_hint(self.data) + 128);
