@@ -102,8 +102,10 @@ pub fn push_str(out: &mut String, s: &str) {
             if !any_byte_needs_escape(u64::from_le_bytes(*word)) {
                 i = end;
                 clean_words += 1;
-                // Blocks are tried again only after clean words, so a string dense with
-                // escapes (JSON inside JSON) does not pay for a block test that fails.
+                // Blocks are tried again only after clean words, so a string with an
+                // escape every 8-16 bytes never pays for a block test; at 24-64 bytes apart
+                // a try usually fails, and such strings take 1.1-1.4x the word-only time
+                // (docs/benchmarks.md, twelfth round).
                 if clean_words == BLOCKS_AFTER_CLEAN_WORDS {
                     i = skip_clean_blocks(bytes, i);
                     clean_words = 0;
