@@ -88,32 +88,92 @@ pub fn measure(
     limits: &Limits,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Stats, BenchError> {
+    let mut timed = Timed::new();
+    measure_into(peer, payload, limits, &mut timed, &mut |done| {
+        progress(done, limits.iterations)
+    })?;
+    let stats = timed.stats();
+    progress(stats.iterations, limits.iterations);
+    Ok(stats)
+}
+
+/// Round trips of one case gathered over one or more turns ([`measure_into`]): the
+/// latencies, the warm-up round trips and the timed wall time of all turns together.
+#[derive(Debug, Clone)]
+pub struct Timed {
+    hist: Histogram<u64>,
+    warmup: u64,
+    elapsed: Duration,
+}
+
+impl Default for Timed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Timed {
+    /// Nothing timed yet.
+    pub fn new() -> Self {
+        Timed {
+            hist: new_histogram(),
+            warmup: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// Timed round trips so far.
+    pub fn count(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// The figures of every turn together.
+    pub fn stats(&self) -> Stats {
+        Stats::from_histogram(&self.hist, self.warmup, self.elapsed)
+    }
+}
+
+/// One turn of [`measure`]: warms `peer` up, then times round trips of `payload` into
+/// `timed` (added to what earlier turns put there); `progress(done)` is called now and
+/// then with the round trips this turn has timed.
+pub fn measure_into(
+    peer: &mut dyn RoundTrip,
+    payload: &[u8],
+    limits: &Limits,
+    timed: &mut Timed,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), BenchError> {
     let warm_until = Instant::now() + limits.max_time / 10;
     let mut warmup = 0;
     while warmup < limits.warmup && (warmup == 0 || Instant::now() < warm_until) {
         peer.round_trip(payload)?;
         warmup += 1;
     }
-    let mut hist = new_histogram();
+    timed.warmup += warmup;
     let started = Instant::now();
     let stop_at = started + limits.max_time;
     let mut last_report = started;
     for i in 0..limits.iterations {
         let before = Instant::now();
-        peer.round_trip(payload)?;
+        let result = peer.round_trip(payload);
         let after = Instant::now();
-        hist.saturating_record((after - before).as_nanos().max(1) as u64);
+        if let Err(e) = result {
+            timed.elapsed += after - started;
+            return Err(e);
+        }
+        timed
+            .hist
+            .saturating_record((after - before).as_nanos().max(1) as u64);
         if after - last_report > Duration::from_millis(100) {
-            progress(i + 1, limits.iterations);
+            progress(i + 1);
             last_report = after;
         }
         if after >= stop_at {
             break;
         }
     }
-    let stats = Stats::from_histogram(&hist, warmup, started.elapsed());
-    progress(stats.iterations, limits.iterations);
-    Ok(stats)
+    timed.elapsed += started.elapsed();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -142,5 +202,18 @@ mod tests {
         let limits = Limits::new(u64::MAX, Duration::ZERO);
         let stats = measure(&mut Instant0, b"x", &limits, &mut |_, _| {}).unwrap();
         assert_eq!(stats.iterations, 1);
+    }
+
+    #[test]
+    fn turns_add_up_in_one_timed() {
+        let limits = Limits::new(30, Duration::from_secs(60));
+        let mut timed = Timed::new();
+        for _ in 0..3 {
+            measure_into(&mut Instant0, b"x", &limits, &mut timed, &mut |_| {}).unwrap();
+        }
+        let stats = timed.stats();
+        assert_eq!(stats.iterations, 90);
+        assert_eq!(stats.warmup, 30);
+        assert_eq!(timed.count(), 90);
     }
 }

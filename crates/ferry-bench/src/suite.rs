@@ -4,6 +4,7 @@
 use super::engine::{codec_for_framing, echo_spec, EnginePeer, WorkerLang};
 use super::floors::FloorKind;
 use super::http::HttpPeer;
+use super::interleave::{self, Turns};
 use super::machine::Machine;
 use super::measure::{measure, Limits, Stats};
 use super::peers::PeerKind;
@@ -62,6 +63,10 @@ pub struct SuiteOptions {
     pub answer: crate::Answer,
     /// The handler the Python echo worker serves `echo` with (plain by default).
     pub python_echo: crate::PythonEcho,
+    /// Rounds in which the cases of each payload and pinning (floor, peers, workers) are
+    /// timed in turns, each case taking `1 / rounds` of its round trips per turn with a
+    /// peer started for it; 1 (the default) times each case whole, one after the other.
+    pub rounds: usize,
 }
 
 impl SuiteOptions {
@@ -85,6 +90,7 @@ impl SuiteOptions {
             shm_wait: ferry::transport::shm::WaitStrategy::default(),
             answer: crate::Answer::default(),
             python_echo: crate::PythonEcho::default(),
+            rounds: 1,
         }
     }
 }
@@ -120,59 +126,23 @@ enum Outcome {
     Pipelined(super::pipelined::PipelinedStats),
 }
 
-fn run_case(
+/// Starts the peer of `case`, a case timed one round trip at a time (not pipelined).
+fn spawn_case(
     case: &Case,
     options: &SuiteOptions,
     plan: &Plan,
     placement: &Placement,
-    tick: &mut dyn FnMut(u64, u64),
-) -> Result<Outcome, BenchError> {
-    let limits = Limits::new(options.iterations, options.max_case_time);
-    let message = payload(case.payload);
-    let spec = |w: WorkerLang| match (w, &plan.python) {
-        (WorkerLang::Python, Some(python)) => {
-            let spec = ferry::worker::WorkerSpec::new(
-                "echo",
-                python.display().to_string(),
-                ["-m", "ferry_worker.echo"],
-            );
-            Ok(match options.python_echo {
-                crate::PythonEcho::Plain => spec,
-                crate::PythonEcho::Raw => spec.env("FERRY_ECHO_RAW", "1"),
-            })
-        }
-        (WorkerLang::Cmd, _) => options
-            .cmd
-            .clone()
-            .ok_or_else(|| BenchError::Harness("no command line for the cmd worker".into())),
-        _ => echo_spec(w, &options.ferry_exe).map_err(BenchError::Harness),
-    };
-    let engine = |t: TransportKind, w: WorkerLang| {
-        let mut spec = spec(w)?;
-        spec.frame_header = options.frame_header;
-        spec.stdio_framing = options.stdio_framing;
-        spec.transport_options.shm.wait = options.shm_wait;
-        // The rings the shm floor gets for this payload, so that a frame the floor sends
-        // whole is one record in the engine's ring too (not chunked and reassembled).
-        spec.transport_options.shm.capacity = spec
-            .transport_options
-            .shm
-            .capacity
-            .max(crate::floors::shm_ring_capacity(case.payload));
-        let peer = EnginePeer::spawn(spec, t)?.answer(options.answer);
-        Ok::<_, BenchError>(match w {
-            WorkerLang::Cmd => peer.with_timeout(options.cmd_timeout),
-            _ => peer,
-        })
-    };
-    let mut peer: Box<dyn RoundTrip> = match &case.step {
+) -> Result<Box<dyn RoundTrip>, BenchError> {
+    Ok(match &case.step {
         Step::Floor(kind) => {
             placement.spawn_peer(|| kind.spawn(&options.ferry_exe, case.payload))??
         }
         Step::Peer(kind) => {
             placement.spawn_peer(|| kind.spawn(&options.ferry_exe, case.payload))??
         }
-        Step::Engine(t, w) => Box::new(placement.spawn_peer(|| engine(*t, *w))??),
+        Step::Engine(t, w) => {
+            Box::new(placement.spawn_peer(|| engine_peer(case, options, plan, *t, *w))??)
+        }
         Step::Http => {
             let python = plan
                 .http_python
@@ -183,16 +153,116 @@ fn run_case(
         Step::Serve => {
             Box::new(placement.spawn_peer(|| ServePeer::spawn(&options.ferry_exe, case.payload))??)
         }
-        Step::Pipelined(t, w) => {
-            let peer = placement.spawn_peer(|| engine(*t, *w))??;
-            let stats = pipelined(&peer, &message, options.pipelined_depth, &limits);
-            peer.shutdown()?;
-            return Ok(Outcome::Pipelined(stats?));
+        Step::Pipelined(..) => {
+            return Err(BenchError::Harness(
+                "a pipelined case has no one-at-a-time peer".into(),
+            ))
         }
+    })
+}
+
+/// The echo worker `w` over transport `t` for `case`.
+fn engine_peer(
+    case: &Case,
+    options: &SuiteOptions,
+    plan: &Plan,
+    t: TransportKind,
+    w: WorkerLang,
+) -> Result<EnginePeer, BenchError> {
+    let mut spec = match (w, &plan.python) {
+        (WorkerLang::Python, Some(python)) => {
+            let spec = ferry::worker::WorkerSpec::new(
+                "echo",
+                python.display().to_string(),
+                ["-m", "ferry_worker.echo"],
+            );
+            match options.python_echo {
+                crate::PythonEcho::Plain => spec,
+                crate::PythonEcho::Raw => spec.env("FERRY_ECHO_RAW", "1"),
+            }
+        }
+        (WorkerLang::Cmd, _) => options
+            .cmd
+            .clone()
+            .ok_or_else(|| BenchError::Harness("no command line for the cmd worker".into()))?,
+        _ => echo_spec(w, &options.ferry_exe).map_err(BenchError::Harness)?,
     };
+    spec.frame_header = options.frame_header;
+    spec.stdio_framing = options.stdio_framing;
+    spec.transport_options.shm.wait = options.shm_wait;
+    // The rings the shm floor gets for this payload, so that a frame the floor sends
+    // whole is one record in the engine's ring too (not chunked and reassembled).
+    spec.transport_options.shm.capacity = spec
+        .transport_options
+        .shm
+        .capacity
+        .max(crate::floors::shm_ring_capacity(case.payload));
+    let peer = EnginePeer::spawn(spec, t)?.answer(options.answer);
+    Ok(match w {
+        WorkerLang::Cmd => peer.with_timeout(options.cmd_timeout),
+        _ => peer,
+    })
+}
+
+fn run_case(
+    case: &Case,
+    options: &SuiteOptions,
+    plan: &Plan,
+    placement: &Placement,
+    tick: &mut dyn FnMut(u64, u64),
+) -> Result<Outcome, BenchError> {
+    let limits = Limits::new(options.iterations, options.max_case_time);
+    let message = payload(case.payload);
+    if let Step::Pipelined(t, w) = &case.step {
+        let peer = placement.spawn_peer(|| engine_peer(case, options, plan, *t, *w))??;
+        let stats = pipelined(&peer, &message, options.pipelined_depth, &limits);
+        peer.shutdown()?;
+        return Ok(Outcome::Pipelined(stats?));
+    }
+    let mut peer = spawn_case(case, options, plan, placement)?;
     let stats = measure(&mut *peer, &message, &limits, tick)?;
     drop(peer);
     Ok(Outcome::Sequential(stats))
+}
+
+/// Times `cases` (one group: one payload and pinning) in turns
+/// ([`interleave`](super::interleave)).
+fn run_group(
+    cases: &[Case],
+    options: &SuiteOptions,
+    plan: &Plan,
+    placement: &Placement,
+    tick: &mut dyn FnMut(u64, u64),
+) -> Vec<Result<Outcome, BenchError>> {
+    let Some(first) = cases.first() else {
+        return Vec::new();
+    };
+    let message = payload(first.payload);
+    let turns = Turns {
+        rounds: options.rounds,
+        limits: Limits::new(options.iterations, options.max_case_time),
+        payload: &message,
+    };
+    interleave::run_group(
+        cases,
+        &turns,
+        &mut |case| spawn_case(case, options, plan, placement),
+        tick,
+    )
+    .into_iter()
+    .map(|r| r.map(Outcome::Sequential))
+    .collect()
+}
+
+/// The transport of a cmd worker's case, by which a worker that failed there is not
+/// tried there again.
+fn cmd_transport(case: &Case) -> Option<String> {
+    match &case.step {
+        Step::Engine(t, WorkerLang::Cmd) | Step::Pipelined(t, WorkerLang::Cmd) => {
+            Some(t.to_string())
+        }
+        _ => None,
+    }
 }
 
 /// Runs every case of `options`, reporting progress to `on_progress`. A case that fails
@@ -233,6 +303,10 @@ pub fn run(
         failures: Vec::new(),
     };
     let total = plan.cases.len();
+    // Outcomes of cases already timed in turns with an earlier case of their group.
+    let mut in_turns: HashMap<usize, Result<Outcome, BenchError>> = HashMap::new();
+    // The end of the last group timed in turns: the cases before it belong to one.
+    let mut turns_until = 0;
     for (i, case) in plan.cases.iter().enumerate() {
         let label = case.label();
         on_progress(Progress::Start {
@@ -248,25 +322,41 @@ pub fn run(
                 p
             }
         };
+        let group = interleave::group_at(&plan.cases, i);
+        if options.rounds > 1 && group.len() > 1 && i >= turns_until {
+            turns_until = group.end;
+            on_progress(Progress::Notice(&format!(
+                "timing cases {}-{} in turns, {} rounds",
+                group.start + 1,
+                group.end,
+                options.rounds
+            )));
+            // A cmd worker given up on its transport takes no turns (its case says so below).
+            let members: Vec<usize> = group
+                .filter(|&k| {
+                    cmd_transport(&plan.cases[k]).is_none_or(|t| !cmd_given_up.contains_key(&t))
+                })
+                .collect();
+            let cases: Vec<Case> = members.iter().map(|&k| plan.cases[k].clone()).collect();
+            let outcomes = run_group(&cases, options, &plan, &placement, &mut |done, of| {
+                on_progress(Progress::Tick { done, of })
+            });
+            in_turns.extend(members.into_iter().zip(outcomes));
+        }
         // A cmd worker that did not start or answer on a transport is not tried there
         // again: each case would only wait out the same deadline.
-        let cmd_transport = match &case.step {
-            Step::Engine(t, WorkerLang::Cmd) | Step::Pipelined(t, WorkerLang::Cmd) => {
-                Some(t.to_string())
-            }
-            _ => None,
-        };
-        let given_up = cmd_transport
-            .as_ref()
-            .and_then(|t| cmd_given_up.get(t).cloned());
+        let cmd_on = cmd_transport(case);
+        let given_up = cmd_on.as_ref().and_then(|t| cmd_given_up.get(t).cloned());
         let outcome = match given_up {
             Some((code, why)) => Err((code, format!("not run, the worker failed before: {why}"))),
-            None => run_case(case, options, &plan, &placement, &mut |done, of| {
-                on_progress(Progress::Tick { done, of })
-            })
+            None => match in_turns.remove(&i) {
+                Some(outcome) => outcome,
+                None => run_case(case, options, &plan, &placement, &mut |done, of| {
+                    on_progress(Progress::Tick { done, of })
+                }),
+            }
             .map_err(|e| {
-                if let (Some(t), BenchError::NoAnswer { .. } | BenchError::Spawn(_)) =
-                    (&cmd_transport, &e)
+                if let (Some(t), BenchError::NoAnswer { .. } | BenchError::Spawn(_)) = (&cmd_on, &e)
                 {
                     cmd_given_up.insert(t.clone(), (e.code(), e.to_string()));
                 }
@@ -432,6 +522,11 @@ fn method(options: &SuiteOptions) -> Method {
             format!("waits: blocking reads on both sides (no spinning) for stdio, socket, tcp and http; shm waits {} (adaptive: spin while the peer runs on another CPU, yield while yielding hands the CPU to it, then a futex; block: the futex at once) and its floor busy-polls; engine answers taken {}", options.shm_wait, match options.answer { crate::Answer::Owned => "owned (copied into a new Response)", crate::Answer::InPlace => "in place (checked where received, copied into one kept buffer)" }),
             pin,
             format!("each case: a warm-up, then up to {} timed round trips one at a time (at most {:.1} s), latencies in an HDR histogram", options.iterations, options.max_case_time.as_secs_f64()),
+            if options.rounds > 1 {
+                format!("in turns: at each payload and pinning the floor, the peers and the workers are timed in {} rounds, each case taking a turn of 1/{} of its round trips (after its own warm-up) per round with a peer started for the turn and stopped after it, the order rotated each round; ratios compare figures gathered over the same minutes", options.rounds, options.rounds)
+            } else {
+                "one after the other: each case timed whole, its floor and peers just before it (`--rounds R` times them in turns)".to_string()
+            },
             format!("pipelined: {} caller threads on one connection, payloads up to {} B", options.pipelined_depth, PIPELINED_MAX_PAYLOAD),
             format!("frame header offered on socket, tcp and shm: {} (used when the worker accepts it in ready; the Rust echo worker does)", options.frame_header),
             match options.stdio_framing {

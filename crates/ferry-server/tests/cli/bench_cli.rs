@@ -421,3 +421,60 @@ fn unknown_python_echo_is_a_cli_error() {
     assert!(stderr(&out).contains("plain or raw"), "{}", stderr(&out));
     assert!(json.is_none());
 }
+
+#[test]
+fn rounds_time_floors_and_workers_in_turns_with_every_round_trip_counted() {
+    // 30 round trips in 3 turns of 10 per case; the time limit is far off, so all are timed.
+    let (out, json) = bench(
+        &[
+            "--transport",
+            "socket,shm",
+            "--worker",
+            "rust",
+            "--payload",
+            "64",
+            "--pin",
+            "split",
+            "--iterations",
+            "30",
+            "--max-case-seconds",
+            "300",
+            "--pipelined",
+            "0",
+            "--rounds",
+            "3",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let json = json.expect("the JSON file is written");
+    assert!(
+        stderr(&out).contains("in turns, 3 rounds"),
+        "{}",
+        stderr(&out)
+    );
+    let results = json["results"].as_array().expect("results");
+    for (transport, pin) in [("socket", "split"), ("shm", "split"), ("shm", "same")] {
+        let row = results
+            .iter()
+            .find(|r| r["transport"] == transport && r["pin"] == pin)
+            .unwrap_or_else(|| panic!("no {transport} {pin} row in {results:?}"));
+        assert_eq!(row["iterations"], 30, "{row}");
+        assert!(number(row, "floor_p50_us") > 0.0, "{row}");
+    }
+    for floor in json["floors"].as_array().expect("floors") {
+        assert_eq!(floor["iterations"], 30, "{floor}");
+    }
+    let notes = json["method"]["notes"].to_string();
+    assert!(notes.contains("in turns: "), "{notes}");
+}
+
+#[test]
+fn rounds_out_of_range_are_a_cli_error() {
+    for rounds in ["0", "1001", "many"] {
+        let (out, json) = bench(&["--rounds", rounds], &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("--rounds"), "{}", stderr(&out));
+        assert!(json.is_none());
+    }
+}

@@ -64,6 +64,12 @@ pub struct BenchArgs {
     /// Stop a case's timed part after this many seconds (the count done is reported).
     #[arg(long, default_value_t = 2.0)]
     max_case_seconds: f64,
+    /// Time the cases of each payload and pinning (floor, peers, workers) in turns over
+    /// this many rounds, each case taking 1/ROUNDS of its round trips per turn with a
+    /// peer started for the turn, so a machine that changes speed within the run slows
+    /// a floor and the cases compared with it alike. 1: each case whole, in order.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    rounds: u16,
     /// Pinning: none (the scheduler decides), split (host and worker on two CPUs), same
     /// (both on one CPU).
     #[arg(long, default_value = "none", value_parser = parse_pin)]
@@ -240,6 +246,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     options.max_case_time = Duration::from_secs_f64(args.max_case_seconds.max(0.0));
     options.pin = args.pin;
     options.pipelined_depth = args.pipelined;
+    options.rounds = usize::from(args.rounds);
     let mut progress = ProgressLine {
         tty: std::io::stderr().is_terminal(),
         current: String::new(),
