@@ -420,7 +420,7 @@ impl RawRequest {
         let frame = if request.attachments.is_empty() {
             None
         } else {
-            tracker.frame_of(&request.attachments)
+            tracker.frame_of(request.attachments)
         };
         let attachments = request.attachments.iter().map(|a| match &frame {
             Some(frame) => Attachment::lent(a, frame.clone()),

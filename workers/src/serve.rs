@@ -348,7 +348,7 @@ impl PyHandler {
                 tracker: &self.tracker,
             };
             let answer = self.run(py, handler.as_ref(), raw.as_any(), ctx);
-            return self.answer(py, answer, &request.attachments);
+            return self.answer(py, answer, request.attachments);
         }
         let plain = message::Request::from_wire(py, request, operation, ctx)
             .and_then(|r| Bound::new(py, r))

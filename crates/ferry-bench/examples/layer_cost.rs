@@ -77,14 +77,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })??;
         let options = CallOptions::default();
         let mut kept = Vec::new();
+        // One request, lent to every call (as `ferry bench` does).
+        let request = Envelope::request("", "echo", Value::Null);
         // The ring's round trips go through `timed` (its peer lives for one block only).
         let mut one = |kind: usize, worker: &mut WorkerProcess| match kind {
             1 => frames.round_trip(&message).expect("frame echo"),
             2 => {
-                let request = Envelope::request("", "echo", Value::Null);
                 worker
                     .call_in_place(
-                        request,
+                        &request,
                         &[&message],
                         &options,
                         |_| {},
@@ -97,9 +98,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 assert_eq!(kept.len(), message.len(), "echo length");
             }
             _ => {
-                let request = Envelope::request("", "echo", Value::Null);
                 let reply = worker
-                    .call_with(request, &[&message], &options, |_| {})
+                    .call_with(&request, &[&message], &options, |_| {})
                     .expect("call");
                 assert_eq!(reply.attachments[0].len(), message.len(), "echo length");
             }

@@ -411,9 +411,7 @@ impl CompactWire {
         let fixed: &[u8; FIXED_LEN] = frame
             .get(..FIXED_LEN)
             .and_then(|b| b.try_into().ok())
-            .ok_or(CodecError::Truncated(
-                "compact header shorter than 24 bytes",
-            ))?;
+            .ok_or_else(|| CodecError::Truncated("compact header shorter than 24 bytes"))?;
         let header = Fixed::parse(fixed)?;
         let compact = |e: CompactError| CodecError::Compact(e);
         // Every length is a claim: add them up (in u64, no overflow) and compare with the
@@ -525,13 +523,12 @@ impl CompactWire {
     }
 
     fn operation_at(&self, index: u32) -> Result<&str, CodecError> {
-        let entry = self
-            .operations
-            .get(index as usize)
-            .ok_or(CodecError::Compact(CompactError::OperationIndex {
+        let entry = self.operations.get(index as usize).ok_or_else(|| {
+            CodecError::Compact(CompactError::OperationIndex {
                 index,
                 count: self.operations.len(),
-            }))?;
+            })
+        })?;
         if entry.ends_with('*') {
             return Err(CodecError::Compact(CompactError::OperationIsPrefix(index)));
         }

@@ -422,13 +422,13 @@ impl Connection {
     /// unset (on the wire only: nothing is allocated for them).
     pub(crate) fn start_filled(
         self: &Arc<Self>,
-        request: Envelope,
+        request: &Envelope,
         fill: Fill<'_>,
         attachments: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<Pending, CallError> {
         self.reserve()?
-            .send_filled(&request, fill, attachments, deadline)
+            .send_filled(request, fill, attachments, deadline)
     }
 
     /// Claims a place for one request (it counts in [`in_flight`](Self::in_flight) from
@@ -623,7 +623,7 @@ mod tests {
             (bare, "2026-11-22T08:00:00.000Z", "echo"),
             (own, "mine", "sdxl"),
         ] {
-            let pending = conn.start_filled(request, fill, &[b"x"], None).unwrap();
+            let pending = conn.start_filled(&request, fill, &[b"x"], None).unwrap();
             worker.receiver.recv(&mut buf, None).unwrap();
             let sent = codec.decode(&buf).unwrap().envelope;
             assert_eq!(sent.message_id, pending.id());

@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How a synchronous wait ended well.
-// Why allowed: a short-lived stack value returned once per call; boxing the large variant
-// would add an allocation to every call's hot path.
-#[allow(clippy::large_enum_variant)]
-enum Answer {
-    /// The answer, copied out of the link.
-    Owned(Response),
+/// How the caller's answer came, as [`Pending::wait_for_answer`] returns it. The owned
+/// answer itself is moved into the caller's place, not returned: a result that carried it
+/// was a 400-byte value copied at each return, three to five `memcpy`s per call even when
+/// the answer was only visited (docs/benchmarks.md, fourteenth round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answered {
+    /// The answer, copied out of the link, is in the caller's place.
+    Owned,
     /// The answer was seen in place by the caller's visitor.
     Visited,
 }
@@ -55,9 +57,13 @@ impl Pending {
     /// Waits on this thread for the answer; `on_event` sees each event as it arrives.
     /// Reads the link itself when no one else does (no thread hop).
     pub fn wait(mut self, mut on_event: impl FnMut(&Envelope)) -> Result<Response, CallError> {
-        match self.wait_for_answer(&mut on_event, None)? {
-            Answer::Owned(response) => Ok(response),
-            Answer::Visited => Err(CallError::Transport(TransportError::Internal(
+        let mut taken = None;
+        match (
+            self.wait_for_answer(&mut on_event, None, &mut taken)?,
+            taken,
+        ) {
+            (Answered::Owned, Some(response)) => Ok(response),
+            _ => Err(CallError::Transport(TransportError::Internal(
                 "an answer was visited in place with nobody to visit it".into(),
             ))),
         }
@@ -90,17 +96,18 @@ impl Pending {
     ) -> Result<R, CallError> {
         let mut f = Some(f);
         let mut out = None;
+        let mut taken = None;
         let answer = {
             let mut visit = |answer: ResponseRef<'_>| {
                 if let Some(f) = f.take() {
                     out = Some(f(answer));
                 }
             };
-            self.wait_for_answer(&mut on_event, Some(&mut visit))?
+            self.wait_for_answer(&mut on_event, Some(&mut visit), &mut taken)?
         };
-        match (answer, f, out) {
-            (Answer::Visited, _, Some(out)) => Ok(out),
-            (Answer::Owned(response), Some(f), _) => {
+        match (answer, f, out, taken) {
+            (Answered::Visited, _, Some(out), _) => Ok(out),
+            (Answered::Owned, Some(f), _, Some(response)) => {
                 let attachments: Vec<&[u8]> =
                     response.attachments.iter().map(Vec::as_slice).collect();
                 Ok(f(ResponseRef {
@@ -117,15 +124,15 @@ impl Pending {
     }
 
     /// The loop behind [`wait`](Self::wait) and [`wait_in_place`](Self::wait_in_place).
+    /// `taken`: where an owned answer is moved (`Ok(Answered::Owned)` says it is there).
     fn wait_for_answer(
         &mut self,
         on_event: &mut dyn FnMut(&Envelope),
         visit: Option<&mut dyn FnMut(ResponseRef<'_>)>,
-    ) -> Result<Answer, CallError> {
+        taken: &mut Option<Response>,
+    ) -> Result<Answered, CallError> {
         // Whether `visit` saw the answer (then `read_one` returns nothing for it).
         let visited = std::cell::Cell::new(false);
-        // Without `visit`: the answer, when `read_one` moved it here.
-        let mut taken: Option<Response> = None;
         let seen_it = &visited;
         let mut noting = visit.map(|visit| {
             move |answer: ResponseRef<'_>| {
@@ -147,7 +154,7 @@ impl Pending {
                     }
                     Some(Incoming::Done(result)) => {
                         self.finished = true;
-                        return result.map(Answer::Owned);
+                        return result.map(|answer| place(taken, answer));
                     }
                     None => {}
                 }
@@ -165,7 +172,7 @@ impl Pending {
                                 match item {
                                     Incoming::Event(e) => on_event(&e),
                                     Incoming::Done(result) => {
-                                        break Some(result.map(Answer::Owned))
+                                        break Some(result.map(|answer| place(taken, answer)))
                                     }
                                 }
                                 continue;
@@ -174,17 +181,17 @@ impl Pending {
                         // The caller's own answer is visited, or moved into `taken`.
                         let answer = match noting.as_mut() {
                             Some(v) => OwnAnswer::Visit(v),
-                            None => OwnAnswer::Take(&mut taken),
+                            None => OwnAnswer::Take(taken),
                         };
                         match conn.read_one(&mut rx, self.deadline, Some(&self.slot), answer) {
                             Ok(Some(Incoming::Event(e))) => on_event(&e),
                             Ok(Some(Incoming::Done(result))) => {
-                                break Some(result.map(Answer::Owned))
+                                break Some(result.map(|answer| place(taken, answer)))
                             }
-                            Ok(None) if visited.get() => break Some(Ok(Answer::Visited)),
+                            Ok(None) if visited.get() => break Some(Ok(Answered::Visited)),
                             Ok(None) => {
-                                if let Some(response) = taken.take() {
-                                    break Some(Ok(Answer::Owned(response)));
+                                if taken.is_some() {
+                                    break Some(Ok(Answered::Owned));
                                 }
                             }
                             // Every pending slot, ours included, now holds its failure.
@@ -213,7 +220,7 @@ impl Pending {
                         Ok(Incoming::Event(e)) => on_event(&e),
                         Ok(Incoming::Done(result)) => {
                             self.finished = true;
-                            return result.map(Answer::Owned);
+                            return result.map(|answer| place(taken, answer));
                         }
                         Err(count) => seen = Some(count),
                     },
@@ -345,4 +352,10 @@ impl Drop for Pending {
     fn drop(&mut self) {
         self.abandon();
     }
+}
+
+/// Moves `answer` into the caller's place.
+fn place(taken: &mut Option<Response>, answer: Response) -> Answered {
+    *taken = Some(answer);
+    Answered::Owned
 }

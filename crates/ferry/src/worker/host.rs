@@ -14,6 +14,7 @@ use crate::protocol::{Envelope, ReadyInfo, Stamp, OP_SHUTDOWN};
 use crate::transport::private_dir::PrivateDir;
 use crate::transport::{self, TransportError, TransportKind};
 use serde_json::Value;
+use std::borrow::Borrow;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -338,18 +339,22 @@ impl WorkerProcess {
         self.call_with(request, &[], &CallOptions::default(), on_event)
     }
 
-    /// Sends a prepared request (its `message_id` is replaced by a fresh one; a request
-    /// without `timestamp` or `worker_type` is sent with the current time and the spec's
-    /// worker type) with attachments and waits for the answer.
+    /// Sends a prepared request (its `message_id` is replaced by a fresh one on the wire; a
+    /// request without `timestamp` or `worker_type` is sent with the current time and the
+    /// spec's worker type) with attachments and waits for the answer.
+    ///
+    /// `request` is an [`Envelope`] or a reference to one: a host that sends the same
+    /// request again and again keeps it and lends it, and nothing is built, moved or freed
+    /// for it per call (the request is only read).
     pub fn call_with(
         &mut self,
-        request: Envelope,
+        request: impl Borrow<Envelope>,
         attachments: &[&[u8]],
         options: &CallOptions,
         on_event: impl FnMut(&Envelope),
     ) -> Result<Response, CallError> {
         let result = self
-            .start_call(request, attachments, options)
+            .start_call(request.borrow(), attachments, options)
             .and_then(|pending| pending.wait(on_event));
         self.with_exit_status(result)
     }
@@ -360,17 +365,19 @@ impl WorkerProcess {
     /// host that only reads the answer (checks it, copies a part, hands it to a GPU
     /// buffer), this saves the copy into an owned [`Response`].
     ///
+    /// `request`, as in `call_with`, is an [`Envelope`] or a reference to one.
+    ///
     /// [`Pending::wait_in_place`]: crate::connection::Pending::wait_in_place
     pub fn call_in_place<R>(
         &mut self,
-        request: Envelope,
+        request: impl Borrow<Envelope>,
         attachments: &[&[u8]],
         options: &CallOptions,
         on_event: impl FnMut(&Envelope),
         f: impl FnOnce(ResponseRef<'_>) -> R,
     ) -> Result<R, CallError> {
         let result = self
-            .start_call(request, attachments, options)
+            .start_call(request.borrow(), attachments, options)
             .and_then(|pending| pending.wait_in_place(on_event, f));
         self.with_exit_status(result)
     }
@@ -378,7 +385,7 @@ impl WorkerProcess {
     /// Sends a request as [`call_with`](Self::call_with) does.
     fn start_call(
         &mut self,
-        request: Envelope,
+        request: &Envelope,
         attachments: &[&[u8]],
         options: &CallOptions,
     ) -> Result<Pending, CallError> {
@@ -391,7 +398,7 @@ impl WorkerProcess {
             timestamp: stamp.as_ref().map(Stamp::as_str),
             worker_type: Some(&self.spec.worker_type),
         };
-        let deadline = options.deadline_for(&request);
+        let deadline = options.deadline_for(request);
         self.conn.start_filled(request, fill, attachments, deadline)
     }
 

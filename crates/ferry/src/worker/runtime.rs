@@ -21,6 +21,10 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+/// A request's attachments as the handler sees them: inline up to this many, so the usual
+/// request lists them without allocating.
+type AttachmentList<'a> = smallvec::SmallVec<[&'a [u8]; 8]>;
+
 /// Why a worker's serve loop stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -327,8 +331,8 @@ pub fn serve_link<H: Handler>(
     let mut place = DecodedFrame::default();
     while !io.host_gone && !io.stop_requested {
         if let Some(q) = io.queue.pop_front() {
-            let atts: Vec<&[u8]> = q.attachments.iter().map(Vec::as_slice).collect();
-            let stop = dispatch(&mut io, &info, &mut handler, &q.envelope, None, atts);
+            let atts: AttachmentList<'_> = q.attachments.iter().map(Vec::as_slice).collect();
+            let stop = dispatch(&mut io, &info, &mut handler, &q.envelope, None, &atts);
             if stop {
                 break;
             }
@@ -432,7 +436,10 @@ fn dispatch_decoded<H: Handler>(
     decoded: &DecodedFrame,
     frame: &[u8],
 ) -> bool {
-    let atts: Vec<&[u8]> = (0..decoded.attachment_count())
+    // Listed on the stack (a request rarely has more than a few): a vector here was 8%
+    // of the echo worker's own CPU time per small shm request (docs/benchmarks.md,
+    // fourteenth round).
+    let atts: AttachmentList<'_> = (0..decoded.attachment_count())
         .filter_map(|i| decoded.attachment(frame, i))
         .collect();
     dispatch(
@@ -441,7 +448,7 @@ fn dispatch_decoded<H: Handler>(
         handler,
         &decoded.envelope,
         decoded.id_number(),
-        atts,
+        &atts,
     )
 }
 
@@ -471,7 +478,7 @@ fn dispatch<'r, H: Handler>(
     handler: &mut H,
     env: &'r Envelope,
     id_number: Option<u64>,
-    attachments: Vec<&'r [u8]>,
+    attachments: &'r [&'r [u8]],
 ) -> bool {
     match env.kind {
         MessageType::Request => {}
@@ -556,7 +563,7 @@ fn run_handler<'r, H: Handler>(
     io: &mut Io,
     handler: &mut H,
     env: &'r Envelope,
-    attachments: Vec<&'r [u8]>,
+    attachments: &'r [&'r [u8]],
 ) -> Result<ReplyRef<'r>, HandlerError> {
     // The clock is read only when something needs it: a quick operation the handler does
     // not want timed, without a deadline, reads none (two reads are 5-7% of a small shm
