@@ -10,11 +10,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How a synchronous wait ended well.
-/// How the caller's answer came, as [`Pending::wait_for_answer`] returns it. The owned
-/// answer itself is moved into the caller's place, not returned: a result that carried it
-/// was a 400-byte value copied at each return, three to five `memcpy`s per call even when
-/// the answer was only visited (docs/benchmarks.md, fourteenth round).
+/// How a synchronous wait ended well, as [`Pending::wait_for_answer`] returns it. The
+/// owned answer itself is moved into the caller's place, not returned: a result that
+/// carried it was a 400-byte value copied at each return, three to five `memcpy`s per call
+/// even when the answer was only visited (docs/benchmarks.md, fourteenth round).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answered {
     /// The answer, copied out of the link, is in the caller's place.

@@ -16,8 +16,8 @@ pub struct Request<'a> {
     /// The full envelope (operation, data, priority, deadline, ...).
     pub envelope: &'a Envelope,
     /// The binary attachments, borrowed from the receive buffer (on shm, from the ring).
-    /// A slice rather than a vector: the runtime lists them on its stack, so a request
-    /// costs no allocation for the list.
+    /// A slice rather than a vector: the runtime lists them on its stack (up to four), so
+    /// a request costs no allocation for the list.
     pub attachments: &'a [&'a [u8]],
 }
 

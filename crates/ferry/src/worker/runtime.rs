@@ -21,10 +21,6 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-/// A request's attachments as the handler sees them: inline up to this many, so the usual
-/// request lists them without allocating.
-type AttachmentList<'a> = smallvec::SmallVec<[&'a [u8]; 8]>;
-
 /// Why a worker's serve loop stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -331,8 +327,9 @@ pub fn serve_link<H: Handler>(
     let mut place = DecodedFrame::default();
     while !io.host_gone && !io.stop_requested {
         if let Some(q) = io.queue.pop_front() {
-            let atts: AttachmentList<'_> = q.attachments.iter().map(Vec::as_slice).collect();
-            let stop = dispatch(&mut io, &info, &mut handler, &q.envelope, None, &atts);
+            let stop = with_slices(&q.attachments, |atts| {
+                dispatch(&mut io, &info, &mut handler, &q.envelope, None, atts)
+            });
             if stop {
                 break;
             }
@@ -436,20 +433,19 @@ fn dispatch_decoded<H: Handler>(
     decoded: &DecodedFrame,
     frame: &[u8],
 ) -> bool {
-    // Listed on the stack (a request rarely has more than a few): a vector here was 8%
-    // of the echo worker's own CPU time per small shm request (docs/benchmarks.md,
-    // fourteenth round).
-    let atts: AttachmentList<'_> = (0..decoded.attachment_count())
-        .filter_map(|i| decoded.attachment(frame, i))
-        .collect();
-    dispatch(
-        io,
-        info,
-        handler,
-        &decoded.envelope,
-        decoded.id_number(),
-        &atts,
-    )
+    // Listed on the stack (up to four, as a send lists its parts): a vector here was 8% of
+    // the echo worker's own CPU time per small shm request, with the answer's list
+    // (docs/benchmarks.md, fourteenth round).
+    decoded.with_attachments(frame, |atts| {
+        dispatch(
+            io,
+            info,
+            handler,
+            &decoded.envelope,
+            decoded.id_number(),
+            atts,
+        )
+    })
 }
 
 /// The codec of the frames after `ready` when `info` accepts length-prefixed stdio frames.
