@@ -52,7 +52,8 @@
 //! dropping is noticed through a pidfd of it (the host watches its child, the worker the
 //! host from `FERRY_HOST_PID`): sleeps are cut into slices of
 //! [`ShmOptions::liveness_interval`] and the peer is checked between two, so a wait ends
-//! with [`TransportError::Disconnected`] within about that long.
+//! with [`TransportError::Disconnected`] within about twice that long (a look at the peer
+//! costs system calls, so a wait about to sleep skips it when the last one is recent).
 //!
 //! # Example
 //!
@@ -108,8 +109,8 @@ pub struct ShmOptions {
     pub spin: Duration,
     /// Adaptive: the longest yielding after that while the peer is awake. Default 50 µs.
     pub yield_time: Duration,
-    /// The longest single futex sleep; the peer process is checked between two, so this
-    /// bounds how long a dead peer goes unnoticed. Default 20 ms.
+    /// The longest single futex sleep; the peer process is checked between two, so twice
+    /// this bounds how long a dead peer goes unnoticed. Default 20 ms.
     pub liveness_interval: Duration,
     /// How long `send` may wait for ring space before failing with
     /// [`TransportError::Timeout`]. Default `None`: it waits until the receiver makes room,

@@ -239,24 +239,29 @@ impl Waiter {
         let mut phase = self.check(start, deadline, ready, closed)?;
         if matches!(phase, Phase::Next) {
             phase = match self.cfg.strategy {
-                WaitStrategy::Spin => self.spin(start, None, deadline, ready, closed)?,
+                WaitStrategy::Spin => self.spin(start, None, deadline, ready, closed)?.0,
                 WaitStrategy::Adaptive => {
                     match self.spin(start, Some(self.spin_budget), deadline, ready, closed)? {
-                        Phase::Next => {
-                            let phase = if self.waits_without_yield > 0 {
+                        (Phase::Next, spun) => {
+                            // `start` is still the time while nothing has waited yet (the
+                            // peer is on our CPU or asleep, and yielding is backed off): the
+                            // sleep uses it rather than read the clock again.
+                            let (phase, now) = if self.waits_without_yield > 0 {
                                 self.waits_without_yield -= 1;
-                                Phase::Next
+                                (Phase::Next, (!spun).then_some(start))
                             } else {
-                                self.yield_phase(start, deadline, ready, closed)?
+                                (self.yield_phase(start, deadline, ready, closed)?, None)
                             };
                             let phase = match phase {
-                                Phase::Next => match self.sleep(deadline, ready, closed) {
+                                Phase::Next => match self.sleep(now, deadline, ready, closed) {
                                     Ok(()) => Phase::Ready,
                                     Err(e) => Phase::Stop(e),
                                 },
                                 done => done,
                             };
-                            if matches!(phase, Phase::Ready) {
+                            // Only a wait that spun teaches the spin anything: the next
+                            // one skips spinning too while the peer stays on our CPU.
+                            if spun && matches!(phase, Phase::Ready) {
                                 self.learn_spin(start.elapsed());
                             }
                             return match phase {
@@ -264,16 +269,18 @@ impl Waiter {
                                 _ => Ok(()),
                             };
                         }
-                        done => done,
+                        (done, _) => done,
                     }
                 }
-                WaitStrategy::Block => Phase::Next,
+                WaitStrategy::Block => {
+                    return self.sleep(Some(start), deadline, ready, closed);
+                }
             };
         }
         match phase {
             Phase::Ready => Ok(()),
             Phase::Stop(e) => Err(e),
-            Phase::Next => self.sleep(deadline, ready, closed),
+            Phase::Next => self.sleep(None, deadline, ready, closed),
         }
     }
 
@@ -315,7 +322,7 @@ impl Waiter {
     }
 
     /// Busy-polls. With `budget` (adaptive), only while the peer runs elsewhere and for at
-    /// most `budget`.
+    /// most `budget`. Also says whether it spun at all.
     fn spin(
         &mut self,
         start: Instant,
@@ -323,24 +330,26 @@ impl Waiter {
         deadline: Option<Instant>,
         ready: Ready<'_>,
         closed: &dyn Fn() -> bool,
-    ) -> Result<Phase, TransportError> {
+    ) -> Result<(Phase, bool), TransportError> {
+        let mut spun = false;
         loop {
             if budget.is_some() && !(self.peer_awake() && self.peer_elsewhere()) {
-                return Ok(Phase::Next);
+                return Ok((Phase::Next, spun));
             }
+            spun = true;
             for _ in 0..SPIN_BATCH {
                 if ready()? {
-                    return Ok(Phase::Ready);
+                    return Ok((Phase::Ready, spun));
                 }
                 spin_hint();
             }
             let now = Instant::now();
             match self.check(now, deadline, ready, closed)? {
                 Phase::Next => {}
-                done => return Ok(done),
+                done => return Ok((done, spun)),
             }
             if budget.is_some_and(|b| now - start >= b) {
-                return Ok(Phase::Next);
+                return Ok((Phase::Next, spun));
             }
         }
     }
@@ -405,12 +414,21 @@ impl Waiter {
 
     /// Sleeps on this end's futex word until the condition holds, the peer is gone or the
     /// deadline passes.
+    ///
+    /// Before the first sleep the peer process is looked at only if the last look is a
+    /// liveness interval old (a look is a system call or two, `poll` on the pidfd and
+    /// `getppid`, as many as the futex wait itself on a round trip that sleeps every time);
+    /// after each slice slept through it is looked at again. A peer that dies unseen is
+    /// therefore noticed within two intervals at most. `now`, when given, is a reading of
+    /// the clock taken just before (the first look at the deadline uses it).
     fn sleep(
         &mut self,
+        mut now: Option<Instant>,
         deadline: Option<Instant>,
         ready: Ready<'_>,
         closed: &dyn Fn() -> bool,
     ) -> Result<(), TransportError> {
+        let mut slept = false;
         let result = loop {
             self.words.own.store(SLEEPING, Ordering::Relaxed);
             // SYNC POINT: SeqCst fence pairs with the fence after the peer's publishing
@@ -420,8 +438,14 @@ impl Waiter {
             if ready()? {
                 break Ok(());
             }
-            let now = Instant::now();
-            if closed() || !self.liveness.alive_now() {
+            let now = now.take().unwrap_or_else(Instant::now);
+            if closed()
+                || !(if slept {
+                    self.liveness.alive_now()
+                } else {
+                    self.liveness.alive(now)
+                })
+            {
                 break if ready()? {
                     Ok(())
                 } else {
@@ -436,6 +460,7 @@ impl Waiter {
                 slice = slice.min(d - now);
             }
             futex_wait(&self.words.own, SLEEPING, Some(slice));
+            slept = true;
             self.words.own.store(AWAKE, Ordering::Relaxed);
         };
         self.words.own.store(AWAKE, Ordering::Relaxed);
