@@ -111,6 +111,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
             "--release",
             "--manifest-path",
             str(WORKERS / "Cargo.toml"),
+            # Where scripts/python-env builds the module: what it compiled is reused.
+            "--target-dir",
+            str(WORKERS.parent / "target"),
             "--interpreter",
             str(python),
             "--out",

@@ -18,6 +18,7 @@ use ferry::worker::{CallOptions, WorkerProcess, WorkerSpec};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// A hang guard only, never a timing assertion: loading torch and the pipeline takes seconds
@@ -25,7 +26,25 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(900);
 
 pub(crate) fn ml_python_or_skip(what: &str) -> Option<PathBuf> {
-    let found = match std::env::var_os("FERRY_ML_PYTHON") {
+    // Looked up once per test process: the check imports torch and diffusers, seconds of
+    // CPU that every ML test of this binary would otherwise pay again.
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = FOUND.get_or_init(find_ml_python).clone();
+    match found {
+        Ok(p) => Some(p),
+        Err(why) if std::env::var("FERRY_REQUIRE_PYTHON").as_deref() == Ok("1") => {
+            panic!("{what}: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED {what}: {why}");
+            None
+        }
+    }
+}
+
+/// `$FERRY_ML_PYTHON` when it can import the SDK, the SDXL package, torch and diffusers.
+fn find_ml_python() -> Result<PathBuf, String> {
+    match std::env::var_os("FERRY_ML_PYTHON") {
         None => {
             Err("FERRY_ML_PYTHON is unset (scripts/test sets it up with scripts/ml-env)".into())
         }
@@ -46,16 +65,6 @@ pub(crate) fn ml_python_or_skip(what: &str) -> Option<PathBuf> {
                 )),
                 Err(e) => Err(format!("cannot run {}: {e}", python.display())),
             }
-        }
-    };
-    match found {
-        Ok(p) => Some(p),
-        Err(why) if std::env::var("FERRY_REQUIRE_PYTHON").as_deref() == Ok("1") => {
-            panic!("{what}: {why}")
-        }
-        Err(why) => {
-            eprintln!("SKIPPED {what}: {why}");
-            None
         }
     }
 }
